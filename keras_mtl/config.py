@@ -1,0 +1,538 @@
+"""YAML -> typed, validated experiment config.
+
+One root `ExperimentConfig` (pydantic models, `extra="forbid"`) holds the
+tasks, the model and the training settings. `load_config(path, overrides)`
+reads the YAML safely (no Python object tags), applies `--set KEY=VALUE`
+overrides, validates everything, including each task's reader options, and
+raises one `ConfigError` that lists every problem as
+
+    configs/demo.yaml:12: tasks[1].type: unknown task type 'clasification'; expected one of ...
+
+Relative data paths are resolved against the config file's directory.
+"""
+
+import dataclasses
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import pydantic
+import yaml
+
+from keras_mtl.errors import ConfigError
+
+TASK_TYPES = ("classification", "multilabel", "regression", "tagging")
+SAMPLING = ("proportional", "uniform", "temperature", "annealed")
+CONDITIONING = ("none", "embedding", "token")
+POOLING = ("cls", "mean", "attention")
+LOSS_WEIGHTING = ("static", "uncertainty", "dwa", "rlw", "gradnorm", "pcgrad")
+DISTRIBUTION = ("auto", "none", "mirrored", "data_parallel")
+PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+class _Strict(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=False)
+
+
+def _one_of(kind, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; expected one of {', '.join(allowed)}")
+    return value
+
+
+class DataConfig(pydantic.BaseModel):
+    """A task's data: a reader `format`, its sources and reader options.
+
+    Any key besides the ones below is a reader option, validated against the
+    reader's own options model when the config is loaded.
+    """
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    format: str
+    train: object
+    dev: Optional[object] = None
+    test: Optional[object] = None
+
+    @property
+    def options(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class TaskConfig(_Strict):
+    name: str
+    type: str
+    data: DataConfig
+    metrics: list[str] = []
+    loss_weight: float = pydantic.Field(1.0, ge=0.0)
+    unseen_labels: Literal["warn", "error"] = "warn"
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not _NAME.match(v):
+            raise ValueError(
+                f"task name {v!r} must be lowercase letters, digits and '_', starting "
+                "with a letter (it names outputs, metrics and serving keys)"
+            )
+        return v
+
+    @pydantic.field_validator("type")
+    @classmethod
+    def _type(cls, v):
+        return _one_of("task type", v, TASK_TYPES)
+
+    @pydantic.model_validator(mode="after")
+    def _metrics(self):
+        from keras_mtl import metrics as metrics_lib
+
+        allowed = metrics_lib.metric_names(self.type)
+        if not self.metrics:
+            self.metrics = [metrics_lib.default_metric(self.type)]
+        for m in self.metrics:
+            if m not in allowed:
+                raise ValueError(
+                    f"metrics: unknown metric {m!r} for a {self.type} task; "
+                    f"expected one of {', '.join(allowed)}"
+                )
+        return self
+
+    @property
+    def primary_metric(self):
+        return self.metrics[0]
+
+
+class ModelConfig(_Strict):
+    preset: Optional[str] = None
+    vocabulary_size: int = pydantic.Field(4000, ge=16)
+    max_sequence_length: int = pydantic.Field(128, ge=4, le=4096)
+    hidden_dim: int = pydantic.Field(128, ge=4)
+    num_layers: int = pydantic.Field(2, ge=0)
+    num_heads: int = pydantic.Field(4, ge=1)
+    intermediate_dim: int = pydantic.Field(256, ge=4)
+    dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
+    lowercase: bool = True
+    task_conditioning: str = "embedding"
+    pooling: str = "cls"
+    task_gates: bool = False
+    task_relation: bool = False
+    num_experts: int = pydantic.Field(0, ge=0)
+    adapter_dim: int = pydantic.Field(0, ge=0)
+
+    @pydantic.field_validator("task_conditioning")
+    @classmethod
+    def _cond(cls, v):
+        return _one_of("task conditioning", v, CONDITIONING)
+
+    @pydantic.field_validator("pooling")
+    @classmethod
+    def _pool(cls, v):
+        return _one_of("pooling", v, POOLING)
+
+    @pydantic.model_validator(mode="after")
+    def _heads(self):
+        if self.preset is None and self.hidden_dim % self.num_heads:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class TrainConfig(_Strict):
+    batch_size: int = pydantic.Field(32, ge=1)
+    epochs: int = pydantic.Field(3, ge=1)
+    steps_per_epoch: Optional[int] = pydantic.Field(None, ge=1)
+    learning_rate: float = pydantic.Field(1e-3, gt=0.0)
+    weight_decay: float = pydantic.Field(0.01, ge=0.0)
+    warmup_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
+    sampling: str = "proportional"
+    temperature: float = 2.0
+    bucket_lengths: list[int] = [16, 32, 64, 128]
+    loss_weighting: str = "static"
+    distribution: str = "auto"
+    precision: str = "float32"
+    jit_compile: Union[bool, Literal["auto"]] = "auto"
+    eval_batch_size: int = pydantic.Field(64, ge=1)
+    shuffle_buffer: int = pydantic.Field(10000, ge=1)
+
+    @pydantic.field_validator("sampling")
+    @classmethod
+    def _sampling(cls, v):
+        return _one_of("sampling strategy", v, SAMPLING)
+
+    @pydantic.field_validator("temperature")
+    @classmethod
+    def _temperature(cls, v):
+        if v <= 0:
+            raise ValueError(f"temperature must be > 0. Received: temperature={v}")
+        return v
+
+    @pydantic.field_validator("loss_weighting")
+    @classmethod
+    def _weighting(cls, v):
+        return _one_of("loss weighting", v, LOSS_WEIGHTING)
+
+    @pydantic.field_validator("distribution")
+    @classmethod
+    def _distribution(cls, v):
+        return _one_of("distribution", v, DISTRIBUTION)
+
+    @pydantic.field_validator("precision")
+    @classmethod
+    def _precision(cls, v):
+        return _one_of("precision", v, PRECISION)
+
+    @pydantic.field_validator("bucket_lengths")
+    @classmethod
+    def _buckets(cls, v):
+        if not v or any(b < 2 for b in v) or sorted(set(v)) != v:
+            raise ValueError(f"bucket_lengths must be increasing integers >= 2. Received: {v}")
+        return v
+
+
+class SplitConfig(_Strict):
+    seed: int = 0
+    dev_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
+
+
+class ExperimentConfig(_Strict):
+    name: str
+    seed: int = 0
+    tasks: list[TaskConfig]
+    model: ModelConfig = pydantic.Field(default_factory=ModelConfig)
+    train: TrainConfig = pydantic.Field(default_factory=TrainConfig)
+    splits: SplitConfig = pydantic.Field(default_factory=SplitConfig)
+
+    @pydantic.field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", v):
+            raise ValueError(f"name {v!r} must be letters, digits, '_', '-', '.' (it names directories)")
+        return v
+
+    @pydantic.field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v):
+        if not v:
+            raise ValueError("at least one task is required")
+        seen = {}
+        for i, t in enumerate(v):
+            if t.name in seen:
+                raise ValueError(
+                    f"tasks[{i}].name: duplicate task name {t.name!r} (also tasks[{seen[t.name]}])"
+                )
+            seen[t.name] = i
+        return v
+
+    def task(self, name) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+    @property
+    def task_names(self):
+        return [t.name for t in self.tasks]
+
+
+# --------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LoadedConfig:
+    """A validated config plus where it came from."""
+
+    config: ExperimentConfig
+    path: Optional[Path]
+    raw: dict  # the YAML after overrides, with data paths resolved
+
+
+def load_config(path, overrides=()) -> LoadedConfig:
+    """Load, override and validate an experiment config file.
+
+    Args:
+        path: path of the YAML file.
+        overrides: `KEY=VALUE` strings (`train.batch_size=16`,
+            `tasks.topic.loss_weight=2`, `tasks[0].metrics=[accuracy]`);
+            VALUE is parsed as YAML.
+
+    Raises:
+        ConfigError: naming the file, line and field path of every problem.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: byte offset {e.start}: not valid UTF-8") from None
+    raw, lines = _parse_yaml(text, str(path))
+    return config_from_dict(raw, source=str(path), lines=lines, base_dir=path.parent, overrides=overrides)
+
+
+def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=()) -> LoadedConfig:
+    """Validate a config given as a dict (the Python-API twin of `load_config`)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    lines = lines or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping (name:, tasks:, ...), got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except pydantic.ValidationError as e:
+        raise ConfigError(_format_errors(e.errors(), source, lines)) from None
+    problems = []
+    for i, task in enumerate(config.tasks):
+        problems += _check_data(task, i, Path(base_dir), source, lines)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    raw_resolved = config.model_dump(mode="json")
+    return LoadedConfig(config=config, path=Path(source) if source != "<dict>" else None, raw=raw_resolved)
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader: never constructs Python objects."""
+
+
+def _parse_yaml(text, source):
+    try:
+        node = yaml.compose(text, Loader=_LineLoader)
+        data = yaml.load(text, Loader=_LineLoader)
+    except yaml.constructor.ConstructorError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{source}{line}: {e.problem} (configs are loaded with yaml.safe_load: "
+            "tags that construct Python objects are not allowed)"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{source}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{source}: the file is empty")
+    lines = {}
+    _walk_lines(node, (), lines)
+    return data, lines
+
+
+def _walk_lines(node, path, out):
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[path + (key,)] = k.start_mark.line + 1
+            _walk_lines(v, path + (key,), out)
+            out[path + (key,)] = k.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _walk_lines(v, path + (i,), out)
+
+
+def _loc_str(loc):
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        else:
+            s += ("." if s else "") + str(part)
+    return s
+
+
+def _line_of(lines, loc):
+    loc = tuple(loc)
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def _format_errors(errors, source, lines):
+    out = []
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(ExperimentConfig, loc[:-1])
+            guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            msg = f"unknown key {loc[-1]!r}" + (f"; did you mean {guess[0]!r}?" if guess else "")
+            msg += f" (known keys: {', '.join(known)})"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        # A validator message may already name a deeper field ("tasks[1].name: ...").
+        if re.match(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+)*: ", msg) and "tasks[" in msg:
+            field = ""
+        else:
+            field = _loc_str(loc) + ": " if loc else ""
+        line = _line_of(lines, loc)
+        where = f"{source}:{line}" if line else source
+        out.append(f"{where}: {field}{msg}")
+    return "\n".join(out)
+
+
+def _unwrap(annotation):
+    """The pydantic model class inside list[...]/Optional[...], if any."""
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, Union):
+        for arg in typing.get_args(annotation):
+            found = _unwrap(arg)
+            if found is not None:
+                return found
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+        return annotation
+    return None
+
+
+def _model_at(model, loc):
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[part].annotation)
+    return model
+
+
+def _fields_at(model, loc):
+    found = _model_at(model, loc)
+    return sorted(found.model_fields) if found is not None else []
+
+
+def _check_data(task, index, base_dir, source, lines):
+    """Validate a task's reader format and options; resolve relative paths."""
+    from keras_mtl.data import readers
+
+    loc = ("tasks", index, "data")
+    where = f"{source}:{_line_of(lines, loc + ('format',)) or _line_of(lines, loc)}"
+    try:
+        reader = readers.get_reader(task.data.format)
+    except KeyError:
+        names = readers.reader_names()
+        guess = difflib.get_close_matches(task.data.format, names, n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        return [
+            f"{where}: tasks[{index}].data.format: unknown data format {task.data.format!r}{hint} "
+            f"(expected one of {', '.join(names)})"
+        ]
+    if task.type not in reader.task_types:
+        return [
+            f"{where}: tasks[{index}].data.format: the {reader.name!r} reader cannot serve a "
+            f"{task.type} task (it serves: {', '.join(reader.task_types)})"
+        ]
+    try:
+        options = reader.options.model_validate(task.data.options)
+    except pydantic.ValidationError as e:
+        errors = []
+        for err in e.errors():
+            sub = loc + tuple(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = sorted(set(reader.options.model_fields) | {"format", "train", "dev", "test"})
+                guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+                msg = f"unknown option {err['loc'][-1]!r} for format {reader.name!r}" + (
+                    f"; did you mean {guess[0]!r}?" if guess else ""
+                ) + f" (known: {', '.join(known)})"
+            line = _line_of(lines, sub)
+            errors.append(f"{source}:{line}: {_loc_str(sub)}: {msg}")
+        return errors
+    object.__setattr__(task.data, "_options", options)
+    if reader.source_is_path:
+        for split in ("train", "dev", "test"):
+            value = getattr(task.data, split)
+            if value is not None:
+                setattr(task.data, split, _resolve(value, base_dir))
+    return []
+
+
+def _resolve(value, base_dir):
+    if isinstance(value, dict):
+        return {k: _resolve(v, base_dir) for k, v in value.items()}
+    if isinstance(value, str):
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (base_dir / p).resolve())
+    return value
+
+
+def reader_options(task: TaskConfig):
+    """The validated reader options of a task (set by `load_config`)."""
+    from keras_mtl.data import readers
+
+    opts = getattr(task.data, "_options", None)
+    if opts is None:
+        opts = readers.get_reader(task.data.format).options.model_validate(task.data.options)
+    return opts
+
+
+# --------------------------------------------------------------------------
+# --set KEY=VALUE
+# --------------------------------------------------------------------------
+
+
+def _split_key(key):
+    parts = []
+    for token in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        parts.append(int(token[1:-1]) if token.startswith("[") else token)
+    return parts
+
+
+def _apply_override(raw, item):
+    if "=" not in item:
+        raise ConfigError(f"--set {item}: expected KEY=VALUE (e.g. train.batch_size=16)")
+    key, value_text = item.split("=", 1)
+    try:
+        value = yaml.load(value_text, Loader=_LineLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {item}: cannot parse value: {e}") from None
+    parts = _split_key(key.strip())
+    if not parts:
+        raise ConfigError(f"--set {item}: empty key")
+    node, model, done = raw, ExperimentConfig, []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if isinstance(part, str) and part.isdigit():
+                part = int(part)
+            if isinstance(part, str):  # a task by name
+                names = [t.get("name") for t in node if isinstance(t, dict)]
+                if part not in names:
+                    raise ConfigError(
+                        f"--set {item}: no task named {part!r} (tasks: {', '.join(map(str, names))})"
+                    )
+                part = names.index(part)
+            if not 0 <= part < len(node):
+                raise ConfigError(f"--set {item}: index {part} out of range for {_loc_str(done) or 'list'}")
+        else:
+            if model is not None and model is not DataConfig and part not in model.model_fields:
+                known = sorted(model.model_fields)
+                guess = difflib.get_close_matches(str(part), known, n=1)
+                hint = f"; did you mean {guess[0]!r}?" if guess else ""
+                raise ConfigError(
+                    f"--set {item}: {_loc_str(done + [part])}: no such field{hint} (known: {', '.join(known)})"
+                )
+            if model is not None and model is not DataConfig:
+                model = _unwrap(model.model_fields[part].annotation)
+            else:
+                model = None
+        done.append(part)
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]

@@ -1,0 +1,1 @@
+"""Data: readers -> splits -> merged examples -> tokenized, mixed tf.data batches."""

@@ -1,0 +1,210 @@
+"""Examples -> encoded arrays -> mixed, bucketed tf.data batches.
+
+Batch structure (what `model.fit` sees), for tasks t:
+
+    x  = {"token_ids": int32 [B, L], "padding_mask": bool [B, L],
+          "task_ids": int32 [B]}            # task_ids only with task conditioning
+    y  = {t: labels}                        # every task, in every batch
+    sw = {t: sample weights}                # 0 where the example has no label for t
+
+labels/weights per task type: classification int32 [B] / [B]; tagging int32
+[B, L] / [B, L] (weight 1 on the first piece of each word); regression
+float32 [B] / [B]; multilabel float32 [B, C] / [B].
+
+Training draws from one dataset per task with the configured sampling
+strategy (`sampling.py`); without task conditioning an example keeps all its
+labels (one forward pass trains every task it has), with conditioning it is
+drawn once per task and carries that task's id and only that task's label.
+L is one of a few fixed bucket lengths (JAX compiles once per shape).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_mtl.data import sampling
+
+
+@dataclasses.dataclass
+class EncodedSplit:
+    """A split's examples, tokenized, with per-task label ids."""
+
+    examples: list
+    token_ids: list  # list of int32 arrays, [CLS] first
+    word_starts: list  # list of int32 arrays
+    truncated: np.ndarray  # bool [N]
+    labels: dict  # task -> encoded labels (see `encode_labels`)
+    weights: dict  # task -> float32 [N] (1 where the example has the task's label)
+
+    def __len__(self):
+        return len(self.token_ids)
+
+    def indices(self, task):
+        return np.flatnonzero(self.weights[task] > 0)
+
+
+def bucket_lengths(config_lengths, max_length):
+    """The fixed padded lengths: configured buckets below max_length, then max_length."""
+    return [b for b in config_lengths if b < max_length] + [max_length]
+
+
+def encode_labels(task, classes, examples, token_ids, word_starts):
+    """Per-task label arrays; missing or unseen labels get weight 0."""
+    name, n = task.name, len(examples)
+    index = {c: i for i, c in enumerate(classes)}
+    weights = np.zeros([n], np.float32)
+    if task.type == "classification":
+        labels = np.zeros([n], np.int32)
+        for i, ex in enumerate(examples):
+            if name in ex.labels and ex.labels[name] in index:
+                labels[i], weights[i] = index[ex.labels[name]], 1.0
+    elif task.type == "regression":
+        labels = np.zeros([n], np.float32)
+        for i, ex in enumerate(examples):
+            if name in ex.labels:
+                labels[i], weights[i] = float(ex.labels[name]), 1.0
+    elif task.type == "multilabel":
+        labels = np.zeros([n, len(classes)], np.float32)
+        for i, ex in enumerate(examples):
+            if name in ex.labels:
+                weights[i] = 1.0
+                for c in ex.labels[name]:
+                    if c in index:
+                        labels[i, index[c]] = 1.0
+    elif task.type == "tagging":
+        labels = []
+        for i, ex in enumerate(examples):
+            tags = np.full([len(token_ids[i])], -1, np.int32)
+            if name in ex.labels:
+                weights[i] = 1.0
+                for pos, tag in zip(word_starts[i], ex.labels[name]):
+                    if pos < len(tags) and tag in index:
+                        tags[pos] = index[tag]
+            labels.append(tags)
+    else:
+        raise ValueError(f"unknown task type {task.type!r}")
+    return labels, weights
+
+
+def encode_split(examples, encoder, tasks, classes):
+    from keras_mtl.data.tokenize import encode_texts
+
+    token_ids, word_starts, truncated = encode_texts(encoder, [ex.text for ex in examples])
+    labels, weights = {}, {}
+    for task in tasks:
+        labels[task.name], weights[task.name] = encode_labels(
+            task, classes[task.name], examples, token_ids, word_starts
+        )
+    return EncodedSplit(examples, token_ids, word_starts, truncated, labels, weights)
+
+
+def _ragged(arrays, dtype):
+    lengths = [len(a) for a in arrays]
+    values = np.concatenate(arrays).astype(dtype) if arrays else np.zeros([0], dtype)
+    return tf.RaggedTensor.from_row_lengths(values, np.asarray(lengths, np.int64))
+
+
+def _task_elements(split, tasks, task_index, conditioning):
+    """The slices of one task's dataset: its examples with every task's labels."""
+    own = tasks[task_index].name
+    idx = split.indices(own)
+    elem = {"token_ids": _ragged([split.token_ids[i] for i in idx], np.int32)}
+    if conditioning != "none":
+        elem["task_ids"] = np.full([len(idx)], task_index, np.int32)
+    for task in tasks:
+        name = task.name
+        keep = conditioning == "none" or name == own
+        w = split.weights[name][idx] if keep else np.zeros([len(idx)], np.float32)
+        if task.type == "tagging":
+            labs = [split.labels[name][i] for i in idx]
+            elem[f"y/{name}"] = _ragged([np.maximum(a, 0) for a in labs], np.int32)
+            elem[f"w/{name}"] = _ragged(
+                [((a >= 0) * wi).astype(np.float32) for a, wi in zip(labs, w)], np.float32
+            )
+        else:
+            elem[f"y/{name}"] = split.labels[name][idx]
+            elem[f"w/{name}"] = w
+    return elem
+
+
+def _dense_rows(element):
+    # A slice of a ragged tensor is a ragged_rank-0 RaggedTensor: take its values.
+    return {k: v.flat_values if isinstance(v, tf.RaggedTensor) else v for k, v in element.items()}
+
+
+def _to_model_inputs(batch, tasks, pad_id):
+    x = {"token_ids": batch["token_ids"], "padding_mask": tf.not_equal(batch["token_ids"], pad_id)}
+    if "task_ids" in batch:
+        x["task_ids"] = batch["task_ids"]
+    y = {t.name: batch[f"y/{t.name}"] for t in tasks}
+    sw = {t.name: batch[f"w/{t.name}"] for t in tasks}
+    return x, y, sw
+
+
+def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, seed=0, steps_per_epoch=None):
+    """The infinite, mixed, bucketed training dataset.
+
+    Returns (dataset, sizes, schedule): `sizes` are the per-task example
+    counts and `schedule` the [epochs, tasks] sampling probabilities used.
+    """
+    sizes = [len(split.indices(t.name)) for t in tasks]
+    present = [i for i, s in enumerate(sizes) if s > 0]
+    schedule = sampling.probability_schedule(
+        [sizes[i] for i in present], train_cfg.sampling, train_cfg.temperature, train_cfg.epochs
+    )
+    datasets = []
+    for i in present:
+        ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, conditioning))
+        ds = ds.map(_dense_rows)
+        ds = ds.shuffle(min(train_cfg.shuffle_buffer, sizes[i]), seed=seed + i).repeat()
+        datasets.append(ds)
+    elements_per_epoch = (steps_per_epoch or 1) * train_cfg.batch_size
+    table = tf.constant(schedule)
+    last = len(schedule) - 1
+
+    def weights_at(i):
+        return table[tf.minimum(tf.cast(i // elements_per_epoch, tf.int32), last)]
+
+    weights = tf.data.Dataset.range(2**62).map(weights_at)
+    if len(datasets) == 1:
+        mixed = datasets[0]
+    else:
+        mixed = tf.data.Dataset.sample_from_datasets(datasets, weights=weights, seed=seed)
+    lengths = bucket_lengths(train_cfg.bucket_lengths, max_length)
+    spec = mixed.element_spec
+    padded_shapes = {k: v.shape for k, v in spec.items()}
+    padding_values = {
+        k: tf.constant(pad_id if k == "token_ids" else 0, dtype=v.dtype) for k, v in spec.items()
+    }
+    batched = mixed.bucket_by_sequence_length(
+        element_length_func=lambda e: tf.shape(e["token_ids"])[0],
+        bucket_boundaries=[b + 1 for b in lengths],
+        bucket_batch_sizes=[train_cfg.batch_size] * (len(lengths) + 1),
+        padded_shapes=padded_shapes,
+        padding_values=padding_values,
+        pad_to_bucket_boundary=True,
+        drop_remainder=True,
+    )
+    batched = batched.map(lambda b: _to_model_inputs(b, tasks, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
+    return batched.prefetch(tf.data.AUTOTUNE), sizes, schedule
+
+
+def eval_batches(split, indices, batch_size, lengths, pad_id=0, task_id=None):
+    """Deterministic numpy batches over `indices`, sorted by length.
+
+    Yields (x, batch_indices): x is the model's input dict, padded to the
+    smallest bucket length that fits the batch.
+    """
+    order = sorted(indices, key=lambda i: len(split.token_ids[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        longest = max(len(split.token_ids[i]) for i in chunk)
+        length = next(b for b in lengths if b >= longest)
+        ids = np.full([len(chunk), length], pad_id, np.int32)
+        for row, i in enumerate(chunk):
+            ids[row, : len(split.token_ids[i])] = split.token_ids[i]
+        x = {"token_ids": ids, "padding_mask": ids != pad_id}
+        if task_id is not None:
+            x["task_ids"] = np.full([len(chunk)], task_id, np.int32)
+        yield x, chunk

@@ -1,0 +1,488 @@
+"""Sentence-level data in TSV/CSV files (`delimited`) or JSON Lines (`jsonl`).
+
+Example YAML:
+
+    tasks:
+      - name: sst2                  # TSV with a header `sentence<TAB>label`
+        type: classification
+        data:
+          format: delimited
+          train: ../shared/data/sst2/train_full.tsv
+          dev: ../shared/data/sst2/dev.tsv
+          text_column: sentence
+          label_column: label
+      - name: cola                  # TSV without a header
+        type: classification
+        data:
+          format: delimited
+          train: ../shared/data/cola_public/raw/in_domain_train.tsv
+          dev: ../shared/data/cola_public/raw/in_domain_dev.tsv
+          header: false
+          text_column: 3
+          label_column: 1
+      - name: topics
+        type: multilabel
+        data:
+          format: jsonl              # {"text": "...", "label": ["a", "b"]}
+          train: topics.jsonl
+          text_field: text
+          label_field: label
+
+Labels follow the conventions of `keras_mtl.data.example`: classification
+labels are strings (a label `1` in a file is the class name "1"), multilabel
+labels are tuples of strings (in file order, without repeats) and regression
+labels are floats.
+"""
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import List, Literal, Optional, Union
+
+import pydantic
+
+from keras_mtl.data.example import Example
+from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import register_reader
+from keras_mtl.errors import DataError
+
+SENTENCE_TASK_TYPES = ("classification", "multilabel", "regression")
+
+Column = Union[pydantic.StrictInt, pydantic.StrictStr]
+
+
+class DelimitedOptions(pydantic.BaseModel):
+    """Options of the `delimited` (TSV/CSV) format."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    text_column: Column = pydantic.Field(
+        "sentence",
+        description=(
+            "The column holding the text: a column name from the header row "
+            "(needs `header: true`) or a 0-based column index (allowed with "
+            "or without a header)."
+        ),
+    )
+    label_column: Column = pydantic.Field(
+        "label",
+        description=(
+            "The column holding the label: a header name or a 0-based index, "
+            "as for `text_column`."
+        ),
+    )
+    header: bool = pydantic.Field(
+        True,
+        description="Whether the first line is a header row of column names.",
+    )
+    delimiter: Optional[str] = pydantic.Field(
+        None,
+        description=(
+            "The one-character field delimiter. null (the default): by the "
+            "file's suffix, `,` for `.csv` and a tab for anything else "
+            "(`.tsv`, `.txt`, ...). Write a tab as \"\\t\" (in double quotes "
+            "in YAML) or as `tab`."
+        ),
+    )
+    quoting: Optional[Literal["none", "minimal"]] = pydantic.Field(
+        None,
+        description=(
+            "`none`: quote characters are ordinary text and every line is one "
+            "row (right for GLUE TSVs such as SST-2, whose sentences contain "
+            "`\"`). `minimal`: CSV quoting, where a field may be wrapped in "
+            "double quotes (and then may contain the delimiter, newlines and "
+            "`\"\"`). null (the default): `minimal` for `.csv`, `none` "
+            "otherwise."
+        ),
+    )
+    label_separator: str = pydantic.Field(
+        ",",
+        min_length=1,
+        description=(
+            "Multilabel tasks: separates the labels inside the label field, "
+            "e.g. `sports,politics`. Blank labels are dropped, so an empty "
+            "field is an example with no labels."
+        ),
+    )
+    labels: Optional[List[str]] = pydantic.Field(
+        None,
+        description=(
+            "Classification and multilabel tasks: the allowed labels. A label "
+            "not in this list is an error naming the line. null: any label."
+        ),
+    )
+    skip_empty_text: bool = pydantic.Field(
+        False,
+        description=(
+            "Skip rows whose text is empty. false (the default): an empty "
+            "text is an error naming the line."
+        ),
+    )
+    encoding: str = pydantic.Field(
+        "utf-8", description="Text encoding of the file, e.g. `latin-1`."
+    )
+
+    @pydantic.field_validator("text_column", "label_column")
+    @classmethod
+    def _non_negative(cls, value):
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a column index must be 0 or more (0-based)")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("a column name must not be empty")
+        return value
+
+    @pydantic.field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, value):
+        if value is None:
+            return value
+        value = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(value, value)
+        if len(value) != 1:
+            raise ValueError(
+                f"the delimiter must be one character, got {value!r} "
+                f"(write a tab as \"\\t\" or `tab`)"
+            )
+        if value in "\r\n\"":
+            raise ValueError(f"{value!r} cannot be a delimiter")
+        return value
+
+
+class JsonlOptions(pydantic.BaseModel):
+    """Options of the `jsonl` (JSON Lines) format."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    text_field: str = pydantic.Field(
+        "text",
+        min_length=1,
+        description="The key of each JSON object that holds the text (a string).",
+    )
+    label_field: str = pydantic.Field(
+        "label",
+        min_length=1,
+        description=(
+            "The key that holds the label: a string or integer (classification; "
+            "`1` becomes the class name \"1\"), a list of strings or integers "
+            "(multilabel), or a number (regression)."
+        ),
+    )
+    labels: Optional[List[str]] = pydantic.Field(
+        None,
+        description=(
+            "Classification and multilabel tasks: the allowed labels. A label "
+            "not in this list is an error naming the line. null: any label."
+        ),
+    )
+    skip_empty_text: bool = pydantic.Field(
+        False,
+        description=(
+            "Skip objects whose text is empty. false (the default): an empty "
+            "text is an error naming the line."
+        ),
+    )
+    encoding: str = pydantic.Field(
+        "utf-8", description="Text encoding of the file (JSON Lines is UTF-8)."
+    )
+
+
+def _check_allowed(labels, allowed, where):
+    if allowed is None:
+        return
+    for label in labels:
+        if label not in allowed:
+            raise DataError(
+                f"{where}: unknown label {label!r}; the allowed labels "
+                f"(option `labels`) are: {', '.join(map(repr, allowed))}"
+            )
+
+
+def _parse_label(raw, task_type, options, where, column_desc):
+    """Turns a label field (a string) into the label of `task_type`."""
+    raw = raw.strip()
+    if task_type == "regression":
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise DataError(
+                f"{where}: regression label {raw!r} in {column_desc} is not a "
+                f"finite number"
+            )
+        return value
+    if task_type == "multilabel":
+        labels = []
+        for part in raw.split(options.label_separator):
+            part = part.strip()
+            if part and part not in labels:
+                labels.append(part)
+        _check_allowed(labels, options.labels, where)
+        return tuple(labels)
+    if not raw:
+        raise DataError(f"{where}: empty label in {column_desc}")
+    _check_allowed([raw], options.labels, where)
+    return raw
+
+
+def _resolve_column(column, names, header_where, what):
+    """Returns the 0-based index of `column` given the header `names`."""
+    if isinstance(column, int):
+        return column
+    if names is None:
+        raise DataError(
+            f"{header_where}: {what} is the name {column!r} but `header: false`; use a "
+            f"0-based column index, or `header: true` if line 1 holds names"
+        )
+    stripped = [name.strip() for name in names]
+    if column.strip() in stripped:
+        return stripped.index(column.strip())
+    raise DataError(
+        f"{header_where}: no column named {column!r} ({what}); the header has: "
+        f"{', '.join(map(repr, stripped))}"
+    )
+
+
+def _rows(path, lines, delimiter, quoting):
+    """Yields (line number, fields) for each non-blank row of the file."""
+    if quoting == "none":
+        for index, line in enumerate(lines):
+            if line.strip():
+                yield index + 1, line.split(delimiter)
+        return
+    reader = csv.reader(
+        (line + "\n" for line in lines), delimiter=delimiter, strict=True
+    )
+    start = 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            reason = str(e)
+            if "end of data" in reason:
+                reason = "a quoted field is never closed (reached end of file)"
+            raise DataError(
+                f"{path}:{start}: malformed CSV row: {reason}; if quote "
+                f"characters in this file are plain text, set `quoting: none`"
+            ) from None
+        lineno, start = start, reader.line_num + 1
+        if fields and any(field.strip() for field in fields):
+            yield lineno, fields
+
+
+def read_delimited(request):
+    """Read a TSV/CSV file into one `Example` per row.
+
+    With `header: true` the first line names the columns. Blank lines are
+    skipped; a row may have more fields than needed, but not fewer. The
+    text is stripped of surrounding whitespace. `origin` is `path:line` of
+    the row's first line.
+
+    Raises:
+        DataError: the file is missing, not decodable or has no rows; a
+            column name is not in the header; a row has too few fields, an
+            empty text (unless `skip_empty_text`), an empty or unknown label,
+            or (regression) a label that is not a number.
+    """
+    options = request.options
+    path = str(request.source)
+    suffix = Path(path).suffix.lower()
+    delimiter = options.delimiter or ("," if suffix == ".csv" else "\t")
+    quoting = options.quoting or ("minimal" if suffix == ".csv" else "none")
+    lines = open_text(path, options.encoding)
+    rows = _rows(path, lines, delimiter, quoting)
+
+    names, header_where = None, path
+    if options.header:
+        first = next(rows, None)
+        if first is None:
+            raise DataError(f"{path}: the file is empty (expected a header row)")
+        header_where = f"{path}:{first[0]}"
+        names = first[1]
+    text_idx = _resolve_column(options.text_column, names, header_where, "text_column")
+    label_idx = _resolve_column(
+        options.label_column, names, header_where, "label_column"
+    )
+    if names is not None:
+        # Index columns given with a header must exist in the header too.
+        for idx, what in ((text_idx, "text_column"), (label_idx, "label_column")):
+            if idx >= len(names):
+                raise DataError(
+                    f"{header_where}: {what} is {idx} but the header has only "
+                    f"{len(names)} column(s): {', '.join(map(repr, names))}"
+                )
+    needed = max(text_idx, label_idx) + 1
+    label_desc = (
+        f"column {names[label_idx].strip()!r}" if names else f"column {label_idx}"
+    )
+
+    examples = []
+    for lineno, fields in rows:
+        where = f"{path}:{lineno}"
+        if len(fields) < needed:
+            raise DataError(
+                f"{where}: expected at least {needed} fields separated by "
+                f"{delimiter!r}, found {len(fields)}"
+            )
+        text = fields[text_idx].strip()
+        if not text:
+            if options.skip_empty_text:
+                continue
+            raise DataError(
+                f"{where}: empty text in column {text_idx} (set "
+                f"`skip_empty_text: true` to skip such rows)"
+            )
+        label = _parse_label(
+            fields[label_idx], request.task_type, options, where, label_desc
+        )
+        examples.append(
+            Example(text=text, labels={request.task_name: label}, origin=where)
+        )
+
+    if not examples:
+        raise DataError(
+            f"{path}: no rows found (the file is empty"
+            f"{' or has only a header' if options.header else ''})"
+        )
+    return examples
+
+
+def _type_name(value):
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _json_label(value, task_type, options, where):
+    """Turns a decoded JSON label into the label of `task_type`."""
+    field = options.label_field
+    if task_type == "regression":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise DataError(
+                f"{where}: field {field!r} must be a number for a regression "
+                f"task, found {_type_name(value)}: {value!r:.80}"
+            )
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise DataError(f"{where}: field {field!r} is not a finite number")
+        return number
+
+    def as_name(item):
+        if isinstance(item, str) and item.strip():
+            return item.strip()
+        if isinstance(item, int) and not isinstance(item, bool):
+            return str(item)
+        return None
+
+    if task_type == "multilabel":
+        if not isinstance(value, list):
+            raise DataError(
+                f"{where}: field {field!r} must be a list of labels for a "
+                f"multilabel task, found {_type_name(value)}: {value!r:.80}"
+            )
+        labels = []
+        for item in value:
+            name = as_name(item)
+            if name is None:
+                raise DataError(
+                    f"{where}: field {field!r} must hold non-empty strings or "
+                    f"integers, found {_type_name(item)}: {item!r:.80}"
+                )
+            if name not in labels:
+                labels.append(name)
+        _check_allowed(labels, options.labels, where)
+        return tuple(labels)
+    name = as_name(value)
+    if name is None:
+        raise DataError(
+            f"{where}: field {field!r} must be a non-empty string or an "
+            f"integer for a classification task, found {_type_name(value)}: "
+            f"{value!r:.80}"
+        )
+    _check_allowed([name], options.labels, where)
+    return name
+
+
+def read_jsonl(request):
+    """Read a JSON Lines file (one JSON object a line) into `Example`s.
+
+    Blank lines are skipped. The text (`options.text_field`) must be a
+    string and is stripped of surrounding whitespace; see `JsonlOptions` for
+    the label types. `origin` is `path:line`.
+
+    Raises:
+        DataError: the file is missing, not decodable or has no objects; a
+            line is not valid JSON or not an object; a field is missing (the
+            message lists the fields present) or has the wrong type; a text
+            is empty (unless `skip_empty_text`) or a label is unknown.
+    """
+    options = request.options
+    path = str(request.source)
+    lines = open_text(path, options.encoding)
+    examples = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        where = f"{path}:{index + 1}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(
+                f"{where}: invalid JSON ({e.msg} at column {e.colno})"
+            ) from None
+        except (ValueError, RecursionError) as e:
+            raise DataError(f"{where}: invalid JSON ({e})") from None
+        if not isinstance(record, dict):
+            raise DataError(
+                f"{where}: expected a JSON object, found {_type_name(record)}"
+            )
+        for field in (options.text_field, options.label_field):
+            if field not in record:
+                present = ", ".join(map(repr, record)) or "none"
+                raise DataError(
+                    f"{where}: no field {field!r}; the object has fields: "
+                    f"{present}"
+                )
+        text = record[options.text_field]
+        if not isinstance(text, str):
+            raise DataError(
+                f"{where}: field {options.text_field!r} must be a string, "
+                f"found {_type_name(text)}: {text!r:.80}"
+            )
+        text = text.strip()
+        if not text:
+            if options.skip_empty_text:
+                continue
+            raise DataError(
+                f"{where}: field {options.text_field!r} is empty (set "
+                f"`skip_empty_text: true` to skip such lines)"
+            )
+        label = _json_label(
+            record[options.label_field], request.task_type, options, where
+        )
+        examples.append(
+            Example(text=text, labels={request.task_name: label}, origin=where)
+        )
+    if not examples:
+        raise DataError(f"{path}: no examples found (the file is empty)")
+    return examples
+
+
+register_reader(
+    "delimited", options=DelimitedOptions, task_types=SENTENCE_TASK_TYPES
+)(read_delimited)
+register_reader("jsonl", options=JsonlOptions, task_types=SENTENCE_TASK_TYPES)(
+    read_jsonl
+)
+read = read_delimited

@@ -1,0 +1,137 @@
+"""The embedded demo data: a small synthetic corpus generated on the fly.
+
+`make demo` must run with no download, so the demo tasks read sentences that
+this module generates from a tiny grammar, deterministically from a seed:
+
+    the brilliant striker scored quickly near a local stadium .
+    DET ADJ       NOUN    VERB   ADV     PREP DET ADJ  NOUN    PUNCT
+
+Three kinds of labels come from the same generator:
+
+* `topic` (classification, 4 classes): the topic of the nouns and verbs
+  (sports, food, tech, weather); 15% of content words come from another topic.
+* `sentiment` (classification, 2 classes): the polarity of the adjectives.
+* `pos` (tagging): the part of speech of every word.
+
+It is synthetic: it proves the path from YAML to SavedModel, not the quality
+of a model. In YAML, `train`/`dev`/`test` give the number of examples:
+
+    data: {format: demo, kind: topic, train: 800, dev: 150, test: 150}
+"""
+
+import hashlib
+import random
+from typing import Literal
+
+import pydantic
+
+from keras_mtl.data.example import Example
+from keras_mtl.data.readers import register_reader
+from keras_mtl.errors import DataError
+
+DETERMINERS = ["the", "a", "this", "every", "one"]
+TOPICS = {
+    "sports": (
+        ["match", "team", "striker", "goal", "coach", "league", "referee", "stadium"],
+        ["scored", "won", "trained", "defended", "kicked"],
+    ),
+    "food": (
+        ["soup", "chef", "pasta", "recipe", "bakery", "dessert", "kitchen", "salad"],
+        ["cooked", "baked", "tasted", "served", "seasoned"],
+    ),
+    "tech": (
+        ["laptop", "server", "code", "robot", "chip", "network", "app", "database"],
+        ["crashed", "compiled", "booted", "updated", "deployed"],
+    ),
+    "weather": (
+        ["storm", "rain", "forecast", "cloud", "breeze", "snow", "sunshine", "fog"],
+        ["arrived", "cleared", "drifted", "fell", "lingered"],
+    ),
+}
+ADJECTIVES = {
+    "positive": ["brilliant", "lovely", "wonderful", "great", "superb", "delightful"],
+    "negative": ["terrible", "awful", "dreadful", "poor", "boring", "miserable"],
+    "neutral": ["new", "old", "small", "large", "local", "early"],
+}
+ADVERBS = ["quickly", "slowly", "again", "today", "finally", "suddenly"]
+PREPOSITIONS = ["in", "near", "after", "before", "with"]
+
+
+class DemoOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    kind: Literal["topic", "sentiment", "pos"] = pydantic.Field(
+        description="which labels to produce: topic, sentiment (classification) or pos (tagging)"
+    )
+    seed: int = pydantic.Field(0, description="generator seed (each split draws its own stream)")
+
+
+def _sentence(rng, topic, polarity):
+    """One sentence of the grammar as (words, tags)."""
+    nouns, verbs = TOPICS[topic]
+    other = [t for t in TOPICS if t != topic]
+
+    def content(pool_index):
+        t = rng.choice(other) if rng.random() < 0.15 else topic
+        return rng.choice(TOPICS[t][pool_index])
+
+    def adjective():
+        if polarity != "neutral" and rng.random() < 0.8:
+            return rng.choice(ADJECTIVES[polarity])
+        return rng.choice(ADJECTIVES["neutral"])
+
+    words, tags = [], []
+
+    def add(word, tag):
+        words.append(word)
+        tags.append(tag)
+
+    add(rng.choice(DETERMINERS), "DET")
+    add(adjective(), "ADJ")
+    add(content(0), "NOUN")
+    add(content(1), "VERB")
+    if rng.random() < 0.5:
+        add(rng.choice(ADVERBS), "ADV")
+    if rng.random() < 0.7:
+        add(rng.choice(PREPOSITIONS), "PREP")
+        add(rng.choice(DETERMINERS), "DET")
+        if rng.random() < 0.6:
+            add(adjective(), "ADJ")
+        add(rng.choice(nouns), "NOUN")
+    add(".", "PUNCT")
+    return words, tags
+
+
+def generate(kind, split, count, seed=0):
+    """`count` demo examples of one kind and split, deterministic in all four."""
+    digest = hashlib.sha256(f"{kind}/{split}/{seed}".encode()).hexdigest()
+    rng = random.Random(int(digest[:16], 16))
+    examples = []
+    for i in range(count):
+        topic = rng.choice(sorted(TOPICS))
+        polarity = rng.choice(["positive", "negative"]) if kind == "sentiment" else rng.choice(
+            ["positive", "negative", "neutral"]
+        )
+        words, tags = _sentence(rng, topic, polarity)
+        label = {"topic": topic, "sentiment": polarity, "pos": tuple(tags)}[kind]
+        examples.append(Example(" ".join(words), {}, f"demo:{kind}/{split}:{i + 1}"))
+        examples[-1].labels["__label__"] = label
+    return examples
+
+
+@register_reader("demo", options=DemoOptions, task_types=("classification", "tagging"), source_is_path=False)
+def read_demo(request):
+    count = request.source
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise DataError(
+            f"demo data: {request.split}: expected a number of examples (e.g. {request.split}: 200), "
+            f"got {count!r}"
+        )
+    kind = request.options.kind
+    wanted = "tagging" if kind == "pos" else "classification"
+    if request.task_type != wanted:
+        raise DataError(f"demo data: kind {kind!r} gives {wanted} labels, but task "
+                        f"{request.task_name!r} is a {request.task_type} task")
+    examples = generate(kind, request.split, count, request.options.seed)
+    for ex in examples:
+        ex.labels = {request.task_name: ex.labels.pop("__label__")}
+    return examples

@@ -1,0 +1,285 @@
+"""Sentence-level data from TensorFlow Datasets (`format: tfds`).
+
+Example YAML:
+
+    tasks:
+      - name: sst2
+        type: classification
+        data:
+          format: tfds
+          name: glue/sst2
+          train: train[:90%]         # TFDS split names, not paths
+          dev: train[90%:]
+          test: validation
+          text_feature: sentence
+          label_feature: label
+
+The sources are TFDS split strings (slicing such as `train[:90%]` works).
+`tensorflow_datasets` is imported only when a `tfds` task is read. A machine
+without network access can read a dataset that was prepared earlier: set
+`data_dir` to the directory holding it and `download: false`.
+"""
+
+from typing import Optional
+
+import pydantic
+
+from keras_mtl.data.example import Example
+from keras_mtl.data.readers import register_reader
+from keras_mtl.errors import DataError
+
+
+class TfdsOptions(pydantic.BaseModel):
+    """Options of the `tfds` format."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: str = pydantic.Field(
+        ...,
+        min_length=1,
+        description=(
+            "The TFDS builder name, optionally with config and version, e.g. "
+            "`glue/sst2` or `imdb_reviews:1.0.0` (required)."
+        ),
+    )
+    text_feature: str = pydantic.Field(
+        "sentence", description="The feature holding the text (a `Text` feature)."
+    )
+    label_feature: str = pydantic.Field(
+        "label",
+        description=(
+            "The feature holding the label. A `ClassLabel` maps to its class "
+            "names; other integers and strings become class names as written; "
+            "regression tasks take its value as a float; multilabel tasks "
+            "take a sequence (of `ClassLabel`s, integers or strings)."
+        ),
+    )
+    data_dir: Optional[str] = pydantic.Field(
+        None,
+        description=(
+            "Where TFDS keeps prepared datasets. null: the TFDS default "
+            "(`~/tensorflow_datasets` or `$TFDS_DATA_DIR`)."
+        ),
+    )
+    download: bool = pydantic.Field(
+        True,
+        description=(
+            "Download and prepare the dataset if it is not yet in `data_dir`. "
+            "false: use only what is already prepared (no network)."
+        ),
+    )
+
+
+def _first_line(error):
+    """The first line of an error's message (TFDS messages can be long)."""
+    text = str(error).strip() or type(error).__name__
+    text = text.splitlines()[0]
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        text += f" (pip install {error.name.split('.')[0]})"
+    return text
+
+
+def _class_names(feature):
+    """The class names of a ClassLabel (or a sequence of them), else None."""
+    names = getattr(feature, "names", None)
+    if names is None:
+        inner = getattr(feature, "feature", None)
+        names = getattr(inner, "names", None)
+    return list(names) if names is not None else None
+
+
+def _scalar_name(value, names, where, split):
+    """One class name from a decoded scalar label."""
+    if hasattr(value, "item") and getattr(value, "shape", ()) == ():
+        value = value.item()
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{where}: the label is not valid UTF-8") from None
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int):
+        if value < 0:
+            raise DataError(
+                f"{where}: label {value}: split {split!r} is unlabelled (TFDS "
+                f"stores -1 for test splits without public labels); use a "
+                f"labelled split such as `validation` or a slice of `train`"
+            )
+        if names is not None:
+            if value >= len(names):
+                raise DataError(
+                    f"{where}: label {value} is out of range for the "
+                    f"{len(names)} class names"
+                )
+            return names[value]
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise DataError(f"{where}: cannot use {value!r:.80} as a class label")
+
+
+def _label(value, task_type, names, where, split):
+    if task_type == "regression":
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{where}: the label {value!r:.80} is not a number (regression)"
+            ) from None
+        return number
+    if task_type == "multilabel":
+        if getattr(value, "ndim", 0) != 1:
+            raise DataError(
+                f"{where}: a multilabel task needs a sequence label feature, "
+                f"found {value!r:.80}"
+            )
+        labels = []
+        for item in value:
+            name = _scalar_name(item, names, where, split)
+            if name not in labels:
+                labels.append(name)
+        return tuple(labels)
+    if getattr(value, "ndim", 0) != 0:
+        raise DataError(
+            f"{where}: a classification task needs a scalar label, found "
+            f"{value!r:.80}"
+        )
+    return _scalar_name(value, names, where, split)
+
+
+def read_tfds(request):
+    """Read one split of a TFDS dataset into `Example`s.
+
+    `request.source` is the split string. `origin` is
+    `tfds:NAME/SPLIT:N` with N the 1-based position in the split.
+
+    Raises:
+        DataError: tensorflow-datasets is missing; the builder is unknown or
+            cannot be prepared (e.g. no network); the dataset is not prepared
+            and `download` is false; the split or a feature does not exist
+            (the message lists the features); a text is not valid UTF-8; or
+            the split is unlabelled (labels of -1).
+    """
+    options = request.options
+    name = options.name
+    split = request.source
+    if not isinstance(split, str) or not split.strip():
+        raise DataError(
+            f"tfds:{name}: task {request.task_name!r}: the {request.split} "
+            f"source must be a TFDS split name such as `train` or "
+            f"`train[:90%]`, found {split!r:.100}"
+        )
+    split = split.strip()
+    where = f"tfds:{name}/{split}"
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise DataError(
+            f"{where}: the tfds format needs tensorflow-datasets "
+            f"(pip install tensorflow-datasets)"
+        ) from None
+
+    try:
+        builder = tfds.builder(name, data_dir=options.data_dir)
+    except Exception as e:  # TFDS raises many kinds; all mean "cannot load".
+        raise DataError(
+            f"{where}: cannot load the TFDS builder {name!r}: {_first_line(e)} "
+            f"(names look like `glue/sst2`; see "
+            f"https://www.tensorflow.org/datasets/catalog)"
+        ) from None
+
+    if options.download:
+        try:
+            builder.download_and_prepare()
+        except Exception as e:
+            raise DataError(
+                f"{where}: downloading or preparing {name!r} failed: "
+                f"{_first_line(e)} (without network, prepare the dataset "
+                f"elsewhere, then set `data_dir` and `download: false`)"
+            ) from None
+    else:
+        prepared = getattr(builder, "is_prepared", None)
+        if prepared is not None and not prepared():
+            raise DataError(
+                f"{where}: {name!r} is not prepared in data_dir "
+                f"{str(builder.data_dir)!r} and `download` is false; set "
+                f"`download: true` or point `data_dir` at a prepared copy"
+            )
+
+    features = builder.info.features
+    available = list(features.keys())
+    for option, feature in (
+        ("text_feature", options.text_feature),
+        ("label_feature", options.label_feature),
+    ):
+        if feature not in available:
+            raise DataError(
+                f"{where}: {name!r} has no feature {feature!r} ({option}); "
+                f"its features are: {', '.join(map(repr, available))}"
+            )
+    names = _class_names(features[options.label_feature])
+
+    try:
+        dataset = builder.as_dataset(split=split)
+    except Exception as e:
+        raise DataError(
+            f"{where}: cannot read split {split!r} of {name!r}: "
+            f"{_first_line(e)} (known splits: "
+            f"{', '.join(map(repr, builder.info.splits.keys()))})"
+        ) from None
+
+    examples = []
+    try:
+        for index, record in enumerate(tfds.as_numpy(dataset)):
+            origin = f"{where}:{index + 1}"
+            text = record[options.text_feature]
+            if hasattr(text, "item") and getattr(text, "shape", None) == ():
+                text = text.item()
+            if isinstance(text, bytes):
+                try:
+                    text = text.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(
+                        f"{origin}: byte offset {e.start}: the text is not "
+                        f"valid UTF-8"
+                    ) from None
+            if not isinstance(text, str):
+                raise DataError(
+                    f"{origin}: feature {options.text_feature!r} is not a text "
+                    f"feature (found {text!r:.80})"
+                )
+            label = _label(
+                record[options.label_feature], request.task_type, names, origin, split
+            )
+            examples.append(
+                Example(
+                    text=text.strip(),
+                    labels={request.task_name: label},
+                    origin=origin,
+                )
+            )
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{where}: reading {name!r} failed: {_first_line(e)}") from None
+
+    if not examples:
+        raise DataError(f"{where}: the split has no examples")
+    if request.task_type == "regression" and all(
+        example.labels[request.task_name] == -1.0 for example in examples
+    ):
+        raise DataError(
+            f"{where}: every label is -1: split {split!r} is unlabelled (TFDS "
+            f"stores -1 for test splits without public labels)"
+        )
+    return examples
+
+
+register_reader(
+    "tfds",
+    options=TfdsOptions,
+    task_types=("classification", "regression", "multilabel"),
+    source_is_path=False,
+)(read_tfds)
+read = read_tfds

@@ -1,0 +1,190 @@
+"""Deterministic train/dev/test splits made jointly across tasks.
+
+Tasks often share sentences (e.g. 4,175 of the 5,000 subjective sentences of
+the Pang & Lee subjectivity data are also in the polarity data). If each task
+were split at random on its own, a test sentence of one task would be a
+training sentence of the other. Here the split of a sentence depends only on
+its normalized text and a seed, so a sentence shared by two tasks lands in the
+same split in both.
+"""
+
+import hashlib
+import itertools
+
+from keras_mtl.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+
+
+def normalize_text(text):
+    """The form of a text used to detect the same sentence in two places.
+
+    Lowercases the text, replaces each run of whitespace by one space and
+    strips leading and trailing whitespace. Punctuation is kept.
+
+    Example:
+
+    >>> normalize_text("  The  Rock\\tis HERE .\\n")
+    'the rock is here .'
+    """
+    return " ".join(text.lower().split())
+
+
+def _check_fractions(dev_fraction, test_fraction):
+    for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    if dev_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"dev_fraction + test_fraction must be below 1, got "
+            f"{dev_fraction} + {test_fraction}"
+        )
+
+
+def _unit_interval(text, seed):
+    """A number in [0, 1) from a stable hash of `seed` and the normalized text."""
+    key = f"{seed}\x00{normalize_text(text)}".encode("utf-8", "surrogatepass")
+    digest = hashlib.sha256(key).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_of(text, seed, dev_fraction, test_fraction):
+    """The split ("train", "dev" or "test") a text belongs to.
+
+    The text's normalized form (see `normalize_text`) and `seed` are hashed
+    with SHA-256 to a number u in [0, 1): u < test_fraction is "test",
+    u < test_fraction + dev_fraction is "dev", anything else "train". The
+    result does not depend on the process, the platform or the task, so the
+    same sentence gets the same split wherever it appears.
+
+    Args:
+        text: the example's text.
+        seed: an int; a different seed gives a different split.
+        dev_fraction: the expected fraction of texts in "dev".
+        test_fraction: the expected fraction of texts in "test".
+
+    Example:
+
+    >>> split_of("A fine film .", seed=0, dev_fraction=0.1, test_fraction=0.1)
+    'train'
+    """
+    _check_fractions(dev_fraction, test_fraction)
+    u = _unit_interval(text, seed)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + dev_fraction:
+        return "dev"
+    return "train"
+
+
+def carve_splits(examples_by_split, seed, dev_fraction, test_fraction):
+    """Carve the missing dev and/or test split out of train.
+
+    Only the splits missing from `examples_by_split` (absent or None) are
+    carved; a split the files provide is kept as is and its fraction is not
+    used. A train example goes to a missing split when `split_of` (with both
+    fractions) assigns it there, and stays in train otherwise: the hash bands
+    are the same in every task, so a sentence shared by two tasks that both
+    carve the same split lands on the same side in both. A carved split whose
+    fraction is 0 is not created. The order of examples is kept.
+
+    Args:
+        examples_by_split: dict with some of "train", "dev", "test" mapping to
+            lists of `Example`s; "train" is required.
+        seed: the split seed.
+        dev_fraction: fraction of train to carve as dev, if dev is missing.
+        test_fraction: fraction of train to carve as test, if test is missing.
+
+    Returns:
+        A new dict with "train" and whichever of "dev"/"test" exist, in that
+        order.
+
+    Raises:
+        ValueError: a key other than train/dev/test, or bad fractions.
+        DataError: there is no train data, or carving left train empty.
+    """
+    unknown = set(examples_by_split) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"unknown split names {sorted(unknown)}; expected {SPLITS}")
+    _check_fractions(dev_fraction, test_fraction)
+    train = examples_by_split.get("train")
+    if not train:
+        raise DataError("no training examples: the task needs a non-empty train split")
+    fractions = {"dev": dev_fraction, "test": test_fraction}
+    missing = [
+        split
+        for split in ("dev", "test")
+        if examples_by_split.get(split) is None and fractions[split] > 0
+    ]
+    result = {split: [] for split in SPLITS if split == "train" or split in missing}
+    for example in train:
+        split = split_of(example.text, seed, dev_fraction, test_fraction)
+        result[split if split in missing else "train"].append(example)
+    if not result["train"]:
+        origin = train[0].origin.rsplit(":", 1)[0] if train[0].origin else "train"
+        raise DataError(
+            f"{origin}: carving {' and '.join(missing)} out of train left no "
+            f"training examples ({len(train)} example(s), dev_fraction="
+            f"{dev_fraction}, test_fraction={test_fraction}); provide more "
+            f"training data or a dev/test file"
+        )
+    for split in ("dev", "test"):
+        if split not in missing and examples_by_split.get(split) is not None:
+            result[split] = list(examples_by_split[split])
+    return {split: result[split] for split in SPLITS if split in result}
+
+
+def overlap_report(task_splits):
+    """Count texts shared between tasks and texts leaking across splits.
+
+    Texts are compared by `normalize_text`.
+
+    Args:
+        task_splits: `{task: {split: [Example, ...]}}`.
+
+    Returns:
+        A JSON-able dict:
+        - "texts": `{task: number of distinct normalized texts}`;
+        - "shared": `{"a|b": n}` for each pair of tasks (in the given order),
+          n the number of distinct normalized texts both tasks have, in any
+          split;
+        - "leaks": a list of `{"text_in": "a:test", "also_in": "b:train",
+          "count": n}`, one for each dev/test split of a task and each task
+          (the same task included) whose train split holds n > 0 of its
+          texts.
+    """
+    texts = {
+        task: {
+            split: {normalize_text(ex.text) for ex in examples}
+            for split, examples in splits.items()
+        }
+        for task, splits in task_splits.items()
+    }
+    all_texts = {
+        task: set().union(*by_split.values()) if by_split else set()
+        for task, by_split in texts.items()
+    }
+    shared = {
+        f"{a}|{b}": len(all_texts[a] & all_texts[b])
+        for a, b in itertools.combinations(texts, 2)
+    }
+    leaks = []
+    for task, by_split in texts.items():
+        for split in ("dev", "test"):
+            if split not in by_split:
+                continue
+            for other, other_splits in texts.items():
+                count = len(by_split[split] & other_splits.get("train", set()))
+                if count:
+                    leaks.append(
+                        {
+                            "text_in": f"{task}:{split}",
+                            "also_in": f"{other}:train",
+                            "count": count,
+                        }
+                    )
+    return {
+        "texts": {task: len(found) for task, found in all_texts.items()},
+        "shared": shared,
+        "leaks": leaks,
+    }

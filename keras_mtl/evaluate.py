@@ -1,0 +1,96 @@
+"""Per-task predictions and metrics, over the examples that have each label.
+
+Keras' own per-output metrics average over every batch, zero-weight steps
+included, which is wrong when a batch holds only some tasks' labels. Here
+each task is scored on exactly the examples labelled for it, with the
+metrics of `keras_mtl.metrics` computed on label strings.
+"""
+
+import numpy as np
+
+from keras_mtl import metrics as metrics_lib
+from keras_mtl.data.pipeline import bucket_lengths, eval_batches
+from keras_mtl.model import encodes_per_task
+
+
+def decode(task, classes, output, word_starts=None):
+    """One example's model output -> its label (the Example.labels format)."""
+    if task.type == "classification":
+        return classes[int(np.argmax(output))]
+    if task.type == "multilabel":
+        return tuple(c for c, p in zip(classes, output) if p > 0.5)
+    if task.type == "regression":
+        return float(output)
+    length = output.shape[0]
+    return tuple(classes[int(np.argmax(output[p]))] if p < length else "" for p in word_starts)
+
+
+def predict_split(model, split, config, classes, pad_id=0):
+    """{task: (example indices, predicted labels)} for every task."""
+    tasks, m = config.tasks, config.model
+    lengths = bucket_lengths(config.train.bucket_lengths, m.max_sequence_length)
+    batch = config.train.eval_batch_size
+    results = {t.name: ([], []) for t in tasks}
+    if encodes_per_task(m):
+        groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
+    else:
+        union = np.flatnonzero(sum(split.weights[t.name] for t in tasks) > 0)
+        groups = [(union, None, tasks)]
+    for indices, task_id, group in groups:
+        for x, chunk in eval_batches(split, indices, batch, lengths, pad_id, task_id):
+            out = model.predict_on_batch(x)
+            for task in group:
+                probs = np.asarray(out[task.name])
+                idx, preds = results[task.name]
+                for row, i in enumerate(chunk):
+                    if split.weights[task.name][i] > 0:
+                        idx.append(i)
+                        preds.append(decode(task, classes[task.name], probs[row], split.word_starts[i]))
+    return results
+
+
+def score(config, split, predictions):
+    """{task: {metric: value}} from `predict_split` output."""
+    scores = {}
+    for task in config.tasks:
+        idx, preds = predictions[task.name]
+        truth = [split.examples[i].labels[task.name] for i in idx]
+        if not idx:
+            scores[task.name] = {m: None for m in task.metrics}
+            continue
+        scores[task.name] = {m: metrics_lib.compute_metric(m, truth, preds) for m in task.metrics}
+    return scores
+
+
+def evaluate_split(model, split, config, classes, pad_id=0):
+    return score(config, split, predict_split(model, split, config, classes, pad_id))
+
+
+def report_markdown(title, scores, counts=None, extra_lines=()):
+    lines = [f"# {title}", "", "| task | metric | value | examples |", "|---|---|---|---|"]
+    for task, values in scores.items():
+        for name, value in values.items():
+            shown = "n/a" if value is None else f"{100 * value:.2f}" if name != "mse" else f"{value:.4f}"
+            n = counts.get(task, "") if counts else ""
+            lines.append(f"| {task} | {name} | {shown} | {n} |")
+    lines.append("")
+    lines.append("Scores are percentages (mse: raw), computed over the examples labelled for each task.")
+    lines += list(extra_lines)
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_run(workdir, split="test"):
+    """Evaluate a trained work dir on a split -> {"tasks": {task: {metric: value}}}."""
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.data.pipeline import encode_split
+    from keras_mtl.data.tokenize import make_encoder
+    from keras_mtl.workdir import load_run
+
+    run = load_run(workdir)
+    data = load_task_data(run.config)
+    encoder = make_encoder(run.vocabulary, run.config.model)
+    enc = encode_split(data.splits[split], encoder, run.config.tasks, run.classes)
+    model = run.load_model()
+    scores = evaluate_split(model, enc, run.config, run.classes, encoder.pad_id)
+    counts = {t.name: int(len(enc.indices(t.name))) for t in run.config.tasks}
+    return {"split": split, "tasks": scores, "examples": counts}

@@ -1,0 +1,232 @@
+"""Work dir -> one SavedModel serving every task from raw text.
+
+Writes `saved_models/<name>/<version>/` (integer versions: the TF Serving
+layout). The version is written to a temporary directory beside it and
+renamed into place, so a half-written version never exists.
+
+Signature `serving_default`: `text` string [B] ->
+    <task>_label [B], <task>_probabilities [B, C], <task>_classes [B, C]   classification
+    <task>_labels [B, C] ("" where not predicted), _probabilities, _classes  multilabel
+    <task>_tags [B, W] (one per whitespace word, "" past each row's end)      tagging
+    <task>_value [B]                                                          regression
+    num_words [B] int32, truncated [B] bool (text cut at max_sequence_length)
+Every output has the batch as first dimension (TF Serving's REST row format
+needs that), and every head is float32. A second signature, `serve_tokens`,
+takes the encoded `token_ids`/`padding_mask`[/`task_ids`] directly.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from keras_mtl.errors import ModelError
+
+METADATA = "keras_mtl.json"
+
+
+def version_dirs(base):
+    """Sorted integer version numbers under a model base directory."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base):
+    versions = version_dirs(base)
+    return (versions[-1] + 1) if versions else 1
+
+
+def _build_serving_fn(model_fn, encoder, tasks, classes, per_task):
+    import tensorflow as tf
+
+    pad_id = encoder.pad_id
+    class_consts = {t.name: tf.constant(classes[t.name] or [""], tf.string) for t in tasks}
+    num_tasks = len(tasks)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        enc = encoder(text)
+        ids = enc["token_ids"].to_tensor(default_value=pad_id)
+        batch = tf.shape(ids)[0]
+        length = tf.shape(ids)[1]
+        inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}
+        if per_task:
+            inputs = {k: tf.tile(v, [num_tasks, 1]) for k, v in inputs.items()}
+            inputs["task_ids"] = tf.repeat(tf.range(num_tasks, dtype=tf.int32), batch)
+        out = model_fn(inputs)
+        result = {"num_words": enc["num_words"], "truncated": enc["truncated"]}
+        starts = enc["word_starts"].to_tensor(default_value=-1)
+        for t, task in enumerate(tasks):
+            y = tf.cast(out[task.name], tf.float32)
+            if per_task:
+                y = y[t * batch : (t + 1) * batch]
+            names = class_consts[task.name]
+            if task.type == "classification":
+                result[f"{task.name}_label"] = tf.gather(names, tf.argmax(y, axis=-1))
+                result[f"{task.name}_probabilities"] = y
+                result[f"{task.name}_classes"] = tf.tile(names[None, :], [batch, 1])
+            elif task.type == "multilabel":
+                tiled = tf.tile(names[None, :], [batch, 1])
+                result[f"{task.name}_labels"] = tf.where(y > 0.5, tiled, tf.fill(tf.shape(tiled), ""))
+                result[f"{task.name}_probabilities"] = y
+                result[f"{task.name}_classes"] = tiled
+            elif task.type == "regression":
+                result[f"{task.name}_value"] = tf.reshape(y, [batch])
+            else:
+                predicted = tf.argmax(y, axis=-1, output_type=tf.int32)  # [B, L]
+                valid = tf.logical_and(starts >= 0, starts < length)
+                picked = tf.gather(predicted, tf.clip_by_value(starts, 0, length - 1), batch_dims=1)
+                tags = tf.gather(names, picked)
+                result[f"{task.name}_tags"] = tf.where(valid, tags, tf.fill(tf.shape(tags), ""))
+        return result
+
+    return serving_default
+
+
+def _model_signature(model, per_task):
+    import tensorflow as tf
+
+    spec = {
+        "token_ids": tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+        "padding_mask": tf.TensorSpec([None, None], tf.bool, name="padding_mask"),
+    }
+    if per_task:
+        spec["task_ids"] = tf.TensorSpec([None], tf.int32, name="task_ids")
+    return [spec]
+
+
+def build_archive(run, model=None):
+    """An `ExportArchive` holding the model, the tokenizer and both endpoints."""
+    import keras
+
+    from keras_mtl.data.tokenize import make_encoder
+    from keras_mtl.model import needs_task_ids
+
+    model = model or run.load_model()
+    encoder = make_encoder(run.vocabulary, run.config.model)
+    per_task = needs_task_ids(run.config.model)
+    archive = keras.export.ExportArchive()
+    kwargs = {}
+    if keras.backend.backend() == "jax":
+        kwargs["jax2tf_kwargs"] = {"native_serialization": True}
+    model_fn = archive.track_and_add_endpoint(
+        "serve_tokens", model, input_signature=_model_signature(model, per_task), **kwargs
+    )
+    archive.track(encoder.tokenizer)
+    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, per_task)
+    archive.add_endpoint("serving_default", serving_fn)
+    return archive
+
+
+def metadata(run):
+    import keras
+    import tensorflow as tf
+
+    from keras_mtl import __version__
+
+    return {
+        "name": run.config.name,
+        "tasks": {
+            t.name: {"type": t.type, "classes": run.classes[t.name], "metrics": t.metrics} for t in run.config.tasks
+        },
+        "max_sequence_length": run.config.model.max_sequence_length,
+        "task_conditioning": run.config.model.task_conditioning,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_mtl_version": __version__,
+        "needs": "import tensorflow_text (registers the tokenizer ops) before tf.saved_model.load",
+    }
+
+
+def export(workdir, out=None, keep=None, warmup=True, verbose=False):
+    """Export a trained work dir as the next version under `out`.
+
+    Args:
+        workdir: a trained work dir (`keras-mtl train`).
+        out: model base directory. Defaults to `saved_models/<name>`.
+        keep: keep only the newest `keep` versions after writing.
+        warmup: write `assets.extra/tf_serving_warmup_requests` (needs
+            `tensorflow-serving-api`; skipped with a note otherwise).
+
+    Returns:
+        Path of the new version directory.
+    """
+    from keras_mtl.workdir import load_run, write_json
+
+    run = load_run(workdir)
+    base = Path(out) if out else Path("saved_models") / run.config.name
+    base.mkdir(parents=True, exist_ok=True)
+    version = next_version(base)
+    tmp = base / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        archive = build_archive(run)
+        archive.write_out(str(tmp), verbose=verbose)
+        extra = tmp / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        write_json(extra / METADATA, metadata(run))
+        if warmup:
+            write_warmup(extra, _warmup_texts(run))
+        final = base / str(version)
+        os.replace(tmp, final)  # atomic on one filesystem: the version appears complete
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if keep:
+        prune(base, keep)
+    return final
+
+
+def prune(base, keep):
+    """Remove all but the newest `keep` versions (never the newest)."""
+    if keep < 1:
+        raise ModelError(f"--keep must be >= 1. Received: keep={keep}")
+    for v in version_dirs(base)[:-keep]:
+        shutil.rmtree(Path(base) / str(v))
+
+
+def _warmup_texts(run):
+    return ["keras mtl warmup request", ""]
+
+
+def write_warmup(extra_dir, texts):
+    """TF Serving warmup records (PredictionLog protos in a TFRecord file)."""
+    try:
+        from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+    except ImportError:
+        print("note: tensorflow-serving-api not installed; no warmup file written (pip install keras-mtl[serving])")
+        return None
+    import tensorflow as tf
+
+    path = Path(extra_dir) / "tf_serving_warmup_requests"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name="serving_default"),
+            inputs={"text": tf.make_tensor_proto(texts, dtype=tf.string)},
+        )
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        writer.write(log.SerializeToString())
+    return path
+
+
+def resolve_version_dir(model_dir):
+    """A SavedModel version dir from a version dir or a model base dir (newest version)."""
+    path = Path(model_dir)
+    if (path / "saved_model.pb").exists():
+        return path
+    versions = version_dirs(path)
+    if versions and (path / str(versions[-1]) / "saved_model.pb").exists():
+        return path / str(versions[-1])
+    if not path.exists():
+        raise ModelError(f"{path}: not found")
+    raise ModelError(
+        f"{path}: not a SavedModel (no saved_model.pb) and no integer version directory holding one; "
+        "pass saved_models/<name> or saved_models/<name>/<version> as written by `keras-mtl export`"
+    )
+
+
+def read_metadata(version_dir):
+    path = Path(version_dir) / "assets.extra" / METADATA
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None

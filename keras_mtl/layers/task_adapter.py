@@ -1,0 +1,157 @@
+import keras
+from keras import ops
+
+from keras_mtl.layers.mixture_of_experts import _stacked_initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class TaskAdapter(keras.layers.Layer):
+    """Per-task bottleneck adapters, chosen per example by task id.
+
+    Holds one bottleneck adapter per task (Houlsby et al., 2019): a
+    down-projection `[hidden_dim, bottleneck_dim]`, an activation and an
+    up-projection `[bottleneck_dim, hidden_dim]`, added back to the input as
+    a residual:
+
+    ```
+    y = x + (act(x D_t + c_t)) U_t + e_t,   t = task_ids[b] for example b
+    ```
+
+    The weights are stacked over tasks (`down_kernel` is
+    `[num_tasks, hidden_dim, bottleneck_dim]`, `up_kernel` is
+    `[num_tasks, bottleneck_dim, hidden_dim]`) and each example gathers its
+    own task's adapter, so one batch may mix examples of different tasks.
+    The up-projection and its bias are initialised to zeros, so the layer
+    starts as the identity and a pretrained encoder is unchanged at the
+    start of fine-tuning. Insert one after each Transformer block.
+
+    `inputs` may be `[batch, hidden_dim]` or
+    `[batch, sequence_length, hidden_dim]` (any rank >= 2); the output has
+    the same shape. `task_ids` is an integer tensor of shape `[batch]` (or
+    `[batch, 1]`) with values in `[0, num_tasks)`; out-of-range ids are not
+    checked (TensorFlow raises on CPU, JAX clamps).
+
+    Masking: the adapter works position by position and passes any Keras
+    mask of `inputs` through unchanged.
+
+    Args:
+        num_tasks: int. The number of tasks (adapters).
+        bottleneck_dim: int. The hidden size of each adapter.
+        activation: string or callable. The activation between the down- and
+            up-projection. Defaults to `"gelu"`.
+        kernel_initializer: string or `keras.initializers` initializer. The
+            initializer of the down-projection kernel, applied to each task's
+            kernel separately. Defaults to `"glorot_uniform"`.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name`, `trainable` and `dtype`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_mtl.layers.task_adapter import TaskAdapter
+
+    hidden = np.random.normal(size=(2, 5, 8)).astype("float32")
+    task_ids = np.array([0, 2], dtype="int32")
+    adapter = TaskAdapter(num_tasks=3, bottleneck_dim=4)
+    adapted = adapter(hidden, task_ids)  # shape (2, 5, 8); equals `hidden`
+    ```
+
+    References:
+        - [Houlsby et al., 2019](https://arxiv.org/abs/1902.00751)
+          (Parameter-Efficient Transfer Learning for NLP).
+        - [Stickland and Murray, 2019](https://arxiv.org/abs/1902.02671)
+          (BERT and PALs: task-specific adapters for multi-task learning).
+    """
+
+    def __init__(
+        self,
+        num_tasks,
+        bottleneck_dim,
+        activation="gelu",
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for arg_name, value in [
+            ("num_tasks", num_tasks),
+            ("bottleneck_dim", bottleneck_dim),
+        ]:
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(
+                    f"`{arg_name}` must be a positive integer. "
+                    f"Received: {arg_name}={value}"
+                )
+        self.num_tasks = num_tasks
+        self.bottleneck_dim = bottleneck_dim
+        self.activation = keras.activations.get(activation)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.supports_masking = True
+
+    def build(self, inputs_shape, task_ids_shape=None):
+        hidden_dim = inputs_shape[-1]
+        if hidden_dim is None or len(inputs_shape) < 2:
+            raise ValueError(
+                "`TaskAdapter` expects inputs of shape [batch, ..., hidden_dim] "
+                "with a defined last axis. "
+                f"Received: inputs_shape={inputs_shape}"
+            )
+        num_tasks, bottleneck_dim = self.num_tasks, self.bottleneck_dim
+        self.down_kernel = self.add_weight(
+            name="down_kernel",
+            shape=(num_tasks, hidden_dim, bottleneck_dim),
+            initializer=_stacked_initializer(
+                self.kernel_initializer, num_tasks
+            ),
+        )
+        self.down_bias = self.add_weight(
+            name="down_bias",
+            shape=(num_tasks, bottleneck_dim),
+            initializer="zeros",
+        )
+        self.up_kernel = self.add_weight(
+            name="up_kernel",
+            shape=(num_tasks, bottleneck_dim, hidden_dim),
+            initializer="zeros",
+        )
+        self.up_bias = self.add_weight(
+            name="up_bias",
+            shape=(num_tasks, hidden_dim),
+            initializer="zeros",
+        )
+        self.built = True
+
+    def call(self, inputs, task_ids):
+        dtype = self.compute_dtype
+        task_ids = ops.reshape(ops.cast(task_ids, "int32"), (-1,))
+        # Each example's own task's adapter weights.
+        down_kernel = ops.take(ops.cast(self.down_kernel, dtype), task_ids, 0)
+        down_bias = ops.take(ops.cast(self.down_bias, dtype), task_ids, 0)
+        up_kernel = ops.take(ops.cast(self.up_kernel, dtype), task_ids, 0)
+        up_bias = ops.take(ops.cast(self.up_bias, dtype), task_ids, 0)
+
+        # Flatten the positions: [batch, positions, hidden_dim].
+        hidden_dim = inputs.shape[-1]
+        flat = ops.reshape(inputs, (ops.shape(inputs)[0], -1, hidden_dim))
+        hidden = ops.einsum("bpd,bdr->bpr", flat, down_kernel)
+        hidden = self.activation(hidden + down_bias[:, None, :])
+        delta = ops.einsum("bpr,brd->bpd", hidden, up_kernel)
+        delta = delta + up_bias[:, None, :]
+        return inputs + ops.reshape(delta, ops.shape(inputs))
+
+    def compute_output_shape(self, inputs_shape, task_ids_shape=None):
+        return tuple(inputs_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_tasks": self.num_tasks,
+                "bottleneck_dim": self.bottleneck_dim,
+                "activation": keras.activations.serialize(self.activation),
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+            }
+        )
+        return config

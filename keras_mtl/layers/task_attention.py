@@ -1,0 +1,168 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class TaskAttentionPooling(keras.layers.Layer):
+    """Per-task attention pooling of token states into one vector.
+
+    A learned query vector of size `hidden_dim` (one per layer instance, so
+    one per task) attends over the token states with multi-head attention
+    (`keras.layers.MultiHeadAttention`) and the attended value is returned.
+    This lets every task read the tokens it needs from a shared encoder
+    instead of sharing a single `[CLS]` vector.
+
+    Input `sequence` has shape `[batch, sequence_length, hidden_dim]`, the
+    output has shape `[batch, hidden_dim]`.
+
+    Masking: positions where `padding_mask` is `False`/`0` receive no
+    attention weight, so their values never reach the output. If
+    `padding_mask` is not given, the Keras mask attached to `sequence` (e.g.
+    from `keras.layers.Embedding(mask_zero=True)`) is used instead. The
+    pooled output carries no mask. A row with no valid position at all
+    attends uniformly over all positions (no NaNs).
+
+    Args:
+        num_heads: int. The number of attention heads.
+        key_dim: int. The size of each attention head for query and key.
+            Defaults to `None`, meaning `hidden_dim // num_heads`.
+        dropout: float. Dropout rate of the attention probabilities.
+            Defaults to `0.0`.
+        kernel_initializer: string or `keras.initializers` initializer. The
+            initializer of the attention projections. Defaults to
+            `"glorot_uniform"`.
+        query_initializer: string or `keras.initializers` initializer. The
+            initializer of the learned query vector. Defaults to
+            `"glorot_uniform"`.
+        **kwargs: other keyword arguments passed to `keras.layers.Layer`,
+            including `name`, `trainable` and `dtype`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from keras_mtl.layers.task_attention import TaskAttentionPooling
+
+    tokens = np.random.normal(size=(2, 5, 8)).astype("float32")
+    padding_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
+    pool = TaskAttentionPooling(num_heads=2)
+    pooled = pool(tokens, padding_mask=padding_mask)  # shape (2, 8)
+    ```
+
+    References:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+          (multi-head attention).
+        - [Lee et al., 2019](https://arxiv.org/abs/1810.00825)
+          (pooling by multi-head attention with learned seed vectors).
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        key_dim=None,
+        dropout=0.0,
+        kernel_initializer="glorot_uniform",
+        query_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(
+                "`num_heads` must be a positive integer. "
+                f"Received: num_heads={num_heads}"
+            )
+        if key_dim is not None and (not isinstance(key_dim, int) or key_dim < 1):
+            raise ValueError(
+                "`key_dim` must be a positive integer or `None`. "
+                f"Received: key_dim={key_dim}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
+            )
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.dropout = dropout
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.query_initializer = keras.initializers.get(query_initializer)
+
+    def build(self, sequence_shape, padding_mask_shape=None):
+        hidden_dim = sequence_shape[-1]
+        if hidden_dim is None:
+            raise ValueError(
+                "The last axis of `sequence` must be defined. "
+                f"Received: sequence_shape={sequence_shape}"
+            )
+        key_dim = self.key_dim
+        if key_dim is None:
+            key_dim = hidden_dim // self.num_heads
+            if key_dim < 1:
+                raise ValueError(
+                    "`hidden_dim // num_heads` must be at least 1 when "
+                    "`key_dim` is not given. Received: "
+                    f"hidden_dim={hidden_dim}, num_heads={self.num_heads}"
+                )
+        self.query = self.add_weight(
+            name="query",
+            shape=(hidden_dim,),
+            initializer=self.query_initializer,
+            trainable=True,
+        )
+        self._attention = keras.layers.MultiHeadAttention(
+            num_heads=self.num_heads,
+            key_dim=key_dim,
+            dropout=self.dropout,
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="attention",
+        )
+        query_shape = (sequence_shape[0], 1, hidden_dim)
+        self._attention.build(query_shape, sequence_shape, sequence_shape)
+        self.built = True
+
+    def call(self, sequence, padding_mask=None, mask=None, training=None):
+        if padding_mask is None:
+            padding_mask = mask
+        batch_size = ops.shape(sequence)[0]
+        hidden_dim = ops.shape(sequence)[-1]
+        query = ops.cast(self.query, sequence.dtype)
+        query = ops.broadcast_to(
+            ops.reshape(query, (1, 1, -1)), (batch_size, 1, hidden_dim)
+        )
+        attention_mask = None
+        if padding_mask is not None:
+            # [batch, seq] -> [batch, 1 (query), seq].
+            attention_mask = ops.expand_dims(
+                ops.cast(padding_mask, "bool"), axis=1
+            )
+        pooled = self._attention(
+            query,
+            sequence,
+            sequence,
+            attention_mask=attention_mask,
+            training=training,
+        )
+        return ops.squeeze(pooled, axis=1)
+
+    def compute_mask(self, sequence, previous_mask=None):
+        return None
+
+    def compute_output_shape(self, sequence_shape, padding_mask_shape=None):
+        return (sequence_shape[0], sequence_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_heads": self.num_heads,
+                "key_dim": self.key_dim,
+                "dropout": self.dropout,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "query_initializer": keras.initializers.serialize(
+                    self.query_initializer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,661 @@
+"""Evaluation metrics computed on label strings.
+
+Metrics here score decoded predictions (class names, tag strings, floats),
+not ids or logits, so the numbers in an evaluation report do not depend on a
+vocabulary's order. They are plain Python and numpy; no backend is imported.
+Every metric returns a Python `float`.
+
+Input conventions, by task type:
+
+- `"classification"`: `y_true` and `y_pred` are equal-length sequences of
+  class names, e.g. `["pos", "neg"]`.
+- `"multilabel"`: equal-length sequences of label collections (tuples, lists,
+  sets), e.g. `[("news", "sport"), ()]`. Order and duplicates inside one
+  collection do not matter.
+- `"regression"`: equal-length sequences of finite numbers.
+- `"tagging"`: equal-length sequences of sentences, each sentence a sequence
+  of tag strings, e.g. `[["B-PER", "I-PER", "O"], ["O"]]`; the two sentences
+  at each index must have the same length.
+
+Metrics (name: task types):
+
+- `accuracy`: classification (exact match) and multilabel (exact-set match).
+- `macro_f1`: classification and multilabel. Unweighted mean of per-class F1
+  over the classes that occur in `y_true` or `y_pred`.
+- `micro_f1`: multilabel. F1 of the true/false positive counts pooled over
+  all labels.
+- `mcc`: classification. Matthews correlation coefficient, multiclass form
+  (Gorodkin's R_K, the same number as scikit-learn's `matthews_corrcoef`),
+  in [-1, 1]; 0.0 when undefined.
+- `pearson`, `spearman`: regression. Correlation in [-1, 1] (`spearman` is
+  the Pearson correlation of average-tie ranks); 0.0 when a side is
+  constant.
+- `mse`: regression. Mean squared error; lower is better.
+- `token_accuracy`: tagging. Fraction of tokens whose tag string matches.
+- `span_f1`, `span_precision`, `span_recall`: tagging. Chunk scores with the
+  exact counts of the CoNLL `conlleval` perl script; see `span_scores`.
+
+Scores are fractions (`0.75`, not `75.0`). An empty input scores 0.0.
+"""
+
+import collections
+import dataclasses
+import math
+from typing import Callable
+
+import numpy as np
+
+TASK_TYPES = ("classification", "multilabel", "regression", "tagging")
+
+_DEFAULT_METRICS = {
+    "classification": "accuracy",
+    "multilabel": "micro_f1",
+    "regression": "pearson",
+    "tagging": "token_accuracy",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricSpec:
+    """A named metric and the task types it applies to.
+
+    Args:
+        name: str. The name used in configs and reports.
+        fn: callable. `fn(y_true, y_pred)` returns the score as a float.
+        task_types: tuple of str. The task types whose labels `fn` accepts,
+            a subset of `"classification"`, `"multilabel"`, `"regression"`
+            and `"tagging"`.
+        higher_is_better: bool. Whether a larger score is a better model
+            (used to pick the best checkpoint). Defaults to `True`.
+    """
+
+    name: str
+    fn: Callable
+    task_types: tuple
+    higher_is_better: bool = True
+
+
+# ---------------------------------------------------------------------------
+# Input checks.
+
+
+def _check_pair(y_true, y_pred):
+    y_true = list(y_true)
+    y_pred = list(y_pred)
+    if len(y_true) != len(y_pred):
+        raise ValueError(
+            f"y_true and y_pred must have the same length; got {len(y_true)} "
+            f"and {len(y_pred)}"
+        )
+    return y_true, y_pred
+
+
+def _label_set(labels, index, side):
+    if isinstance(labels, str):
+        # A bare class name is read as a one-label set.
+        return frozenset((labels,))
+    try:
+        return frozenset(labels)
+    except TypeError:
+        raise ValueError(
+            f"{side}[{index}] must be a collection of labels (tuple, list or set); "
+            f"got {labels!r}"
+        ) from None
+
+
+def _label_sets(y_true, y_pred):
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    true_sets = [_label_set(v, i, "y_true") for i, v in enumerate(y_true)]
+    pred_sets = [_label_set(v, i, "y_pred") for i, v in enumerate(y_pred)]
+    return true_sets, pred_sets
+
+
+def _is_multilabel(y_true, y_pred):
+    # Judged by the first example: label collections mean multilabel.
+    for values in (y_true, y_pred):
+        for value in values:
+            return isinstance(value, (tuple, list, set, frozenset))
+    return False
+
+
+def _floats(y_true, y_pred):
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    try:
+        t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+        p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"regression metrics need numbers: {e}") from None
+    if t.shape != p.shape:
+        raise ValueError(
+            f"y_true and y_pred must have the same length; got {t.size} and {p.size}"
+        )
+    for side, values in (("y_true", t), ("y_pred", p)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise ValueError(
+                f"{side}[{int(bad[0])}] is {float(values[bad[0]])}; regression metrics "
+                "need finite numbers"
+            )
+    return t, p
+
+
+def _sentences(y_true, y_pred):
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    pairs = []
+    for i, (t, p) in enumerate(zip(y_true, y_pred)):
+        if isinstance(t, str) or isinstance(p, str):
+            raise ValueError(
+                f"sentence {i} is a string; tagging metrics take a sequence of "
+                "sentences, each a sequence of tag strings"
+            )
+        t, p = list(t), list(p)
+        if len(t) != len(p):
+            raise ValueError(
+                f"sentence {i} has {len(t)} tags in y_true but {len(p)} in y_pred"
+            )
+        pairs.append((t, p))
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# Classification and multilabel.
+
+
+def accuracy(y_true, y_pred):
+    """Fraction of examples whose prediction exactly matches the truth.
+
+    For classification this compares class names. For multilabel it is
+    subset (exact-set) accuracy: an example counts only if the predicted set
+    of labels equals the true set.
+
+    Args:
+        y_true: sequence of class names, or of label collections.
+        y_pred: sequence of the same kind and length as `y_true`.
+    """
+    if _is_multilabel(y_true, y_pred):
+        y_true, y_pred = _label_sets(y_true, y_pred)
+    else:
+        y_true, y_pred = _check_pair(y_true, y_pred)
+    if not y_true:
+        return 0.0
+    return float(sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true))
+
+
+def _f1(tp, fp, fn):
+    denominator = 2 * tp + fp + fn
+    return 2 * tp / denominator if denominator else 0.0
+
+
+def _per_label_counts(true_sets, pred_sets):
+    tp = collections.Counter()
+    fp = collections.Counter()
+    fn = collections.Counter()
+    for t, p in zip(true_sets, pred_sets):
+        tp.update(t & p)
+        fp.update(p - t)
+        fn.update(t - p)
+    return tp, fp, fn
+
+
+def macro_f1(y_true, y_pred):
+    """Unweighted mean of per-class F1.
+
+    The mean runs over every class (or label) that occurs in `y_true` or
+    `y_pred`; a class with neither support nor predictions does not exist
+    for this metric. A class that is only predicted, or only true, counts
+    with F1 0. For multilabel input each label is scored as its own binary
+    problem over the examples.
+
+    Args:
+        y_true: sequence of class names, or of label collections.
+        y_pred: sequence of the same kind and length as `y_true`.
+    """
+    if _is_multilabel(y_true, y_pred):
+        true_sets, pred_sets = _label_sets(y_true, y_pred)
+    else:
+        y_true, y_pred = _check_pair(y_true, y_pred)
+        true_sets = [frozenset((v,)) for v in y_true]
+        pred_sets = [frozenset((v,)) for v in y_pred]
+    tp, fp, fn = _per_label_counts(true_sets, pred_sets)
+    labels = set(tp) | set(fp) | set(fn)
+    if not labels:
+        return 0.0
+    return float(sum(_f1(tp[c], fp[c], fn[c]) for c in labels) / len(labels))
+
+
+def micro_f1(y_true, y_pred):
+    """F1 of the true and false positives pooled over all labels.
+
+    `2 * TP / (2 * TP + FP + FN)`, where each count is summed over every
+    (example, label) pair; 0.0 when there are no labels at all. A bare class
+    name is read as a one-label set, so on classification input this equals
+    accuracy.
+
+    Args:
+        y_true: sequence of label collections (tuples, lists or sets).
+        y_pred: sequence of label collections, same length as `y_true`.
+    """
+    true_sets, pred_sets = _label_sets(y_true, y_pred)
+    tp, fp, fn = _per_label_counts(true_sets, pred_sets)
+    return float(_f1(sum(tp.values()), sum(fp.values()), sum(fn.values())))
+
+
+def mcc(y_true, y_pred):
+    """Matthews correlation coefficient, multiclass form.
+
+    Gorodkin's R_K statistic over the confusion matrix `C`:
+    `(c * s - sum_k p_k * t_k) / sqrt((s**2 - sum_k p_k**2) *
+    (s**2 - sum_k t_k**2))`, with `c` the number of correct predictions,
+    `s` the number of examples, `t_k` and `p_k` how often class `k` is true
+    and predicted. For two classes it is the usual binary MCC. It equals
+    scikit-learn's `matthews_corrcoef`; 0.0 when the denominator is 0
+    (e.g. every prediction is the same class).
+
+    Args:
+        y_true: sequence of class names.
+        y_pred: sequence of class names, same length as `y_true`.
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    s = len(y_true)
+    c = sum(t == p for t, p in zip(y_true, y_pred))
+    t_count = collections.Counter(y_true)
+    p_count = collections.Counter(y_pred)
+    # Python ints: exact, no overflow on large evaluation sets.
+    numerator = c * s - sum(p_count[k] * t_count[k] for k in t_count)
+    pred_var = s * s - sum(v * v for v in p_count.values())
+    true_var = s * s - sum(v * v for v in t_count.values())
+    if pred_var == 0 or true_var == 0:
+        return 0.0
+    value = numerator / math.sqrt(pred_var * true_var)
+    return float(min(1.0, max(-1.0, value)))
+
+
+# ---------------------------------------------------------------------------
+# Regression.
+
+
+def _pearson(t, p):
+    if t.size < 2 or np.all(t == t[0]) or np.all(p == p[0]):
+        return 0.0
+    dt = t - t.mean()
+    dp = p - p.mean()
+    denominator = math.sqrt(float(np.dot(dt, dt))) * math.sqrt(float(np.dot(dp, dp)))
+    if denominator == 0.0:
+        return 0.0
+    return float(min(1.0, max(-1.0, float(np.dot(dt, dp)) / denominator)))
+
+
+def pearson(y_true, y_pred):
+    """Pearson correlation coefficient.
+
+    0.0 when either side is constant (the correlation is undefined) or
+    there are fewer than two values.
+
+    Args:
+        y_true: sequence of finite numbers.
+        y_pred: sequence of finite numbers, same length as `y_true`.
+    """
+    return _pearson(*_floats(y_true, y_pred))
+
+
+def _average_ranks(x):
+    """1-based ranks of `x`; tied values share the mean of their ranks."""
+    n = x.size
+    order = np.argsort(x, kind="mergesort")
+    sorted_x = x[order]
+    is_new = np.ones(n, dtype=bool)
+    is_new[1:] = sorted_x[1:] != sorted_x[:-1]
+    starts = np.flatnonzero(is_new)
+    ends = np.append(starts[1:], n)
+    # Positions starts..ends-1 hold ranks starts+1..ends; their mean:
+    group_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = group_rank[np.cumsum(is_new) - 1]
+    return ranks
+
+
+def spearman(y_true, y_pred):
+    """Spearman rank correlation.
+
+    The Pearson correlation of the ranks, with tied values given the average
+    of the ranks they span (as `scipy.stats.spearmanr` does). 0.0 when
+    either side is constant.
+
+    Args:
+        y_true: sequence of finite numbers.
+        y_pred: sequence of finite numbers, same length as `y_true`.
+    """
+    t, p = _floats(y_true, y_pred)
+    if t.size == 0:
+        return 0.0
+    return _pearson(_average_ranks(t), _average_ranks(p))
+
+
+def mse(y_true, y_pred):
+    """Mean squared error; lower is better.
+
+    Args:
+        y_true: sequence of finite numbers.
+        y_pred: sequence of finite numbers, same length as `y_true`.
+    """
+    t, p = _floats(y_true, y_pred)
+    if t.size == 0:
+        return 0.0
+    return float(np.mean((t - p) ** 2))
+
+
+# ---------------------------------------------------------------------------
+# Tagging.
+
+
+def token_accuracy(y_true, y_pred):
+    """Fraction of tokens whose predicted tag string equals the true one.
+
+    Args:
+        y_true: sequence of sentences, each a sequence of tag strings.
+        y_pred: sequence of sentences, each as long as its `y_true` sentence.
+    """
+    pairs = _sentences(y_true, y_pred)
+    total = sum(len(t) for t, _ in pairs)
+    if not total:
+        return 0.0
+    hits = sum(a == b for t, p in pairs for a, b in zip(t, p))
+    return float(hits / total)
+
+
+# conlleval's chunk boundary rules, transcribed from its endOfChunk and
+# startOfChunk subroutines. They cover IOB1, IOB2, IOE1, IOE2 and the
+# one-token "[" / "]" chunks. `prev`/`tag` are the part of a tag before its
+# first "-", `prev_type`/`type_` the part after it ("" if there is no "-").
+
+
+def _end_of_chunk(prev, tag, prev_type, type_):
+    return (
+        (prev == "B" and tag in ("B", "O"))
+        or (prev == "I" and tag in ("B", "O"))
+        or (prev == "E" and tag in ("E", "I", "O"))
+        or (prev != "O" and prev != "." and prev_type != type_)
+        or prev in ("[", "]")
+    )
+
+
+def _start_of_chunk(prev, tag, prev_type, type_):
+    return (
+        (prev in ("B", "I", "O") and tag == "B")
+        or (prev == "O" and tag in ("I", "E"))
+        or (prev == "E" and tag in ("E", "I"))
+        or (tag != "O" and tag != "." and prev_type != type_)
+        or tag in ("[", "]")
+    )
+
+
+def _split_tag(tag):
+    # conlleval: /^([^-]*)-(.*)$/, then `$type ? $type : ""` (perl treats
+    # the string "0" as false, so a type "0" becomes "").
+    prefix, dash, type_ = tag.partition("-")
+    if not dash:
+        return tag, ""
+    return prefix, ("" if type_ == "0" else type_)
+
+
+def _iobes_to_iob2(tag):
+    prefix, dash, type_ = tag.partition("-")
+    if dash and prefix == "S":
+        return "B-" + type_
+    if dash and prefix == "E":
+        return "I-" + type_
+    return tag
+
+
+def _conlleval_counts(pairs):
+    """Runs conlleval's main loop over `(true_tags, pred_tags)` sentences."""
+    boundary = (("O", ""), ("O", ""), True)
+
+    def lines():
+        for t_sent, p_sent in pairs:
+            for t, p in zip(t_sent, p_sent):
+                yield _split_tag(t), _split_tag(p), False
+            # conlleval sees a blank line after every sentence.
+            yield boundary
+
+    correct_chunks = found_correct = found_guessed = 0
+    correct_tags = tokens = 0
+    type_correct = collections.Counter()
+    type_found_correct = collections.Counter()
+    type_found_guessed = collections.Counter()
+    in_correct = False
+    last_c, last_ct, last_g, last_gt = "O", "", "O", ""
+
+    for (c, ct), (g, gt), is_boundary in lines():
+        if in_correct:
+            end_c = _end_of_chunk(last_c, c, last_ct, ct)
+            end_g = _end_of_chunk(last_g, g, last_gt, gt)
+            if end_c and end_g and last_gt == last_ct:
+                in_correct = False
+                correct_chunks += 1
+                type_correct[last_ct] += 1
+            elif end_c != end_g or gt != ct:
+                in_correct = False
+
+        start_c = _start_of_chunk(last_c, c, last_ct, ct)
+        start_g = _start_of_chunk(last_g, g, last_gt, gt)
+        if start_c and start_g and gt == ct:
+            in_correct = True
+        if start_c:
+            found_correct += 1
+            type_found_correct[ct] += 1
+        if start_g:
+            found_guessed += 1
+            type_found_guessed[gt] += 1
+        if not is_boundary:
+            if c == g and ct == gt:
+                correct_tags += 1
+            tokens += 1
+        last_c, last_ct, last_g, last_gt = c, ct, g, gt
+
+    if in_correct:
+        correct_chunks += 1
+        type_correct[last_ct] += 1
+
+    return dict(
+        correct_chunks=correct_chunks,
+        found_correct=found_correct,
+        found_guessed=found_guessed,
+        correct_tags=correct_tags,
+        tokens=tokens,
+        type_correct=type_correct,
+        type_found_correct=type_found_correct,
+        type_found_guessed=type_found_guessed,
+    )
+
+
+def _prf(correct, guessed, gold):
+    precision = correct / guessed if guessed else 0.0
+    recall = correct / gold if gold else 0.0
+    total = precision + recall
+    f1 = 2 * precision * recall / total if total else 0.0
+    return float(precision), float(recall), float(f1)
+
+
+def span_scores(y_true, y_pred, *, scheme="conlleval"):
+    """Chunk-level precision, recall and F1 as the CoNLL `conlleval` script.
+
+    Gives the counts of the `conlleval` perl script (version 2004-01-26) run
+    on a file with one `word true_tag pred_tag` line per token and a blank
+    line after every sentence, and its scores divided by 100. A tag is split
+    at its first "-" into a chunk tag and a type ("B-ORG-X" is chunk tag "B",
+    type "ORG-X"; "O" is tag "O", type ""). conlleval's chunk rules then
+    apply: a chunk starts at `B`, at `I` or `E` after `O`, at `I` after `E`,
+    at any tag other than `O`/`.` whose type differs from the previous
+    token's, and at `[` or `]` (one-token chunks); it ends accordingly, and
+    every sentence end closes it. So IOB1, IOB2 (`I-X` after `O` or after a
+    different type starts a chunk; `B-NP I-VP` is two chunks), IOE1/IOE2 and
+    bracket tags are all read as conlleval reads them. A chunk is correct
+    when its start, end and type agree in both sequences.
+
+    conlleval has no rule for `S-` tags or for `B-` after `E-`, so on IOBES
+    input it joins adjacent same-type chunks (`S-PER S-PER` is one chunk).
+    `scheme="iobes"` first rewrites `S-X` as `B-X` and `E-X` as `I-X` (an
+    exact translation of valid IOBES into IOB2), which scores IOBES chunks
+    correctly.
+
+    Args:
+        y_true: sequence of sentences, each a sequence of tag strings.
+        y_pred: sequence of sentences, each as long as its `y_true` sentence.
+        scheme: str. `"conlleval"` (default) reads the tags as they are;
+            `"iobes"` translates IOBES tags to IOB2 first.
+
+    Returns:
+        A dict with `"precision"`, `"recall"`, `"f1"` (fractions; 0.0 when
+        undefined), `"accuracy"` (conlleval's token accuracy),
+        `"found_correct"` (chunks in `y_true`), `"found_guessed"` (chunks in
+        `y_pred`), `"correct_chunks"`, and `"per_type"`: for every chunk type
+        found in either side (sorted), a dict with `"precision"`, `"recall"`,
+        `"f1"`, `"found_correct"`, `"found_guessed"` and `"correct"`.
+    """
+    if scheme not in ("conlleval", "iobes"):
+        raise ValueError(
+            f"unknown tagging scheme {scheme!r}; expected 'conlleval' or 'iobes'"
+        )
+    pairs = _sentences(y_true, y_pred)
+    if scheme == "iobes":
+        pairs = [
+            ([_iobes_to_iob2(x) for x in t], [_iobes_to_iob2(x) for x in p])
+            for t, p in pairs
+        ]
+    counts = _conlleval_counts(pairs)
+    precision, recall, f1 = _prf(
+        counts["correct_chunks"], counts["found_guessed"], counts["found_correct"]
+    )
+    per_type = {}
+    types = set(counts["type_found_correct"]) | set(counts["type_found_guessed"])
+    for name in sorted(types):
+        correct = counts["type_correct"][name]
+        found_correct = counts["type_found_correct"][name]
+        found_guessed = counts["type_found_guessed"][name]
+        p, r, f = _prf(correct, found_guessed, found_correct)
+        per_type[name] = {
+            "precision": p,
+            "recall": r,
+            "f1": f,
+            "found_correct": found_correct,
+            "found_guessed": found_guessed,
+            "correct": correct,
+        }
+    tokens = counts["tokens"]
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "accuracy": float(counts["correct_tags"] / tokens) if tokens else 0.0,
+        "found_correct": counts["found_correct"],
+        "found_guessed": counts["found_guessed"],
+        "correct_chunks": counts["correct_chunks"],
+        "per_type": per_type,
+    }
+
+
+def span_f1(y_true, y_pred):
+    """Chunk F1 exactly as conlleval computes it (as a fraction).
+
+    Args:
+        y_true: sequence of sentences, each a sequence of tag strings.
+        y_pred: sequence of sentences, each as long as its `y_true` sentence.
+    """
+    return span_scores(y_true, y_pred)["f1"]
+
+
+def span_precision(y_true, y_pred):
+    """Chunk precision (correct chunks / predicted chunks), as conlleval.
+
+    Args:
+        y_true: sequence of sentences, each a sequence of tag strings.
+        y_pred: sequence of sentences, each as long as its `y_true` sentence.
+    """
+    return span_scores(y_true, y_pred)["precision"]
+
+
+def span_recall(y_true, y_pred):
+    """Chunk recall (correct chunks / true chunks), as conlleval.
+
+    Args:
+        y_true: sequence of sentences, each a sequence of tag strings.
+        y_pred: sequence of sentences, each as long as its `y_true` sentence.
+    """
+    return span_scores(y_true, y_pred)["recall"]
+
+
+# ---------------------------------------------------------------------------
+# Registry.
+
+METRICS = {
+    spec.name: spec
+    for spec in (
+        MetricSpec("accuracy", accuracy, ("classification", "multilabel")),
+        MetricSpec("macro_f1", macro_f1, ("classification", "multilabel")),
+        MetricSpec("micro_f1", micro_f1, ("multilabel",)),
+        MetricSpec("mcc", mcc, ("classification",)),
+        MetricSpec("pearson", pearson, ("regression",)),
+        MetricSpec("spearman", spearman, ("regression",)),
+        MetricSpec("mse", mse, ("regression",), higher_is_better=False),
+        MetricSpec("token_accuracy", token_accuracy, ("tagging",)),
+        MetricSpec("span_f1", span_f1, ("tagging",)),
+        MetricSpec("span_precision", span_precision, ("tagging",)),
+        MetricSpec("span_recall", span_recall, ("tagging",)),
+    )
+}
+
+
+def _check_task_type(task_type):
+    if task_type not in TASK_TYPES:
+        raise ValueError(
+            f"unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}"
+        )
+
+
+def compute_metric(name, y_true, y_pred):
+    """Computes the metric called `name`.
+
+    Args:
+        name: str. A key of `METRICS`.
+        y_true: the true labels, in the metric's input convention.
+        y_pred: the predictions, in the same convention.
+
+    Returns:
+        The score as a Python float.
+
+    Raises:
+        ValueError: `name` is not a known metric (the message lists the known
+            ones), or the inputs do not fit the metric.
+    """
+    spec = METRICS.get(name)
+    if spec is None:
+        raise ValueError(
+            f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}"
+        )
+    return float(spec.fn(y_true, y_pred))
+
+
+def metric_names(task_type):
+    """Names of the metrics valid for a task type, in registry order.
+
+    Args:
+        task_type: str. One of `"classification"`, `"multilabel"`,
+            `"regression"`, `"tagging"`.
+    """
+    _check_task_type(task_type)
+    return [name for name, spec in METRICS.items() if task_type in spec.task_types]
+
+
+def default_metric(task_type):
+    """The metric reported first (and used for model selection) by default.
+
+    `"accuracy"` for classification, `"micro_f1"` for multilabel,
+    `"pearson"` for regression and `"token_accuracy"` for tagging.
+
+    Args:
+        task_type: str. One of `"classification"`, `"multilabel"`,
+            `"regression"`, `"tagging"`.
+    """
+    _check_task_type(task_type)
+    return _DEFAULT_METRICS[task_type]

@@ -1,0 +1,47 @@
+"""Predict with an exported SavedModel, exactly as TF Serving would run it.
+
+Only TensorFlow and tensorflow_text are used here (no Keras model code): the
+same signature TF Serving calls, and the same `outputs_to_predictions` the
+REST and gRPC clients use, so local and remote answers are identical.
+"""
+
+from keras_mtl.errors import ModelError, ServingError
+from keras_mtl.export import read_metadata, resolve_version_dir
+from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
+
+
+def load_signature(model_dir):
+    """The `serving_default` function of a SavedModel (a version or base dir)."""
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the tokenizer ops)
+
+    version_dir = resolve_version_dir(model_dir)
+    try:
+        loaded = tf.saved_model.load(str(version_dir))
+    except Exception as e:  # corrupt or foreign SavedModel
+        raise ModelError(f"{version_dir}: cannot load the SavedModel: {type(e).__name__}: {str(e)[:300]}") from None
+    if "serving_default" not in loaded.signatures:
+        raise ModelError(f"{version_dir}: the SavedModel has no serving_default signature")
+    return loaded, loaded.signatures["serving_default"], version_dir
+
+
+def predict(model_dir, texts, batch_size=64):
+    """Per-text predictions for every task: a list of dicts (see serving docs).
+
+    Args:
+        model_dir: `saved_models/<name>` (newest version) or a version dir.
+        texts: list of str (or bytes).
+    """
+    import tensorflow as tf
+
+    if isinstance(texts, (str, bytes)):
+        raise ServingError("texts must be a list of strings, not one string")
+    texts = validate_texts(list(texts))
+    loaded, fn, version_dir = load_signature(model_dir)
+    meta = read_metadata(version_dir)
+    tasks = meta["tasks"] if meta else None
+    results = []
+    for i in range(0, len(texts), batch_size):
+        out = fn(text=tf.constant(texts[i : i + batch_size], dtype=tf.string))
+        results += outputs_to_predictions({k: v.numpy() for k, v in out.items()}, tasks)
+    return results

@@ -1,0 +1,61 @@
+"""Serving a keras-mtl export with TF Serving, and talking to it.
+
+The export contract: `saved_models/<name>/<version>/` (integer versions) is a
+SavedModel whose `serving_default` signature takes `text`: tf.string [None]
+(raw UTF-8) and returns, all with the batch as dim 0:
+
+- classification task T: `T_label` string [B], `T_probabilities` float32
+  [B, C], `T_classes` string [B, C] (class names tiled per row: TF Serving's
+  row format needs every output to share the batch dim);
+- tagging task T: `T_tags` string [B, W] ("" beyond each row's word count);
+- regression task T: `T_value` float32 [B];
+- multilabel task T: `T_labels` string [B, C] ("" where not predicted),
+  `T_probabilities`, `T_classes`;
+- common: `num_words` int32 [B], `truncated` bool [B].
+
+`<version>/assets.extra/keras_mtl.json` holds {"name", "tasks", "backend", ...}.
+
+- `outputs_to_predictions`: outputs -> per-task JSON (local and remote alike).
+- `write_serving_files`, `serve_command`, `docker_command`, `serve`: config
+  files and how to start TF Serving on an export.
+- `predict_rest`, `predict_grpc`, `predict_remote`: clients.
+"""
+
+from keras_mtl.serving.client import (
+    predict_grpc,
+    predict_remote,
+    predict_rest,
+    rest_request_body,
+)
+from keras_mtl.serving.config import (
+    JAX_BACKEND_NOTE,
+    batching_config_text,
+    docker_command,
+    find_versions,
+    model_config_text,
+    monitoring_config_text,
+    read_model_info,
+    serve,
+    serve_command,
+    write_serving_files,
+)
+from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
+
+__all__ = [
+    "JAX_BACKEND_NOTE",
+    "batching_config_text",
+    "docker_command",
+    "find_versions",
+    "model_config_text",
+    "monitoring_config_text",
+    "outputs_to_predictions",
+    "predict_grpc",
+    "predict_remote",
+    "predict_rest",
+    "read_model_info",
+    "rest_request_body",
+    "serve",
+    "serve_command",
+    "validate_texts",
+    "write_serving_files",
+]

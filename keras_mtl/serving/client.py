@@ -1,0 +1,294 @@
+"""Clients for a running TF Serving: REST (urllib only) and gRPC.
+
+Both return the per-task JSON of `outputs_to_predictions`, one dict per text,
+identical to the local `predict` of the same export.
+
+REST request bodies (https://www.tensorflow.org/tfx/serving/api_rest):
+
+    row:      {"signature_name": "serving_default", "instances": [{"text": "..."}, ...]}
+    columnar: {"signature_name": "serving_default", "inputs": {"text": ["...", ...]}}
+
+JSON strings must be valid Unicode: texts given as `bytes` are sent as
+`{"b64": "<base64>"}`, which TF Serving decodes into the raw bytes of the
+string tensor (so any byte string reaches the model unchanged).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from keras_mtl.errors import ServingError
+from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
+
+SIGNATURE = "serving_default"
+INPUT_NAME = "text"
+GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_REST_URL_RE = re.compile(
+    r"^(?P<prefix>https?://[^/?#]+(?:/[^?#]*?)?)/v1/models/(?P<name>[^/:?#]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:?#]+))?/?$"
+)
+_GRPC_URL_RE = re.compile(
+    r"^grpc://(?P<target>[^/?#]+)/(?P<name>[^/:?#]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:?#]+))?/?$"
+)
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        body = json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "error" in body:
+        return str(body["error"])
+    return raw.decode("utf-8", errors="replace").strip()[:500]
+
+
+def _json_text(text: str | bytes) -> Any:
+    if isinstance(text, bytes):
+        return {"b64": base64.b64encode(text).decode("ascii")}
+    return text
+
+
+def rest_request_body(texts: Sequence[str | bytes], format: str = "instances",
+                      signature_name: str = SIGNATURE) -> dict:
+    """The JSON body of a REST predict request (texts already validated)."""
+    values = [_json_text(t) for t in texts]
+    if format == "instances":
+        return {"signature_name": signature_name,
+                "instances": [{INPUT_NAME: v} for v in values]}
+    if format == "inputs":
+        return {"signature_name": signature_name, "inputs": {INPUT_NAME: values}}
+    raise ServingError(f"format must be 'instances' (row) or 'inputs' (columnar), got {format!r}")
+
+
+def _rest_outputs(body: Any, endpoint: str) -> dict[str, list]:
+    if not isinstance(body, dict):
+        raise ServingError(f"{endpoint} answered {type(body).__name__}, not a JSON object")
+    if "error" in body:
+        raise ServingError(f"TF Serving at {endpoint}: {body['error']}")
+    if "predictions" in body:
+        rows = body["predictions"]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ServingError(
+                f"{endpoint}: 'predictions' is not a list of named outputs; is this "
+                "a keras-mtl export (it has several named outputs)?"
+            )
+        keys = list(rows[0]) if rows else []
+        return {k: [r.get(k) for r in rows] for k in keys}
+    if "outputs" in body:
+        outputs = body["outputs"]
+        if not isinstance(outputs, dict):
+            raise ServingError(
+                f"{endpoint}: 'outputs' is not an object of named outputs; is this "
+                "a keras-mtl export (it has several named outputs)?"
+            )
+        return outputs
+    raise ServingError(
+        f"{endpoint} answered neither 'predictions' nor 'outputs': keys {sorted(body)}"
+    )
+
+
+def predict_rest(
+    url: str,
+    texts: Sequence[str | bytes],
+    format: str = "instances",
+    timeout: float = 30,
+    *,
+    signature_name: str = SIGNATURE,
+    tasks: Mapping[str, Any] | None = None,
+) -> list[dict]:
+    """Predict through TF Serving's REST API.
+
+    Args:
+      url: `http(s)://host:8501/v1/models/<name>`, optionally followed by
+        `/versions/<N>` or `/labels/<label>` (a trailing `:predict` is accepted).
+      texts: str (sent as JSON strings) or bytes (sent as {"b64": ...}).
+      format: "instances" (row format, answered as "predictions") or "inputs"
+        (columnar, answered as "outputs"); the answers are identical.
+      tasks: passed to `outputs_to_predictions` (default: inferred).
+    """
+    items = validate_texts(texts)
+    base = url.strip()
+    if base.endswith(":predict"):
+        base = base[: -len(":predict")]
+    if not _REST_URL_RE.match(base):
+        raise ServingError(
+            f"REST url {url!r} is not of the form http://host:port/v1/models/<name>"
+            "[/versions/<N>|/labels/<label>]"
+        )
+    base = base.rstrip("/")
+    endpoint = base + ":predict"
+    payload = json.dumps(rest_request_body(items, format, signature_name),
+                         ensure_ascii=False).encode("utf-8")
+    request = urllib.request.Request(
+        endpoint, data=payload, method="POST",
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    host = urllib.parse.urlsplit(endpoint).hostname
+    # loopback never goes through an http_proxy from the environment
+    opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
+              if _is_loopback(host) else urllib.request.build_opener())
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as err:
+        raw = err.read() if err.fp is not None else b""
+        raise ServingError(
+            f"TF Serving at {endpoint} answered HTTP {err.code}: "
+            f"{_error_text(raw) or err.reason}"
+        ) from None
+    except urllib.error.URLError as err:
+        if isinstance(err.reason, (TimeoutError, socket.timeout)):
+            raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s") from None
+        raise ServingError(f"cannot reach TF Serving at {endpoint}: {err.reason}") from None
+    except (TimeoutError, socket.timeout):
+        raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s") from None
+    except OSError as err:
+        raise ServingError(f"cannot reach TF Serving at {endpoint}: {err}") from None
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ServingError(
+            f"TF Serving at {endpoint} answered invalid JSON: {raw[:200]!r}"
+        ) from None
+    outputs = _rest_outputs(body, endpoint)
+    predictions = outputs_to_predictions(outputs, tasks)
+    if len(predictions) != len(items):
+        raise ServingError(
+            f"TF Serving at {endpoint} answered {len(predictions)} predictions for "
+            f"{len(items)} texts"
+        )
+    return predictions
+
+
+def _grpc_modules():
+    try:
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    except ImportError as err:
+        raise ServingError(
+            f"the gRPC client needs tensorflow-serving-api and grpcio ({err}); "
+            "pip install keras-mtl[serving]"
+        ) from None
+    return grpc, tf, predict_pb2, prediction_service_pb2_grpc
+
+
+def predict_grpc(
+    target: str,
+    model_name: str,
+    texts: Sequence[str | bytes],
+    timeout: float = 30,
+    signature_name: str = SIGNATURE,
+    *,
+    version: int | None = None,
+    version_label: str | None = None,
+    tasks: Mapping[str, Any] | None = None,
+) -> list[dict]:
+    """Predict through TF Serving's gRPC PredictionService.Predict.
+
+    Args:
+      target: `host:port` of the gRPC port (8500 by default; insecure channel).
+      model_name: the served model name.
+      version / version_label: pin a version or a label (default: latest).
+    """
+    items = validate_texts(texts)
+    if version is not None and version_label is not None:
+        raise ServingError("give either version or version_label, not both")
+    grpc, tf, predict_pb2, prediction_service_pb2_grpc = _grpc_modules()
+    import numpy as np
+
+    target = target[len("grpc://"):] if target.startswith("grpc://") else target
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = int(version)
+    elif version_label is not None:
+        request.model_spec.version_label = version_label
+    data = np.array([t.encode("utf-8") if isinstance(t, str) else t for t in items],
+                    dtype=object)
+    request.inputs[INPUT_NAME].CopyFrom(
+        tf.make_tensor_proto(data, dtype=tf.string, shape=[len(items)]))
+    options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
+    if _is_loopback(target.rsplit(":", 1)[0].strip("[]")):
+        options.append(("grpc.enable_http_proxy", 0))
+    try:
+        with grpc.insecure_channel(target, options=options) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            response = stub.Predict(request, timeout=timeout)
+    except grpc.RpcError as err:
+        code = err.code() if hasattr(err, "code") else None
+        details = err.details() if hasattr(err, "details") else str(err)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise ServingError(f"TF Serving at {target} did not answer within {timeout} s") from None
+        if code == grpc.StatusCode.UNAVAILABLE:
+            raise ServingError(f"cannot reach TF Serving at {target}: {details}") from None
+        name = code.name if code is not None else "error"
+        raise ServingError(f"TF Serving at {target} answered {name}: {details}") from None
+    outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+    predictions = outputs_to_predictions(outputs, tasks)
+    if len(predictions) != len(items):
+        raise ServingError(
+            f"TF Serving at {target} answered {len(predictions)} predictions for "
+            f"{len(items)} texts"
+        )
+    return predictions
+
+
+def predict_remote(
+    url: str,
+    texts: Sequence[str | bytes],
+    timeout: float = 30,
+    *,
+    tasks: Mapping[str, Any] | None = None,
+    format: str = "instances",
+    signature_name: str = SIGNATURE,
+) -> list[dict]:
+    """Predict on a TF Serving given by URL.
+
+    `http(s)://host:8501/v1/models/<name>[/versions/N|/labels/L]` -> REST;
+    `grpc://host:8500/<name>[/versions/N|/labels/L]` -> gRPC.
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in ("http", "https"):
+        return predict_rest(url, texts, format=format, timeout=timeout,
+                            signature_name=signature_name, tasks=tasks)
+    if scheme == "grpc":
+        match = _GRPC_URL_RE.match(url.strip())
+        if not match:
+            raise ServingError(
+                f"gRPC url {url!r} is not of the form grpc://host:port/<name>"
+                "[/versions/<N>|/labels/<label>]"
+            )
+        version = match["version"]
+        return predict_grpc(match["target"], match["name"], texts, timeout=timeout,
+                            signature_name=signature_name,
+                            version=int(version) if version else None,
+                            version_label=match["label"], tasks=tasks)
+    raise ServingError(
+        f"unsupported serving url {url!r}: use http(s)://host:8501/v1/models/<name> "
+        "(REST) or grpc://host:8500/<name> (gRPC)"
+    )

@@ -1,0 +1,97 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl.layers.mixture_of_experts import MixtureOfExperts
+from keras_mtl.testing import run_layer_test
+
+
+def _inputs(shape=(2, 5, 8), seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_layer_basics():
+    run_layer_test(
+        MixtureOfExperts,
+        init_kwargs={"num_experts": 3, "num_tasks": 2, "expert_dim": 4},
+        input_data=_inputs(),
+        expected_output_shape=[(2, 5, 8), (2, 5, 8)],
+        # two expert kernels + biases, gate kernel + bias.
+        expected_num_trainable_weights=6,
+    )
+
+
+def test_output_list_length_and_shapes_for_pooled_input():
+    layer = MixtureOfExperts(num_experts=4, num_tasks=3, expert_dim=6)
+    outputs = layer(_inputs((2, 8)))
+    assert isinstance(outputs, (list, tuple))
+    assert len(outputs) == 3
+    assert all(tuple(out.shape) == (2, 8) for out in outputs)
+
+
+def test_gates_sum_to_one_per_task():
+    layer = MixtureOfExperts(num_experts=4, num_tasks=3, expert_dim=6)
+    inputs = 5.0 * _inputs()
+    layer(inputs)
+    gates = ops.convert_to_numpy(layer.compute_gates(inputs))
+    assert gates.shape == (2, 5, 3, 4)
+    assert np.all(gates >= 0.0)
+    np.testing.assert_allclose(gates.sum(axis=-1), 1.0, rtol=1e-5)
+    # Different tasks have different gates.
+    assert not np.allclose(gates[..., 0, :], gates[..., 1, :])
+
+
+def test_matches_reference_computation():
+    layer = MixtureOfExperts(
+        num_experts=3, num_tasks=2, expert_dim=4, activation="relu",
+        bias_initializer="random_normal",
+    )
+    inputs = _inputs((2, 8))
+    outputs = [ops.convert_to_numpy(out) for out in layer(inputs)]
+    w1, b1, w2, b2, wg, bg = [
+        ops.convert_to_numpy(w)
+        for w in [
+            layer.expert_kernel_1, layer.expert_bias_1,
+            layer.expert_kernel_2, layer.expert_bias_2,
+            layer.gate_kernel, layer.gate_bias,
+        ]
+    ]
+    experts = np.stack(
+        [np.maximum(inputs @ w1[e] + b1[e], 0.0) @ w2[e] + b2[e] for e in range(3)],
+        axis=1,
+    )  # [batch, experts, hidden]
+    for t in range(2):
+        logits = inputs @ wg[t] + bg[t]
+        gates = np.exp(logits - logits.max(-1, keepdims=True))
+        gates /= gates.sum(-1, keepdims=True)
+        expected = np.einsum("be,bed->bd", gates, experts)
+        np.testing.assert_allclose(outputs[t], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_experts_start_different_and_seeded_init_is_reproducible():
+    init = keras.initializers.GlorotUniform(seed=7)
+    first = MixtureOfExperts(3, 2, 4, kernel_initializer=init)
+    second = MixtureOfExperts(3, 2, 4, kernel_initializer=init)
+    first.build((None, 8))
+    second.build((None, 8))
+    kernel = ops.convert_to_numpy(first.expert_kernel_1)
+    assert not np.allclose(kernel[0], kernel[1])
+    np.testing.assert_allclose(
+        kernel, ops.convert_to_numpy(second.expert_kernel_1)
+    )
+    # Per-expert Glorot limit: sqrt(6 / (8 + 4)).
+    assert np.abs(kernel).max() <= np.sqrt(6.0 / 12.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_experts": 0, "num_tasks": 2, "expert_dim": 4}, "Received: num_experts=0"),
+        ({"num_experts": 2, "num_tasks": 0, "expert_dim": 4}, "Received: num_tasks=0"),
+        ({"num_experts": 2, "num_tasks": 2, "expert_dim": -3}, "Received: expert_dim=-3"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MixtureOfExperts(**kwargs)

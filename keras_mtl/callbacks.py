@@ -2,6 +2,7 @@
 
 import csv
 import math
+import os
 import time
 
 import keras
@@ -38,8 +39,17 @@ class PerTaskEvaluation(keras.callbacks.Callback):
         self.history = []
         self._epoch_start = None
 
+    def on_train_begin(self, logs=None):
+        # After a restart (BackupAndRestore) keep the rows of the finished epochs.
+        self.history = []
+        if self.csv_path and os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    self.history.append({k: _number(v) for k, v in row.items() if v != ""})
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.time()
+        self.history = [r for r in self.history if int(r.get("epoch", 0)) <= epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
@@ -101,6 +111,14 @@ class TaskNaNGuard(keras.callbacks.Callback):
                 "or use train.precision: float32."
             )
             self.model.stop_training = True
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text else value
 
 
 def _not_finite(value):

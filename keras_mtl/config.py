@@ -150,6 +150,7 @@ class TrainConfig(_Strict):
     warmup_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
     sampling: str = "proportional"
     temperature: float = 2.0
+    batch_mode: Literal["mixed", "per_task"] = "mixed"
     bucket_lengths: list[int] = [16, 32, 64, 128]
     loss_weighting: str = "static"
     distribution: str = "auto"
@@ -451,6 +452,10 @@ def _check_data(task, index, base_dir, source, lines):
             line = _line_of(lines, sub)
             errors.append(f"{source}:{line}: {_loc_str(sub)}: {msg}")
         return errors
+    if getattr(options, "data_dir", None):
+        resolved = _resolve(options.data_dir, base_dir)
+        options = options.model_copy(update={"data_dir": resolved})
+        setattr(task.data, "data_dir", resolved)  # so the saved config is location-free
     object.__setattr__(task.data, "_options", options)
     if reader.source_is_path:
         for split in ("train", "dev", "test"):

@@ -1,25 +1,49 @@
-"""Training across devices: `train.distribution`.
+"""Training across devices: `train.distribution`, and multi-host setup.
 
 * `none`: one device.
 * `mirrored` (TensorFlow backend): `tf.distribute.MirroredStrategy` over all
-  visible GPUs (or the logical CPU devices a test creates).
+  visible GPUs (or, without GPUs, the logical CPU devices a test creates).
 * `data_parallel` (JAX backend): `keras.distribution.DataParallel` over all
-  devices; for several hosts call `keras.distribution.initialize()` first
-  (coordinator address, process count and id from flags or the
-  `KERAS_DISTRIBUTION_*` environment), see the README.
+  devices, of every process after `initialize_multihost()`.
 * `auto`: mirrored on TensorFlow with more than one GPU, data_parallel on JAX
-  with more than one device, else none.
+  with more than one device (global, all processes), else none.
 
-`train.batch_size` is the GLOBAL batch, split evenly across replicas; the
-learning rate is not rescaled (keep it when you add devices at the same
-global batch; scale it linearly if you scale the global batch).
+`train.batch_size` is the GLOBAL batch, split evenly across replicas (it
+must be divisible by their number); the learning rate is not rescaled (keep
+it when you add devices at the same global batch; scale it yourself if you
+scale the global batch). See docs/distributed.md.
+
+Multi-host (JAX only): every process calls `initialize_multihost()` before
+any JAX computation, with the coordinator address, the number of processes
+and its own id, as arguments or from the environment:
+
+    KERAS_MTL_COORDINATOR=10.0.0.1:1234 KERAS_MTL_NUM_PROCESSES=2 KERAS_MTL_PROCESS_ID=0 keras-mtl train ...
+
+(`KERAS_DISTRIBUTION_JOB_ADDRESSES/_NUM_PROCESSES/_PROCESS_ID`, Keras' own
+names, and `JAX_COORDINATOR_ADDRESS/JAX_NUM_PROCESSES/JAX_PROCESS_ID` are read
+too, in that order of preference).
 """
 
 import contextlib
+import os
 
 import keras
 
 from keras_mtl.errors import ConfigError
+
+KINDS = ("none", "mirrored", "data_parallel")
+
+_ENV = {
+    "coordinator": ("KERAS_MTL_COORDINATOR", "KERAS_DISTRIBUTION_JOB_ADDRESSES", "JAX_COORDINATOR_ADDRESS"),
+    "num_processes": ("KERAS_MTL_NUM_PROCESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES", "JAX_NUM_PROCESSES"),
+    "process_id": ("KERAS_MTL_PROCESS_ID", "KERAS_DISTRIBUTION_PROCESS_ID", "JAX_PROCESS_ID"),
+}
+
+# The (coordinator, num_processes, process_id) this process joined, if any.
+_multihost = None
+# The keras.distribution this module installed (so that a later `none` run in
+# the same process removes it, but a user's own distribution is left alone).
+_installed_distribution = None
 
 
 def _backend():
@@ -41,39 +65,255 @@ def resolve(train_cfg):
             return "data_parallel" if jax.device_count() > 1 else "none"
         return "none"
     if wanted == "mirrored" and backend != "tensorflow":
+        hint = "use 'data_parallel' on JAX" if backend == "jax" else "use 'none' (or the TensorFlow backend)"
         raise ConfigError(
-            f"train.distribution: 'mirrored' needs the TensorFlow backend (this is {backend}); "
-            "use 'data_parallel' on JAX"
+            f"train.distribution: 'mirrored' needs the TensorFlow backend (this is {backend}); {hint}"
         )
     if wanted == "data_parallel" and backend != "jax":
+        hint = "use 'mirrored' on TensorFlow" if backend == "tensorflow" else "use 'none' (or the JAX backend)"
         raise ConfigError(
-            f"train.distribution: 'data_parallel' needs the JAX backend (this is {backend}); "
-            "use 'mirrored' on TensorFlow"
+            f"train.distribution: 'data_parallel' needs the JAX backend (this is {backend}); {hint}"
         )
+    if wanted not in KINDS:
+        raise ConfigError(f"train.distribution: unknown value {wanted!r}; expected auto, {', '.join(KINDS)}")
     return wanted
 
 
 def scope(train_cfg):
-    """A context manager to build and compile the model in. Returns (ctx, replicas)."""
+    """A context manager to build and compile the model in. Returns (ctx, replicas).
+
+    For `data_parallel` the Keras distribution is set globally (JAX's
+    `fit` reads it to shard each batch), so build, compile and fit all see
+    it; a later `none` run in the same process removes it again.
+    """
+    global _installed_distribution
     kind = resolve(train_cfg)
     if kind == "mirrored":
         import tensorflow as tf
 
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        _check_batch(train_cfg, len(devices), "devices")
         strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
-        _check_batch(train_cfg, strategy.num_replicas_in_sync)
         return strategy.scope(), strategy.num_replicas_in_sync
     if kind == "data_parallel":
         devices = keras.distribution.list_devices()
-        _check_batch(train_cfg, len(devices))
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        _check_batch(train_cfg, len(devices), "devices")
+        if _multihost:
+            _check_batch(train_cfg, _multihost[1], "processes")
+        distribution = keras.distribution.DataParallel(devices=devices)
+        keras.distribution.set_distribution(distribution)
+        _installed_distribution = distribution
         return contextlib.nullcontext(), len(devices)
+    _remove_installed_distribution()
     return contextlib.nullcontext(), 1
 
 
-def _check_batch(train_cfg, replicas):
-    if train_cfg.batch_size % replicas:
+def _remove_installed_distribution():
+    global _installed_distribution
+    if _installed_distribution is not None and _backend() == "jax":
+        if keras.distribution.distribution() is _installed_distribution:
+            keras.distribution.set_distribution(None)
+    _installed_distribution = None
+
+
+def _check_batch(train_cfg, replicas, what="replicas"):
+    if replicas > 1 and train_cfg.batch_size % replicas:
         raise ConfigError(
             f"train.batch_size ({train_cfg.batch_size}) must be divisible by the number of "
-            f"replicas ({replicas}): it is the global batch, split evenly"
+            f"replicas ({replicas} {what}): it is the global batch, split evenly. "
+            f"Use a multiple of {replicas}, e.g. train.batch_size={replicas * max(1, train_cfg.batch_size // replicas)}"
         )
+
+
+# --------------------------------------------------------------------------
+# Multi-host (JAX)
+# --------------------------------------------------------------------------
+
+
+def _from_env(key):
+    for name in _ENV[key]:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return value, name
+    return None, None
+
+
+def _as_int(value, name, minimum):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {number}")
+    return number
+
+
+def multihost_settings(coordinator=None, num_processes=None, process_id=None):
+    """(coordinator, num_processes, process_id) from the arguments or the
+    environment; None when multi-host is not requested (no coordinator and
+    at most one process)."""
+    sources = {}
+    if coordinator is None:
+        coordinator, sources["coordinator"] = _from_env("coordinator")
+    if num_processes is None:
+        num_processes, sources["num_processes"] = _from_env("num_processes")
+    if process_id is None:
+        process_id, sources["process_id"] = _from_env("process_id")
+    n_name = sources.get("num_processes") or "num_processes"
+    p_name = sources.get("process_id") or "process_id"
+    if num_processes is not None:
+        num_processes = _as_int(num_processes, n_name, 1)
+    if process_id is not None:
+        process_id = _as_int(process_id, p_name, 0)
+    if not coordinator and (num_processes or 1) <= 1:
+        return None
+    if not coordinator:
+        raise ConfigError(
+            f"multi-host training: {num_processes} processes but no coordinator address; "
+            "set KERAS_MTL_COORDINATOR=host:port (the address of process 0)"
+        )
+    # Keras' KERAS_DISTRIBUTION_JOB_ADDRESSES may list every job: the first is the coordinator.
+    coordinator = str(coordinator).split(",")[0].strip()
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"multi-host training: coordinator {coordinator!r} must be host:port (e.g. 10.0.0.1:1234)"
+        )
+    if (num_processes is None) != (process_id is None):
+        raise ConfigError(
+            "multi-host training: set both the number of processes and this process's id "
+            "(KERAS_MTL_NUM_PROCESSES and KERAS_MTL_PROCESS_ID), or neither (cluster auto-detection)"
+        )
+    if num_processes is not None and process_id >= num_processes:
+        raise ConfigError(
+            f"multi-host training: process id {process_id} out of range for {num_processes} processes "
+            f"(ids are 0..{num_processes - 1})"
+        )
+    return coordinator, num_processes, process_id
+
+
+def initialize_multihost(coordinator=None, num_processes=None, process_id=None):
+    """Join a multi-process JAX job if one is configured; a no-op otherwise.
+
+    Must run before any JAX computation (before the model is built). Reads
+    the arguments, else `KERAS_MTL_COORDINATOR`, `KERAS_MTL_NUM_PROCESSES`,
+    `KERAS_MTL_PROCESS_ID` (or Keras' `KERAS_DISTRIBUTION_*`, or
+    `JAX_COORDINATOR_ADDRESS`/`JAX_NUM_PROCESSES`/`JAX_PROCESS_ID`).
+    Calls `keras.distribution.initialize` (which also agrees on one random
+    seed across processes). Calling it again with the same settings is a
+    no-op.
+
+    Returns:
+        (coordinator, num_processes, process_id), or None when no
+        multi-host job is configured.
+
+    Raises:
+        ConfigError: on TensorFlow/PyTorch, on bad settings, or when the
+            processes cannot connect.
+    """
+    global _multihost
+    settings = multihost_settings(coordinator, num_processes, process_id)
+    if settings is None:
+        return None
+    if _multihost is not None:
+        if settings != _multihost:
+            raise ConfigError(
+                f"multi-host training: this process already joined {_multihost}; cannot join {settings}"
+            )
+        return _multihost
+    backend = _backend()
+    if backend != "jax":
+        raise ConfigError(
+            f"multi-host training (coordinator {settings[0]}) needs the JAX backend (this is {backend}); "
+            "set KERAS_BACKEND=jax, or unset KERAS_MTL_COORDINATOR / KERAS_MTL_NUM_PROCESSES"
+        )
+    try:
+        keras.distribution.initialize(settings[0], settings[1], settings[2])
+    except Exception as e:  # jax raises RuntimeError/XlaRuntimeError with the reason
+        raise ConfigError(
+            f"multi-host training: cannot join the job at {settings[0]} as process "
+            f"{settings[2]} of {settings[1]}: {type(e).__name__}: {str(e)[:500]}"
+        ) from None
+    _multihost = settings
+    return settings
+
+
+def process_info():
+    """(process_id, num_processes) of this process (0, 1 without multi-host)."""
+    if _multihost is not None and _backend() == "jax":
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    return 0, 1
+
+
+def is_chief():
+    """Whether this process writes the run's files (process 0)."""
+    return process_info()[0] == 0
+
+
+def prepare_dataset(dataset, train_cfg):
+    """Adapt the training `tf.data.Dataset` to the distribution in use.
+
+    `mirrored`: Keras (3.x) reduces the first distributed batch with
+    `strategy.reduce("MEAN", ...)` to build the model symbolically, which
+    fails on bool tensors (`AddN` has no bool kernel): the bool
+    `padding_mask` is sent as int32 (0/1) instead; the model's bool
+    `padding_mask` input casts it back. Other distributions: unchanged.
+    """
+    if resolve(train_cfg) != "mirrored":
+        return dataset
+    import tensorflow as tf
+
+    def as_int(x, *rest):
+        x = {k: tf.cast(v, tf.int32) if v.dtype == tf.bool else v for k, v in x.items()} if isinstance(x, dict) else x
+        return (x, *rest)
+
+    return dataset.map(as_int, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def adapt_optimizer(optimizer, train_cfg):
+    """Make gradient clipping see the global gradient under `mirrored`.
+
+    Keras (3.x) on TensorFlow clips each replica's partial gradient
+    (`clipnorm`/`global_clipnorm`/`clipvalue`) BEFORE summing them across
+    replicas, so with 2 replicas `clipnorm=1.0` lets a gradient of norm up to
+    2 through and training differs from one device at the same global
+    batch. Under `mirrored` the optimizer's clipping is wrapped to sum the
+    gradients first, clip the sum, and hand each replica 1/N of the clipped
+    sum (the optimizer's own all-reduce then rebuilds it exactly).
+    Other distributions (JAX data_parallel clips the global gradient
+    already): the optimizer is returned as is. Only the instance is
+    changed: its class and saved config stay plain Keras.
+    """
+    if resolve(train_cfg) != "mirrored":
+        return optimizer
+    if not (optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue):
+        return optimizer
+    import tensorflow as tf
+
+    per_replica_clip = optimizer._clip_gradients
+
+    def _clip_gradients(grads):
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+        if replicas <= 1:
+            return per_replica_clip(grads)
+        present = [i for i, g in enumerate(grads) if g is not None]
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        clipped = per_replica_clip(list(summed))
+        out = list(grads)
+        for i, g in zip(present, clipped):
+            out[i] = _scale(g, 1.0 / replicas)
+        return out
+
+    optimizer._clip_gradients = _clip_gradients
+    return optimizer
+
+
+def _scale(grad, factor):
+    import tensorflow as tf
+
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * tf.cast(factor, grad.values.dtype), grad.indices, grad.dense_shape)
+    return grad * tf.cast(factor, grad.dtype)

@@ -585,6 +585,17 @@ def span_recall(y_true, y_pred):
     return span_scores(y_true, y_pred)["recall"]
 
 
+def span_f1_iobes(y_true, y_pred):
+    """Chunk F1 for IOBES tags (S- is a one-token chunk, E- ends one).
+
+    conlleval itself has no rule for `S-`, or for `B-` right after `E-`, and
+    merges such neighbouring chunks of one type; this metric rewrites
+    `S-`/`E-` to `B-`/`I-` first (`span_scores(..., scheme="iobes")`), which
+    scores IOBES chunks correctly. For IOB/IOB2 tags it equals `span_f1`.
+    """
+    return span_scores(y_true, y_pred, scheme="iobes")["f1"]
+
+
 # ---------------------------------------------------------------------------
 # Registry.
 
@@ -602,6 +613,7 @@ METRICS = {
         MetricSpec("span_f1", span_f1, ("tagging",)),
         MetricSpec("span_precision", span_precision, ("tagging",)),
         MetricSpec("span_recall", span_recall, ("tagging",)),
+        MetricSpec("span_f1_iobes", span_f1_iobes, ("tagging",)),
     )
 }
 

@@ -16,7 +16,9 @@ standard battery of checks every keras-mtl layer must pass on every backend:
    default jit setting).
 6. Under the `mixed_bfloat16` policy, float outputs have the compute dtype
    (bfloat16), float variables the variable dtype (float32), and every
-   sublayer carries the layer's dtype policy.
+   sublayer carries the layer's dtype policy. The layer is executed on
+   TensorFlow (and PyTorch); on JAX its call is traced only (see
+   `run_precision_test`).
 
 How `input_data` is passed to the layer:
 
@@ -137,14 +139,59 @@ def _model_inputs(input_data):
     return data
 
 
+def _symbolic(input_data):
+    return tree.map_structure(
+        lambda x: keras.KerasTensor(
+            tuple(x.shape), dtype=_std(_to_numpy(x).dtype)
+        ),
+        input_data,
+    )
+
+
+def _traced_outputs(layer, symbolic_inputs):
+    """Output specs from tracing `layer.__call__` (dtype promotion included).
+
+    Unlike `layer.compute_output_spec`, this does not shortcut through
+    `compute_output_shape`, so the dtypes are those the backend really
+    produces, but nothing is compiled or executed.
+    """
+    from keras.src.backend import compute_output_spec
+
+    return compute_output_spec(lambda data: _call(layer, data), symbolic_inputs)
+
+
 def run_precision_test(
-    layer_cls, init_kwargs, input_data, policies=("mixed_bfloat16",)
+    layer_cls,
+    init_kwargs,
+    input_data,
+    policies=("mixed_bfloat16",),
+    execute=None,
 ):
-    """Check output, weight and sublayer dtypes under reduced precision."""
+    """Check output, weight and sublayer dtypes under reduced precision.
+
+    Args:
+        layer_cls: class. The layer class under test.
+        init_kwargs: dict. Keyword arguments for `layer_cls(...)`.
+        input_data: as for `run_layer_test`.
+        policies: sequence of dtype policy names. Defaults to
+            `("mixed_bfloat16",)`.
+        execute: bool. Run the layer eagerly (`True`) or only trace its call
+            (`False`; same dtype promotion rules, nothing compiled). Defaults
+            to `None`: execute except on JAX, where every op would be
+            compiled again in bfloat16 (slow on CPU) and XLA supports
+            bfloat16 for every op anyway.
+    """
+    if execute is None:
+        execute = keras.backend.backend() != "jax"
     for policy_name in policies:
         policy = keras.DTypePolicy(policy_name)
         layer = layer_cls(**{**init_kwargs, "dtype": policy})
-        outputs = _call(layer, input_data)
+        symbolic_inputs = _symbolic(input_data)
+        _call(layer, symbolic_inputs)  # builds the layer
+        if execute:
+            outputs = _call(layer, input_data)
+        else:
+            outputs = _traced_outputs(layer, symbolic_inputs)
         for out in tree.flatten(outputs):
             if out is not None and _is_float(out.dtype):
                 assert _std(out.dtype) == policy.compute_dtype, (
@@ -157,7 +204,9 @@ def run_precision_test(
                     f"{_std(weight.dtype)}"
                 )
         for sublayer in layer._flatten_layers(include_self=False):
-            if isinstance(sublayer, (keras.layers.Softmax, keras.layers.InputLayer)):
+            if isinstance(
+                sublayer, (keras.layers.Softmax, keras.layers.InputLayer)
+            ):
                 continue
             assert sublayer.compute_dtype == policy.compute_dtype, (
                 f"{policy_name}: sublayer {sublayer.name} computes in "
@@ -246,12 +295,7 @@ def run_layer_test(
         )
 
     # 2. Symbolic call on KerasTensors with full shapes.
-    symbolic_inputs = tree.map_structure(
-        lambda x: keras.KerasTensor(
-            tuple(x.shape), dtype=_std(_to_numpy(x).dtype)
-        ),
-        input_data,
-    )
+    symbolic_inputs = _symbolic(input_data)
     layer = layer_cls(**init_kwargs)
     symbolic_outputs = _call(layer, symbolic_inputs)
     check_weights(layer)
@@ -283,7 +327,7 @@ def run_layer_test(
     layer = layer_cls(**init_kwargs)
     model = _build_functional_model(layer, input_data)
     model_inputs = _model_inputs(input_data)
-    outputs = model.predict(model_inputs, verbose=0)
+    outputs = tree.map_structure(_to_numpy, model(model_inputs))
     check_shape(outputs, "functional model")
     if run_saving_check:
         with tempfile.TemporaryDirectory() as tmp_dir:
@@ -299,7 +343,9 @@ def run_layer_test(
         assert restored_layers[0].get_config() == layer.get_config(), (
             "config changed through .keras save/load"
         )
-        restored_outputs = restored.predict(model_inputs, verbose=0)
+        restored_outputs = tree.map_structure(
+            _to_numpy, restored(model_inputs)
+        )
         tree.map_structure(
             lambda a, b: np.testing.assert_allclose(
                 _to_numpy(b), _to_numpy(a), atol=atol, rtol=rtol

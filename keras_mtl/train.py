@@ -72,6 +72,9 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     keras.mixed_precision.set_global_policy(config.train.precision)
     files = RunFiles(Path(workdir) if workdir else default_workdir(config))
     files.root.mkdir(parents=True, exist_ok=True)
+    if not files.backup.exists():  # a fresh run (not a resume after a kill)
+        for stale in (files.metrics_csv, files.model, files.report_json, files.report_md):
+            stale.unlink(missing_ok=True)
     save_config(files, loaded)
     started = time.time()
 

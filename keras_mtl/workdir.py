@@ -90,6 +90,7 @@ class Run:
 
     def load_model(self):
         import keras
+        import keras_hub  # noqa: F401  (registers pretrained backbones)
 
         import keras_mtl.layers  # noqa: F401  (registers custom layers)
 

@@ -30,6 +30,7 @@ def test_registry_names_and_types():
         "span_f1",
         "span_precision",
         "span_recall",
+        "span_f1_iobes",
     ]
     for name, spec in metrics.METRICS.items():
         assert spec.name == name
@@ -82,6 +83,7 @@ def test_results_are_python_floats():
         "span_f1": ([["O", "B-X"]], [["O", "B-X"]]),
         "span_precision": ([["O", "B-X"]], [["O", "B-X"]]),
         "span_recall": ([["O", "B-X"]], [["O", "B-X"]]),
+        "span_f1_iobes": ([["O", "S-X"]], [["O", "S-X"]]),
     }
     assert set(cases) == set(metrics.METRICS)
     for name, (y_true, y_pred) in cases.items():
@@ -539,3 +541,15 @@ def test_span_counts_match_conlleval_script():
         assert counts(span_scores(y_true, y_pred)) == _run_conlleval(
             script, y_true, y_pred
         ), (y_true, y_pred)
+
+
+def test_span_f1_iobes_separates_adjacent_singletons():
+    # Gold: S-PER S-PER = two one-token chunks. Predicted the same.
+    # conlleval merges them into one chunk (1 found, 1 correct -> F1 1.0 either way),
+    # but a prediction of one two-token chunk B-PER E-PER is wrong under IOBES:
+    gold = [["S-PER", "S-PER"]]
+    pred = [["B-PER", "E-PER"]]
+    # iobes: gold chunks {(0,0),(1,1)}, predicted {(0,1)} -> 0 correct, F1 0.
+    assert metrics.compute_metric("span_f1_iobes", gold, pred) == 0.0
+    # conlleval sees both as one chunk (0,1): F1 1.0.
+    assert metrics.compute_metric("span_f1", gold, pred) == 1.0

@@ -12,7 +12,7 @@ import dataclasses
 import warnings
 
 from keras_mtl.config import ExperimentConfig, reader_options
-from keras_mtl.data import readers
+from keras_mtl.data import checks, readers
 from keras_mtl.data import splits as splits_lib
 from keras_mtl.data.example import Example
 from keras_mtl.errors import DataError
@@ -46,10 +46,14 @@ def read_task(task, config: ExperimentConfig):
             continue
         request = readers.ReadRequest(source, options, task.name, task.type, split)
         by_split[split] = reader.read(request)
-    s = config.splits
-    carved = splits_lib.carve_splits(by_split, s.seed, s.dev_fraction, s.test_fraction)
-    if not carved.get("train"):
+    if not by_split.get("train"):
         raise DataError(f"task {task.name!r}: no training examples (train: {task.data.train})")
+    checks.check_label_cardinality(by_split["train"], task.name, task.type, task.data.train)
+    s = config.splits
+    try:
+        carved = splits_lib.carve_splits(by_split, s.seed, s.dev_fraction, s.test_fraction)
+    except DataError as e:
+        raise DataError(f"task {task.name!r}: {e}") from None
     for split in SPLITS:
         carved.setdefault(split, [])
     return carved

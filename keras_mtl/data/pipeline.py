@@ -16,6 +16,11 @@ strategy (`sampling.py`); without task conditioning an example keeps all its
 labels (one forward pass trains every task it has), with conditioning it is
 drawn once per task and carries that task's id and only that task's label.
 L is one of a few fixed bucket lengths (JAX compiles once per shape).
+
+`train.batch_mode: mixed` (default) draws examples and batches them, so a
+batch holds several tasks; `per_task` draws whole batches, each from one task
+(MT-DNN style). Under data-parallel training the global batch is split across
+replicas, so every replica trains the same task at each step.
 """
 
 import dataclasses
@@ -153,41 +158,44 @@ def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, s
     schedule = sampling.probability_schedule(
         [sizes[i] for i in present], train_cfg.sampling, train_cfg.temperature, train_cfg.epochs
     )
+    lengths = bucket_lengths(train_cfg.bucket_lengths, max_length)
+    per_task_batches = train_cfg.batch_mode == "per_task"
     datasets = []
     for i in present:
         ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, conditioning))
         ds = ds.map(_dense_rows)
         ds = ds.shuffle(min(train_cfg.shuffle_buffer, sizes[i]), seed=seed + i).repeat()
-        datasets.append(ds)
-    elements_per_epoch = (steps_per_epoch or 1) * train_cfg.batch_size
+        datasets.append(_bucketed(ds, lengths, train_cfg.batch_size, pad_id) if per_task_batches else ds)
+    # The mixture draws elements (mixed mode) or whole batches (per_task mode).
+    draws_per_epoch = (steps_per_epoch or 1) * (1 if per_task_batches else train_cfg.batch_size)
     table = tf.constant(schedule)
     last = len(schedule) - 1
 
     def weights_at(i):
-        return table[tf.minimum(tf.cast(i // elements_per_epoch, tf.int32), last)]
+        return table[tf.minimum(tf.cast(i // draws_per_epoch, tf.int32), last)]
 
     weights = tf.data.Dataset.range(2**62).map(weights_at)
     if len(datasets) == 1:
         mixed = datasets[0]
     else:
         mixed = tf.data.Dataset.sample_from_datasets(datasets, weights=weights, seed=seed)
-    lengths = bucket_lengths(train_cfg.bucket_lengths, max_length)
-    spec = mixed.element_spec
-    padded_shapes = {k: v.shape for k, v in spec.items()}
-    padding_values = {
-        k: tf.constant(pad_id if k == "token_ids" else 0, dtype=v.dtype) for k, v in spec.items()
-    }
-    batched = mixed.bucket_by_sequence_length(
+    batched = mixed if per_task_batches else _bucketed(mixed, lengths, train_cfg.batch_size, pad_id)
+    batched = batched.map(lambda b: _to_model_inputs(b, tasks, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
+    return batched.prefetch(tf.data.AUTOTUNE), sizes, schedule
+
+
+def _bucketed(ds, lengths, batch_size, pad_id):
+    """Batches of similar length, padded to one of the fixed `lengths`."""
+    spec = ds.element_spec
+    return ds.bucket_by_sequence_length(
         element_length_func=lambda e: tf.shape(e["token_ids"])[0],
         bucket_boundaries=[b + 1 for b in lengths],
-        bucket_batch_sizes=[train_cfg.batch_size] * (len(lengths) + 1),
-        padded_shapes=padded_shapes,
-        padding_values=padding_values,
+        bucket_batch_sizes=[batch_size] * (len(lengths) + 1),
+        padded_shapes={k: v.shape for k, v in spec.items()},
+        padding_values={k: tf.constant(pad_id if k == "token_ids" else 0, dtype=v.dtype) for k, v in spec.items()},
         pad_to_bucket_boundary=True,
         drop_remainder=True,
     )
-    batched = batched.map(lambda b: _to_model_inputs(b, tasks, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
-    return batched.prefetch(tf.data.AUTOTUNE), sizes, schedule
 
 
 def eval_batches(split, indices, batch_size, lengths, pad_id=0, task_id=None):

@@ -178,6 +178,8 @@ class MixtureOfExperts(keras.layers.Layer):
         `compute_gates(x)[..., t, :]` is task `t`'s softmax distribution over
         the experts (sums to 1).
         """
+        if not self.built:
+            self.build(tuple(inputs.shape))
         inputs = ops.cast(inputs, self.compute_dtype)
         gate_kernel = ops.cast(self.gate_kernel, self.compute_dtype)
         gate_bias = ops.cast(self.gate_bias, self.compute_dtype)
@@ -186,6 +188,8 @@ class MixtureOfExperts(keras.layers.Layer):
 
     def compute_experts(self, inputs):
         """Every expert's output, shape `[..., num_experts, hidden_dim]`."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
         inputs = ops.cast(inputs, self.compute_dtype)
         kernel_1 = ops.cast(self.expert_kernel_1, self.compute_dtype)
         bias_1 = ops.cast(self.expert_bias_1, self.compute_dtype)

@@ -79,6 +79,8 @@ class TaskGate(keras.layers.Layer):
 
     def compute_gate(self, inputs):
         """Return the gate values `sigmoid(inputs W + b)` in `(0, 1)`."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
         return self._gate_dense(inputs)
 
     def call(self, inputs):

@@ -77,9 +77,9 @@ def test_keras_mask_is_used_when_no_padding_mask():
 
 
 def test_default_key_dim():
-    layer = TaskAttentionPooling(num_heads=4)
+    layer = TaskAttentionPooling(num_heads=2)
     layer(_sequence())
-    assert layer._attention.key_dim == 2
+    assert layer._attention.key_dim == 4
     assert layer.get_config()["key_dim"] is None
 
 

@@ -48,36 +48,14 @@ def test_attention_scores_are_distributions_over_tasks():
 
 def test_exclude_self_attends_only_to_other_tasks():
     layer = TaskRelation(num_heads=2, exclude_self=True)
-    _, scores = layer(_task_vectors(num_tasks=4), return_attention_scores=True)
+    _, scores = layer(_task_vectors(), return_attention_scores=True)
     scores = ops.convert_to_numpy(scores)
     np.testing.assert_allclose(
         np.diagonal(scores, axis1=-2, axis2=-1), 0.0, atol=1e-6
     )
     np.testing.assert_allclose(scores.sum(axis=-1), 1.0, rtol=1e-5)
-    off_diagonal = scores[..., ~np.eye(4, dtype=bool)]
+    off_diagonal = scores[..., ~np.eye(3, dtype=bool)]
     assert np.all(off_diagonal > 0.0)
-
-
-def test_exclude_self_with_two_tasks_ignores_own_value():
-    # With two tasks and `exclude_self`, task 0's attention output is task 1's
-    # projected value whatever task 0's own vector is, so with the residual
-    # removed the attention part for task 0 depends on task 1 only.
-    layer = TaskRelation(num_heads=1, exclude_self=True)
-    vectors = _task_vectors(num_tasks=2)
-    layer(vectors)
-    mask = layer._attention_mask(vectors)
-    attention = layer._self_attention(vectors, vectors, attention_mask=mask)
-    changed = vectors.copy()
-    changed[:, 0] += 3.0
-    changed_attention = layer._self_attention(
-        changed, changed, attention_mask=mask
-    )
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(changed_attention)[:, 0],
-        ops.convert_to_numpy(attention)[:, 0],
-        rtol=1e-5,
-        atol=1e-5,
-    )
 
 
 def test_exclude_self_needs_two_tasks():

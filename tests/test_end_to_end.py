@@ -1,0 +1,410 @@
+"""YAML -> train -> work dir -> evaluate -> SavedModel -> served without Keras.
+
+One tiny demo-based run per task-conditioning mode is trained and exported
+once for the module; the SavedModels are then loaded in ONE subprocess that
+runs with `keras`, `keras_hub` and `keras_mtl` blocked from importing and only
+the TF Text op libraries loaded (what TF Serving has), and its outputs are
+checked against the Keras model of the run.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CONDITIONINGS = ("embedding", "none")
+MAX_LEN = 16
+TASKS = ("topic", "sentiment", "pos")
+LONG_TEXT = " ".join(["the lovely striker scored a goal ."] * 4)  # 28 words > MAX_LEN pieces
+TEXTS = [
+    "the chef cooked a soup .",
+    "",
+    LONG_TEXT,
+    "a terrible storm fell suddenly .",
+    "Zebra \u00fcber caf\u00e9 \U0001f600 .",
+]
+
+
+def tiny_config(conditioning):
+    demo = lambda kind, n: {"format": "demo", "kind": kind, "train": n, "dev": 16, "test": 16}  # noqa: E731
+    return {
+        "name": f"tiny-{conditioning}",
+        "seed": 1,
+        "tasks": [
+            {"name": "topic", "type": "classification", "metrics": ["accuracy", "macro_f1"], "data": demo("topic", 64)},
+            {"name": "sentiment", "type": "classification", "data": demo("sentiment", 32)},
+            {"name": "pos", "type": "tagging", "loss_weight": 0.5, "data": demo("pos", 32)},
+        ],
+        "model": {
+            "vocabulary_size": 200, "max_sequence_length": MAX_LEN, "hidden_dim": 16, "num_layers": 1,
+            "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": conditioning,
+        },
+        "train": {"batch_size": 8, "epochs": 1, "bucket_lengths": [8], "jit_compile": False},
+    }
+
+
+# The serving client: TensorFlow plus the TF Text op libraries, nothing else.
+SERVE_SCRIPT = textwrap.dedent(
+    r'''
+    import glob, importlib.abc, importlib.machinery, importlib.util, json, os, sys
+
+    BLOCKED = ("keras", "keras_hub", "keras_nlp", "keras_mtl", "tf_keras")
+
+    class _Refuse(importlib.abc.Loader):
+        def create_module(self, spec):
+            raise ModuleNotFoundError(f"{spec.name} is blocked in this test", name=spec.name)
+
+        def exec_module(self, module):
+            raise ModuleNotFoundError(module.__name__)
+
+    class _Block(importlib.abc.MetaPathFinder):
+        # The spec is still found (TensorFlow asks where keras lives), but
+        # loading it fails: `import tensorflow` tolerates a missing keras.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] not in BLOCKED:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is not None:
+                spec.loader = _Refuse()
+            return spec
+
+    sys.meta_path.insert(0, _Block())
+
+    import tensorflow as tf
+
+    # `import tensorflow_text` would import tf.keras (its Keras layers); TF
+    # Serving links the ops only, and so do we.
+    text_dir = importlib.util.find_spec("tensorflow_text").submodule_search_locations[0]
+    for lib in sorted(glob.glob(os.path.join(text_dir, "python", "ops", "_*.so"))):
+        tf.load_op_library(lib)
+
+    def plain(value):
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    request = json.load(sys.stdin)
+    result = {}
+    for version_dir in request["dirs"]:
+        loaded = tf.saved_model.load(version_dir)
+        fn = loaded.signatures["serving_default"]
+        out = fn(text=tf.constant(request["texts"], dtype=tf.string))
+        result[version_dir] = {
+            "outputs": {k: plain(v.numpy().tolist()) for k, v in out.items()},
+            "dtypes": {k: v.dtype.name for k, v in out.items()},
+            "signatures": sorted(loaded.signatures),
+            "inputs": sorted(fn.structured_input_signature[1]),
+        }
+    result["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+    print("RESULT " + json.dumps(result))
+    '''
+)
+
+
+def run_serving_subprocess(dirs, texts):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_BACKEND")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE_SCRIPT],
+        input=json.dumps({"dirs": [str(d) for d in dirs], "texts": texts}),
+        capture_output=True, text=True, env=env, cwd="/", timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory):
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.export import export, version_dirs
+    from keras_mtl.train import train
+
+    runs = {}
+    for cond in CONDITIONINGS:
+        root = tmp_path_factory.mktemp(f"e2e-{cond}")
+        workdir = root / "run"
+        report = train(config_from_dict(tiny_config(cond)), workdir=workdir, max_steps=3, verbose=0)
+        base = root / "saved"
+        first = export(workdir, out=base)
+        runs[cond] = {"workdir": workdir, "report": report, "base": base, "first": first,
+                      "versions_after_first": version_dirs(base)}
+    # Versioning: a second export of the same run is version 2; --keep 1 prunes 1.
+    main = runs["embedding"]
+    main["second"] = export(main["workdir"], out=main["base"], keep=1)
+    main["versions_after_second"] = version_dirs(main["base"])
+    latest = {cond: (r.get("second") or r["first"]) for cond, r in runs.items()}
+    served = run_serving_subprocess(list(latest.values()), TEXTS)
+    for cond, r in runs.items():
+        r["version_dir"] = latest[cond]
+        r["served"] = served[str(latest[cond])]
+    return {"runs": runs, "modules": served["modules"]}
+
+
+@pytest.fixture(scope="module")
+def keras_outputs(e2e):
+    """Each run's Keras model (model.keras) on TEXTS, encoded as the run encodes."""
+    import tensorflow as tf
+
+    from keras_mtl.data.tokenize import make_encoder
+    from keras_mtl.model import needs_task_ids
+    from keras_mtl.workdir import load_run
+
+    result = {}
+    for cond, r in e2e["runs"].items():
+        run = load_run(r["workdir"])
+        model = run.load_model()
+        encoder = make_encoder(run.vocabulary, run.config.model)
+        enc = encoder(tf.constant(TEXTS))
+        ids = enc["token_ids"].to_tensor(default_value=encoder.pad_id).numpy()
+        x = {"token_ids": ids, "padding_mask": ids != encoder.pad_id}
+        probs = {}
+        if needs_task_ids(run.config.model):
+            for t, name in enumerate(run.config.task_names):
+                out = model.predict_on_batch({**x, "task_ids": np.full([len(TEXTS)], t, np.int32)})
+                probs[name] = np.asarray(out[name])
+        else:
+            out = model.predict_on_batch(x)
+            probs = {name: np.asarray(out[name]) for name in run.config.task_names}
+        result[cond] = {
+            "run": run,
+            "probs": probs,
+            "ids": ids,
+            "word_starts": enc["word_starts"].to_list(),
+            "truncated": enc["truncated"].numpy().tolist(),
+        }
+    return result
+
+
+# ------------------------------------------------------------------ the work dir
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_work_dir_holds_every_file(e2e, cond):
+    wd = e2e["runs"][cond]["workdir"]
+    for name in ("config.yaml", "vocab.txt", "run.json", "model.keras", "metrics.csv", "report.json", "report.md"):
+        assert (wd / name).is_file(), name
+    assert (wd / "logs").is_dir() and any((wd / "logs").rglob("*"))
+    assert not (wd / "backup").exists(), "BackupAndRestore state is removed after training"
+    info = json.loads((wd / "run.json").read_text())
+    assert info["backend"] == "tensorflow"
+    assert info["classes"]["sentiment"] == ["negative", "positive"]
+    assert info["epochs"] * info["steps_per_epoch"] <= 3
+    assert info["max_sequence_length"] == MAX_LEN
+    vocab = (wd / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def test_metrics_csv_has_per_task_dev_columns(e2e):
+    wd = e2e["runs"]["embedding"]["workdir"]
+    with open(wd / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1"
+    for column in ("dev_topic_accuracy", "dev_topic_macro_f1", "dev_sentiment_accuracy", "dev_pos_token_accuracy"):
+        assert column in rows[0], column
+        assert 0.0 <= float(rows[0][column]) <= 1.0
+    assert "train_loss" in rows[0]
+
+
+def test_report_has_every_task(e2e):
+    r = e2e["runs"]["embedding"]
+    wd = r["workdir"]
+    report = json.loads((wd / "report.json").read_text())
+    assert report == json.loads(json.dumps(r["report"]))
+    assert set(report["tasks"]) == set(TASKS)
+    assert set(report["tasks"]["topic"]) == {"accuracy", "macro_f1"}
+    assert report["examples"] == {"topic": 16, "sentiment": 16, "pos": 16}
+    md = (wd / "report.md").read_text()
+    for task in TASKS:
+        assert f"| {task} |" in md
+
+
+def test_saved_config_reloads_identically(e2e):
+    from keras_mtl.config import config_from_dict, load_config
+
+    wd = e2e["runs"]["embedding"]["workdir"]
+    assert load_config(wd / "config.yaml").config == config_from_dict(tiny_config("embedding")).config
+
+
+def test_evaluate_run_gives_per_task_metrics(e2e):
+    from keras_mtl.evaluate import evaluate_run
+
+    r = e2e["runs"]["embedding"]
+    result = evaluate_run(r["workdir"])
+    assert set(result["tasks"]) == set(TASKS)
+    assert set(result["tasks"]["topic"]) == {"accuracy", "macro_f1"}
+    for task, values in result["tasks"].items():
+        for metric, value in values.items():
+            assert 0.0 <= value <= 1.0, (task, metric)
+    # The test split is what training reported on: the same numbers.
+    for task in TASKS:
+        for metric, value in result["tasks"][task].items():
+            assert value == pytest.approx(r["report"]["tasks"][task][metric], abs=1e-9)
+    dev = evaluate_run(r["workdir"], split="dev")
+    assert dev["examples"] == {"topic": 16, "sentiment": 16, "pos": 16}
+
+
+# ------------------------------------------------------------------ export
+
+
+def test_export_versions_and_keep(e2e):
+    r = e2e["runs"]["embedding"]
+    base = r["base"]
+    assert r["first"] == base / "1"
+    assert r["versions_after_first"] == [1]
+    assert r["second"] == base / "2"
+    assert r["versions_after_second"] == [2], "--keep 1 prunes version 1"
+    assert sorted(p.name for p in base.iterdir()) == ["2"], "no .tmp-* directory may remain"
+    version = base / "2"
+    assert (version / "saved_model.pb").is_file()
+    assert (version / "variables").is_dir()
+    meta = json.loads((version / "assets.extra" / "keras_mtl.json").read_text())
+    assert {name: spec["type"] for name, spec in meta["tasks"].items()} == {
+        "topic": "classification", "sentiment": "classification", "pos": "tagging"}
+    assert meta["max_sequence_length"] == MAX_LEN
+    assert meta["task_conditioning"] == "embedding"
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_no_tmp_dirs_remain(e2e, cond):
+    base = e2e["runs"][cond]["base"]
+    assert not [p for p in base.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_served_without_keras_or_keras_mtl(e2e):
+    assert e2e["modules"] == [], f"imported in the serving process: {e2e['modules']}"
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_signature_and_output_layout(e2e, cond):
+    served = e2e["runs"][cond]["served"]
+    assert "serving_default" in served["signatures"] and "serve_tokens" in served["signatures"]
+    assert served["inputs"] == ["text"]
+    out = served["outputs"]
+    expected = {"num_words", "truncated", "pos_tags"}
+    for task in ("topic", "sentiment"):
+        expected |= {f"{task}_label", f"{task}_probabilities", f"{task}_classes"}
+    assert set(out) == expected
+    for name, value in out.items():
+        assert len(value) == len(TEXTS), f"{name}: batch must be dim 0"
+    assert served["dtypes"]["topic_probabilities"] == "float32"
+    assert served["dtypes"]["num_words"] == "int32"
+    assert served["dtypes"]["truncated"] == "bool"
+    assert out["topic_classes"][0] == ["food", "sports", "tech", "weather"]
+    assert out["num_words"] == [len(t.split()) for t in TEXTS]
+    assert out["truncated"][1:3] == [False, True]  # "" and the long text
+    assert all(len(row) == max(len(t.split()) for t in TEXTS) for row in out["pos_tags"])
+    assert out["pos_tags"][1] == [""] * len(out["pos_tags"][1])  # the empty text has no words
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_served_probabilities_equal_the_keras_model(e2e, keras_outputs, cond):
+    out = e2e["runs"][cond]["served"]["outputs"]
+    k = keras_outputs[cond]
+    for task in ("topic", "sentiment"):
+        served = np.asarray(out[f"{task}_probabilities"], np.float32)
+        np.testing.assert_allclose(served, k["probs"][task], atol=1e-5, err_msg=f"{cond}/{task}")
+        np.testing.assert_allclose(served.sum(axis=1), 1.0, atol=1e-5)
+        classes = k["run"].classes[task]
+        assert out[f"{task}_label"] == [classes[i] for i in k["probs"][task].argmax(axis=1)]
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_served_tags_are_the_argmax_at_first_pieces(e2e, keras_outputs, cond):
+    out = e2e["runs"][cond]["served"]["outputs"]
+    k = keras_outputs[cond]
+    classes = k["run"].classes["pos"]
+    probs, length = k["probs"]["pos"], k["ids"].shape[1]
+    width = len(out["pos_tags"][0])
+    for i, starts in enumerate(k["word_starts"]):
+        expected = [classes[int(np.argmax(probs[i, s]))] if s < length else "" for s in starts]
+        expected += [""] * (width - len(expected))
+        assert out["pos_tags"][i] == expected, TEXTS[i]
+    # The long text: words cut off by truncation get no tag.
+    n_words = len(LONG_TEXT.split())
+    long_tags = out["pos_tags"][2][:n_words]
+    assert [tag != "" for tag in long_tags] == [s < MAX_LEN for s in k["word_starts"][2]]
+    assert long_tags[0] != "" and long_tags[-1] == ""
+    assert out["truncated"] == k["truncated"]
+    assert k["truncated"][:4] == [False, False, True, False]
+
+
+def test_saved_model_cli_lists_the_signature(e2e):
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    if not cli.exists():
+        pytest.skip(f"{cli} not found")
+    version = e2e["runs"]["embedding"]["version_dir"]
+    proc = subprocess.run(
+        [str(cli), "show", "--dir", str(version), "--all"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "signature_def['serving_default']" in proc.stdout
+    section = proc.stdout.split("signature_def['serving_default']")[1]
+    assert "inputs['text']" in section and "DT_STRING" in section
+    assert "outputs['pos_tags']" in section
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_predict_equals_the_served_outputs(e2e, cond):
+    from keras_mtl.export import read_metadata
+    from keras_mtl.predict import predict
+    from keras_mtl.serving.outputs import outputs_to_predictions
+
+    r = e2e["runs"][cond]
+    meta = read_metadata(r["version_dir"])
+    expected = outputs_to_predictions(r["served"]["outputs"], meta["tasks"])
+    got = predict(r["base"], TEXTS)  # the base dir: its newest version
+    assert got == expected
+    assert set(got[0]) == set(TASKS) | {"_meta"}
+    assert got[2]["_meta"] == {"num_words": len(LONG_TEXT.split()), "truncated": True}
+    assert got[1]["pos"] == {"tags": []}
+    assert len(got[0]["pos"]["tags"]) == len(TEXTS[0].split())
+
+
+# ------------------------------------------------------------------ errors
+
+
+def test_export_of_a_dir_without_a_trained_model(tmp_path, e2e):
+    from keras_mtl.errors import ModelError
+    from keras_mtl.export import export
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError, match="no trained model here"):
+        export(empty, out=tmp_path / "out")
+    with pytest.raises(ModelError, match="work dir not found"):
+        export(tmp_path / "missing", out=tmp_path / "out")
+    # A run whose model.keras is gone (training interrupted).
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    wd = e2e["runs"]["embedding"]["workdir"]
+    for name in ("config.yaml", "vocab.txt", "run.json"):
+        (partial / name).write_bytes((wd / name).read_bytes())
+    with pytest.raises(ModelError, match="missing model.keras"):
+        export(partial, out=tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_predict_on_a_dir_that_is_not_a_saved_model(tmp_path, e2e):
+    from keras_mtl.errors import ModelError
+    from keras_mtl.predict import predict
+
+    with pytest.raises(ModelError, match="not a SavedModel"):
+        predict(e2e["runs"]["embedding"]["workdir"], ["a text"])  # a work dir, not an export
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hi")
+    with pytest.raises(ModelError, match="not a SavedModel"):
+        predict(tmp_path / "junk", ["a text"])
+    with pytest.raises(ModelError, match="not found"):
+        predict(tmp_path / "missing", ["a text"])

@@ -1,0 +1,285 @@
+"""Reptile meta-training and few-shot adaptation (keras_mtl/meta.py), at tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_mtl import meta
+from keras_mtl.config import config_from_dict
+from keras_mtl.data.example import Example
+from keras_mtl.errors import ConfigError, DataError, ModelError
+
+TINY_MODEL = {
+    "vocabulary_size": 200,
+    "max_sequence_length": 24,
+    "hidden_dim": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "intermediate_dim": 32,
+    "dropout": 0.0,
+    "task_conditioning": "embedding",
+}
+TINY_TRAIN = {"batch_size": 8, "bucket_lengths": [24], "jit_compile": False, "eval_batch_size": 64}
+
+
+def _meta_config():
+    """Two demo tasks (a classification, a tagging task); `sentiment` is left out."""
+    return {
+        "name": "tiny_meta",
+        "seed": 0,
+        "tasks": [
+            {"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 64, "dev": 16, "test": 16}},
+            {"name": "pos", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 32, "dev": 8, "test": 8}},
+        ],
+        "model": TINY_MODEL,
+        "train": TINY_TRAIN,
+    }
+
+
+def _new_task_config(train=40, test=24):
+    return {
+        "name": "tiny_new",
+        "seed": 0,
+        "tasks": [
+            {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": train, "test": test}}
+        ],
+        "train": {"batch_size": 8, "learning_rate": 0.005},
+    }
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("meta") / "run"
+    out = meta.meta_train(_meta_config(), root, inner_steps=2, meta_steps=3, inner_lr=1e-3, meta_lr=0.5, verbose=0)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Pure parts
+# --------------------------------------------------------------------------
+
+
+def test_reptile_update_moves_toward_the_mean_of_adapted_weights():
+    theta = [np.array([1.0, 2.0], np.float32), np.array([[0.0]], np.float32)]
+    one = [np.array([3.0, 2.0], np.float32), np.array([[4.0]], np.float32)]
+    two = [np.array([1.0, 6.0], np.float32), np.array([[0.0]], np.float32)]
+    out = meta.reptile_update(theta, [one], 0.5)
+    np.testing.assert_allclose(out[0], [2.0, 2.0])
+    np.testing.assert_allclose(out[1], [[2.0]])
+    out = meta.reptile_update(theta, [one, two], 1.0)  # the average of the two tasks' updates
+    np.testing.assert_allclose(out[0], [2.0, 4.0])
+    np.testing.assert_allclose(out[1], [[2.0]])
+    assert out[0].dtype == np.float32
+    np.testing.assert_allclose(meta.reptile_update(theta, [one], 0.0)[0], theta[0])
+
+
+def test_epsilon_is_linearly_annealed():
+    assert meta._epsilon(1.0, 0, 4, True) == 1.0
+    assert meta._epsilon(1.0, 2, 4, True) == 0.5
+    assert meta._epsilon(0.3, 3, 4, False) == 0.3
+
+
+def _examples(counts):
+    return [Example(f"{label} {i}", {"t": label}, f"f:{i}") for label, n in counts.items() for i in range(n)]
+
+
+def test_sample_shots_is_k_per_class_and_seeded():
+    examples = _examples({"a": 10, "b": 6})
+    s0 = meta.sample_shots(examples, "t", ["a", "b"], 3, seed=0)
+    assert [ex.labels["t"] for ex in s0] == ["a"] * 3 + ["b"] * 3
+    assert len({ex.text for ex in s0}) == 6
+    assert [ex.text for ex in meta.sample_shots(examples, "t", ["a", "b"], 3, seed=0)] == [ex.text for ex in s0]
+    others = [[ex.text for ex in meta.sample_shots(examples, "t", ["a", "b"], 3, seed=s)] for s in range(1, 6)]
+    assert any(o != [ex.text for ex in s0] for o in others)
+
+
+def test_sample_shots_names_the_short_class_and_counts():
+    examples = _examples({"a": 10, "b": 2})
+    with pytest.raises(DataError, match=r"class 'b' has only 2.*'a': 10, 'b': 2"):
+        meta.sample_shots(examples, "t", ["a", "b"], 5, seed=0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="shots must be an integer >= 1"):
+            meta.sample_shots(examples, "t", ["a", "b"], bad, seed=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"inner_steps": 0}, "inner_steps must be an integer >= 1"),
+        ({"meta_steps": 0}, "meta_steps must be an integer >= 1"),
+        ({"meta_lr": 0.0}, r"meta_lr must be in \(0, 1\]"),
+        ({"meta_lr": 1.5}, r"meta_lr must be in \(0, 1\]"),
+        ({"inner_lr": -1.0}, "inner_lr must be > 0"),
+        ({"inner_optimizer": "rmsprop"}, "unknown inner optimizer 'rmsprop'; expected one of adam, sgd"),
+        ({"task_sampling": "random"}, "unknown task sampling 'random'"),
+    ],
+)
+def test_meta_train_rejects_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        meta.meta_train(_meta_config(), tmp_path / "w", **kwargs)
+    assert not (tmp_path / "w").exists()
+
+
+# --------------------------------------------------------------------------
+# The Reptile step on a real model
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_meta_step_moves_shared_weights_only_by_epsilon():
+    import keras
+
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.data.pipeline import encode_split
+    from keras_mtl.data.tokenize import compute_vocabulary, make_encoder
+    from keras_mtl.model import build_model
+
+    raw = _meta_config()
+    raw["tasks"] = raw["tasks"][:1] + [
+        {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": 32}}
+    ]
+    config = config_from_dict(raw).config
+    keras.utils.set_random_seed(0)
+    data = load_task_data(config)
+    vocab = compute_vocabulary([ex.text for ex in data.splits["train"]], 200, True, config.task_names)
+    enc = make_encoder(vocab, config.model)
+    train = encode_split(data.splits["train"], enc, config.tasks, data.classes)
+    model = build_model(config, data.classes, len(vocab))
+    rep = meta.Reptile(model, config, inner_lr=0.05, inner_optimizer="sgd")
+    shared_names = {v.path for v in rep.shared}
+    assert any(p.startswith("encoder_0/") for p in shared_names)
+    assert any(p.startswith("embedding/") for p in shared_names)
+    assert not any(p.startswith(("topic/", "sentiment/")) for p in shared_names)
+    assert {v.path.split("/")[0] for v in rep.specific["topic"]} == {"topic"}
+
+    rows = list(train.indices("topic")[:8])
+    batch = meta.make_batch(train, rows, config.tasks[0], 0, [24], enc.pad_id, with_task_ids=True)
+    assert batch[0]["task_ids"].tolist() == [0] * 8 and batch[1].shape == (8,)
+    assert float(batch[2].sum()) == 8.0
+
+    def values(vs):
+        return [np.array(keras.ops.convert_to_numpy(v)) for v in vs]
+
+    theta = values(rep.shared)
+    head_topic, head_sent = values(rep.specific["topic"]), values(rep.specific["sentiment"])
+    rep.meta_step([("topic", [batch, batch])], epsilon=0.0)
+    for a, b in zip(values(rep.shared), theta):  # epsilon 0: the shared weights do not move
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(values(rep.specific["topic"]), head_topic))
+    for a, b in zip(values(rep.specific["sentiment"]), head_sent):  # another task's head is untouched
+        np.testing.assert_array_equal(a, b)
+
+    # epsilon 0.5: halfway between theta and the inner loop's result (SGD, same batches).
+    rep.set_shared(theta)
+    for v, h in zip(rep.specific["topic"], head_topic):
+        v.assign(h)
+    snapshot = values(rep.shared)
+    for x, y, sw in [batch, batch]:
+        rep.networks["topic"].train_on_batch(x, y, sample_weight=sw)
+    adapted = values(rep.shared)
+    rep.set_shared(snapshot)
+    for v, h in zip(rep.specific["topic"], head_topic):
+        v.assign(h)
+    rep.meta_step([("topic", [batch, batch])], epsilon=0.5)
+    moved = values(rep.shared)
+    assert any(not np.allclose(a, b) for a, b in zip(adapted, snapshot))
+    for m, a, t in zip(moved, adapted, snapshot):
+        np.testing.assert_allclose(m, t + 0.5 * (a - t), rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# meta_train -> work dir -> adapt
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_meta_train_writes_a_work_dir(meta_run):
+    from keras_mtl.workdir import load_run
+
+    for name in ("config.yaml", "vocab.txt", "run.json", "model.keras", "report.json", "metrics.csv"):
+        assert (meta_run / name).exists(), name
+    run = load_run(meta_run)
+    assert run.config.task_names == ["topic", "pos"]
+    info = json.loads((meta_run / "run.json").read_text())
+    assert info["meta"]["algorithm"] == "reptile"
+    assert info["meta"]["inner_steps"] == 2 and info["meta"]["meta_steps"] == 3
+    assert info["meta"]["task_probabilities"] == {"topic": 0.5, "pos": 0.5}
+    shared = info["meta"]["shared_weights"]
+    assert any(s.startswith("encoder_0/") for s in shared) and not any(s.startswith("topic/") for s in shared)
+    last = info["history"][-1]
+    assert last["meta_step"] == 3
+    assert 0.0 <= last["dev_topic_accuracy"] <= 1.0 and "dev_pos_token_accuracy" in last
+    model = run.load_model()
+    assert set(model.output) == {"topic", "pos"}
+
+
+@pytest.mark.slow
+def test_adapt_copies_the_encoder_and_fits_a_fresh_head(meta_run, tmp_path):
+    import keras
+
+    from keras_mtl.workdir import load_run
+
+    result = meta.adapt(meta_run, _new_task_config(), shots=3, seed=1, steps=0, out=tmp_path / "adapted")
+    assert result["task"] == "sentiment" and result["train_examples"] == 6
+    assert set(result["class_counts"]) == {"negative", "positive"}
+    assert {"embedding", "embedding_norm", "encoder_0", "task_embedding"} <= set(result["copied_layers"])
+    assert result["fresh_layers"] == ["sentiment"]
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test_examples"] == 24
+    assert result["test_overlap_with_workdir_train"] == 0
+    # steps=0: the adapted network's encoder is exactly the meta-learned one.
+    source, adapted = load_run(meta_run).load_model(), load_run(tmp_path / "adapted").load_model()
+    for name in ("embedding", "encoder_0"):
+        for a, b in zip(source.get_layer(name).get_weights(), adapted.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    # The per-task embedding table starts from the mean over the meta-training tasks.
+    table = keras.ops.convert_to_numpy(source.get_layer("task_embedding").weights[0])
+    np.testing.assert_allclose(adapted.get_layer("task_embedding").get_weights()[0], table.mean(0, keepdims=True), rtol=1e-6)
+    assert json.loads((tmp_path / "adapted" / "adapt.json").read_text())["shots"] == 3
+
+
+@pytest.mark.slow
+def test_adapt_fine_tunes_and_scratch_copies_nothing(meta_run):
+    result = meta.adapt(meta_run, _new_task_config(), shots=4, seed=0, steps=3, init="scratch", check_overlap=False)
+    assert result["copied_layers"] == [] and result["steps"] == 3
+    assert result["final_train_loss"] is not None and np.isfinite(result["final_train_loss"])
+    assert result["test_overlap_with_workdir_train"] is None
+    assert set(result["test"]) == {"accuracy"}
+
+
+@pytest.mark.slow
+def test_adapt_bad_input(meta_run, tmp_path):
+    with pytest.raises(DataError, match=r"--shots 500 needs 500 training examples of every class, but class '\w+' has only \d+"):
+        meta.adapt(meta_run, _new_task_config(), shots=500)
+    with pytest.raises(ConfigError, match="shots must be an integer >= 1"):
+        meta.adapt(meta_run, _new_task_config(), shots=0)
+    with pytest.raises(ConfigError, match="unknown init 'imagenet'; expected one of pretrained, scratch"):
+        meta.adapt(meta_run, _new_task_config(), shots=1, init="imagenet")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no trained model here"):
+        meta.adapt(tmp_path / "empty", _new_task_config(), shots=1)
+    with pytest.raises(ModelError, match="work dir not found"):
+        meta.adapt(tmp_path / "missing", _new_task_config(), shots=1)
+    tagging = _new_task_config()
+    tagging["tasks"] = [{"name": "tags", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 8}}]
+    with pytest.raises(ConfigError, match="adapt fits classification tasks"):
+        meta.adapt(meta_run, tagging, shots=1)
+    two = _new_task_config()
+    two["tasks"].append({"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 8}})
+    with pytest.raises(ConfigError, match="pick one with --task"):
+        meta.adapt(meta_run, two, shots=1)
+
+
+def test_cli_arguments_parse():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="command")
+    meta.add_meta_train_arguments(sub.add_parser("meta-train"))
+    meta.add_adapt_arguments(sub.add_parser("adapt"))
+    a = p.parse_args(["meta-train", "c.yaml", "--inner-steps", "3", "--meta-lr", "0.5", "--no-anneal", "--set", "seed=1"])
+    assert (a.inner_steps, a.meta_steps, a.meta_lr, a.no_anneal, a.set) == (3, 200, 0.5, True, ["seed=1"])
+    a = p.parse_args(["adapt", "runs/x", "new.yaml", "--shots", "8", "--init", "scratch", "--seed", "2"])
+    assert (a.workdir, a.new_task_config, a.shots, a.init, a.seed, a.steps) == ("runs/x", "new.yaml", 8, "scratch", 2, 100)
+    with pytest.raises(SystemExit):
+        p.parse_args(["adapt", "runs/x", "new.yaml"])  # --shots is required

@@ -1,0 +1,429 @@
+"""MultiTaskTrainer: per-task losses and metrics, every loss weighting.
+
+Runs on the active backend (KERAS_BACKEND): the suite is run once per
+backend. Tiny Dense networks on random data.
+"""
+
+import math
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from keras_mtl import weighting as W
+from keras_mtl.errors import ConfigError
+from keras_mtl.trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
+
+BACKEND = keras.backend.backend()
+GRADIENT_BACKENDS = ("tensorflow", "jax")
+needs_task_grads = pytest.mark.skipif(
+    BACKEND not in GRADIENT_BACKENDS, reason="per-task gradients: tensorflow and jax only"
+)
+TASKS = ["a", "b"]
+
+
+def toy_network(seed=0):
+    """features [B, 4] -> shared Dense -> a: 3-way softmax, b: regression."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,), name="features")
+    h = keras.layers.Dense(8, activation="tanh", name="shared")(inputs)
+    a = keras.layers.Dense(3, activation="softmax", name="a")(h)
+    b = keras.layers.Reshape((), name="b")(keras.layers.Dense(1, name="b_value")(h))
+    return keras.Model(inputs, {"a": a, "b": b})
+
+
+def toy_losses():
+    return {
+        "a": keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        "b": keras.losses.MeanSquaredError(reduction="mean_with_sample_weight"),
+    }
+
+
+def toy_batch(n=8, seed=0, weight_a=None, weight_b=None):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = {"a": rng.integers(0, 3, n).astype("int32"), "b": rng.normal(size=n).astype("float32")}
+    sw = {
+        "a": np.ones(n, "float32") if weight_a is None else np.asarray(weight_a, "float32"),
+        "b": np.ones(n, "float32") if weight_b is None else np.asarray(weight_b, "float32"),
+    }
+    return x, y, sw
+
+
+def dataset(batches):
+    """A tf.data pipeline yielding the given (x, y, sw) batches in order."""
+    x = np.concatenate([b[0] for b in batches])
+    y = {t: np.concatenate([b[1][t] for b in batches]) for t in TASKS}
+    sw = {t: np.concatenate([b[2][t] for b in batches]) for t in TASKS}
+    return tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(len(batches[0][0]))
+
+
+def make_trainer(weighting="static", loss_weights=None, optimizer=None, jit_compile=False, network=None, **kwargs):
+    trainer = MultiTaskTrainer(
+        network or toy_network(),
+        TASKS,
+        toy_losses(),
+        loss_weights or {"a": 1.0, "b": 1.0},
+        weighting=weighting,
+        **kwargs,
+    )
+    trainer.compile(optimizer=optimizer or keras.optimizers.SGD(0.0), jit_compile=jit_compile)
+    return trainer
+
+
+def hand_losses(network, batch):
+    """Per-task losses in NumPy: weighted means over the labelled examples."""
+    x, y, sw = batch
+    pred = {k: ops.convert_to_numpy(v) for k, v in network(x).items()}
+    ce = -np.log(np.clip(pred["a"][np.arange(len(x)), y["a"]], 1e-7, 1.0))
+    se = (pred["b"] - y["b"]) ** 2
+
+    def mean(values, weights):
+        return float(np.sum(values * weights) / np.sum(weights)) if np.sum(weights) > 0 else 0.0
+
+    return {"a": mean(ce, sw["a"]), "b": mean(se, sw["b"])}
+
+
+class BatchLogs(keras.callbacks.Callback):
+    def __init__(self, trainer=None):
+        super().__init__()
+        self.trainer = trainer
+        self.logs = []
+        self.weights = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs.append({k: float(v) for k, v in (logs or {}).items()})
+        if self.trainer is not None:
+            self.weights.append(self.trainer.current_weights())
+
+
+# === static ===
+
+
+def test_static_total_is_weighted_sum_of_task_losses():
+    trainer = make_trainer("static", {"a": 0.3, "b": 2.0})
+    batch = toy_batch(8, weight_b=[1, 0, 1, 1, 0, 1, 1, 1])
+    expected = hand_losses(trainer.network, batch)
+    total = 0.3 * expected["a"] + 2.0 * expected["b"]
+    x, y, sw = batch
+    loss = trainer.compute_loss(x, y, trainer(x), sw, training=True)
+    np.testing.assert_allclose(float(ops.convert_to_numpy(loss)), total, rtol=1e-5)
+    # One training step with a zero learning rate logs the same numbers.
+    history = trainer.fit(dataset([batch]), epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"][0], total, rtol=1e-5)
+    np.testing.assert_allclose(history.history["a_loss"][0], expected["a"], rtol=1e-5)
+    np.testing.assert_allclose(history.history["b_loss"][0], expected["b"], rtol=1e-5)
+    assert trainer.current_weights() == {"a": 0.3, "b": 2.0}
+
+
+def test_task_loss_metric_skips_steps_without_labels():
+    trainer = make_trainer("static")
+    first = toy_batch(8, seed=1, weight_b=np.zeros(8))  # task b has no labels
+    second = toy_batch(8, seed=2)
+    one, two = hand_losses(trainer.network, first), hand_losses(trainer.network, second)
+    recorder = BatchLogs()
+    history = trainer.fit(dataset([first, second]), epochs=1, verbose=0, callbacks=[recorder])
+    assert one["b"] == 0.0
+    np.testing.assert_allclose(history.history["b_loss"][0], two["b"], rtol=1e-5)
+    np.testing.assert_allclose(history.history["a_loss"][0], (one["a"] + two["a"]) / 2, rtol=1e-5)
+    # The total loss averages every step (b contributes 0 to step 1).
+    np.testing.assert_allclose(
+        history.history["loss"][0], (one["a"] + two["a"] + two["b"]) / 2, rtol=1e-5
+    )
+
+
+def test_nan_in_one_task_shows_in_that_tasks_loss():
+    trainer = make_trainer("static")
+    x, y, sw = toy_batch(8)
+    y["b"][3] = np.nan
+    recorder = BatchLogs()
+    trainer.fit(dataset([(x, y, sw)]), epochs=1, verbose=0, callbacks=[recorder])
+    logs = recorder.logs[-1]
+    assert math.isnan(logs["b_loss"])
+    assert math.isfinite(logs["a_loss"])
+    assert math.isnan(logs["loss"])
+
+
+# === uncertainty ===
+
+
+def test_uncertainty_learns_log_variances():
+    trainer = make_trainer("uncertainty", optimizer=keras.optimizers.Adam(0.05))
+    layer = trainer.uncertainty
+    batch = toy_batch(8, seed=3)
+    x, y, sw = batch
+    # Total = sum_t exp(-s_t) L_t + s_t (s = 0 at init: the plain sum).
+    expected = hand_losses(trainer.network, batch)
+    loss = trainer.compute_loss(x, y, trainer(x), sw)
+    np.testing.assert_allclose(float(ops.convert_to_numpy(loss)), expected["a"] + expected["b"], rtol=1e-5)
+    assert any(v is layer.log_variances for v in trainer.trainable_variables)
+    trainer.fit(dataset([batch, toy_batch(8, seed=4)]), epochs=3, verbose=0)
+    s = ops.convert_to_numpy(layer.log_variances)
+    assert np.all(np.abs(s) > 1e-3), s
+    weights = trainer.current_weights()
+    np.testing.assert_allclose([weights["a"], weights["b"]], np.exp(-s), rtol=1e-6)
+    np.testing.assert_allclose([weights["a"], weights["b"]], ops.convert_to_numpy(layer.task_weights), rtol=1e-6)
+
+
+# === DWA ===
+
+
+def test_dwa_weights_follow_epoch_loss_history():
+    trainer = make_trainer("dwa", optimizer=keras.optimizers.SGD(0.1), dwa_temperature=2.0)
+    assert trainer.current_weights() == {"a": 1.0, "b": 1.0}
+    data = dataset([toy_batch(8, seed=s) for s in range(3)])
+    history = trainer.fit(data, epochs=3, verbose=0, callbacks=[LossWeightLogger(trainer)]).history
+    recorded = [[history["a_loss"][e], history["b_loss"][e]] for e in range(3)]
+    np.testing.assert_allclose(trainer.loss_history, recorded, rtol=1e-6)
+    weights = trainer.current_weights()
+    np.testing.assert_allclose([weights["a"], weights["b"]], W.dwa_weights(recorded, 2.0), rtol=1e-5)
+    assert abs(sum(weights.values()) - 2.0) < 1e-5
+    # The logged lambdas are the ones used in each epoch: ones, ones, then DWA.
+    np.testing.assert_allclose(history["lambda_a"][:2], [1.0, 1.0])
+    np.testing.assert_allclose(
+        [history["lambda_a"][2], history["lambda_b"][2]], W.dwa_weights(recorded[:2], 2.0), rtol=1e-5
+    )
+
+
+# === RLW ===
+
+
+def test_rlw_draws_new_weights_every_step():
+    trainer = make_trainer("rlw", optimizer=keras.optimizers.SGD(0.01), seed=3)
+    np.testing.assert_allclose(list(trainer.current_weights().values()), [0.5, 0.5])
+    recorder = BatchLogs(trainer)
+    trainer.fit(dataset([toy_batch(8, seed=s) for s in range(4)]), epochs=1, verbose=0, callbacks=[recorder])
+    draws = np.array([[w["a"], w["b"]] for w in recorder.weights])
+    assert draws.shape == (4, 2)
+    np.testing.assert_allclose(draws.sum(axis=1), 1.0, rtol=1e-5)
+    assert np.all(draws > 0)
+    assert len({round(float(v), 6) for v in draws[:, 0]}) == 4
+    # Evaluation uses the expected weights 1/T.
+    batch = toy_batch(8, seed=9)
+    expected = hand_losses(trainer.network, batch)
+    result = trainer.evaluate(dataset([batch]), verbose=0, return_dict=True)
+    np.testing.assert_allclose(result["loss"], (expected["a"] + expected["b"]) / 2, rtol=1e-5)
+
+
+def test_zero_lambda_removes_task_from_dynamic_weighting():
+    trainer = make_trainer("rlw", {"a": 1.0, "b": 0.0}, optimizer=keras.optimizers.SGD(0.01))
+    history = trainer.fit(dataset([toy_batch(8)]), epochs=1, verbose=0).history
+    assert trainer.current_weights() == {"a": 1.0, "b": 0.0}
+    assert history["b_loss"][0] > 0  # still logged
+
+
+# === PCGrad ===
+
+
+def conflicting_network(w0=(0.5, -0.25)):
+    """One shared kernel w = (w1, w2); a = w1 + w2 (target 1), b = w1 (target -1).
+
+    With MSE: L_a = (w1 + w2 - 1)^2, L_b = (w1 + 1)^2, whose gradients
+    conflict in w1; w2 only matters to task a.
+    """
+    inputs = keras.Input((1,), name="features")
+    h = keras.layers.Dense(
+        2, use_bias=False, name="shared", kernel_initializer=keras.initializers.Constant(np.array([w0], "float32"))
+    )(inputs)
+
+    def head(name, kernel):
+        dense = keras.layers.Dense(
+            1,
+            use_bias=False,
+            trainable=False,
+            name=f"{name}_value",
+            kernel_initializer=keras.initializers.Constant(np.array(kernel, "float32")),
+        )
+        return keras.layers.Reshape((), name=name)(dense(h))
+
+    return keras.Model(inputs, {"a": head("a", [[1.0], [1.0]]), "b": head("b", [[1.0], [0.0]])})
+
+
+@needs_task_grads
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_pcgrad_applies_projected_update(jit_compile):
+    w1, w2 = 0.5, -0.25
+    mse = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+    trainer = MultiTaskTrainer(conflicting_network((w1, w2)), TASKS, {"a": mse, "b": mse}, {}, weighting="pcgrad")
+    trainer.compile(optimizer=keras.optimizers.SGD(1.0), jit_compile=jit_compile)
+    n = 4
+    x = np.ones((n, 1), "float32")
+    y = {"a": np.ones(n, "float32"), "b": -np.ones(n, "float32")}
+    sw = {t: np.ones(n, "float32") for t in TASKS}
+    trainer.fit(tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(n), epochs=1, verbose=0)
+
+    g_a = np.array([2 * (w1 + w2 - 1), 2 * (w1 + w2 - 1)])
+    g_b = np.array([2 * (w1 + 1), 0.0])
+    assert g_a @ g_b < 0  # the conflict
+    expected = ops.convert_to_numpy(W.pcgrad([[g_a.reshape(1, 2)], [g_b.reshape(1, 2)]])[0]).reshape(2)
+    # By hand: each gradient loses its component along the other one.
+    by_hand = (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_a @ g_b) / (g_a @ g_a) * g_a)
+    np.testing.assert_allclose(expected, by_hand, rtol=1e-6)
+    kernel = ops.convert_to_numpy(trainer.network.get_layer("shared").kernel).reshape(2)
+    np.testing.assert_allclose(kernel, np.array([w1, w2]) - expected, rtol=1e-5, atol=1e-6)
+    # Not the plain summed-gradient step.
+    assert not np.allclose(kernel, np.array([w1, w2]) - (g_a + g_b))
+
+
+# === GradNorm ===
+
+
+def regression_pair_network(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4,), name="features")
+    h = keras.layers.Dense(16, activation="tanh", name="shared")(inputs)
+    outputs = {
+        t: keras.layers.Reshape((), name=t)(keras.layers.Dense(1, name=f"{t}_value")(h)) for t in TASKS
+    }
+    return keras.Model(inputs, outputs)
+
+
+@needs_task_grads
+def test_gradnorm_weights_favour_the_slower_task():
+    # Task a is a learnable linear function, task b pure noise: b's loss
+    # ratio stays high, so GradNorm moves weight onto b.
+    rng = np.random.default_rng(0)
+    n = 32
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = {"a": (x @ np.array([1.0, -1.0, 0.5, 0.0], "float32")), "b": rng.normal(size=n).astype("float32")}
+    sw = {t: np.ones(n, "float32") for t in TASKS}
+    data = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(8)
+    mse = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
+    trainer = MultiTaskTrainer(
+        regression_pair_network(), TASKS, {"a": mse, "b": mse}, {}, weighting="gradnorm", gradnorm_alpha=1.5
+    )
+    trainer.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile=False)
+    recorder = BatchLogs(trainer)
+    trainer.fit(data, epochs=3, verbose=0, callbacks=[recorder])
+    assert trainer._gradnorm_shared_layer == "shared"
+    for weights in recorder.weights:
+        assert all(w > 0 for w in weights.values())
+        np.testing.assert_allclose(sum(weights.values()), 2.0, rtol=1e-5)
+    final = trainer.current_weights()
+    assert final["b"] > 1.0 > final["a"], final
+    assert recorder.weights[0] != recorder.weights[-1]
+
+
+@needs_task_grads
+def test_gradnorm_update_matches_weighting_module():
+    trainer = make_trainer("gradnorm", gradnorm_alpha=1.5, gradnorm_learning_rate=0.025)
+    weights = np.array([1.2, 0.8], "float32")
+    initial = np.array([2.0, 1.0], "float32")
+    losses = np.array([1.0, 0.9], "float32")
+    norms = np.array([0.5, 2.0], "float32")
+    trainer._gradnorm_weights.assign(weights)
+    trainer._gradnorm_initial_losses.assign(initial)
+    trainer._gradnorm_update(ops.convert_to_tensor(losses), ops.ones((2,)), ops.convert_to_tensor(norms))
+    expected, _ = W.gradnorm_weight_update(weights, norms, losses / initial, alpha=1.5, learning_rate=0.025)
+    np.testing.assert_allclose(
+        list(trainer.current_weights().values()), ops.convert_to_numpy(expected), rtol=1e-5
+    )
+    # A task absent from the batch keeps its initial loss unset and its
+    # weight moves only through the renormalisation.
+    trainer = make_trainer("gradnorm")
+    trainer._gradnorm_update(
+        ops.convert_to_tensor(losses), ops.convert_to_tensor(np.array([1.0, 0.0], "float32")), ops.convert_to_tensor(norms)
+    )
+    np.testing.assert_allclose(ops.convert_to_numpy(trainer._gradnorm_initial_losses), [1.0, 0.0])
+    np.testing.assert_allclose(sum(trainer.current_weights().values()), 2.0, rtol=1e-6)
+
+
+@needs_task_grads
+def test_gradnorm_uses_last_shared_encoder_block_of_build_model():
+    from keras_mtl.config import ExperimentConfig
+    from keras_mtl.model import build_model, loss_for
+
+    config = ExperimentConfig.model_validate(
+        {
+            "name": "tiny",
+            "tasks": [
+                {"name": "topic", "type": "classification", "data": {"format": "demo", "train": 10}},
+                {"name": "ner", "type": "tagging", "data": {"format": "demo", "train": 10}},
+            ],
+            "model": {
+                "hidden_dim": 8,
+                "num_layers": 1,
+                "num_heads": 1,
+                "intermediate_dim": 8,
+                "max_sequence_length": 8,
+                "task_conditioning": "none",
+                "vocabulary_size": 16,
+            },
+        }
+    )
+    classes = {"topic": ["x", "y"], "ner": ["O", "B", "I"]}
+    network = build_model(config, classes, vocabulary_size=20)
+    trainer = MultiTaskTrainer(
+        network, config.task_names, {t.name: loss_for(t) for t in config.tasks}, {}, weighting="gradnorm"
+    )
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
+    rng = np.random.default_rng(0)
+    n, length = 4, 8
+    x = {"token_ids": rng.integers(1, 20, (n, length)).astype("int32"), "padding_mask": np.ones((n, length), bool)}
+    y = {"topic": rng.integers(0, 2, n).astype("int32"), "ner": rng.integers(0, 3, (n, length)).astype("int32")}
+    sw = {"topic": np.ones(n, "float32"), "ner": np.ones((n, length), "float32")}
+    trainer.fit(tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(n), epochs=1, verbose=0)
+    assert trainer._gradnorm_shared_layer == "encoder_0"
+    np.testing.assert_allclose(sum(trainer.current_weights().values()), 2.0, rtol=1e-5)
+
+
+# === saving ===
+
+
+def test_saved_network_is_the_plain_functional_model(tmp_path):
+    trainer = make_trainer("uncertainty", optimizer=keras.optimizers.SGD(0.1))
+    batch = toy_batch(8)
+    trainer.fit(dataset([batch]), epochs=1, verbose=0)
+    path = tmp_path / "model.keras"
+    trainer.network.save(path)
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8")
+    assert "MultiTaskTrainer" not in config and "uncertainty" not in config
+    reloaded = keras.models.load_model(path)
+    assert type(reloaded) is keras.Model or reloaded.__class__.__name__ == "Functional"
+    x = batch[0]
+    expected, actual = trainer.network.predict(x, verbose=0), reloaded.predict(x, verbose=0)
+    for task in TASKS:
+        np.testing.assert_allclose(actual[task], expected[task], rtol=1e-6)
+
+
+# === errors ===
+
+
+def test_unknown_weighting_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown loss weighting 'gradnrom'.*static.*pcgrad"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="gradnrom")
+
+
+def test_pcgrad_with_zero_lambda_is_refused():
+    if BACKEND not in GRADIENT_BACKENDS:
+        pytest.skip("pcgrad is refused on this backend anyway")
+    with pytest.raises(ConfigError, match="pcgrad.*loss_weight 0.*b"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {"a": 1.0, "b": 0.0}, weighting="pcgrad")
+
+
+@pytest.mark.parametrize("weighting", ["pcgrad", "gradnorm"])
+def test_per_task_gradient_weightings_are_refused_on_torch(weighting):
+    with pytest.raises(ConfigError, match=f"'{weighting}' needs per-task gradients.*tensorflow and jax.*this is torch"):
+        check_weighting_supported(weighting, "torch")
+    for backend in GRADIENT_BACKENDS:
+        check_weighting_supported(weighting, backend)
+    for other in ["static", "uncertainty", "dwa", "rlw"]:
+        check_weighting_supported(other, "torch")
+
+
+def test_bad_arguments():
+    with pytest.raises(ConfigError, match="alpha"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="gradnorm", gradnorm_alpha=0.0)
+    with pytest.raises(ConfigError, match="temperature"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="dwa", dwa_temperature=-1.0)
+    with pytest.raises(ConfigError, match="loss_weight 0"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {"a": 0.0, "b": 0.0})
+    with pytest.raises(ConfigError, match="no loss given.*b"):
+        MultiTaskTrainer(toy_network(), TASKS, {"a": toy_losses()["a"]}, {})
+    trainer = MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {})
+    with pytest.raises(ValueError, match="without `loss="):
+        trainer.compile(optimizer="sgd", loss="mse")

@@ -6,6 +6,10 @@
     keras-mtl predict MODEL_DIR|URL TEXT...
     keras-mtl data CONFIG [--json]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run]
+    keras-mtl compare CONFIG [--seeds N] [--tasks a,b] [--max-steps N]
+    keras-mtl meta-train CONFIG / keras-mtl adapt WORKDIR NEW_TASK_CONFIG --shots K
+    keras-mtl search CONFIG [--algorithm random|grid|bayesian] [--trials N]
+    keras-mtl bench [--tiny]
 
 User errors (bad config, data, model dir, request) print one clear message
 and exit with status 2, never a traceback.
@@ -121,7 +125,55 @@ def build_parser():
     s.add_argument("--rest-port", type=int, default=8501)
     s.add_argument("--dry-run", action="store_true")
     s.set_defaults(fn=_cmd_serve)
+    # Commands whose arguments are defined next to their implementation.
+    for name, module, add, run, text in (
+        ("compare", "keras_mtl.compare", "add_compare_arguments", "run_compare_cli",
+         "single-task baselines vs the multi-task model: per-task deltas and delta-m"),
+        ("meta-train", "keras_mtl.meta", "add_meta_train_arguments", "run_meta_train_cli",
+         "Reptile meta-training of the shared encoder across the configured tasks"),
+        ("adapt", "keras_mtl.meta", "add_adapt_arguments", "run_adapt_cli",
+         "fit a new task from K examples per class, starting from a work dir"),
+        ("search", "keras_mtl.search", "add_search_arguments", "run_search_cli",
+         "search task loss weights (and sampling temperature) with KerasTuner"),
+    ):
+        c = sub.add_parser(name, help=text)
+        c.set_defaults(fn=_lazy(module, run))
+        _add_arguments(c, module, add)
+    b = sub.add_parser("bench", help="run the benchmarks (bench/run_all.py) and print their figures")
+    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    b.set_defaults(fn=_cmd_bench)
     return p
+
+
+def _lazy(module, attr):
+    def run(args):
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(args)
+
+    return run
+
+
+def _add_arguments(parser, module, attr):
+    import importlib
+
+    getattr(importlib.import_module(module), attr)(parser)
+
+
+def _cmd_bench(args):
+    import importlib.util
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "bench" / "run_all.py"
+    if not script.exists():
+        from keras_mtl.errors import KerasMTLError
+
+        raise KerasMTLError(f"{script}: the benchmark scripts live in the source checkout (bench/)")
+    spec = importlib.util.spec_from_file_location("bench_run_all", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(script.parent.parent))
+    spec.loader.exec_module(module)
+    return module.main(args.bench_args)
 
 
 def main(argv=None):

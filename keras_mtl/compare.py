@@ -253,23 +253,33 @@ def _count_params(path):
     return int(model.count_params())
 
 
-def _serving_throughput(version_dir, texts, batch_size=32, repeats=3):
-    """Texts per second through the SavedModel's serving_default, best of `repeats`."""
+def serving_throughput(version_dirs, texts, batch_size=32, repeats=5):
+    """{key: (texts/s, seconds)} through each SavedModel's serving_default.
+
+    Every model is warmed up, then timed over all `texts` (batches of
+    `batch_size`) in `repeats` interleaved rounds (A B C, A B C, ...) so
+    load changes on a shared machine hit every model alike; best round.
+    """
     import tensorflow as tf
 
     from keras_mtl.predict import load_signature
 
-    _, fn, _ = load_signature(version_dir)
     batches = [tf.constant(texts[i : i + batch_size], tf.string) for i in range(0, len(texts), batch_size)]
-    fn(text=batches[0])  # warm-up
-    best = float("inf")
+    fns = {}
+    for key, path in version_dirs.items():
+        loaded, fn, _ = load_signature(path)
+        fns[key] = (loaded, fn)
+        for b in batches[:2]:
+            fn(text=b)  # warm-up
+    best = {key: float("inf") for key in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        for b in batches:
-            out = fn(text=b)
-        _ = {k: v.numpy() for k, v in out.items()}
-        best = min(best, time.perf_counter() - start)
-    return len(texts) / best, best
+        for key, (_, fn) in fns.items():
+            start = time.perf_counter()
+            for b in batches:
+                out = fn(text=b)
+            _ = {k: v.numpy() for k, v in out.items()}
+            best[key] = min(best[key], time.perf_counter() - start)
+    return {key: (len(texts) / secs, secs) for key, secs in best.items()}
 
 
 def _fixed_texts(data, n):
@@ -465,11 +475,12 @@ def _serving(root, seed_runs, names, texts, batch):
         base = root / "export" / ("mtl" if key == "mtl" else f"single-{key}")
         shutil.rmtree(base, ignore_errors=True)
         exported[key] = export(path, out=base, warmup=False)
-    tps, secs = _serving_throughput(exported["mtl"], texts, batch)
+    timed = serving_throughput(exported, texts, batch)
+    tps, secs = timed["mtl"]
     out["mtl"] = {"texts_per_s": tps, "seconds": secs, "tasks_answered": len(names)}
     total = 0.0
     for t in names:
-        tps_t, secs_t = _serving_throughput(exported[t], texts, batch)
+        tps_t, secs_t = timed[t]
         out["single"][t] = {"texts_per_s": tps_t, "seconds": secs_t, "tasks_answered": 1}
         total += secs_t
     out["singles_all_tasks_texts_per_s"] = len(texts) / total
@@ -605,7 +616,7 @@ def compare_markdown(result):
     if s:
         lines += [
             "",
-            f"## Serving (exported SavedModel, {s['texts']} fixed test texts, batch {s['batch_size']}, best of 3)",
+            f"## Serving (exported SavedModel, {s['texts']} fixed test texts, batch {s['batch_size']}, best of 5 interleaved rounds)",
             "",
             "| model | answers | texts/s |",
             "|---|---|---|",
@@ -631,6 +642,7 @@ def write_plots(result, root):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     root = Path(root)
     names = result["tasks"]
@@ -653,6 +665,7 @@ def write_plots(result, root):
                 ax.fill_between(x, y - sd, y + sd, color=color, alpha=0.2, lw=0)
         ax.set_title(f"{t}: dev {m}", fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
         if i == 0:
@@ -678,6 +691,8 @@ def write_plots(result, root):
     for xi, v in zip(x, rel):
         if v is None:
             a1.text(xi, 0, "excluded", ha="center", va="bottom", fontsize=7, rotation=90)
+        else:
+            a1.text(xi, v, f"{v:+.1f}", ha="center", va="bottom" if v >= 0 else "top", fontsize=7)
     a1.axhline(0, color="black", lw=0.8)
     title = "relative Δ % (Δm = " + ("n/a" if dm["value_pct"] is None else f"{dm['value_pct']:+.2f}%") + ")"
     a1.set_title(title, fontsize=9)
@@ -687,6 +702,10 @@ def write_plots(result, root):
         [0.0 if g is None else _scale(result["metrics"][t]["metric"]) * g for t, g in zip(names, gains)],
         color=["lightgray" if g is None else ("tab:green" if g >= 0 else "tab:red") for g in gains],
     )
+    for xi, t, g in zip(x, names, gains):
+        if g is not None:
+            v = _scale(result["metrics"][t]["metric"]) * g
+            a2.text(xi, v, f"{v:+.2f}", ha="center", va="bottom" if v >= 0 else "top", fontsize=7)
     a2.axhline(0, color="black", lw=0.8)
     a2.set_title("absolute Δ (points)", fontsize=9)
     for ax in (a1, a2):

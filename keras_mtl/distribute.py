@@ -300,7 +300,12 @@ def adapt_optimizer(optimizer, train_cfg):
         if replicas <= 1:
             return per_replica_clip(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
-        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        # Dense first: an all-reduce of IndexedSlices (embedding gradients)
+        # all-gathers slices whose sizes differ per replica, which the
+        # collective refuses ("Shape mismatch in the collective instance").
+        summed = ctx.all_reduce(
+            tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(grads[i]) for i in present]
+        )
         clipped = per_replica_clip(list(summed))
         out = list(grads)
         for i, g in zip(present, clipped):

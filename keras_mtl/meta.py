@@ -281,6 +281,7 @@ def meta_train(
     Returns:
         Path of the work dir.
     """
+    _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every)
     import keras
 
     from keras_mtl import __version__
@@ -292,7 +293,6 @@ def meta_train(
     from keras_mtl.model import build_model, needs_task_ids
     from keras_mtl.workdir import RunFiles, save_config, write_json
 
-    _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every)
     loaded = _as_loaded(config, overrides)
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
@@ -598,7 +598,8 @@ def adapt(
         init: "pretrained" (shared weights from the work dir) or "scratch"
             (same network and vocabulary, random weights).
         learning_rate, batch_size: override the config's values.
-        out: optional dir to save the adapted network as a work dir.
+        out: optional dir to save the adapted network as a work dir
+            (evaluate/export/predict read it).
         check_overlap: count the new task's test sentences that occur in
             the work dir's training data (a leak check).
 
@@ -606,134 +607,218 @@ def adapt(
         dict with "task", "shots", "seed", "init", "steps", "train_examples",
         "class_counts", "test" ({metric: value} on the test split),
         "test_examples", "test_overlap_with_workdir_train" (or None),
-        "copied_layers", "fresh_layers", "seconds".
+        "copied_layers", "fresh_layers", "sample" (origins), "seconds".
+
+    Raises:
+        ConfigError: shots < 1, steps < 0, unknown init, a task that is not
+            a classification task, or an ambiguous/unknown `task`.
+        DataError: some class has fewer than `shots` training examples; no
+            test examples.
+        ModelError: `workdir` holds no trained model.
     """
-    import keras
-
-    from keras_mtl.data.load import load_task_data
-    from keras_mtl.data.pipeline import encode_split
-    from keras_mtl.data.splits import normalize_text
-    from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.evaluate import evaluate_split
-    from keras_mtl.model import build_model, loss_for, needs_task_ids
-    from keras_mtl.workdir import load_run
-
     _check_shots(shots)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise ConfigError(f"adapt: --steps must be an integer >= 0. Received: steps={steps!r}")
-    if init not in INITS:
-        raise ConfigError(f"adapt: unknown init {init!r}; expected one of {', '.join(INITS)}")
-    started = time.time()
-    try:
-        run = load_run(workdir)
-    except ModelError as e:
-        raise ModelError(f"{e} (or `keras-mtl meta-train CONFIG --workdir {workdir}`); adapt starts from its model.keras") from None
-    new = _as_loaded(new_task_config, overrides).config
-    if task is None:
-        if len(new.tasks) != 1:
-            raise ConfigError(
-                f"adapt: the new-task config has {len(new.tasks)} tasks ({', '.join(new.task_names)}); "
-                "pick one with --task"
-            )
-        target = new.tasks[0]
-    else:
-        if task not in new.task_names:
-            raise ConfigError(f"adapt: no task named {task!r} in the new-task config (tasks: {', '.join(new.task_names)})")
-        target = new.task(task)
-    if target.type != "classification":
-        raise ConfigError(
-            f"adapt: task {target.name!r} is a {target.type} task; adapt fits classification tasks "
-            "(K examples per class)"
-        )
-    one = new.model_copy(update={"tasks": [target]})
-    data = load_task_data(one)
-    classes = data.classes[target.name]
-    train_examples = data.per_task[target.name]["train"]
-    counts = collections.Counter(ex.labels[target.name] for ex in train_examples)
-    sample = sample_shots(train_examples, target.name, classes, shots, seed)
-    test_examples = data.per_task[target.name]["test"]
-    if not test_examples:
-        raise DataError(
-            f"task {target.name!r}: the test split is empty (give `test:` in its data section "
-            "or a splits.test_fraction > 0)"
-        )
-    overlap = None
-    if check_overlap:
-        overlap = _overlap_with_run(run, test_examples, normalize_text)
-        if overlap:
-            warnings.warn(
-                f"adapt: {overlap} of the {len(test_examples)} test sentences of task {target.name!r} "
-                f"occur in the training data of {workdir}; the scores are optimistic",
-                stacklevel=2,
-            )
-
-    # === Network for the new task: the work dir's architecture and vocabulary ===
-    cfg = run.config.model_copy(update={"tasks": [target], "name": new.name, "seed": seed})
-    encoder = make_encoder(run.vocabulary, cfg.model)
-    task_classes = {target.name: classes}
-    few = encode_split(sample, encoder, [target], task_classes)
-    test = encode_split(test_examples, encoder, [target], task_classes)
-    keras.utils.set_random_seed(seed)
-    backbone = None
-    if cfg.model.preset:
-        from keras_mtl.pretrained import load_backbone
-
-        backbone = load_backbone(cfg.model)
-    model = build_model(cfg, task_classes, len(run.vocabulary), backbone=backbone)
-    copied, fresh = [], [layer.name for layer in model.layers if layer.weights]
-    if init == "pretrained":
-        source = run.load_model()
-        copied, fresh = transfer_weights(source, model, run.config.task_names, [target.name])
-        del source
-    lr = learning_rate or new.train.learning_rate
-    model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=lr, weight_decay=new.train.weight_decay, clipnorm=1.0),
-        loss={target.name: loss_for(target)},
-        jit_compile=run.config.train.jit_compile,
+    _check_steps(steps)
+    adapter = Adapter(
+        workdir,
+        new_task_config,
+        overrides=overrides,
+        task=task,
+        init=init,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        check_overlap=check_overlap,
     )
-
-    # === Fine-tune on the K-shot sample ===
-    rng = np.random.default_rng(seed)
-    bs = min(batch_size or new.train.batch_size, len(few))
-    cycle = _Cycle(np.arange(len(few)), bs, rng)
-    lengths = _lengths(cfg)
-    with_ids = needs_task_ids(cfg.model)
-    losses = []
-    for _ in range(steps):
-        x, y, sw = make_batch(few, cycle.next(), target, 0, lengths, encoder.pad_id, with_ids)
-        loss = model.train_on_batch(x, {target.name: y}, sample_weight={target.name: sw})
-        losses.append(float(np.asarray(loss[0] if isinstance(loss, (list, tuple)) else loss)))
-        if not math.isfinite(losses[-1]):
-            from keras_mtl.train import TrainingFailed
-
-            raise TrainingFailed(f"adapt: the loss became NaN/inf at step {len(losses)}; lower --lr")
-    scores = evaluate_split(model, test, cfg, task_classes, encoder.pad_id)[target.name]
-    result = {
-        "task": target.name,
-        "workdir": str(workdir),
-        "init": init,
-        "shots": int(shots),
-        "seed": int(seed),
-        "steps": int(steps),
-        "learning_rate": float(lr),
-        "batch_size": int(bs),
-        "train_examples": len(sample),
-        "class_counts": {c: int(counts[c]) for c in classes},
-        "final_train_loss": losses[-1] if losses else None,
-        "test": scores,
-        "test_examples": len(test_examples),
-        "primary_metric": target.primary_metric,
-        "test_overlap_with_workdir_train": overlap,
-        "copied_layers": copied,
-        "fresh_layers": fresh,
-        "sample": [ex.origin for ex in sample],
-        "seconds": round(time.time() - started, 1),
-    }
-    if out is not None:
-        _save_adapted(out, run, cfg, model, task_classes, encoder.pad_id, result)
+    result = adapter.run(shots, seed=seed, steps=steps, out=out)
     if verbose:
         print(format_adapt_result(result), flush=True)
     return result
+
+
+def _check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ConfigError(f"adapt: --steps must be an integer >= 0. Received: steps={steps!r}")
+
+
+class Adapter:
+    """The new task's data and network, built and compiled once; `run` many times.
+
+    Each `run(shots, seed, steps)` resets the network (a freshly initialized
+    network for `seed`, with the work dir's shared weights copied in for
+    `init="pretrained"`) and the optimizer state, draws the K-shot sample,
+    fine-tunes and scores the test split, so repeated runs (several K and
+    seeds) reuse the compiled train and predict functions. Arguments as for
+    `adapt`.
+    """
+
+    def __init__(
+        self,
+        workdir,
+        new_task_config,
+        *,
+        overrides=(),
+        task=None,
+        init="pretrained",
+        learning_rate=None,
+        batch_size=None,
+        check_overlap=True,
+    ):
+        import keras
+
+        from keras_mtl.data.load import load_task_data
+        from keras_mtl.data.pipeline import encode_split
+        from keras_mtl.data.splits import normalize_text
+        from keras_mtl.data.tokenize import make_encoder
+        from keras_mtl.model import loss_for
+        from keras_mtl.workdir import load_run
+
+        if init not in INITS:
+            raise ConfigError(f"adapt: unknown init {init!r}; expected one of {', '.join(INITS)}")
+        self.workdir, self.init = workdir, init
+        try:
+            self.run_files = run = load_run(workdir)
+        except ModelError as e:
+            raise ModelError(
+                f"{e} (or `keras-mtl meta-train CONFIG --workdir {workdir}`); adapt starts from its model.keras"
+            ) from None
+        new = _as_loaded(new_task_config, overrides).config
+        if task is None:
+            if len(new.tasks) != 1:
+                raise ConfigError(
+                    f"adapt: the new-task config has {len(new.tasks)} tasks ({', '.join(new.task_names)}); "
+                    "pick one with --task"
+                )
+            target = new.tasks[0]
+        else:
+            if task not in new.task_names:
+                raise ConfigError(
+                    f"adapt: no task named {task!r} in the new-task config (tasks: {', '.join(new.task_names)})"
+                )
+            target = new.task(task)
+        if target.type != "classification":
+            raise ConfigError(
+                f"adapt: task {target.name!r} is a {target.type} task; adapt fits classification tasks "
+                "(K examples per class)"
+            )
+        self.target = target
+        data = load_task_data(new.model_copy(update={"tasks": [target]}))
+        self.classes = {target.name: data.classes[target.name]}
+        self.train_examples = data.per_task[target.name]["train"]
+        self.counts = collections.Counter(ex.labels[target.name] for ex in self.train_examples)
+        test_examples = data.per_task[target.name]["test"]
+        if not test_examples:
+            raise DataError(
+                f"task {target.name!r}: the test split is empty (give `test:` in its data section "
+                "or a splits.test_fraction > 0)"
+            )
+        self.overlap = None
+        if check_overlap:
+            self.overlap = _overlap_with_run(run, test_examples, normalize_text)
+            if self.overlap:
+                warnings.warn(
+                    f"adapt: {self.overlap} of the {len(test_examples)} test sentences of task {target.name!r} "
+                    f"occur in the training data of {workdir}; the scores are optimistic",
+                    stacklevel=3,
+                )
+
+        # === The work dir's architecture and vocabulary, the new task's head ===
+        self.cfg = run.config.model_copy(update={"tasks": [target], "name": new.name})
+        self.encoder = make_encoder(run.vocabulary, self.cfg.model)
+        self.test = encode_split(test_examples, self.encoder, [target], self.classes)
+        self.source = run.load_model() if init == "pretrained" else None
+        self.model, self.copied, self.fresh = self._fresh_network(seed=0)
+        self.lr = float(learning_rate or new.train.learning_rate)
+        self.batch_size = batch_size or new.train.batch_size
+        self.model.compile(
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=self.lr, weight_decay=new.train.weight_decay, clipnorm=1.0
+            ),
+            loss={target.name: loss_for(target)},
+            jit_compile=run.config.train.jit_compile,
+        )
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._optimizer_start = [np.array(keras.ops.convert_to_numpy(v)) for v in self.model.optimizer.variables]
+
+    def _fresh_network(self, seed):
+        """A network initialized for `seed`, with the shared weights copied in (pretrained)."""
+        import keras
+
+        from keras_mtl.model import build_model
+
+        keras.utils.set_random_seed(seed)
+        backbone = None
+        if self.cfg.model.preset:
+            from keras_mtl.pretrained import load_backbone
+
+            backbone = load_backbone(self.cfg.model)
+        model = build_model(self.cfg, self.classes, len(self.run_files.vocabulary), backbone=backbone)
+        copied, fresh = [], [layer.name for layer in model.layers if layer.weights]
+        if self.source is not None:
+            copied, fresh = transfer_weights(self.source, model, self.run_files.config.task_names, [self.target.name])
+        return model, copied, fresh
+
+    def _reset(self, seed):
+        """Network weights (and dropout seed states) for `seed`; optimizer state as new."""
+        fresh, self.copied, self.fresh = self._fresh_network(seed)
+        assert len(fresh.variables) == len(self.model.variables)
+        for dst, src in zip(self.model.variables, fresh.variables):
+            dst.assign(src)
+        del fresh
+        for v, value in zip(self.model.optimizer.variables, self._optimizer_start):
+            v.assign(value)
+
+    def run(self, shots, seed=0, steps=100, out=None):
+        """Fine-tune on a K-shot sample drawn with `seed`; score the test split (see `adapt`)."""
+        from keras_mtl.data.pipeline import encode_split
+        from keras_mtl.evaluate import evaluate_split
+        from keras_mtl.model import needs_task_ids
+
+        _check_shots(shots)
+        _check_steps(steps)
+        started = time.time()
+        target = self.target
+        sample = sample_shots(self.train_examples, target.name, self.classes[target.name], shots, seed)
+        few = encode_split(sample, self.encoder, [target], self.classes)
+        self._reset(seed)
+        rng = np.random.default_rng(seed)
+        bs = min(self.batch_size, len(few))
+        cycle = _Cycle(np.arange(len(few)), bs, rng)
+        # Every batch padded to the longest bucket: one compiled train step for all runs.
+        length = [_lengths(self.cfg)[-1]]
+        with_ids = needs_task_ids(self.cfg.model)
+        losses = []
+        for _ in range(steps):
+            x, y, sw = make_batch(few, cycle.next(), target, 0, length, self.encoder.pad_id, with_ids)
+            loss = self.model.train_on_batch(x, {target.name: y}, sample_weight={target.name: sw})
+            losses.append(float(np.asarray(loss[0] if isinstance(loss, (list, tuple)) else loss)))
+            if not math.isfinite(losses[-1]):
+                from keras_mtl.train import TrainingFailed
+
+                raise TrainingFailed(f"adapt: the loss became NaN/inf at step {len(losses)}; lower --lr")
+        scores = evaluate_split(self.model, self.test, self.cfg, self.classes, self.encoder.pad_id)[target.name]
+        result = {
+            "task": target.name,
+            "workdir": str(self.workdir),
+            "init": self.init,
+            "shots": int(shots),
+            "seed": int(seed),
+            "steps": int(steps),
+            "learning_rate": self.lr,
+            "batch_size": int(bs),
+            "train_examples": len(sample),
+            "class_counts": {c: int(self.counts[c]) for c in self.classes[target.name]},
+            "final_train_loss": losses[-1] if losses else None,
+            "test": scores,
+            "test_examples": len(self.test),
+            "primary_metric": target.primary_metric,
+            "test_overlap_with_workdir_train": self.overlap,
+            "copied_layers": list(self.copied),
+            "fresh_layers": list(self.fresh),
+            "sample": [ex.origin for ex in sample],
+            "seconds": round(time.time() - started, 1),
+        }
+        if out is not None:
+            _save_adapted(out, self.run_files, self.cfg, self.model, self.classes, self.encoder.pad_id, result)
+        return result
 
 
 def _overlap_with_run(run, test_examples, normalize):

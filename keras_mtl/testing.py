@@ -9,9 +9,10 @@ standard battery of checks every keras-mtl layer must pass on every backend:
 2. A symbolic call (on `keras.KerasTensor`s with the full input shape) gives
    the expected output shape and the layer's compute dtype.
 3. An eager call gives the expected output shape (and optionally values).
-4. The layer inside a tiny functional model (`keras.Input` with a `None`
-   batch dimension) survives a `.keras` save/load round trip: the reloaded
-   model gives the same outputs.
+4. The layer called on `keras.Input`s (`None` batch dimension) gives the
+   expected symbolic output shapes, and the tiny functional model built that
+   way survives a `.keras` save/load round trip: the reloaded model gives
+   the same outputs.
 5. One `model.fit` step on random targets runs (compiled with the backend's
    default jit setting).
 6. Under the `mixed_bfloat16` policy, float outputs have the compute dtype
@@ -326,6 +327,20 @@ def run_layer_test(
     # 4. Functional model with `None` batch axis, `.keras` round trip.
     layer = layer_cls(**init_kwargs)
     model = _build_functional_model(layer, input_data)
+    if expected_output_shape is not None and not isinstance(
+        expected_output_shape, dict
+    ):
+        expected_list = (
+            expected_output_shape
+            if isinstance(expected_output_shape, list)
+            else [expected_output_shape]
+        )
+        symbolic_shapes = [tuple(out.shape) for out in model.outputs]
+        assert symbolic_shapes == [(None,) + s[1:] for s in expected_list], (
+            f"keras.Input call: expected output shapes "
+            f"{[(None,) + s[1:] for s in expected_list]}, "
+            f"got {symbolic_shapes}"
+        )
     model_inputs = _model_inputs(input_data)
     outputs = tree.map_structure(_to_numpy, model(model_inputs))
     check_shape(outputs, "functional model")

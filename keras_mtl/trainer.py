@@ -439,7 +439,7 @@ class MultiTaskTrainer(keras.Model):
             for t in range(len(per_task)):
                 grads = tape.gradient(per_task[t], variables)
                 lam = float(self._lambdas[t])
-                task_grads.append([g if g is None or lam == 1.0 else _scale_grad(g, lam) for g in grads])
+                task_grads.append([_dense_grad(g, v, lam) for g, v in zip(grads, variables)])
             grads = W.pcgrad(task_grads)
             if self.losses:
                 grads = _add_grads(grads, tape.gradient(scaled_reg, variables))
@@ -486,6 +486,7 @@ class MultiTaskTrainer(keras.Model):
         eye = np.eye(num_tasks + 1, dtype="float32")
         mapping = list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:
+            total = self._total_for_logs(task_losses, reg)  # with this step's weights
             if self.weighting == "pcgrad":
                 task_grads = [grad_of(eye[t] * self._lambdas[t]) for t in range(num_tasks)]
                 grads = W.pcgrad(task_grads)
@@ -500,7 +501,6 @@ class MultiTaskTrainer(keras.Model):
                     g = grad_of(eye[t])
                     norms.append(_global_norm([g[i] for i in indices]) / scale)
                 self._gradnorm_update(task_losses, present, ops.stack(norms))
-            total = self._total_for_logs(task_losses, reg)
         non_trainable = [
             scope.get_current_value(v) if scope.get_current_value(v) is not None else value
             for v, value in zip(self.non_trainable_variables, non_trainable)
@@ -628,12 +628,19 @@ def _global_norm(tensors):
     return ops.sqrt(sum(ops.sum(ops.square(ops.cast(ops.convert_to_tensor(g), "float32"))) for g in tensors))
 
 
-def _scale_grad(grad, factor):
+def _dense_grad(grad, variable, factor=1.0):
+    """A TF gradient as a dense tensor of the variable's static shape, times `factor`.
+
+    Embedding gradients are `tf.IndexedSlices`, whose dense form has no
+    static shape inside a `tf.function`; PCGrad needs it to flatten.
+    """
     import tensorflow as tf
 
+    if grad is None:
+        return None
     if isinstance(grad, tf.IndexedSlices):
-        return tf.IndexedSlices(grad.values * factor, grad.indices, grad.dense_shape)
-    return grad * factor
+        grad = tf.reshape(tf.convert_to_tensor(grad), tuple(variable.shape))
+    return grad if factor == 1.0 else grad * factor
 
 
 def _add_grads(grads, extra):

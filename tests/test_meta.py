@@ -139,6 +139,7 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     raw["tasks"] = raw["tasks"][:1] + [
         {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": 32}}
     ]
+    raw["model"] = dict(TINY_MODEL, num_layers=0)  # embedding + norm: a small graph to trace
     config = config_from_dict(raw).config
     keras.utils.set_random_seed(0)
     data = load_task_data(config)
@@ -148,8 +149,8 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     model = build_model(config, data.classes, len(vocab))
     rep = meta.Reptile(model, config, inner_lr=0.05, inner_optimizer="sgd")
     shared_names = {v.path for v in rep.shared}
-    assert any(p.startswith("encoder_0/") for p in shared_names)
     assert any(p.startswith("embedding/") for p in shared_names)
+    assert any(p.startswith("embedding_norm/") for p in shared_names)
     assert not any(p.startswith(("topic/", "sentiment/")) for p in shared_names)
     assert {v.path.split("/")[0] for v in rep.specific["topic"]} == {"topic"}
 
@@ -239,10 +240,9 @@ def test_adapt_copies_the_encoder_and_fits_a_fresh_head(meta_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_adapt_fine_tunes_and_scratch_copies_nothing(meta_run):
-    result = meta.adapt(meta_run, _new_task_config(), shots=4, seed=0, steps=3, init="scratch", check_overlap=False)
-    assert result["copied_layers"] == [] and result["steps"] == 3
-    assert result["final_train_loss"] is not None and np.isfinite(result["final_train_loss"])
+def test_adapt_from_scratch_copies_nothing(meta_run):
+    result = meta.adapt(meta_run, _new_task_config(), shots=2, seed=0, steps=0, init="scratch", check_overlap=False)
+    assert result["copied_layers"] == [] and "encoder_0" in result["fresh_layers"]
     assert result["test_overlap_with_workdir_train"] is None
     assert set(result["test"]) == {"accuracy"}
 
@@ -283,3 +283,16 @@ def test_cli_arguments_parse():
     assert (a.workdir, a.new_task_config, a.shots, a.init, a.seed, a.steps) == ("runs/x", "new.yaml", 8, "scratch", 2, 100)
     with pytest.raises(SystemExit):
         p.parse_args(["adapt", "runs/x", "new.yaml"])  # --shots is required
+
+
+@pytest.mark.slow
+def test_adapter_runs_are_reproducible_and_independent(meta_run):
+    adapter = meta.Adapter(meta_run, _new_task_config(), check_overlap=False)
+    first = adapter.run(2, seed=3, steps=2)
+    other = adapter.run(4, seed=4, steps=2)
+    again = adapter.run(2, seed=3, steps=2)  # the state left by the other run is fully reset
+    assert first["sample"] == again["sample"] and first["sample"] != other["sample"]
+    assert first["steps"] == 2 and first["train_examples"] == 4 and other["train_examples"] == 8
+    assert np.isfinite(first["final_train_loss"])
+    assert first["final_train_loss"] == pytest.approx(again["final_train_loss"], rel=1e-5)
+    assert first["test"] == again["test"]

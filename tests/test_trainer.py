@@ -61,7 +61,7 @@ def dataset(batches):
     return tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(len(batches[0][0]))
 
 
-def make_trainer(weighting="static", loss_weights=None, optimizer=None, jit_compile=False, network=None, **kwargs):
+def make_trainer(weighting="static", loss_weights=None, optimizer=None, jit_compile="auto", network=None, **kwargs):
     trainer = MultiTaskTrainer(
         network or toy_network(),
         TASKS,
@@ -295,7 +295,7 @@ def test_gradnorm_weights_favour_the_slower_task():
     trainer = MultiTaskTrainer(
         regression_pair_network(), TASKS, {"a": mse, "b": mse}, {}, weighting="gradnorm", gradnorm_alpha=1.5
     )
-    trainer.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile=False)
+    trainer.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile="auto")
     recorder = BatchLogs(trainer)
     trainer.fit(data, epochs=3, verbose=0, callbacks=[recorder])
     assert trainer._gradnorm_shared_layer == "shared"
@@ -332,42 +332,34 @@ def test_gradnorm_update_matches_weighting_module():
 
 
 @needs_task_grads
-def test_gradnorm_uses_last_shared_encoder_block_of_build_model():
-    from keras_mtl.config import ExperimentConfig
-    from keras_mtl.model import build_model, loss_for
+def test_gradnorm_finds_the_last_layer_shared_by_all_tasks():
+    # features -> encoder_0 -> encoder_1 -> a
+    #                                    \-> relation (b and c only) -> b, c
+    inputs = keras.Input((4,), name="features")
+    h = keras.layers.Dense(4, name="encoder_0")(inputs)
+    h = keras.layers.Dense(4, name="encoder_1")(h)
+    pooled = keras.layers.Activation("tanh", name="pool")(h)  # no weights
+    related = keras.layers.Dense(4, name="relation")(pooled)
+    outputs = {
+        "a": keras.layers.Dense(2, activation="softmax", name="a")(pooled),
+        "b": keras.layers.Dense(2, activation="softmax", name="b")(related),
+        "c": keras.layers.Dense(2, activation="softmax", name="c")(related),
+    }
+    network = keras.Model(inputs, outputs)
+    ce = {t: keras.losses.SparseCategoricalCrossentropy() for t in "abc"}
 
-    config = ExperimentConfig.model_validate(
-        {
-            "name": "tiny",
-            "tasks": [
-                {"name": "topic", "type": "classification", "data": {"format": "demo", "train": 10}},
-                {"name": "ner", "type": "tagging", "data": {"format": "demo", "train": 10}},
-            ],
-            "model": {
-                "hidden_dim": 8,
-                "num_layers": 1,
-                "num_heads": 1,
-                "intermediate_dim": 8,
-                "max_sequence_length": 8,
-                "task_conditioning": "none",
-                "vocabulary_size": 16,
-            },
-        }
-    )
-    classes = {"topic": ["x", "y"], "ner": ["O", "B", "I"]}
-    network = build_model(config, classes, vocabulary_size=20)
-    trainer = MultiTaskTrainer(
-        network, config.task_names, {t.name: loss_for(t) for t in config.tasks}, {}, weighting="gradnorm"
-    )
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
-    rng = np.random.default_rng(0)
-    n, length = 4, 8
-    x = {"token_ids": rng.integers(1, 20, (n, length)).astype("int32"), "padding_mask": np.ones((n, length), bool)}
-    y = {"topic": rng.integers(0, 2, n).astype("int32"), "ner": rng.integers(0, 3, (n, length)).astype("int32")}
-    sw = {"topic": np.ones(n, "float32"), "ner": np.ones((n, length), "float32")}
-    trainer.fit(tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(n), epochs=1, verbose=0)
-    assert trainer._gradnorm_shared_layer == "encoder_0"
-    np.testing.assert_allclose(sum(trainer.current_weights().values()), 2.0, rtol=1e-5)
+    def shared_layer(loss_weights, **kwargs):
+        trainer = MultiTaskTrainer(network, list("abc"), ce, loss_weights, weighting="gradnorm", **kwargs)
+        indices = trainer._gradnorm_variable_indices()
+        names = {trainer.trainable_variables[i].path.split("/")[-2] for i in indices}
+        return trainer._gradnorm_shared_layer, names
+
+    assert shared_layer({}) == ("encoder_1", {"encoder_1"})
+    # Task a removed (lambda 0): the relation layer is shared by b and c.
+    assert shared_layer({"a": 0.0}) == ("relation", {"relation"})
+    assert shared_layer({}, gradnorm_layer="encoder_0") == ("encoder_0", {"encoder_0"})
+    with pytest.raises(ConfigError, match="not a layer"):
+        shared_layer({}, gradnorm_layer="nope")
 
 
 # === saving ===

@@ -135,6 +135,10 @@ class TaskAttentionPooling(keras.layers.Layer):
             attention_mask = ops.expand_dims(
                 ops.cast(padding_mask, "bool"), axis=1
             )
+        # `MultiHeadAttention` clears the Keras mask of the tensors it gets;
+        # hand it a copy so the caller's `sequence` keeps its mask (several
+        # per-task poolings usually read the same sequence).
+        sequence = ops.copy(sequence)
         pooled = self._attention(
             query,
             sequence,

@@ -199,10 +199,13 @@ class TaskRelation(keras.layers.Layer):
         )
 
     def call(self, inputs, training=None, return_attention_scores=False):
+        # A copy: `MultiHeadAttention` would read a Keras mask on `inputs` as
+        # a query mask and clear it on the caller's tensor.
+        tasks = ops.copy(inputs)
         attention = self._self_attention(
-            inputs,
-            inputs,
-            inputs,
+            tasks,
+            tasks,
+            tasks,
             attention_mask=self._attention_mask(inputs),
             return_attention_scores=return_attention_scores,
             training=training,
@@ -218,6 +221,19 @@ class TaskRelation(keras.layers.Layer):
         if return_attention_scores:
             return outputs, scores
         return outputs
+
+    def compute_output_spec(
+        self, inputs, training=None, return_attention_scores=False
+    ):
+        outputs = keras.KerasTensor(inputs.shape, dtype=self.compute_dtype)
+        if not return_attention_scores:
+            return outputs
+        batch_size, num_tasks = inputs.shape[0], inputs.shape[1]
+        scores = keras.KerasTensor(
+            (batch_size, self.num_heads, num_tasks, num_tasks),
+            dtype=self.compute_dtype,
+        )
+        return outputs, scores
 
     def get_config(self):
         config = super().get_config()

@@ -76,6 +76,21 @@ def test_keras_mask_is_used_when_no_padding_mask():
     )
 
 
+def test_callers_keras_mask_survives_for_the_next_task():
+    token_ids = np.array([[4, 2, 7, 0, 0], [1, 3, 5, 2, 6]], dtype="int32")
+    sequence = keras.layers.Embedding(10, 8, mask_zero=True)(token_ids)
+    first, second = TaskAttentionPooling(num_heads=2), TaskAttentionPooling(num_heads=2)
+    first(sequence)
+    with_keras_mask = second(sequence)
+    explicit = second(sequence, padding_mask=token_ids != 0)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(with_keras_mask),
+        ops.convert_to_numpy(explicit),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
 def test_default_key_dim():
     layer = TaskAttentionPooling(num_heads=2)
     layer(_sequence())

@@ -1,0 +1,172 @@
+"""Serving: one exported multi-task SavedModel answering all T tasks vs T single-task SavedModels.
+
+    python bench/serving.py [--tiny] [--texts 256] [--repeats 5]
+
+Models: the demo tasks (topic, sentiment: classification; pos: tagging;
+T = 3) on the glue_conll encoder (hidden 128, 2 layers, 4 heads, ff 256,
+max length 96), vocabulary computed from the demo training texts. Each is
+written as a work dir (untrained weights: throughput does not depend on
+them) and exported with keras_mtl.export, then called exactly as TF Serving
+calls it: `serving_default` on a batch of raw strings (tokenization
+included), through keras_mtl.predict.load_signature.
+
+    speedup S = (time of the T single-task models answering their task for
+                 the texts, one after another)
+              / (time of the one multi-task model answering all T tasks
+                 for the same texts)
+
+S = T means the extra heads are free; S = 1 means no gain over separate
+models. Target: S >= 0.9 T, i.e. the multi-task model answers all T tasks at
+>= 90% of the throughput of a single-task model answering one (when the T
+single models are equally fast). Measured at batch 1 (--texts/4 texts, one
+call each) and batch 32 (--texts texts), interleaved rounds, best round.
+
+The target applies to `task_conditioning: none` (one encoder pass for all
+heads: glue_conll's setting). With task conditioning (`embedding`, the demo's
+setting) the encoder runs once per task by design, so S ~ 1 is expected; it
+is measured for information.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench import common  # noqa: E402
+
+NAME = "serving"
+TARGET_FRACTION = 0.9
+
+
+def make_workdir(path, loaded, classes, vocabulary):
+    """A work dir that keras_mtl.export accepts, holding an untrained model."""
+    import keras
+
+    from keras_mtl.data.tokenize import save_vocabulary
+    from keras_mtl.model import build_model
+    from keras_mtl.workdir import RunFiles, save_config, write_json
+
+    files = RunFiles(Path(path))
+    files.root.mkdir(parents=True, exist_ok=True)
+    cfg = loaded.config
+    keras.utils.set_random_seed(0)
+    classes = {t: classes[t] for t in cfg.task_names}
+    model = build_model(cfg, classes, len(vocabulary))
+    save_config(files, loaded)
+    save_vocabulary(vocabulary, files.vocab)
+    model.save(files.model)
+    write_json(files.run, {"classes": classes, "task_types": {t.name: t.type for t in cfg.tasks}})
+    return files.root, int(model.count_params())
+
+
+def build_models(tmp, encoder, max_len):
+    """{key: (version dir, params, tasks answered)} + test texts + task names."""
+    from keras_mtl.compare import subset_raw
+    from keras_mtl.config import config_from_dict, load_config
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.data.tokenize import compute_vocabulary
+    from keras_mtl.export import export
+
+    model = {k: v for k, v in encoder.items() if k != "vocabulary_size"}
+    demo = load_config(common.ROOT / "configs" / "demo.yaml", [f"model.max_sequence_length={max_len}"] +
+                       [f"model.{k}={v}" for k, v in model.items()])
+    data = load_task_data(demo.config)
+    train_texts = sorted({ex.text for ex in data.splits["train"]})
+    vocabulary = compute_vocabulary(train_texts, demo.config.model.vocabulary_size, True, demo.config.task_names)
+    texts = sorted({ex.text for ex in data.splits["test"]})
+    names = demo.config.task_names
+    raw = demo.raw
+    variants = {
+        "mtl": config_from_dict(raw, overrides=["model.task_conditioning=none"]),
+        "mtl_embedding": config_from_dict(raw, overrides=["model.task_conditioning=embedding"]),
+    }
+    for t in names:
+        variants[t] = config_from_dict(subset_raw(raw, [t]), overrides=["model.task_conditioning=none"])
+    out = {}
+    for key, loaded in variants.items():
+        wd, params = make_workdir(Path(tmp) / "work" / key, loaded, data.classes, vocabulary)
+        version = export(wd, out=Path(tmp) / "models" / key, warmup=False)
+        out[key] = {"dir": version, "params": params, "tasks": loaded.config.task_names}
+    return out, texts, names
+
+
+def measure(models, texts, names, batch, n_texts, repeats):
+    from keras_mtl.compare import serving_throughput
+
+    use = (texts * (1 + n_texts // max(1, len(texts))))[:n_texts]
+    timed = serving_throughput({k: v["dir"] for k, v in models.items()}, use, batch, repeats)
+    singles = sum(timed[t][1] for t in names)
+    res = {"batch": batch, "texts": len(use), "texts_per_s": {k: v[0] for k, v in timed.items()},
+           "seconds": {k: v[1] for k, v in timed.items()}}
+    res["singles_all_tasks_texts_per_s"] = len(use) / singles
+    res["speedup"] = {"mtl": singles / timed["mtl"][1], "mtl_embedding": singles / timed["mtl_embedding"][1]}
+    return res
+
+
+def markdown(result):
+    T = len(result["tasks"])
+    rows = []
+    for b in result["by_batch"]:
+        tps = b["texts_per_s"]
+        rows.append([
+            b["batch"], f"{tps['mtl']:.0f}", " / ".join(f"{tps[t]:.0f}" for t in result["tasks"]),
+            f"{b['singles_all_tasks_texts_per_s']:.0f}", f"**{b['speedup']['mtl']:.2f}x**",
+            f"{b['speedup']['mtl_embedding']:.2f}x",
+        ])
+    return (
+        f"T = {T} tasks ({', '.join(result['tasks'])}); texts/s through `serving_default` (raw strings in, tokenization included). "
+        f"Target S >= {TARGET_FRACTION} T = {TARGET_FRACTION * T:.1f}x.\n\n"
+        + common.md_table(
+            ["batch", "MTL texts/s (all T tasks)", f"single-task texts/s ({' / '.join(result['tasks'])})",
+             f"{T} singles in turn, texts/s", "speedup S (MTL, conditioning none)", "S with conditioning embedding"],
+            rows,
+        )
+    )
+
+
+def main(argv=None):
+    common.quiet_tf()
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--texts", type=int, default=256, help="texts timed at batch 32 (a quarter of them at batch 1)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--keep", help="keep the exported models in this directory")
+    args = p.parse_args(argv)
+    run = common.Run(NAME, args)
+    encoder = dict(common.TINY if args.tiny else common.GLUE_CONLL)
+    max_len = 32 if args.tiny else 96
+    n_texts, repeats = (32, 2) if args.tiny else (args.texts, args.repeats)
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        run.say(f"== {NAME}: encoder {encoder}, max length {max_len}; exporting 2 multi-task + 3 single-task models")
+        models, texts, names = build_models(tmp, encoder, max_len)
+        T = len(names)
+        by_batch = [measure(models, texts, names, 1, max(4, n_texts // 4), repeats),
+                    measure(models, texts, names, 32, n_texts, repeats)]
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    run.result.update({
+        "tasks": names, "encoder": encoder, "max_sequence_length": max_len,
+        "params": {k: v["params"] for k, v in models.items()}, "by_batch": by_batch,
+        "definition": "S = sum_t time(single-task model t, texts) / time(multi-task model, texts); target S >= 0.9 T",
+    })
+    for b in by_batch:
+        tps = b["texts_per_s"]
+        run.say(f"  batch {b['batch']}: MTL {tps['mtl']:.0f} texts/s (all {T} tasks); singles "
+                + ", ".join(f"{t} {tps[t]:.0f}" for t in names)
+                + f"; singles in turn {b['singles_all_tasks_texts_per_s']:.0f}; MTL(embedding) {tps['mtl_embedding']:.0f}")
+    for b in by_batch:
+        s = b["speedup"]["mtl"]
+        goal = TARGET_FRACTION * T
+        run.target(f"serving speedup S at batch {b['batch']} (T={T})", s, goal, True, "x",
+                   "" if s >= goal else f"short by {goal - s:.2f}x ({100 * s / T:.0f}% of T)")
+        run.say(f"  (info) S with task conditioning 'embedding' at batch {b['batch']}: {b['speedup']['mtl_embedding']:.2f}x")
+    run.write()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -227,7 +227,7 @@ def markdown(result):
 def main(argv=None):
     common.quiet_tf()
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=6, help="measured steps (after compile + 2 warm-up steps)")
+    p.add_argument("--steps", type=int, default=4, help="measured steps (after compile + 2 warm-up steps)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-xla", action="store_true", help="skip the informational jit_compile=True (XLA) run on TensorFlow")
     args = p.parse_args(argv)

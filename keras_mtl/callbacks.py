@@ -59,6 +59,9 @@ class PerTaskEvaluation(keras.callbacks.Callback):
                 row[f"train_{task.name}_loss"] = float(logs[f"{task.name}_loss"])
         if "loss" in logs:
             row["train_loss"] = float(logs["loss"])
+        for key, value in logs.items():  # loss weights in force (LossWeightLogger)
+            if key.startswith("lambda_"):
+                row[key] = float(value)
         if len(self.dev):
             scores = evaluate_split(self.model, self.dev, self.config, self.classes, self.pad_id)
             for task, values in scores.items():

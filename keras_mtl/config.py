@@ -69,6 +69,16 @@ class TaskConfig(_Strict):
     metrics: list[str] = []
     loss_weight: float = pydantic.Field(1.0, ge=0.0)
     unseen_labels: Literal["warn", "error"] = "warn"
+    class_weights: Literal["none", "balanced"] = "none"
+
+    @pydantic.model_validator(mode="after")
+    def _class_weights(self):
+        if self.class_weights != "none" and self.type != "classification":
+            raise ValueError(
+                f"class_weights: {self.class_weights!r} applies to classification tasks, "
+                f"not to a {self.type} task"
+            )
+        return self
 
     @pydantic.field_validator("name")
     @classmethod

@@ -279,11 +279,17 @@ def adapt_optimizer(optimizer, train_cfg):
     (`clipnorm`/`global_clipnorm`/`clipvalue`) BEFORE summing them across
     replicas, so with 2 replicas `clipnorm=1.0` lets a gradient of norm up to
     2 through and training differs from one device at the same global
-    batch. Under `mirrored` the optimizer's clipping is wrapped to sum the
-    gradients first, clip the sum, and hand each replica 1/N of the clipped
-    sum (the optimizer's own all-reduce then rebuilds it exactly).
-    Other distributions (JAX data_parallel clips the global gradient
-    already): the optimizer is returned as is. Only the instance is
+    batch. Under `mirrored` the optimizer's clipping is wrapped so that the
+    norms are those of the global gradient, computed exactly as one device
+    would: a dense gradient's norm is the norm of the replicas' sum; an
+    `IndexedSlices` gradient (embeddings), whose norm on one device is that of
+    all its slices, gets the square root of the all-reduced sum of the
+    replicas' squared slice norms. Each replica's gradient is then scaled by
+    the global factor, and the optimizer's own all-reduce sums them.
+    `clipvalue` clips the summed gradient and hands each replica 1/N of it.
+
+    Other distributions (JAX data_parallel already clips the global
+    gradient): the optimizer is returned as is. Only the instance is
     changed: its class and saved config stay plain Keras.
     """
     if resolve(train_cfg) != "mirrored":
@@ -293,6 +299,7 @@ def adapt_optimizer(optimizer, train_cfg):
     import tensorflow as tf
 
     per_replica_clip = optimizer._clip_gradients
+    SUM = tf.distribute.ReduceOp.SUM
 
     def _clip_gradients(grads):
         ctx = tf.distribute.get_replica_context()
@@ -300,20 +307,46 @@ def adapt_optimizer(optimizer, train_cfg):
         if replicas <= 1:
             return per_replica_clip(grads)
         present = [i for i, g in enumerate(grads) if g is not None]
-        # Dense first: an all-reduce of IndexedSlices (embedding gradients)
-        # all-gathers slices whose sizes differ per replica, which the
-        # collective refuses ("Shape mismatch in the collective instance").
-        summed = ctx.all_reduce(
-            tf.distribute.ReduceOp.SUM, [tf.convert_to_tensor(grads[i]) for i in present]
-        )
-        clipped = per_replica_clip(list(summed))
         out = list(grads)
-        for i, g in zip(present, clipped):
-            out[i] = _scale(g, 1.0 / replicas)
+        if optimizer.clipvalue:
+            # Dense first: an all-reduce of IndexedSlices all-gathers slices
+            # whose sizes differ per replica, which the collective refuses.
+            summed = ctx.all_reduce(SUM, [tf.convert_to_tensor(grads[i]) for i in present])
+            clipped = per_replica_clip(list(summed))
+            for i, g in zip(present, clipped):
+                out[i] = _scale(g, 1.0 / replicas)
+            return out
+        dense = [i for i in present if not isinstance(grads[i], tf.IndexedSlices)]
+        sliced = [i for i in present if isinstance(grads[i], tf.IndexedSlices)]
+        squares = {}
+        if dense:
+            summed = ctx.all_reduce(SUM, [grads[i] for i in dense])
+            for i, g in zip(dense, summed):
+                squares[i] = tf.reduce_sum(tf.square(tf.cast(g, tf.float32)))
+        if sliced:
+            partial = [tf.reduce_sum(tf.square(tf.cast(grads[i].values, tf.float32))) for i in sliced]
+            for i, sq in zip(sliced, ctx.all_reduce(SUM, partial)):
+                squares[i] = sq
+        if optimizer.clipnorm:
+            limit = tf.constant(optimizer.clipnorm, tf.float32)
+            for i in present:
+                out[i] = _scale(grads[i], limit / tf.maximum(_safe_sqrt(squares[i]), limit))
+        else:
+            limit = tf.constant(optimizer.global_clipnorm, tf.float32)
+            total = _safe_sqrt(tf.add_n([squares[i] for i in present]))
+            factor = limit / tf.maximum(total, limit)
+            for i in present:
+                out[i] = _scale(grads[i], factor)
         return out
 
     optimizer._clip_gradients = _clip_gradients
     return optimizer
+
+
+def _safe_sqrt(square):
+    import tensorflow as tf
+
+    return tf.where(square > 0, tf.sqrt(tf.where(square > 0, square, tf.ones_like(square))), square)
 
 
 def _scale(grad, factor):

@@ -17,7 +17,7 @@ from keras_mtl import __version__
 from keras_mtl.callbacks import PerTaskEvaluation, TaskNaNGuard
 from keras_mtl.config import LoadedConfig, load_config
 from keras_mtl.data.load import load_task_data
-from keras_mtl.data.pipeline import encode_split, train_dataset
+from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
 from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
 from keras_mtl.errors import KerasMTLError
 from keras_mtl.evaluate import evaluate_split, report_markdown
@@ -66,8 +66,11 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     """
     from keras_mtl import distribute
 
+    from keras_mtl.trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
+
     loaded = _as_loaded(config, overrides)
     config = loaded.config
+    check_weighting_supported(config.train.loss_weighting)  # before any data work
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.train.precision)
     files = RunFiles(Path(workdir) if workdir else default_workdir(config))
@@ -86,6 +89,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         split: encode_split(data.splits[split], encoder, config.tasks, data.classes)
         for split in ("train", "dev", "test")
     }
+    class_weights = apply_class_weights(encoded["train"], config.tasks, data.classes)
     epochs, steps = plan_steps(config.train, len(encoded["train"]), max_steps)
     conditioning = "per_task" if encodes_per_task(config.model) else "none"
     dataset, sizes, schedule = train_dataset(
@@ -108,13 +112,18 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
             from keras_mtl.pretrained import load_backbone
 
             backbone = load_backbone(config.model)
-        model = build_model(config, data.classes, len(vocabulary), backbone=backbone)
-        model.compile(
-            optimizer=make_optimizer(config.train, epochs * steps),
-            loss={t.name: loss_for(t) for t in config.tasks},
-            loss_weights={t.name: t.loss_weight for t in config.tasks},
-            jit_compile=config.train.jit_compile,
+        network = build_model(config, data.classes, len(vocabulary), backbone=backbone)
+        # The trainer computes sum_t lambda_t L_t with the configured weighting
+        # and logs per-task losses over the steps that had each task's labels.
+        model = MultiTaskTrainer(
+            network,
+            config.task_names,
+            {t.name: loss_for(t) for t in config.tasks},
+            {t.name: t.loss_weight for t in config.tasks},
+            weighting=config.train.loss_weighting,
+            seed=config.seed,
         )
+        model.compile(optimizer=make_optimizer(config.train, epochs * steps), jit_compile=config.train.jit_compile)
 
     # === Fit ===
     present = [t.name for t, s in zip(config.tasks, sizes) if s > 0]
@@ -133,6 +142,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     callbacks = [
         nan_guard,
         keras.callbacks.BackupAndRestore(str(files.backup), delete_checkpoint=True),
+        LossWeightLogger(model),  # adds lambda_<task> to the epoch logs (before the CSV row)
         monitor,
         keras.callbacks.TensorBoard(str(files.logs), write_graph=False),
     ]
@@ -144,7 +154,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         raise TrainingFailed(nan_guard.failure)
 
     # === Save and report ===
-    model.save(files.model)
+    network.save(files.model)  # the plain functional network, no trainer class inside
     info = {
         "keras_mtl_version": __version__,
         "backend": keras.backend.backend(),
@@ -154,15 +164,18 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         "max_sequence_length": config.model.max_sequence_length,
         "pad_id": encoder.pad_id,
         "train_sizes": dict(zip(config.task_names, sizes)),
+        "class_weights": class_weights,
         "sampling_schedule": {"tasks": present, "probabilities": np.asarray(schedule).tolist()},
         "epochs": epochs,
         "steps_per_epoch": steps,
         "replicas": replicas,
+        "loss_weighting": config.train.loss_weighting,
+        "final_loss_weights": {k: float(v) for k, v in model.current_weights().items()},
         "history": monitor.history,
     }
     write_json(files.run, info)
     test = encoded["test"]
-    scores = evaluate_split(model, test, config, data.classes, encoder.pad_id) if len(test) else {}
+    scores = evaluate_split(network, test, config, data.classes, encoder.pad_id) if len(test) else {}
     counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
     report = {
         "name": config.name,

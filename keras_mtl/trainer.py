@@ -100,7 +100,9 @@ class MultiTaskTrainer(keras.Model):
       `gradnorm_layer` names another one. If the network is not functional
       or no layer is shared by all tasks, all its trainable weights are used.
       `L_t(0)` is each task's loss on the first step that has its labels.
-      Tasks absent from a batch keep their weight in that step's update.
+      Tasks absent from a batch keep their weight in that step's update; a
+      step whose norms or losses are not finite (float16 loss-scale overflow)
+      leaves the weights unchanged.
     - `"pcgrad"` (Yu et al., 2020): the gradients of the `lambda_t L_t` are
       combined with `weighting.pcgrad` (conflicting components projected
       away, then summed); the logged total is `sum_t lambda_t L_t`.
@@ -405,8 +407,12 @@ class MultiTaskTrainer(keras.Model):
         updated = weights - self.gradnorm_learning_rate * ops.sign(weights * norms - targets) * norms
         updated = ops.maximum(updated, 1e-3) * active
         updated = W.gradnorm_renormalize(updated) * (self._num_active / len(self.tasks))
-        self._gradnorm_weights.assign(updated)
-        self._gradnorm_initial_losses.assign(initial)
+        # Skip the step when a norm or loss is inf/NaN (e.g. a float16
+        # loss-scale overflow, where the optimizer skips its step too).
+        finite = ops.logical_and(ops.all(ops.isfinite(norms)), ops.all(ops.isfinite(losses)))
+        old_initial = ops.convert_to_tensor(self._gradnorm_initial_losses)
+        self._gradnorm_weights.assign(ops.where(finite, updated, weights))
+        self._gradnorm_initial_losses.assign(ops.where(finite, initial, ops.cast(old_initial, "float32")))
 
     # === Per-task gradient train steps ===
 
@@ -442,7 +448,8 @@ class MultiTaskTrainer(keras.Model):
                 task_grads.append([_dense_grad(g, v, lam) for g, v in zip(grads, variables)])
             grads = W.pcgrad(task_grads)
             if self.losses:
-                grads = _add_grads(grads, tape.gradient(scaled_reg, variables))
+                reg_grads = tape.gradient(scaled_reg, variables)
+                grads = _add_grads(grads, [_dense_grad(g, v) for g, v in zip(reg_grads, variables)])
         else:
             grads = tape.gradient(scaled_total, variables)
             shared = [variables[i] for i in self._gradnorm_variable_indices()]
@@ -631,14 +638,15 @@ def _global_norm(tensors):
 def _dense_grad(grad, variable, factor=1.0):
     """A TF gradient as a dense tensor of the variable's static shape, times `factor`.
 
-    Embedding gradients are `tf.IndexedSlices`, whose dense form has no
-    static shape inside a `tf.function`; PCGrad needs it to flatten.
+    Inside a `tf.function` some gradients lose their static shape (embedding
+    `tf.IndexedSlices`, kernels of Dense layers on 3-D inputs: `(None, d)`);
+    PCGrad needs it to flatten and split the gradients.
     """
     import tensorflow as tf
 
     if grad is None:
         return None
-    if isinstance(grad, tf.IndexedSlices):
+    if isinstance(grad, tf.IndexedSlices) or not grad.shape.is_fully_defined():
         grad = tf.reshape(tf.convert_to_tensor(grad), tuple(variable.shape))
     return grad if factor == 1.0 else grad * factor
 

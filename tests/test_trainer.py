@@ -329,6 +329,13 @@ def test_gradnorm_update_matches_weighting_module():
     )
     np.testing.assert_allclose(ops.convert_to_numpy(trainer._gradnorm_initial_losses), [1.0, 0.0])
     np.testing.assert_allclose(sum(trainer.current_weights().values()), 2.0, rtol=1e-6)
+    # A non-finite norm (float16 loss-scale overflow) leaves everything as it was.
+    before = trainer.current_weights()
+    trainer._gradnorm_update(
+        ops.convert_to_tensor(losses), ops.ones((2,)), ops.convert_to_tensor(np.array([np.inf, 1.0], "float32"))
+    )
+    assert trainer.current_weights() == before
+    np.testing.assert_allclose(ops.convert_to_numpy(trainer._gradnorm_initial_losses), [1.0, 0.0])
 
 
 @needs_task_grads

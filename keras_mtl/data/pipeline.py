@@ -54,6 +54,13 @@ def bucket_lengths(config_lengths, max_length):
     return [b for b in config_lengths if b < max_length] + [max_length]
 
 
+def balanced_class_weights(labels, has_label, num_classes):
+    """w_c = n / (C * n_c) over the labelled examples (sklearn's "balanced")."""
+    counts = np.bincount(labels[has_label], minlength=num_classes).astype(np.float64)
+    total = counts.sum()
+    return np.where(counts > 0, total / (num_classes * np.maximum(counts, 1)), 0.0).astype(np.float32)
+
+
 def encode_labels(task, classes, examples, token_ids, word_starts):
     """Per-task label arrays; missing or unseen labels get weight 0."""
     name, n = task.name, len(examples)
@@ -93,6 +100,7 @@ def encode_labels(task, classes, examples, token_ids, word_starts):
 
 
 def encode_split(examples, encoder, tasks, classes):
+    """Tokenize a split and encode every task's labels."""
     from keras_mtl.data.tokenize import encode_texts
 
     token_ids, word_starts, truncated = encode_texts(encoder, [ex.text for ex in examples])
@@ -102,6 +110,19 @@ def encode_split(examples, encoder, tasks, classes):
             task, classes[task.name], examples, token_ids, word_starts
         )
     return EncodedSplit(examples, token_ids, word_starts, truncated, labels, weights)
+
+
+def apply_class_weights(split, tasks, classes):
+    """Multiply per-class factors into the example weights of the tasks with
+    `class_weights: balanced` (training split only). Returns {task: factors}."""
+    out = {}
+    for task in tasks:
+        if getattr(task, "class_weights", "none") == "balanced":
+            has = split.weights[task.name] > 0
+            factors = balanced_class_weights(split.labels[task.name], has, len(classes[task.name]))
+            split.weights[task.name] = split.weights[task.name] * factors[split.labels[task.name]]
+            out[task.name] = factors.tolist()
+    return out
 
 
 def _ragged(arrays, dtype):

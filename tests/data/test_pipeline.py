@@ -256,3 +256,17 @@ def test_eval_batches_cover_each_index_once_in_bucket_lengths(split):
     assert sorted(seen) == sorted(idx.tolist())
     x, _ = next(eval_batches(split, idx, 7, lengths, PAD_ID))
     assert "task_ids" not in x
+
+
+def test_balanced_class_weights_formula():
+    import numpy as np
+
+    from keras_mtl.data.pipeline import balanced_class_weights
+
+    labels = np.array([0, 1, 1, 1, 0, 1], np.int32)
+    has = np.array([True, True, True, True, True, False])
+    # Labelled: class 0 twice, class 1 three times; n = 5, C = 2.
+    w = balanced_class_weights(labels, has, 2)
+    np.testing.assert_allclose(w, [5 / (2 * 2), 5 / (2 * 3)], rtol=1e-6)
+    # A class never seen gets weight 0 instead of dividing by zero.
+    np.testing.assert_allclose(balanced_class_weights(labels, has, 3)[2], 0.0)

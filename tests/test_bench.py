@@ -1,0 +1,166 @@
+"""Smoke tests of the benchmark scripts (bench/*.py) at tiny sizes.
+
+Each script's `main([... "--tiny", "--results-dir", tmp])` must run, print
+its target line and write a JSON result with the machine and load average;
+`markdown(result)` must render it; run_all must rewrite only the text between
+its markers. Figures at these sizes mean nothing: only the plumbing is tested.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `bench` is a folder of scripts beside the package
+    sys.path.insert(0, str(ROOT))
+
+from bench import common  # noqa: E402
+
+
+def _run(module, tmp_path, *extra):
+    status = module.main(["--tiny", "--results-dir", str(tmp_path), *extra])
+    assert status == 0
+    result = json.loads((tmp_path / f"{module.NAME}.json").read_text())
+    assert result["tiny"] is True
+    assert result["machine"]["cores"] >= 1 and result["machine"]["cpu"]
+    assert len(result["loadavg_start"]) == 3 and len(result["loadavg_end"]) == 3
+    text = module.markdown(result)
+    assert text.startswith(("|", "`", "T =", "Encoder", "keras-mtl", "Skipped"))
+    return result
+
+
+def test_targets_and_tables():
+    class Args:
+        quiet = True
+        tiny = True
+        results_dir = "unused"
+
+    run = common.Run("x", Args())
+    assert run.target("a", 3.0, 5.0, False, "%") is True
+    assert run.target("b", 0.4, 0.5, True, "x") is False
+    assert run.target("c", None, 1.0, True) is None
+    table = common.targets_table(run.result)
+    assert "**missed**" in table and "| a | 3% | <= 5% | met |" in table
+
+
+def test_machine(tmp_path, capsys):
+    from bench import machine
+
+    result = _run(machine, tmp_path)
+    assert all(g > 0 for by in result["gflops"].values() for g in by.values())
+    assert "numpy" in result["best_gflops"]
+    assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_flops_formula():
+    from bench.train_efficiency import flops_per_token
+
+    # 6 N + 12 L d S
+    assert flops_per_token(1000, 2, 8, 16) == 6 * 1000 + 12 * 2 * 8 * 16
+
+
+@pytest.mark.slow
+def test_train_efficiency(tmp_path, capsys):
+    from bench import train_efficiency
+
+    result = _run(train_efficiency, tmp_path)
+    assert result["fit"]["step_s"] > 0 and result["mfu_pct"] > 0
+    assert result["flops_per_token"] == 6 * result["fit"]["params_non_embedding"] + 12 * 1 * 32 * 16
+    assert "matmuls" in result["profile"]["per_step_s"]
+    assert "TARGET MFU" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mtl_overhead(tmp_path, capsys):
+    from bench import mtl_overhead
+
+    result = _run(mtl_overhead, tmp_path)
+    assert set(result["step_s"]) == {
+        "plain keras-hub (1 task)",
+        "keras-mtl, 3 tasks, conditioning none",
+        "keras-mtl, 3 tasks, conditioning embedding",
+    }
+    assert len(result["targets"]) == 2
+    assert "TARGET overhead" in capsys.readouterr().out
+
+
+def test_padding_demo(tmp_path, capsys):
+    from bench import padding
+
+    result = _run(padding, tmp_path)
+    variants = result["variants"]
+    assert len(variants) == 5
+    for w in variants.values():
+        assert 0.0 <= w["padded_pct"] < 100.0
+    to_max = next(v for k, v in variants.items() if k.startswith("pad to max"))
+    batch_max = variants["pad to batch max"]
+    assert batch_max["padded_pct"] <= to_max["padded_pct"]  # same examples, never longer
+    assert "TARGET padded tokens with bucketing" in capsys.readouterr().out
+
+
+def test_padding_skips_without_data(tmp_path, capsys):
+    from bench import padding
+
+    cfg = tmp_path / "nodata.yaml"
+    cfg.write_text(
+        "name: nodata\ntasks:\n  - name: s\n    type: classification\n"
+        "    data: {format: delimited, train: /nonexistent/dir/train.tsv}\n",
+        encoding="utf-8",
+    )
+    result = _run(padding, tmp_path, "--config", str(cfg))
+    assert "absent" in result["skipped"]
+    assert "SKIPPED" in capsys.readouterr().out
+
+
+def test_packing():
+    from bench.padding import pack, packing_stats
+
+    rows = pack([5, 5, 3, 7, 2], capacity=10, window=100)
+    assert sorted(sum(r) for r in rows) == [2, 10, 10]  # FFD: 7+3, 5+5, 2
+    stats = packing_stats([5, 5, 3, 7, 2], 10, batch=2, window=100)
+    assert stats["padded_pct"] == pytest.approx(100 * (30 - 22) / 30)
+
+
+@pytest.mark.slow
+def test_serving(tmp_path, capsys):
+    from bench import serving
+
+    result = _run(serving, tmp_path)
+    assert result["tasks"] == ["topic", "sentiment"]
+    assert [b["batch"] for b in result["by_batch"]] == [1, 32]
+    for b in result["by_batch"]:
+        assert b["speedup"]["mtl"] > 0 and all(v > 0 for v in b["texts_per_s"].values())
+    assert "TARGET serving speedup" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_backends(tmp_path, capsys):
+    from bench import backends
+
+    result = _run(backends, tmp_path, "--backends", "tensorflow,notabackend")
+    assert result["backends"]["notabackend"]["skipped"] == "notabackend not installed"
+    tf = result["backends"]["tensorflow"]
+    assert tf["step_s"] > 0 and tf["first_step_s"] > 0, tf
+    out = capsys.readouterr().out
+    assert "notabackend not installed" in out and "TARGET tensorflow step time vs fastest" in out
+
+
+def test_run_all_regenerates_only_between_markers(tmp_path):
+    from bench import run_all
+
+    md = tmp_path / "B.md"
+    md.write_text(
+        "# Benchmarks\nintro stays\n<!-- bench:machine -->\nOLD TABLE\n<!-- /bench:machine -->\noutro stays\n",
+        encoding="utf-8",
+    )
+    status = run_all.main(["--tiny", "--only", "machine", "--results-dir", str(tmp_path), "--markdown", str(md)])
+    assert status == 0
+    text = md.read_text()
+    assert "OLD TABLE" not in text and "float32 matmul GFLOP/s" in text
+    assert text.startswith("# Benchmarks\nintro stays\n") and "outro stays" in text
+    assert "<!-- bench:summary -->" in text and "<!-- bench:machine-info -->" in text
+    # Regenerating again is stable (no duplicated blocks).
+    run_all.main(["--markdown-only", "--results-dir", str(tmp_path), "--markdown", str(md)])
+    assert md.read_text().count("<!-- bench:machine -->") == 1

@@ -13,7 +13,7 @@ for --batches batches, and for every batch
 is counted from its padding mask, with:
 
 * buckets:        the configured `train.bucket_lengths` (what training does);
-* finer buckets:  every 8 tokens up to max_sequence_length (more shapes:
+* finer buckets:  every 8 (and every 4) tokens up to max_sequence_length (more shapes:
                   XLA/JAX compile once per shape);
 * pad to max:     one bucket, every batch padded to max_sequence_length;
 * pad to batch max: the same stream of examples in sampling order, each batch
@@ -186,10 +186,13 @@ def main(argv=None):
     to_max, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, [max_len], batches_n)
     fine = list(range(8, max_len, 8))
     fine_batches, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, fine, batches_n)
+    finer = list(range(4, max_len, 4))
+    finer_batches, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, finer, batches_n)
     stream = [n for _, lens in to_max for n in lens]
     variants = {
         f"buckets {buckets} (training)": waste(bucketed),
         f"finer buckets, every 8 ({len(bucket_lengths(fine, max_len))} shapes)": waste(fine_batches),
+        f"finer buckets, every 4 ({len(bucket_lengths(finer, max_len))} shapes)": waste(finer_batches),
         f"pad to max ({max_len})": waste(to_max),
         "pad to batch max": waste(pad_to_batch_max(to_max)),
         f"packing into rows of {max_len}": packing_stats(stream, max_len, cfg.train.batch_size, args.window * cfg.train.batch_size),

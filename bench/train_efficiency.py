@@ -17,10 +17,11 @@ graph mode without XLA for TensorFlow on a CPU-only machine).
     MFU = FLOPs per token x tokens/s in fit / float32 matmul FLOP/s measured in
           the same run, same backend (best of 1024 and 2048 square matmuls).
 
-Target: MFU >= 50% on CPU. With `--profile` (default on the TensorFlow
-backend) one encoder layer's pieces are timed in isolation, forward +
-backward under the same jit setting (matmuls, softmax, layer norms, GELU,
-dropout, the AdamW update), to show where the step time goes.
+Target: MFU >= 50% on CPU. On TensorFlow (unless --no-profile) two more
+real `fit` steps run under the TensorFlow profiler, and the op time is
+split by model piece (matmuls, transposes, softmax, layer norms, GELU,
+dropout, optimizer, ...) from the trace; one layer's matmuls are also timed
+alone, to tell a slow matmul from time spent outside matmuls.
 """
 
 import os
@@ -39,7 +40,7 @@ def flops_per_token(non_embedding_params, layers, hidden, seq):
     return 6 * non_embedding_params + 12 * layers * hidden * seq
 
 
-def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks=("sentiment",), jit="auto"):
+def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks=("sentiment",), jit="auto", trace=False):
     import keras
     import numpy as np
 
@@ -57,7 +58,13 @@ def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks
     times = timer.times
     measured = times[1 + warmup :]
     step = common.median(measured)
+    traced = None
+    if trace:
+        n = batch * min(2, total_steps)
+        cut = lambda d: {k: v[:n] for k, v in d.items()}  # noqa: E731
+        traced = trace_fit(model, cut(x), cut(y), cut(sw), batch)
     return {
+        "trace": traced,
         "params_total": n_total,
         "params_embedding": n_emb,
         "params_non_embedding": n_total - n_emb,
@@ -71,124 +78,114 @@ def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks
     }
 
 
-def profile_layer(encoder, seq, batch, jit=True, repeats=5):
-    """Seconds per training step spent in each piece of ONE encoder layer (TF, fwd + bwd), timed alone."""
-    import keras
+MATMUL_TYPES = ("MatMul", "_FusedMatMul", "BatchMatMul", "BatchMatMulV2", "BatchMatMulV3", "Einsum")
+VARIABLE_TYPES = ("ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "VarHandleOp")
+
+
+def op_category(op_name, op_type):
+    """The piece of the model a TensorFlow op belongs to, from its type and name scope."""
+    low = op_name.lower()
+    if op_type in MATMUL_TYPES:
+        return "matmuls (dense + attention)"
+    if "adam_w" in low or "optimizer" in low or "clip_by_norm" in low:
+        return "optimizer (AdamW, clipnorm)"
+    if op_type == "Transpose":
+        return "transposes (einsum/tensordot layouts)"
+    for key, cat in (("softmax", "softmax"), ("_norm", "layer norms"), ("dropout", "dropout"),
+                     ("gelu", "gelu"), ("embedding", "embeddings"), ("loss", "loss")):
+        if key in low:
+            return cat
+    if op_type in VARIABLE_TYPES:
+        return "variable reads/writes"
+    return "other (masks, reshapes, residual adds, biases)"
+
+
+def trace_fit(model, x, y, sw, batch):
+    """Share of op time per model piece in real `fit` steps (TensorFlow profiler trace), or None."""
+    import collections
+    import glob
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:
+        return None
+    logdir = tempfile.mkdtemp(prefix="bench-trace-")
+    try:
+        tf.profiler.experimental.start(logdir)
+        try:
+            model.fit(x, y, sample_weight=sw, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        finally:
+            tf.profiler.experimental.stop()
+        files = glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True)
+        if not files:
+            return None
+        space = xplane_pb2.XSpace()
+        with open(files[0], "rb") as f:
+            space.ParseFromString(f.read())
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
+    by_cat, by_type = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        meta = plane.event_metadata
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue  # the executor threads that run the step's ops
+            for ev in line.events:
+                name = meta[ev.metadata_id].name
+                if ":" not in name or name.startswith(("Threadpool", "Executor")):
+                    continue
+                op_name, op_type = name.rsplit(":", 1)
+                by_cat[op_category(op_name, op_type)] += ev.duration_ps
+                by_type[op_type] += ev.duration_ps
+    total = sum(by_cat.values())
+    if not total:
+        return None
+    return {
+        "categories_pct": {k: 100.0 * v / total for k, v in by_cat.most_common()},
+        "top_op_types_pct": {k: 100.0 * v / total for k, v in by_type.most_common(8)},
+        "op_seconds": total / 1e12,
+    }
+
+
+def layer_matmul_gflops(encoder, seq, batch, jit=False, repeats=5):
+    """GFLOP/s of ONE encoder layer's matmuls alone (projections, FFN, attention; forward + backward), TF."""
     import numpy as np
     import tensorflow as tf
 
     d, h, ff = encoder["hidden_dim"], encoder["num_heads"], encoder["intermediate_dim"]
     dh = d // h
-    tokens = batch * seq
     rng = np.random.default_rng(0)
 
     def var(*shape):
         return tf.Variable(rng.standard_normal(shape).astype(np.float32) * 0.02)
 
     x = tf.constant(rng.standard_normal((batch, seq, d)).astype(np.float32))
-    w = {k: var(d, d) for k in ("q", "k", "v", "o")}
-    w1, w2 = var(d, ff), var(ff, d)
-
-    def timed(fn, *args):
-        f = tf.function(fn, jit_compile=jit)
-        f(*args)  # compile
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = f(*args)
-            _ = [o.numpy() for o in tf.nest.flatten(out)][:1]
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    def matmuls(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            q = tf.reshape(x @ w["q"], [batch, seq, h, dh])
-            k = tf.reshape(x @ w["k"], [batch, seq, h, dh])
-            v = tf.reshape(x @ w["v"], [batch, seq, h, dh])
-            s = tf.einsum("bqhd,bkhd->bhqk", q, k)
-            c = tf.reshape(tf.einsum("bhqk,bkhd->bqhd", s, v), [batch, seq, d])
-            o = c @ w["o"]
-            f = (o @ w1) @ w2
-            loss = tf.reduce_sum(f)
-        return tape.gradient(loss, [x, *w.values(), w1, w2])
-
-    scores = tf.constant(rng.standard_normal((batch, h, seq, seq)).astype(np.float32))
-    r_scores = tf.constant(rng.standard_normal((batch, h, seq, seq)).astype(np.float32))
-
-    def softmax(s):
-        with tf.GradientTape() as tape:
-            tape.watch(s)
-            loss = tf.reduce_sum(tf.nn.softmax(s, axis=-1) * r_scores)
-        return tape.gradient(loss, s)
-
-    ln = keras.layers.LayerNormalization(epsilon=1e-5)
-    ln.build((batch, seq, d))
-    r_x = tf.constant(rng.standard_normal((batch, seq, d)).astype(np.float32))
-
-    def layernorm(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(ln(x) * r_x)
-        return tape.gradient(loss, [x, *ln.trainable_variables])
-
-    hid = tf.constant(rng.standard_normal((batch, seq, ff)).astype(np.float32))
-    r_hid = tf.constant(rng.standard_normal((batch, seq, ff)).astype(np.float32))
-
-    def gelu(a):
-        with tf.GradientTape() as tape:
-            tape.watch(a)
-            loss = tf.reduce_sum(keras.activations.gelu(a) * r_hid)
-        return tape.gradient(loss, a)
-
-    drop = keras.layers.Dropout(encoder.get("dropout", 0.1), seed=1)
-
-    def dropout(s, x):
-        with tf.GradientTape() as tape:
-            tape.watch([s, x])
-            loss = tf.reduce_sum(drop(s, training=True) * r_scores)
-            loss += 2.0 * tf.reduce_sum(drop(x, training=True) * r_x)  # two residual dropouts
-        return tape.gradient(loss, [s, x])
-
-    t_mm = timed(matmuls, x)
-    t_softmax = timed(softmax, scores)
-    t_ln = 2 * timed(layernorm, x)  # two layer norms per layer
-    t_gelu = timed(gelu, hid)
-    t_drop = timed(dropout, scores, x)
-    mm_flops = 3 * (2 * tokens * (4 * d * d + 2 * d * ff) + 2 * 2 * batch * seq * seq * d)
-    return {
-        "matmuls": t_mm,
-        "softmax": t_softmax,
-        "layernorm_x2": t_ln,
-        "gelu": t_gelu,
-        "dropout_x3": t_drop,
-        "matmul_flops": mm_flops,
-        "matmul_gflops": mm_flops / t_mm / 1e9,
-    }
-
-
-def profile_optimizer(model, jit=True, repeats=3):
-    """Seconds of one AdamW update of all the model's trainable variables (TF)."""
-    import keras
-    import tensorflow as tf
-
-    opt = keras.optimizers.AdamW(learning_rate=1e-4, weight_decay=0.01, clipnorm=1.0)
-    variables = [tf.Variable(tf.zeros(v.shape, v.dtype)) for v in model.trainable_variables]
-    grads = [tf.ones(v.shape, v.dtype) * 1e-3 for v in variables]
-    opt.build(variables)
+    w = [var(d, d) for _ in range(4)] + [var(d, ff), var(ff, d)]
 
     @tf.function(jit_compile=jit)
-    def step():
-        opt.apply(grads, variables)
-        return variables[0][0]
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            q, k, v = (tf.reshape(x @ wi, [batch, seq, h, dh]) for wi in w[:3])
+            s = tf.einsum("bqhd,bkhd->bhqk", q, k)
+            c = tf.reshape(tf.einsum("bhqk,bkhd->bqhd", s, v), [batch, seq, d])
+            loss = tf.reduce_sum(((c @ w[3]) @ w[4]) @ w[5])
+        return tape.gradient(loss, [x, *w])
 
-    step()
+    step(x)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        step().numpy()
+        step(x)[0].numpy()
         best = min(best, time.perf_counter() - start)
-    return best
+    flops = 3 * (2 * batch * seq * (4 * d * d + 2 * d * ff) + 2 * 2 * batch * seq * seq * d)
+    return flops / best / 1e9
 
 
 def markdown(result):
@@ -213,14 +210,15 @@ def markdown(result):
                      f"(first step {x['first_step_s']:.0f} s)"])
     text = common.md_table(["figure", "value"], rows)
     p = result.get("profile")
-    if p:
-        prow = [[k, f"{v * 1000:.1f}", f"{100 * v / f['step_s']:.1f}%"] for k, v in p["per_step_s"].items()]
+    if p and p.get("trace"):
         text += (
-            "\n\nWhere a step goes (each piece timed alone, forward + backward, x layers; "
-            f"the matmuls alone run at {p['layer']['matmul_gflops']:.1f} GFLOP/s = "
-            f"{100 * p['layer']['matmul_gflops'] / result['matmul_gflops']:.0f}% of the square-matmul rate):\n\n"
+            "\n\nWhere a `fit` step goes (TensorFlow profiler trace of 2 real steps: share of op time by model piece; "
+            f"one layer's matmuls alone run at {p['layer_matmul_gflops']:.1f} GFLOP/s = "
+            f"{100 * p['layer_matmul_gflops'] / result['matmul_gflops']:.0f}% of the square-matmul rate):\n\n"
         )
-        text += common.md_table(["piece", "ms per step", "share of the measured step"], prow)
+        text += common.md_table(["piece", "share of op time"],
+                                [[k, f"{v:.1f}%"] for k, v in p["trace"]["categories_pct"].items()])
+        text += "\n\nTop op types: " + ", ".join(f"{k} {v:.1f}%" for k, v in p["trace"]["top_op_types_pct"].items()) + "."
     return text
 
 
@@ -242,7 +240,7 @@ def main(argv=None):
     backend = keras.backend.backend()
     run.say(f"== {NAME}: backend {backend}, encoder {encoder}, seq {seq}, batch {batch}")
     mm_before = machine.measure(args.tiny)
-    fit = measure_fit(encoder, seq, batch, steps)
+    fit = measure_fit(encoder, seq, batch, steps, trace=backend == "tensorflow" and not args.no_profile)
     mm_after = machine.measure(args.tiny)
     model = fit.pop("model")
     key = "keras/" + backend
@@ -271,17 +269,16 @@ def main(argv=None):
     run.say(f"  step {fit['step_s']:.3f} s (median of {len(fit['step_times_s'])}; first step {fit['first_step_s']:.1f} s), "
             f"{fit['tokens_per_s']:.0f} tokens/s -> {achieved:.1f} GFLOP/s")
     run.say(f"  matmul {matmul:.1f} GFLOP/s ({key}), numpy {numpy_rate:.1f} GFLOP/s")
-    if backend == "tensorflow" and not args.no_profile:
-        layer = profile_layer(encoder, seq, batch, jit=fit["jit_compile"])
-        opt_s = profile_optimizer(model, jit=fit["jit_compile"])
-        L = encoder["num_layers"]
-        per_step = {k: L * layer[k] for k in ("matmuls", "softmax", "layernorm_x2", "gelu", "dropout_x3")}
-        per_step["adamw_update"] = opt_s
-        per_step["rest (embeddings, heads, loss, fusion gaps, framework)"] = fit["step_s"] - sum(per_step.values())
-        run.result["profile"] = {"layer": layer, "per_step_s": per_step}
-        for k, v in per_step.items():
-            run.say(f"  profile {k}: {1000 * v:.1f} ms ({100 * v / fit['step_s']:.1f}% of the step)")
-        run.say(f"  profile: the layer's matmuls alone run at {layer['matmul_gflops']:.1f} GFLOP/s")
+    if fit.get("trace"):
+        trace = fit.pop("trace")
+        layer_rate = layer_matmul_gflops(encoder, seq, batch, jit=fit["jit_compile"])
+        run.result["profile"] = {"trace": trace, "layer_matmul_gflops": layer_rate}
+        for k, v in trace["categories_pct"].items():
+            run.say(f"  profile {k}: {v:.1f}% of op time")
+        run.say(f"  profile: one layer's matmuls alone run at {layer_rate:.1f} GFLOP/s "
+                f"({100 * layer_rate / matmul:.0f}% of the square-matmul rate)")
+    else:
+        fit.pop("trace", None)
     if backend == "tensorflow" and not (args.no_xla or args.tiny or fit["jit_compile"]):
         xla = measure_fit(encoder, seq, batch, steps, jit=True)
         xla.pop("model")

@@ -95,19 +95,28 @@ class TaskConfig(_Strict):
     def _type(cls, v):
         return _one_of("task type", v, TASK_TYPES)
 
-    @pydantic.model_validator(mode="after")
-    def _metrics(self):
+    @pydantic.field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v, info):
         from keras_mtl import metrics as metrics_lib
 
-        allowed = metrics_lib.metric_names(self.type)
-        if not self.metrics:
-            self.metrics = [metrics_lib.default_metric(self.type)]
-        for m in self.metrics:
+        task_type = info.data.get("type")
+        if task_type is None:  # the type itself was invalid: reported there
+            return v
+        allowed = metrics_lib.metric_names(task_type)
+        for m in v:
             if m not in allowed:
                 raise ValueError(
-                    f"metrics: unknown metric {m!r} for a {self.type} task; "
-                    f"expected one of {', '.join(allowed)}"
+                    f"unknown metric {m!r} for a {task_type} task; expected one of {', '.join(allowed)}"
                 )
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _default_metric(self):
+        from keras_mtl import metrics as metrics_lib
+
+        if not self.metrics:
+            self.metrics = [metrics_lib.default_metric(self.type)]
         return self
 
     @property
@@ -297,12 +306,13 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=(
     lines = lines or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping (name:, tasks:, ...), got {type(raw).__name__}")
+    applied = {}  # resolved key path -> the --set text, to blame errors on it
     for item in overrides:
-        _apply_override(raw, item)
+        applied[tuple(_apply_override(raw, item))] = item
     try:
         config = ExperimentConfig.model_validate(raw)
     except pydantic.ValidationError as e:
-        raise ConfigError(_format_errors(e.errors(), source, lines)) from None
+        raise ConfigError(_format_errors(e.errors(), source, lines, applied)) from None
     problems = []
     for i, task in enumerate(config.tasks):
         problems += _check_data(task, i, Path(base_dir), source, lines)
@@ -371,7 +381,7 @@ def _line_of(lines, loc):
     return None
 
 
-def _format_errors(errors, source, lines):
+def _format_errors(errors, source, lines, applied=None):
     out = []
     for err in errors:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
@@ -386,10 +396,16 @@ def _format_errors(errors, source, lines):
         elif err["type"] == "missing":
             msg = "required field is missing"
         # A validator message may already name a deeper field ("tasks[1].name: ...").
-        if re.match(r"^[a-z_]+(\[\d+\])?(\.[a-z_]+)*: ", msg) and "tasks[" in msg:
+        named = re.match(r"^([a-z_]+(\[\d+\])?(\.[a-z_]+)*): ", msg)
+        if named and "tasks[" in msg:
             field = ""
+            loc = tuple(_split_key(named.group(1)))
         else:
             field = _loc_str(loc) + ": " if loc else ""
+        override = next((item for path, item in (applied or {}).items() if loc[: len(path)] == path), None)
+        if override is not None:
+            out.append(f"--set {override}: {field}{msg}")
+            continue
         line = _line_of(lines, loc)
         where = f"{source}:{line}" if line else source
         out.append(f"{where}: {field}{msg}")
@@ -551,3 +567,4 @@ def _apply_override(raw, item):
             if isinstance(node, dict) and part not in node:
                 node[part] = {}
             node = node[part]
+    return done

@@ -99,9 +99,6 @@ class Run:
 
 def load_run(workdir) -> Run:
     """Load a finished run, or say clearly what is missing."""
-    from keras_mtl.config import load_config
-    from keras_mtl.data.tokenize import load_vocabulary
-
     files = RunFiles(Path(workdir))
     if not files.root.is_dir():
         raise ModelError(f"{files.root}: work dir not found")
@@ -111,6 +108,9 @@ def load_run(workdir) -> Run:
             f"{files.root}: no trained model here (missing {', '.join(missing)}); "
             f"run `keras-mtl train CONFIG --workdir {files.root}` first"
         )
+    from keras_mtl.config import load_config
+    from keras_mtl.data.tokenize import load_vocabulary
+
     loaded = load_config(files.config)
     info = json.loads(files.run.read_text(encoding="utf-8"))
     return Run(files, loaded.config, info, load_vocabulary(files.vocab))

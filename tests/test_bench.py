@@ -54,6 +54,17 @@ def test_machine(tmp_path, capsys):
     assert "GFLOP/s" in capsys.readouterr().out
 
 
+def test_op_category():
+    from bench.train_efficiency import op_category
+
+    assert op_category("model/encoder_0/x/Tensordot/MatMul", "MatMul") == "matmuls (dense + attention)"
+    assert op_category("gradient_tape/m/encoder_0/self_attention_layer/softmax/mul", "Mul") == "softmax"
+    assert op_category("adam_w/clip_by_norm_2/Select_1", "Select") == "optimizer (AdamW, clipnorm)"
+    assert op_category("m/encoder_0/feedforward_layer_norm/mul", "Mul") == "layer norms"
+    assert op_category("m/encoder_0/ffn/Gelu/Erfc", "Erfc") == "gelu"
+    assert op_category("m/x/transpose", "Transpose").startswith("transposes")
+
+
 def test_flops_formula():
     from bench.train_efficiency import flops_per_token
 
@@ -68,7 +79,9 @@ def test_train_efficiency(tmp_path, capsys):
     result = _run(train_efficiency, tmp_path)
     assert result["fit"]["step_s"] > 0 and result["mfu_pct"] > 0
     assert result["flops_per_token"] == 6 * result["fit"]["params_non_embedding"] + 12 * 1 * 32 * 16
-    assert "matmuls" in result["profile"]["per_step_s"]
+    shares = result["profile"]["trace"]["categories_pct"]
+    assert "matmuls (dense + attention)" in shares and sum(shares.values()) == pytest.approx(100.0)
+    assert result["profile"]["layer_matmul_gflops"] > 0
     assert "TARGET MFU" in capsys.readouterr().out
 
 
@@ -91,7 +104,7 @@ def test_padding_demo(tmp_path, capsys):
 
     result = _run(padding, tmp_path)
     variants = result["variants"]
-    assert len(variants) == 5
+    assert len(variants) == 6
     for w in variants.values():
         assert 0.0 <= w["padded_pct"] < 100.0
     to_max = next(v for k, v in variants.items() if k.startswith("pad to max"))

@@ -129,9 +129,10 @@ def load_task_data(config: ExperimentConfig) -> TaskData:
     classes, unseen = {}, {}
     for task in config.tasks:
         train = per_task[task.name]["train"]
-        for ex in train:
-            if not ex.text.strip():
-                raise DataError(f"{ex.origin}: empty text in task {task.name!r}")
+        for split in SPLITS:
+            for ex in per_task[task.name][split]:
+                if not ex.text.strip():
+                    raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
         classes[task.name] = _classes(task, train)
         if task.type in ("classification", "multilabel", "tagging") and len(classes[task.name]) < 2:
             if task.type != "tagging" or not classes[task.name]:

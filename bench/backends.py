@@ -9,8 +9,9 @@ glue_conll encoder (hidden 128, 2 layers, 4 heads, ff 256), sequence 64,
 batch 32, the same numpy batches (seeded), compiled as keras_mtl.train
 compiles it with `jit_compile="auto"`, which Keras resolves to: TensorFlow
 graph mode WITHOUT XLA on a CPU-only machine, XLA on JAX, eager on PyTorch.
-`tensorflow+xla` (jit_compile=True) is measured too, for information (not
-in the target: it is not what `keras-mtl train` runs on a CPU). `fit` runs 1 + 2 warm-up + --steps steps;
+`tensorflow+xla` (jit_compile=True) and `torch` with OMP_NUM_THREADS=1 are
+measured too, for information (not in the target: neither is what
+`keras-mtl train` runs by default). `fit` runs 1 + 2 warm-up + --steps steps;
 the first step (tracing + compilation) is reported separately, the step
 time is the median of the measured steps.
 
@@ -69,10 +70,10 @@ def worker(out_path, tiny, steps, jit="auto"):
         json.dump(result, f)
 
 
-def run_backend(backend, tiny, steps, timeout=900, jit="auto"):
+def run_backend(backend, tiny, steps, timeout=900, jit="auto", env_extra=None):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "result.json")
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", out, "--steps", str(steps), "--jit", str(jit)]
         cmd += ["--tiny"] if tiny else []
         start = time.perf_counter()
@@ -146,6 +147,14 @@ def main(argv=None):
             run.say(f"  tensorflow+xla (info): step {1000 * r['step_s']:.1f} ms, first step {r['first_step_s']:.1f} s")
         else:
             run.say(f"  tensorflow+xla (info): ERROR {r.get('error')}")
+    if "torch" in results and "step_s" in results["torch"] and not args.tiny and not os.environ.get("OMP_NUM_THREADS"):
+        # PyTorch's OpenMP threads spin-wait; on a CPU shared with other processes that can cost
+        # far more than the compute. One thread shows what the backend does without that.
+        r = run_backend("torch", args.tiny, steps, env_extra={"OMP_NUM_THREADS": "1"})
+        r["informational"] = True
+        results["torch, OMP_NUM_THREADS=1"] = r
+        if "step_s" in r:
+            run.say(f"  torch, OMP_NUM_THREADS=1 (info): step {1000 * r['step_s']:.1f} ms")
     ok = {b: r for b, r in results.items() if "step_s" in r and not r.get("informational")}
     fastest = min((r["step_s"] for r in ok.values()), default=None)
     run.result.update({"backends": results, "fastest_step_s": fastest})

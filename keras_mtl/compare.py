@@ -713,6 +713,7 @@ def write_plots(result, root):
         ax.set_xticklabels(names, fontsize=8, rotation=20)
         ax.tick_params(labelsize=7)
         ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.18)
     fig.suptitle("multi-task minus single-task, primary metric (> 0: multi-task better)", fontsize=9)
     fig.tight_layout()
     deltas = root / "deltas.png"

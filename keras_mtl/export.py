@@ -38,7 +38,7 @@ def next_version(base):
     return (versions[-1] + 1) if versions else 1
 
 
-def _build_serving_fn(model_fn, encoder, tasks, classes, per_task):
+def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=None):
     import tensorflow as tf
 
     pad_id = encoder.pad_id
@@ -48,7 +48,9 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
         enc = encoder(text)
-        ids = enc["token_ids"].to_tensor(default_value=pad_id)
+        # JAX exports are traced at one fixed length (jax2tf cannot bound a symbolic one).
+        shape = None if fixed_length is None else [None, fixed_length]
+        ids = enc["token_ids"].to_tensor(default_value=pad_id, shape=shape)
         batch = tf.shape(ids)[0]
         length = tf.shape(ids)[1]
         inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}
@@ -85,12 +87,12 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task):
     return serving_default
 
 
-def _model_signature(model, per_task):
+def _model_signature(model, per_task, length=None):
     import tensorflow as tf
 
     spec = {
-        "token_ids": tf.TensorSpec([None, None], tf.int32, name="token_ids"),
-        "padding_mask": tf.TensorSpec([None, None], tf.bool, name="padding_mask"),
+        "token_ids": tf.TensorSpec([None, length], tf.int32, name="token_ids"),
+        "padding_mask": tf.TensorSpec([None, length], tf.bool, name="padding_mask"),
     }
     if per_task:
         spec["task_ids"] = tf.TensorSpec([None], tf.int32, name="task_ids")
@@ -108,14 +110,15 @@ def build_archive(run, model=None):
     encoder = make_encoder(run.vocabulary, run.config.model)
     per_task = needs_task_ids(run.config.model)
     archive = keras.export.ExportArchive()
-    kwargs = {}
+    kwargs, length = {}, None
     if keras.backend.backend() == "jax":
         kwargs["jax2tf_kwargs"] = {"native_serialization": True}
+        length = run.config.model.max_sequence_length
     model_fn = archive.track_and_add_endpoint(
-        "serve_tokens", model, input_signature=_model_signature(model, per_task), **kwargs
+        "serve_tokens", model, input_signature=_model_signature(model, per_task, length), **kwargs
     )
     archive.track(encoder.tokenizer)
-    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, per_task)
+    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, per_task, length)
     archive.add_endpoint("serving_default", serving_fn)
     return archive
 

@@ -100,7 +100,10 @@ def scope(train_cfg):
         _check_batch(train_cfg, len(devices), "devices")
         if _multihost:
             _check_batch(train_cfg, _multihost[1], "processes")
-        distribution = keras.distribution.DataParallel(devices=devices)
+        # Several processes: each feeds its own slice of the global batch
+        # (`prepare_dataset`); Keras' auto-sharding needs a dataset whose
+        # batch size it can read, which the bucketed pipeline's is not.
+        distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=not _is_multiprocess())
         keras.distribution.set_distribution(distribution)
         _installed_distribution = distribution
         return contextlib.nullcontext(), len(devices)
@@ -252,6 +255,14 @@ def is_chief():
     return process_info()[0] == 0
 
 
+def _is_multiprocess():
+    if _multihost is None or _backend() != "jax":
+        return False
+    import jax
+
+    return jax.process_count() > 1
+
+
 def prepare_dataset(dataset, train_cfg):
     """Adapt the training `tf.data.Dataset` to the distribution in use.
 
@@ -259,9 +270,31 @@ def prepare_dataset(dataset, train_cfg):
     `strategy.reduce("MEAN", ...)` to build the model symbolically, which
     fails on bool tensors (`AddN` has no bool kernel): the bool
     `padding_mask` is sent as int32 (0/1) instead; the model's bool
-    `padding_mask` input casts it back. Other distributions: unchanged.
+    `padding_mask` input casts it back.
+
+    `data_parallel` over several processes: every process builds the same
+    global batches (same seed) and keeps its own contiguous slice of
+    `batch_size / processes` rows (process 0 the first); JAX assembles the
+    global batch from the processes' slices. (Keras' own auto-sharding
+    cannot read the batch size of a bucketed dataset: "The batch size of
+    the input dataset is unknown".)
+
+    Other distributions: unchanged.
     """
-    if resolve(train_cfg) != "mirrored":
+    kind = resolve(train_cfg)
+    if kind == "data_parallel" and _is_multiprocess():
+        import jax
+        import tensorflow as tf
+
+        processes, index = jax.process_count(), jax.process_index()
+        _check_batch(train_cfg, processes, "processes")
+        per = train_cfg.batch_size // processes
+
+        def local_slice(*batch):
+            return tf.nest.map_structure(lambda t: t[index * per : (index + 1) * per], batch)
+
+        return dataset.map(local_slice, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if kind != "mirrored":
         return dataset
     import tensorflow as tf
 

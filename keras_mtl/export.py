@@ -162,6 +162,7 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
     run = load_run(workdir)
     base = Path(out) if out else Path("saved_models") / run.config.name
     base.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(base)
     version = next_version(base)
     tmp = base / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -180,6 +181,26 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
     if keep:
         prune(base, keep)
     return final
+
+
+def remove_stale_temporaries(base):
+    """Delete `.tmp-<version>-<pid>` dirs left by an export that was killed."""
+    for tmp in Path(base).glob(".tmp-*-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prune(base, keep):

@@ -106,6 +106,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
 
     # === Model ===
     ctx, replicas = distribute.scope(config.train)
+    dataset = distribute.prepare_dataset(dataset, config.train)
     with ctx:
         backbone = None
         if config.model.preset:

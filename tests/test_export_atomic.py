@@ -108,7 +108,25 @@ def serve(dirs):
     return json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
 
 
-EXPORT_SCRIPT = "import sys; from keras_mtl.export import export; export(sys.argv[1], out=sys.argv[2], warmup=False)"
+# The second export, killed as soon as its `.tmp-*` directory appears (while
+# tf.saved_model.save writes into it). So that a loaded machine cannot let it
+# finish before the kill lands, it stops for good before its last steps
+# (writing keras_mtl.json, renaming into place): the kill always comes before
+# the rename.
+EXPORT_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import keras_mtl.workdir
+    from keras_mtl.export import export
+
+    def hang(*args, **kwargs):
+        time.sleep(600)
+
+    keras_mtl.workdir.write_json = hang
+    os.replace = hang
+    export(sys.argv[1], out=sys.argv[2], warmup=False)
+    """
+)
 
 
 def test_killed_export_leaves_no_version(tmp_path):

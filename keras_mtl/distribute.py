@@ -98,8 +98,10 @@ def scope(train_cfg):
     if kind == "data_parallel":
         devices = keras.distribution.list_devices()
         _check_batch(train_cfg, len(devices), "devices")
-        if _multihost:
-            _check_batch(train_cfg, _multihost[1], "processes")
+        if _is_multiprocess():
+            import jax
+
+            _check_batch(train_cfg, jax.process_count(), "processes")
         # Several processes: each feeds its own slice of the global batch
         # (`prepare_dataset`); Keras' auto-sharding needs a dataset whose
         # batch size it can read, which the bucketed pipeline's is not.

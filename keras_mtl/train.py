@@ -71,6 +71,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     loaded = _as_loaded(config, overrides)
     config = loaded.config
     check_weighting_supported(config.train.loss_weighting)  # before any data work
+    distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.train.precision)
     files = RunFiles(Path(workdir) if workdir else default_workdir(config))
@@ -102,6 +103,12 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         seed=config.seed,
         steps_per_epoch=steps,
     )
+    resumed_epoch = _resumed_epoch(files)
+    if resumed_epoch:
+        # Continue the data stream (and the sampling schedule) where the
+        # killed run stopped: the stream is iterator-independent, so the
+        # resumed run sees the batches an uninterrupted one would.
+        dataset = dataset.skip(resumed_epoch * steps)
     data_seconds = time.time() - started
 
     # === Model ===
@@ -124,7 +131,10 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
             weighting=config.train.loss_weighting,
             seed=config.seed,
         )
-        model.compile(optimizer=make_optimizer(config.train, epochs * steps), jit_compile=config.train.jit_compile)
+        optimizer = distribute.adapt_optimizer(make_optimizer(config.train, epochs * steps), config.train)
+        model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+        if resumed_epoch:
+            model.loss_history = _loss_history(files.metrics_csv, config.task_names, resumed_epoch)
 
     # === Fit ===
     present = [t.name for t, s in zip(config.tasks, sizes) if s > 0]
@@ -142,7 +152,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     nan_guard = TaskNaNGuard(config.task_names)
     callbacks = [
         nan_guard,
-        keras.callbacks.BackupAndRestore(str(files.backup), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(files.backup), delete_checkpoint=True, double_checkpoint=True),
         LossWeightLogger(model),  # adds lambda_<task> to the epoch logs (before the CSV row)
         monitor,
         keras.callbacks.TensorBoard(str(files.logs), write_graph=False),
@@ -200,6 +210,27 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         encoding="utf-8",
     )
     return report
+
+
+def _resumed_epoch(files):
+    """The number of finished epochs a BackupAndRestore backup holds (0 if none)."""
+    metadata = files.backup / "training_metadata.json"
+    try:
+        return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _loss_history(csv_path, task_names, epochs):
+    """Per finished epoch, the mean training loss of each task (metrics.csv):
+    the Python-side history that DWA's weights are computed from."""
+    import csv
+
+    if not csv_path.exists():
+        return []
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("epoch") and int(r["epoch"]) <= epochs]
+    return [[float(r.get(f"train_{t}_loss") or "nan") for t in task_names] for r in rows]
 
 
 def _as_loaded(config, overrides):

@@ -458,19 +458,14 @@ def test_tf_auto_is_none_without_gpus(tf_results):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG (fix wired, not yet verified on CI): MirroredStrategy failed in fit with "
-    "InvalidArgumentError 'AddN' on the bool padding_mask; train() now casts it through "
-    "distribute.prepare_dataset",
-)
 def test_tf_train_mirrored_matches_none(tf_results):
     """`keras_mtl.train.train` with `mirrored` on 2 logical CPUs == `none`.
 
-    Needs train.py to pass the dataset through `distribute.prepare_dataset`
-    and the optimizer through `distribute.adapt_optimizer`, and a training
-    stream that does not depend on how many iterators were made before
-    (Keras builds the model from one extra iterator under a strategy): see
+    train.py passes the dataset through `distribute.prepare_dataset` (int32
+    padding mask) and the optimizer through `distribute.adapt_optimizer`
+    (clip the global gradient, not each replica's part), and the training
+    stream does not depend on how many iterators were made before (Keras
+    builds the model from one extra iterator under a strategy): see
     docs/distributed.md, "Known differences".
     """
     res = _section(tf_results, "train")

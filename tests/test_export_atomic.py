@@ -11,8 +11,8 @@ directory appears (while it writes). Then:
 * no `2/` exists (TF Serving would load a half-written version 2);
 * the next export writes version 2 (the stale `.tmp-*` is not a version);
 * the stale `.tmp-*` of the killed export is removed by that next export
-  (xfail while export.py leaves it behind: it is not a version, TF Serving
-  ignores it, but it keeps its disk space forever).
+  (it is not a version and TF Serving ignores it, but it would keep its disk
+  space forever).
 """
 
 import json
@@ -178,5 +178,4 @@ def test_killed_export_leaves_no_version(tmp_path):
     )
 
     left = sorted(p.name for p in base.iterdir() if p.name.startswith(".tmp-"))
-    if left:
-        pytest.xfail(f"export.py leaves the killed export's temporary directory behind: {left}")
+    assert not left, f"the next export left the killed export's temporary directory behind: {left}"

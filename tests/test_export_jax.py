@@ -72,7 +72,9 @@ JAX_SCRIPT = textwrap.dedent(
     model = run.load_model()
     encoder = make_encoder(run.vocabulary, run.config.model)
     enc = encoder(args["texts"])
-    ids = enc["token_ids"].to_tensor(default_value=encoder.pad_id).numpy().astype("int32")
+    # padded to max_sequence_length: serve_tokens may be traced at that fixed length
+    max_len = run.config.model.max_sequence_length
+    ids = enc["token_ids"].to_tensor(default_value=encoder.pad_id, shape=[None, max_len]).numpy().astype("int32")
     starts = enc["word_starts"].to_tensor(default_value=-1).numpy()
     n, tasks = len(args["texts"]), run.config.tasks
     x = {"token_ids": np.tile(ids, [len(tasks), 1]), "padding_mask": np.tile(ids != encoder.pad_id, [len(tasks), 1]),

@@ -12,16 +12,12 @@ Checks and tolerances:
 * epochs 1-2 (trained by A before the kill) equal R's rows to 1e-5: same
   seed, same data stream, deterministic CPU kernels; only float formatting
   is allowed to differ;
-* B's first epoch (3) starts from the restored weights, not from scratch:
-  its train loss is below epoch 1's (the loss falls from ~1.4 to ~1.1 by
-  epoch 2 on this data) and within 0.15 of R's epoch 3;
-* final dev metrics of B within 0.25 (absolute, metrics in [0, 1]) of R's:
-  after the restart the training stream starts again from its first batch
-  (a new tf.data iterator), so epochs 3-4 see other batches than R's and the
-  tiny model (16 dev examples per task, 1/16 steps) lands elsewhere; the
-  bound is about the spread of this model's epoch-4 dev accuracy over data
-  orders, and far below what a restart from scratch costs on the loss check
-  above.
+* B's epochs 3-4 equal R's too (1e-5): the restored weights and optimizer
+  state, and the training stream continued where A stopped (train.py skips
+  the finished epochs' batches of the iterator-independent stream), so the
+  resumed run trains on exactly the batches of the uninterrupted one. A
+  restart from scratch would repeat epoch 1's loss (checked separately, in
+  case the tolerance ever has to be loosened).
 """
 
 import csv
@@ -144,22 +140,16 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     ref = _rows(reference)
     assert [r["epoch"] for r in ref] == ["1", "2", "3", "4"]
 
-    # epochs 1-2: the same training as the uninterrupted run
-    for mine, theirs in zip(resumed[:2], ref[:2]):
+    # every epoch, including the resumed 3-4: the same training as the uninterrupted run
+    for mine, theirs in zip(resumed, ref):
         a, b = _metrics(mine, "train_") | _metrics(mine, "dev_"), _metrics(theirs, "train_") | _metrics(theirs, "dev_")
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys() and a
         for key in a:
-            assert abs(a[key] - b[key]) <= 1e-5, (key, a, b)
+            assert abs(a[key] - b[key]) <= 1e-5, (mine["epoch"], key, a, b)
 
     # epoch 3 continues from the restored weights (a restart from scratch would repeat epoch 1's loss)
     loss = lambda row: float(row["train_loss"])  # noqa: E731
     assert loss(resumed[2]) < loss(resumed[0]) - 0.05, (loss(resumed[0]), loss(resumed[2]))
-    assert abs(loss(resumed[2]) - loss(ref[2])) <= 0.15, (loss(resumed[2]), loss(ref[2]))
-
-    final, final_ref = _metrics(resumed[3], "dev_"), _metrics(ref[3], "dev_")
-    assert final.keys() == final_ref.keys() and final
-    for key in final:
-        assert abs(final[key] - final_ref[key]) <= 0.25, (key, final, final_ref)
     report, report_ref = (json.loads((d / "report.json").read_text()) for d in (killed, reference))
     assert report["epochs"] == report_ref["epochs"] == EPOCHS
     print("resumed vs reference, last epoch:", json.dumps({"resumed": resumed[3], "reference": ref[3]}))

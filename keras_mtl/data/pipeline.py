@@ -185,7 +185,13 @@ def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, s
     for i in present:
         ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, conditioning))
         ds = ds.map(_dense_rows)
-        ds = ds.shuffle(min(train_cfg.shuffle_buffer, sizes[i]), seed=seed + i).repeat()
+        # repeat, then shuffle with a fixed order: every iterator over this
+        # dataset yields the same stream (Keras makes an extra iterator under
+        # a tf.distribute strategy; a reshuffling seeded shuffle would give
+        # the second iterator another order than a one-device run sees).
+        ds = ds.repeat().shuffle(
+            min(train_cfg.shuffle_buffer, sizes[i]), seed=seed + i, reshuffle_each_iteration=False
+        )
         datasets.append(_bucketed(ds, lengths, train_cfg.batch_size, pad_id) if per_task_batches else ds)
     # The mixture draws elements (mixed mode) or whole batches (per_task mode).
     draws_per_epoch = (steps_per_epoch or 1) * (1 if per_task_batches else train_cfg.batch_size)

@@ -77,6 +77,12 @@ def draw_lengths(encoded, config, pad_id, bucket_lengths, batches):
     return out, sizes, np.asarray(schedule).tolist()
 
 
+def _configured(train_cfg):
+    if train_cfg.bucket_lengths == "auto":
+        return f"auto`, `num_buckets: {train_cfg.num_buckets}"
+    return str(train_cfg.bucket_lengths)
+
+
 def waste(batches):
     real = sum(sum(lens) for _, lens in batches)
     processed = sum(L * len(lens) for L, lens in batches)
@@ -168,7 +174,7 @@ def main(argv=None):
         run.write()
         return 0
     from keras_mtl.data.load import load_task_data
-    from keras_mtl.data.pipeline import bucket_lengths, encode_split
+    from keras_mtl.data.pipeline import bucket_lengths, encode_split, training_bucket_lengths
     from keras_mtl.data.tokenize import compute_vocabulary, load_vocabulary, make_encoder
 
     run.say(f"== {NAME}: {config_path}, {batches_n} batches of {cfg.train.batch_size}")
@@ -181,22 +187,28 @@ def main(argv=None):
     encoder = make_encoder(vocabulary, cfg.model)
     encoded = encode_split(data.splits["train"], encoder, cfg.tasks, data.classes)
     max_len = cfg.model.max_sequence_length
-    buckets = bucket_lengths(cfg.train.bucket_lengths, max_len)
-    bucketed, sizes, schedule = draw_lengths(encoded, cfg, encoder.pad_id, cfg.train.bucket_lengths, batches_n)
+    buckets = training_bucket_lengths(encoded, cfg.tasks, cfg.train, max_len)
+    bucketed, sizes, schedule = draw_lengths(encoded, cfg, encoder.pad_id, buckets, batches_n)
     to_max, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, [max_len], batches_n)
-    fine = list(range(8, max_len, 8))
-    fine_batches, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, fine, batches_n)
-    finer = list(range(4, max_len, 4))
-    finer_batches, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, finer, batches_n)
     stream = [n for _, lens in to_max for n in lens]
-    variants = {
-        f"buckets {buckets} (training)": waste(bucketed),
-        f"finer buckets, every 8 ({len(bucket_lengths(fine, max_len))} shapes)": waste(fine_batches),
-        f"finer buckets, every 4 ({len(bucket_lengths(finer, max_len))} shapes)": waste(finer_batches),
+    variants = {f"buckets {buckets} (training: `bucket_lengths: {_configured(cfg.train)}`)": waste(bucketed)}
+    auto = lambda k: training_bucket_lengths(  # noqa: E731
+        encoded, cfg.tasks, cfg.train.model_copy(update={"bucket_lengths": "auto", "num_buckets": k}), max_len
+    )
+    grids = [(f"auto, {k} buckets {auto(k)}", auto(k)) for k in (4, 12, 16) if k != len(buckets)]
+    grids += [
+        ("every 16 tokens", list(range(16, max_len, 16))),
+        ("every 8 tokens", list(range(8, max_len, 8))),
+        ("every 4 tokens", list(range(4, max_len, 4))),
+    ]
+    for label, lengths in grids:
+        drawn, _, _ = draw_lengths(encoded, cfg, encoder.pad_id, lengths, batches_n)
+        variants[f"{label} ({len(bucket_lengths(lengths, max_len))} shapes)"] = waste(drawn)
+    variants.update({
         f"pad to max ({max_len})": waste(to_max),
         "pad to batch max": waste(pad_to_batch_max(to_max)),
         f"packing into rows of {max_len}": packing_stats(stream, max_len, cfg.train.batch_size, args.window * cfg.train.batch_size),
-    }
+    })
     run.result.update({
         "batches": batches_n,
         "batch_size": cfg.train.batch_size,
@@ -211,13 +223,14 @@ def main(argv=None):
     })
     for name, w in variants.items():
         run.say(f"  {name}: {w['padded_pct']:.1f}% padded tokens, {w['attention_waste_pct']:.1f}% attention waste")
-    bucket_pct = variants[f"buckets {buckets} (training)"]["padded_pct"]
+    training = next(iter(variants))
+    bucket_pct = variants[training]["padded_pct"]
     packed = variants[f"packing into rows of {max_len}"]
     run.result["recommendation"] = (
         f"packing would cut padded tokens from {bucket_pct:.1f}% to {packed['padded_pct']:.1f}% "
         f"({packed['examples_per_row']:.1f} examples per row) but needs a block-diagonal mask, per-segment "
         "positions and per-segment pooling; attention over packed rows wastes "
-        f"{packed['attention_waste_pct']:.0f}% of the score pairs vs {variants[f'buckets {buckets} (training)']['attention_waste_pct']:.0f}% with buckets"
+        f"{packed['attention_waste_pct']:.0f}% of the score pairs vs {variants[training]['attention_waste_pct']:.0f}% with buckets"
         if packed["padded_pct"] < bucket_pct
         else "packing does not beat bucketing here: keep buckets"
     )

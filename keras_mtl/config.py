@@ -170,7 +170,8 @@ class TrainConfig(_Strict):
     sampling: str = "proportional"
     temperature: float = 2.0
     batch_mode: Literal["mixed", "per_task"] = "mixed"
-    bucket_lengths: list[int] = [16, 32, 64, 128]
+    bucket_lengths: Union[Literal["auto"], list[int]] = "auto"
+    num_buckets: int = pydantic.Field(8, ge=1, le=64)
     loss_weighting: str = "static"
     distribution: str = "auto"
     precision: str = "float32"
@@ -208,6 +209,8 @@ class TrainConfig(_Strict):
     @pydantic.field_validator("bucket_lengths")
     @classmethod
     def _buckets(cls, v):
+        if v == "auto":
+            return v
         if not v or any(b < 2 for b in v) or sorted(set(v)) != v:
             raise ValueError(f"bucket_lengths must be increasing integers >= 2. Received: {v}")
         return v

@@ -17,7 +17,7 @@ from keras_mtl import __version__
 from keras_mtl.callbacks import PerTaskEvaluation, TaskNaNGuard
 from keras_mtl.config import LoadedConfig, load_config
 from keras_mtl.data.load import load_task_data
-from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
+from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset, training_bucket_lengths
 from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
 from keras_mtl.errors import KerasMTLError
 from keras_mtl.evaluate import evaluate_split, report_markdown
@@ -93,10 +93,11 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     class_weights = apply_class_weights(encoded["train"], config.tasks, data.classes)
     epochs, steps = plan_steps(config.train, len(encoded["train"]), max_steps)
     conditioning = "per_task" if encodes_per_task(config.model) else "none"
+    buckets = training_bucket_lengths(encoded["train"], config.tasks, config.train, config.model.max_sequence_length)
     dataset, sizes, schedule = train_dataset(
         encoded["train"],
         config.tasks,
-        config.train.model_copy(update={"epochs": epochs}),
+        config.train.model_copy(update={"epochs": epochs, "bucket_lengths": buckets}),
         config.model.max_sequence_length,
         conditioning,
         pad_id=encoder.pad_id,
@@ -179,6 +180,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         "sampling_schedule": {"tasks": present, "probabilities": np.asarray(schedule).tolist()},
         "epochs": epochs,
         "steps_per_epoch": steps,
+        "bucket_lengths": buckets,
         "replicas": replicas,
         "loss_weighting": config.train.loss_weighting,
         "final_loss_weights": {k: float(v) for k, v in model.current_weights().items()},

@@ -3,6 +3,7 @@
     python bench/run_all.py                 # realistic sizes (~10-15 min on 2 idle cores)
     python bench/run_all.py --tiny --no-markdown --results-dir /tmp/b   # smoke test
     python bench/run_all.py --only padding,serving
+    python bench/run_all.py --only methods  # the methods table (about an hour; not in a plain run)
     python bench/run_all.py --markdown-only # rewrite BENCHMARKS.md from bench/results/*.json
 
 Each script runs in its own subprocess (one Keras backend and a fresh
@@ -26,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 
-SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends")
+SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods")
+# Not in a plain run (about an hour on 2 cores): ask for it with --only methods.
+LONG = ("methods",)
 TITLES = {
     "machine": "Machine limit (float32 matmul)",
     "train_efficiency": "Training efficiency (MFU)",
@@ -34,6 +37,7 @@ TITLES = {
     "padding": "Padding waste",
     "serving": "Serving",
     "backends": "Backends",
+    "methods": "Multi-task methods",
 }
 BENCHMARKS_MD = common.ROOT / "BENCHMARKS.md"
 
@@ -124,7 +128,7 @@ def main(argv=None):
     p.add_argument("--no-markdown", action="store_true")
     p.add_argument("--markdown-only", action="store_true", help="do not run; regenerate from the saved results")
     args = p.parse_args(argv)
-    names = [n.strip() for n in args.only.split(",")] if args.only else list(SCRIPTS)
+    names = [n.strip() for n in args.only.split(",")] if args.only else [n for n in SCRIPTS if n not in LONG]
     unknown = [n for n in names if n not in SCRIPTS]
     if unknown:
         p.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(SCRIPTS)}")
@@ -134,7 +138,9 @@ def main(argv=None):
         started = time.time()
         for name in names:
             print(f"\n######## {name} ########", flush=True)
-            rc, secs = run_script(name, args.tiny, results_dir, ["--quiet"] if args.quiet else [])
+            timeout = None if name in LONG and not args.tiny else 1800
+            extra = (["--quiet"] if args.quiet else []) + (["--no-markdown"] if name in LONG else [])
+            rc, secs = run_script(name, args.tiny, results_dir, extra, timeout=timeout)
             print(f"######## {name}: exit {rc} in {secs:.0f} s", flush=True)
             if rc != 0:
                 failed.append(name)

@@ -173,6 +173,7 @@ class TrainConfig(_Strict):
     bucket_lengths: Union[Literal["auto"], list[int]] = "auto"
     num_buckets: int = pydantic.Field(8, ge=1, le=64)
     loss_weighting: str = "static"
+    loss_normalizer: Literal["expected", "batch"] = "expected"
     distribution: str = "auto"
     precision: str = "float32"
     jit_compile: Union[bool, Literal["auto"]] = "auto"

@@ -41,6 +41,8 @@ _ENV = {
 
 # The (coordinator, num_processes, process_id) this process joined, if any.
 _multihost = None
+# MirroredStrategy per tuple of device names (see `scope`).
+_mirrored = {}
 # The keras.distribution this module installed (so that a later `none` run in
 # the same process removes it, but a user's own distribution is left alone).
 _installed_distribution = None
@@ -93,7 +95,14 @@ def scope(train_cfg):
 
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         _check_batch(train_cfg, len(devices), "devices")
-        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+        names = tuple(d.name for d in devices)
+        # One strategy per device set for the whole process: a second
+        # MirroredStrategy restarts the collective instance keys, and its
+        # all-reduces then collide with the first one's ("Shape mismatch in
+        # the collective instance 100") when train() runs twice in a process.
+        strategy = _mirrored.get(names)
+        if strategy is None:
+            strategy = _mirrored[names] = tf.distribute.MirroredStrategy(list(names))
         return strategy.scope(), strategy.num_replicas_in_sync
     if kind == "data_parallel":
         devices = keras.distribution.list_devices()

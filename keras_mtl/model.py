@@ -160,9 +160,17 @@ def _backbone_sequence(backbone, token_ids, padding_mask):
     return out
 
 
-def loss_for(task):
-    """Per-task loss: the mean over the examples (tokens) that have the label."""
-    reduction = "mean_with_sample_weight"
+def loss_for(task, normalizer="batch"):
+    """Per-task loss over the examples (tokens) that have the label.
+
+    `normalizer="batch"`: the weighted mean over the batch's labelled units
+    (`mean_with_sample_weight`). `"expected"`: the weighted sum, for sample
+    weights that the input pipeline already divided by the expected label
+    weight per batch (`train.loss_normalizer: expected`).
+    """
+    if normalizer not in ("batch", "expected"):
+        raise ValueError(f"normalizer must be 'batch' or 'expected'. Received: normalizer={normalizer!r}")
+    reduction = "sum" if normalizer == "expected" else "mean_with_sample_weight"
     if task.type in ("classification", "tagging"):
         return keras.losses.SparseCategoricalCrossentropy(reduction=reduction, name=f"{task.name}_loss")
     if task.type == "multilabel":

@@ -127,10 +127,11 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         model = MultiTaskTrainer(
             network,
             config.task_names,
-            {t.name: loss_for(t) for t in config.tasks},
+            {t.name: loss_for(t, config.train.loss_normalizer) for t in config.tasks},
             {t.name: t.loss_weight for t in config.tasks},
             weighting=config.train.loss_weighting,
             seed=config.seed,
+            loss_normalizer=config.train.loss_normalizer,
         )
         optimizer = distribute.adapt_optimizer(make_optimizer(config.train, epochs * steps), config.train)
         model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)

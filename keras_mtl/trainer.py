@@ -71,16 +71,23 @@ class MultiTaskTrainer(keras.Model):
 
         L_t = losses[t](y[t], y_pred[t], sample_weight[t])      (0 if none in the batch)
 
-    and logs it as the metric `<t>_loss` (averaged only over steps where the
-    task had at least one labelled example; a NaN loss shows up there), next
-    to the total `loss`. The total depends on `weighting`:
+    and logs it as the metric `<t>_loss`, next to the total `loss`. With
+    `loss_normalizer="batch"` the losses are means over each batch's
+    labelled units and `<t>_loss` averages only the steps where the task had
+    a label; with `"expected"` (sample weights pre-divided by the expected
+    label weight per batch, `data.pipeline.train_dataset`) a loss is an
+    unbiased per-step estimate of the task's mean loss, 0 on steps without
+    its labels, and `<t>_loss` averages every step. A NaN loss shows up
+    there. The total depends on `weighting`:
 
     - `"static"`: `sum_t lambda_t L_t` with the configured `loss_weights`.
     - `"uncertainty"` (Kendall et al., 2018): `sum_t exp(-s_t) L_t + s_t` with
       one trainable log-variance `s_t` per task (an `UncertaintyWeighting`
       layer), learned by the same optimizer (and excluded from its weight
-      decay). A task's term is left out on steps without its labels, so the
-      `+ s_t` term does not push its weight up while it is absent.
+      decay). With `loss_normalizer="batch"` a task's term is left out on
+      steps without its labels, so the `+ s_t` term does not push its weight
+      up while it is absent; with `"expected"` every step holds the task in
+      expectation, so the term is always in.
     - `"dwa"` (Liu et al., 2019): `sum_t w_t L_t`; `w` comes from
       `weighting.dwa_weights` over the per-epoch mean task losses, updated by
       `end_epoch` (called by `LossWeightLogger`); all ones for the first two
@@ -127,8 +134,8 @@ class MultiTaskTrainer(keras.Model):
         network: the functional multi-output `keras.Model` whose outputs are a
             dict keyed by task name.
         tasks: list of task names.
-        losses: dict task -> `keras.losses.Loss` (reduction
-            `"mean_with_sample_weight"`, see `model.loss_for`).
+        losses: dict task -> `keras.losses.Loss` (`model.loss_for(task,
+            loss_normalizer)`).
         loss_weights: dict task -> float, the static lambdas (missing tasks:
             1.0).
         weighting: one of `keras_mtl.config.LOSS_WEIGHTING`.
@@ -138,6 +145,8 @@ class MultiTaskTrainer(keras.Model):
         gradnorm_learning_rate: float > 0. Step size of the GradNorm weights.
         gradnorm_layer: optional name of the network layer whose weights
             GradNorm takes gradient norms against.
+        loss_normalizer: `"batch"` or `"expected"`: how the task losses were
+            normalized (see above).
         **kwargs: passed to `keras.Model` (e.g. `name`).
     """
 
@@ -153,6 +162,7 @@ class MultiTaskTrainer(keras.Model):
         seed=0,
         gradnorm_learning_rate=0.025,
         gradnorm_layer=None,
+        loss_normalizer="batch",
         **kwargs,
     ):
         check_weighting_supported(weighting, keras.backend.backend())
@@ -166,6 +176,10 @@ class MultiTaskTrainer(keras.Model):
             raise ConfigError(
                 f"GradNorm learning rate must be > 0. Received: {gradnorm_learning_rate}"
             )
+        if loss_normalizer not in ("batch", "expected"):
+            raise ConfigError(
+                f"loss_normalizer must be 'batch' or 'expected'. Received: loss_normalizer={loss_normalizer!r}"
+            )
         kwargs.setdefault("name", "multitask_trainer")
         super().__init__(**kwargs)
         self.network = network
@@ -175,6 +189,7 @@ class MultiTaskTrainer(keras.Model):
         self.gradnorm_alpha = float(gradnorm_alpha)
         self.gradnorm_learning_rate = float(gradnorm_learning_rate)
         self.gradnorm_layer = gradnorm_layer
+        self.loss_normalizer = loss_normalizer
         self.static_lambdas = dict(zip(tasks, lambdas))
         self.loss_history = []  # per epoch: [mean loss of each task], see end_epoch
         self._loss_fns = tuple(losses[t] for t in tasks)
@@ -322,6 +337,9 @@ class MultiTaskTrainer(keras.Model):
     def _update_task_metrics(self, task_losses, present):
         unscaled = task_losses * ops.cast(_replicas(), "float32")
         for t, tracker in enumerate(self._task_trackers):
+            if self.loss_normalizer == "expected":  # 0 without labels is part of the estimate
+                tracker.update_state(unscaled[t])
+                continue
             value = ops.where(present[t] > 0, unscaled[t], ops.zeros_like(unscaled[t]))
             tracker.update_state(value, sample_weight=present[t])
 
@@ -335,7 +353,8 @@ class MultiTaskTrainer(keras.Model):
             # The `+ s_t` regulariser is a loss term too: scale it like the
             # losses under tf.distribute (its gradient is summed over replicas).
             terms = ops.exp(-s) * task_losses + s / ops.cast(_replicas(), "float32")
-            return ops.sum(ops.where(active * present > 0, terms, ops.zeros_like(terms)))
+            keep = active if self.loss_normalizer == "expected" else active * present
+            return ops.sum(ops.where(keep > 0, terms, ops.zeros_like(terms)))
         if self.weighting == "dwa":
             weights = ops.convert_to_tensor(self._dwa_weights)
         elif self.weighting == "gradnorm":

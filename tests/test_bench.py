@@ -177,3 +177,31 @@ def test_run_all_regenerates_only_between_markers(tmp_path):
     # Regenerating again is stable (no duplicated blocks).
     run_all.main(["--markdown-only", "--results-dir", str(tmp_path), "--markdown", str(md)])
     assert md.read_text().count("<!-- bench:machine -->") == 1
+
+
+@pytest.mark.slow
+def test_methods_table(tmp_path, capsys):
+    from bench import methods
+
+    result = _run(methods, tmp_path, "--workdir", str(tmp_path / "runs"), "--only", "gates,pcgrad")
+    assert list(result["table"]) == ["hard", "gates", "pcgrad"]  # the reference row comes first
+    assert result["tasks"] == ["topic", "sentiment", "pos"]
+    for key, seeds in result["runs"].items():
+        assert len(seeds) == 1 and seeds[0]["steps"] == 10
+        assert all(0.0 <= v <= 1.0 for v in seeds[0]["dev"].values()), (key, seeds)
+    assert result["table"]["pcgrad"]["seconds_per_step"] > 0
+    text = methods.markdown(result)
+    assert "| loss weighting | PCGrad (Yu et al.) |" in text and "1.00x" in text
+    # a finished run is reused, not trained again
+    again = _run(methods, tmp_path, "--workdir", str(tmp_path / "runs"), "--only", "gates")
+    assert again["runs"]["gates"] == result["runs"]["gates"]
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_methods_unknown_row_lists_the_rows(tmp_path, capsys):
+    from bench import methods
+
+    with pytest.raises(SystemExit):
+        methods.main(["--tiny", "--results-dir", str(tmp_path), "--only", "nope"])
+    err = capsys.readouterr().err
+    assert "unknown row(s) nope" in err and "pcgrad" in err and "annealed" in err

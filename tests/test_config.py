@@ -236,6 +236,18 @@ def test_temperature_must_be_positive(tmp_path):
     assert "train.temperature: temperature must be > 0" in msg
 
 
+def test_bucket_lengths_auto_or_an_increasing_list(tmp_path):
+    assert load_config(write(tmp_path, TINY)).config.train.bucket_lengths == "auto"
+    loaded = load_config(write(tmp_path, TINY + "  bucket_lengths: auto\n  num_buckets: 12\n"))
+    assert loaded.config.train.num_buckets == 12
+    msg = error_of(write(tmp_path, TINY + "  bucket_lengths: [32, 16]\n"))
+    assert "cfg.yaml:14: train.bucket_lengths" in msg and "increasing" in msg, msg
+    msg = error_of(write(tmp_path, TINY + "  bucket_lengths: automatic\n"))
+    assert "train.bucket_lengths" in msg, msg
+    msg = error_of(write(tmp_path, TINY + "  num_buckets: 0\n"))
+    assert "cfg.yaml:14: train.num_buckets" in msg and "greater than or equal to 1" in msg, msg
+
+
 # ------------------------------------------------------------------ --set
 
 

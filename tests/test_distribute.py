@@ -199,6 +199,18 @@ TF_SCRIPT = textwrap.dedent(
             out[kind]["outputs"] = outputs_of(os.path.join(args["root"], kind), fixed_x)
         return out
 
+    @section("train_multi")
+    def _():
+        # two tasks, a tagger, task conditioning: per-task losses normalized by
+        # the expected label weight (the default) decompose over replicas
+        x = dict(fixed_x, task_ids=(np.arange(8) % 2).astype("int32"))
+        out = {}
+        for kind in ("none", "mirrored"):
+            root = os.path.join(args["root"], f"multi-{kind}")
+            out[kind] = train_rows(args["multi_config"], kind, root)
+            out[kind]["outputs"] = outputs_of(root, x)
+        return out
+
     @section("precision")
     def _():
         import glob
@@ -421,6 +433,7 @@ def tf_results(tmp_path_factory):
         # one classification task, no conditioning: every example carries
         # the label, so the per-replica mean losses average to the global one
         "train_config": tiny_config(),
+        "multi_config": tiny_config(("topic", "pos"), "embedding"),
         "precision_config": {**tiny_config(("topic", "pos"), "embedding", precision="mixed_bfloat16"), "name": "bf16"},
     }
     return _run_script(TF_SCRIPT, args, _env(KERAS_BACKEND="tensorflow"), root)
@@ -473,6 +486,26 @@ def test_tf_train_mirrored_matches_none(tf_results):
     assert none["replicas"] == 1 and mirrored["replicas"] == 2
     a, b = _losses(none["rows"]), _losses(mirrored["rows"])
     assert len(a) == len(b) == 2 and set(a[0]) == set(b[0])
+    for ra, rb in zip(a, b):
+        for key in ra:
+            assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)
+    for task in none["outputs"]:
+        assert _close(none["outputs"][task], mirrored["outputs"][task][:8]), task
+
+
+@pytest.mark.slow
+def test_tf_train_mirrored_two_tasks_with_tagging_matches_none(tf_results):
+    """Two tasks (one tagging), task conditioning, mixed batches: with
+    `train.loss_normalizer: expected` (the default) each task's loss is a sum
+    of pre-normalized per-unit terms, which splits exactly across replicas,
+    so `mirrored` equals one device even where the replicas' halves hold
+    different numbers of each task's labels (with `batch`, the per-replica
+    means would be averaged: see docs/distributed.md)."""
+    res = _section(tf_results, "train_multi")
+    none, mirrored = res["none"], res["mirrored"]
+    assert none["replicas"] == 1 and mirrored["replicas"] == 2
+    a, b = _losses(none["rows"]), _losses(mirrored["rows"])
+    assert len(a) == len(b) == 2 and "train_pos_loss" in a[0] and "train_topic_loss" in a[0]
     for ra, rb in zip(a, b):
         for key in ra:
             assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)

@@ -135,6 +135,40 @@ def test_task_loss_metric_skips_steps_without_labels():
     )
 
 
+def expected_losses():
+    return {
+        "a": keras.losses.SparseCategoricalCrossentropy(reduction="sum"),
+        "b": keras.losses.MeanSquaredError(reduction="sum"),
+    }
+
+
+def test_expected_normalizer_logs_every_step_and_keeps_uncertainty_terms():
+    """`loss_normalizer="expected"`: the weights were pre-divided by the
+    expected label weight per batch, so a step without a task's labels is a
+    genuine 0 in the estimate of its mean loss: `<t>_loss` averages every
+    step, and uncertainty keeps the task's `+ s_t` term on that step."""
+    network = toy_network()
+    trainer = MultiTaskTrainer(network, TASKS, expected_losses(), {"a": 1.0, "b": 1.0}, loss_normalizer="expected")
+    trainer.compile(optimizer=keras.optimizers.SGD(0.0))
+    n = 8
+    first = toy_batch(n, seed=1, weight_a=np.full(n, 1 / n), weight_b=np.zeros(n))
+    second = toy_batch(n, seed=2, weight_a=np.full(n, 1 / n), weight_b=np.full(n, 2 / n))
+    one, two = hand_losses(network, first), hand_losses(network, second)
+    history = trainer.fit(dataset([first, second]), epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["a_loss"][0], (one["a"] + two["a"]) / 2, rtol=1e-5)
+    np.testing.assert_allclose(history["b_loss"][0], (0.0 + 2 * two["b"]) / 2, rtol=1e-5)
+
+    unc = MultiTaskTrainer(toy_network(), TASKS, expected_losses(), weighting="uncertainty", loss_normalizer="expected")
+    unc.compile(optimizer=keras.optimizers.SGD(0.0))
+    unc.uncertainty.log_variances.assign(np.array([0.5, -0.25], "float32"))
+    x, y, sw = first
+    expected = hand_losses(unc.network, first)
+    total = float(ops.convert_to_numpy(unc.compute_loss(x, y, unc(x), sw)))
+    np.testing.assert_allclose(total, np.exp(-0.5) * expected["a"] + 0.5 + (-0.25), rtol=1e-5)
+    with pytest.raises(ConfigError, match="loss_normalizer must be"):
+        MultiTaskTrainer(toy_network(), TASKS, expected_losses(), loss_normalizer="mean")
+
+
 def test_nan_in_one_task_shows_in_that_tasks_loss():
     trainer = make_trainer("static")
     x, y, sw = toy_batch(8)

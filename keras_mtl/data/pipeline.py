@@ -247,6 +247,37 @@ def _task_elements(split, tasks, task_index, conditioning):
     return elem
 
 
+def _mean_units(split, tasks, task_index, conditioning):
+    """[T]: the mean total label weight per example of one task's dataset,
+    for every task (labelled tokens for tagging, examples for the others,
+    class weights included): what `_task_elements` puts in `w/<task>`."""
+    own = tasks[task_index].name
+    idx = split.indices(own)
+    out = []
+    for task in tasks:
+        name = task.name
+        if conditioning != "none" and name != own:
+            out.append(0.0)
+            continue
+        w = split.weights[name][idx]
+        if task.type == "tagging":
+            w = np.asarray([float((split.labels[name][i] >= 0).sum()) for i in idx], np.float64) * w
+        out.append(float(np.mean(w)) if len(idx) else 0.0)
+    return np.asarray(out, np.float64)
+
+
+def _inverse(x):
+    return np.where(x > 0, 1.0 / np.where(x > 0, x, 1.0), 0.0).astype(np.float32)
+
+
+def _scale_weights(element, factors, tasks):
+    out = dict(element)
+    for t, task in enumerate(tasks):
+        key = f"w/{task.name}"
+        out[key] = element[key] * factors[t]
+    return out
+
+
 def _dense_rows(element):
     # A slice of a ragged tensor is a ragged_rank-0 RaggedTensor: take its values.
     return {k: v.flat_values if isinstance(v, tf.RaggedTensor) else v for k, v in element.items()}
@@ -264,6 +295,21 @@ def _to_model_inputs(batch, tasks, pad_id):
 def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, seed=0, steps_per_epoch=None):
     """The infinite, mixed, bucketed training dataset.
 
+    With `train.loss_normalizer: expected` the sample weights are divided by
+    the EXPECTED label weight of task t in a batch, B x u_t, where u_t is the
+    mean label weight (labelled tokens for tagging, examples otherwise) of a
+    drawn example under the epoch's sampling probabilities (in `per_task`
+    batch mode: of an example of the batch's task). The loss is then
+    `sum(w l)` (`loss_for(task, "expected")`): every labelled example or
+    token weighs the same whatever else its batch holds, so length bucketing
+    and task mixing do not reweight them (T5's constant loss-normalizing
+    factor). B is the global batch: under tf.distribute each replica's sum
+    over its part is its share of the global sum (Keras leaves "sum" losses
+    unscaled and sums the replicas' gradients), so the per-task losses and
+    gradients are those of one device. With `batch` the weights are left as
+    they are and the loss is the mean over the batch's labelled units
+    (`mean_with_sample_weight`).
+
     Returns (dataset, sizes, schedule): `sizes` are the per-task example
     counts and `schedule` the [epochs, tasks] sampling probabilities used.
     """
@@ -274,10 +320,16 @@ def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, s
     )
     lengths = training_bucket_lengths(split, tasks, train_cfg, max_length)
     per_task_batches = train_cfg.batch_mode == "per_task"
+    expected = getattr(train_cfg, "loss_normalizer", "batch") == "expected"
+    loss_batch = train_cfg.batch_size
+    units = np.stack([_mean_units(split, tasks, i, conditioning) for i in present])  # [sources, T]
     datasets = []
-    for i in present:
+    for k, i in enumerate(present):
         ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, conditioning))
         ds = ds.map(_dense_rows)
+        if expected and per_task_batches:  # a batch holds one source task's examples
+            factors = tf.constant(_inverse(loss_batch * units[k]))
+            ds = ds.map(lambda e, f=factors: _scale_weights(e, f, tasks))
         # repeat, then shuffle with a fixed order: every iterator over this
         # dataset yields the same stream (Keras makes an extra iterator under
         # a tf.distribute strategy; a reshuffling seeded shuffle would give
@@ -299,6 +351,15 @@ def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, s
         mixed = datasets[0]
     else:
         mixed = tf.data.Dataset.sample_from_datasets(datasets, weights=weights, seed=seed)
+    if expected and not per_task_batches:
+        # [epochs, T]: 1 / (B x expected label weight per drawn example)
+        factor_table = tf.constant(_inverse(loss_batch * (np.asarray(schedule, np.float64) @ units)))
+
+        def scale_at(element, i):
+            epoch = tf.minimum(tf.cast(i // draws_per_epoch, tf.int32), last)
+            return _scale_weights(element, factor_table[epoch], tasks)
+
+        mixed = tf.data.Dataset.zip(mixed, tf.data.Dataset.range(2**62)).map(scale_at)
     batched = mixed if per_task_batches else _bucketed(mixed, lengths, train_cfg.batch_size, pad_id)
     batched = batched.map(lambda b: _to_model_inputs(b, tasks, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
     return batched.prefetch(tf.data.AUTOTUNE), sizes, schedule

@@ -1,5 +1,6 @@
 """Encoded splits -> the batches model.fit sees (structure, weights, buckets)."""
 
+import itertools
 import random
 
 import numpy as np
@@ -12,7 +13,10 @@ from keras_mtl.data.pipeline import (
     encode_labels,
     encode_split,
     eval_batches,
+    example_draw_weights,
+    optimal_bucket_lengths,
     train_dataset,
+    training_bucket_lengths,
 )
 from keras_mtl.data.tokenize import RESERVED, TextEncoder, encode_texts, make_tokenizer
 
@@ -37,7 +41,8 @@ def make_config(**train):
             {"name": "sentiment", "type": "classification", "data": demo("sentiment")},
         ],
         "model": {"max_sequence_length": MAX_LEN},
-        "train": {"batch_size": BATCH, "bucket_lengths": BUCKETS, "epochs": 1, **train},
+        # raw 0/1 label weights unless a test asks for the expected normalizer
+        "train": {"batch_size": BATCH, "bucket_lengths": BUCKETS, "epochs": 1, "loss_normalizer": "batch", **train},
     }).config
 
 
@@ -119,6 +124,61 @@ def test_bucket_lengths():
     assert bucket_lengths([16, 32, 64, 128], 48) == [16, 32, 48]
     assert bucket_lengths([16, 24], 24) == [16, 24]
     assert bucket_lengths([8], 16) == [8, 16]
+
+
+def test_bucket_lengths_auto_is_a_grid_every_8_outside_training():
+    assert bucket_lengths("auto", 30) == [8, 16, 24, 30]
+    assert bucket_lengths("auto", 8) == [8]
+
+
+def _padding(buckets, lengths, weights):
+    return sum(w * (min(b for b in buckets if b >= n) - n) for n, w in zip(lengths, weights))
+
+
+def _brute_force(lengths, weights, k, max_length):
+    values = sorted({n for n in lengths if n < max_length})
+    options = (list(c) + [max_length] for r in range(k) for c in itertools.combinations(values, r))
+    return min(_padding(b, lengths, weights) for b in options)
+
+
+def test_optimal_bucket_lengths_equal_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        max_length = int(rng.integers(2, 20))
+        k = int(rng.integers(1, 5))
+        lengths = rng.integers(1, max_length + 1, int(rng.integers(1, 15))).tolist()
+        weights = rng.random(len(lengths)).tolist()
+        got = optimal_bucket_lengths(lengths, weights, k, max_length)
+        assert len(got) <= k and got[-1] == max_length and got == sorted(set(got)), (got, k)
+        assert _padding(got, lengths, weights) == pytest.approx(_brute_force(lengths, weights, k, max_length), abs=1e-9)
+
+
+def test_optimal_bucket_lengths_edge_cases():
+    # every example at max length, or one bucket: just max_length
+    assert optimal_bucket_lengths([16, 16], [1, 1], 4, 16) == [16]
+    assert optimal_bucket_lengths([3, 9], [1, 1], 1, 16) == [16]
+    # as many buckets as distinct lengths: no padding at all
+    assert optimal_bucket_lengths([3, 5, 9, 3], [1, 1, 1, 1], 4, 16) == [3, 5, 9, 16]
+    # lengths above max_length count as max_length (truncated)
+    assert optimal_bucket_lengths([40, 2], [1, 1], 2, 16) == [2, 16]
+    # weight moves the boundary: a heavy length gets its own bucket
+    assert optimal_bucket_lengths([4, 5, 6, 12], [1, 1, 100, 1], 2, 16) == [6, 16]
+
+
+def test_training_bucket_lengths_auto_weights_examples_by_sampling(split):
+    config = make_config(bucket_lengths="auto", num_buckets=3, sampling="uniform")
+    buckets = training_bucket_lengths(split, config.tasks, config.train, MAX_LEN)
+    assert len(buckets) <= 3 and buckets[-1] == MAX_LEN
+    # uniform sampling: each task's examples share 1/3 of the draws
+    weights = example_draw_weights(split, config.tasks, [1 / 3] * 3)
+    assert weights.sum() == pytest.approx(1.0)
+    lengths = [len(ids) for ids in split.token_ids]
+    assert buckets == optimal_bucket_lengths(lengths, weights, 3, MAX_LEN)
+    # a configured list is used as given
+    assert training_bucket_lengths(split, CONFIG.tasks, CONFIG.train, MAX_LEN) == [8, MAX_LEN]
+    # and the training stream pads to exactly those lengths
+    out, _, _ = batches(split, "none", n=20, config=config)
+    assert {x["token_ids"].shape[1] for x, _, _ in out} <= set(buckets)
 
 
 def test_batch_structure_without_conditioning(split):
@@ -230,7 +290,7 @@ def test_single_task_dataset(split):
     config = config_from_dict({
         "name": "one",
         "tasks": [{"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 5}}],
-        "train": {"batch_size": 4, "bucket_lengths": BUCKETS},
+        "train": {"batch_size": 4, "bucket_lengths": BUCKETS, "loss_normalizer": "batch"},
     }).config
     ds, sizes, schedule = train_dataset(split, config.tasks, config.train, MAX_LEN, "none", pad_id=PAD_ID)
     assert sizes == [len(split.indices("topic"))]
@@ -270,3 +330,58 @@ def test_balanced_class_weights_formula():
     np.testing.assert_allclose(w, [5 / (2 * 2), 5 / (2 * 3)], rtol=1e-6)
     # A class never seen gets weight 0 instead of dividing by zero.
     np.testing.assert_allclose(balanced_class_weights(labels, has, 3)[2], 0.0)
+
+
+def _label_weight(sw):
+    return {k: float(v.sum()) for k, v in sw.items()}
+
+
+def test_expected_normalizer_weights_sum_to_one_per_batch_on_average(split):
+    """`loss_normalizer: expected`: sample weights are divided by the expected
+    label weight per batch, so sum(w) per task averages 1 over batches (a
+    batch with more of a task's labels than average weighs more, not each
+    label less), and each unit's weight is the same constant everywhere."""
+    raw_cfg = make_config(loss_normalizer="batch", bucket_lengths="auto", num_buckets=2)
+    exp_cfg = make_config(loss_normalizer="expected", bucket_lengths="auto", num_buckets=2)
+    raw, _, _ = batches(split, "none", n=300, config=raw_cfg)
+    exp, _, _ = batches(split, "none", n=300, config=exp_cfg)
+    for task in ("topic", "pos", "sentiment"):
+        totals = [_label_weight(sw)[task] for _, _, sw in exp]
+        assert np.mean(totals) == pytest.approx(1.0, rel=0.08), task
+        # the same stream, every unit scaled by one constant
+        ratios = {
+            float(e) / float(r)
+            for (_, _, swr), (_, _, swe) in zip(raw, exp)
+            for r, e in zip(swr[task].ravel(), swe[task].ravel())
+            if r > 0
+        }
+        assert max(ratios) == pytest.approx(min(ratios), rel=1e-4), (task, min(ratios), max(ratios))
+
+
+def test_expected_normalizer_per_task_batches(split):
+    # per_task batches: a batch of task t has sum(w_t) = 1 on average
+    cfg = make_config(loss_normalizer="expected", batch_mode="per_task")
+    out, _, _ = batches(split, "per_task", n=150, config=cfg)
+    by_task = {}
+    for x, _, sw in out:
+        own = int(x["task_ids"][0])
+        by_task.setdefault(own, []).append(_label_weight(sw)[CONFIG.tasks[own].name])
+    assert len(by_task) == 3
+    for own, totals in by_task.items():
+        assert np.mean(totals) == pytest.approx(1.0, rel=0.08), own
+
+
+def test_loss_for_normalizers():
+    import keras
+
+    from keras_mtl.model import loss_for
+
+    task = CONFIG.task("topic")
+    y, p = np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    w = np.array([0.5, 0.0], np.float32)
+    ce = -np.log(0.9)
+    assert float(loss_for(task, "batch")(y, p, sample_weight=w)) == pytest.approx(ce, rel=1e-5)
+    assert float(loss_for(task, "expected")(y, p, sample_weight=w)) == pytest.approx(0.5 * ce, rel=1e-5)
+    assert isinstance(loss_for(task), keras.losses.SparseCategoricalCrossentropy)
+    with pytest.raises(ValueError, match="normalizer must be"):
+        loss_for(task, "mean")

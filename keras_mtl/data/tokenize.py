@@ -19,18 +19,43 @@ def task_token(name):
     return f"[TASK:{name}]"
 
 
+# Vocabularies computed in this process, by a digest of their inputs:
+# `compare`, `search` and `bench/methods.py` train many runs on the same
+# texts, and computing a WordPiece vocabulary is most of a run's data time.
+_VOCABULARY_MEMO = {}
+_VOCABULARY_MEMO_SIZE = 4
+
+
 def compute_vocabulary(texts, vocabulary_size, lowercase=True, task_names=()):
-    """A WordPiece vocabulary computed from training texts (keras-hub)."""
+    """A WordPiece vocabulary computed from training texts (keras-hub).
+
+    The same inputs in the same process give the same vocabulary without
+    computing it again (a small in-memory memo keyed by a digest of the texts
+    and settings).
+    """
+    import hashlib
+
     import keras_hub
 
+    texts = list(texts)
     reserved = RESERVED + [task_token(t) for t in task_names]
-    ds = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024)
-    return keras_hub.tokenizers.compute_word_piece_vocabulary(
+    digest = hashlib.sha256()
+    for part in (str(vocabulary_size), str(bool(lowercase)), *reserved, "\0", *texts):
+        digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    key = digest.hexdigest()
+    if key in _VOCABULARY_MEMO:
+        return list(_VOCABULARY_MEMO[key])
+    ds = tf.data.Dataset.from_tensor_slices(texts).batch(1024)
+    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
         ds,
         vocabulary_size=vocabulary_size,
         lowercase=lowercase,
         reserved_tokens=reserved,
     )
+    while len(_VOCABULARY_MEMO) >= _VOCABULARY_MEMO_SIZE:
+        _VOCABULARY_MEMO.pop(next(iter(_VOCABULARY_MEMO)))
+    _VOCABULARY_MEMO[key] = list(vocabulary)
+    return vocabulary
 
 
 def make_tokenizer(vocabulary, lowercase=True):

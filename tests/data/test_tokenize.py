@@ -156,3 +156,29 @@ def test_make_encoder_uses_the_vocabulary_ids():
     enc = make_encoder(vocab + ["cat"], model_cfg)
     assert (enc.pad_id, enc.unk_id, enc.cls_id, enc.max_length) == (2, 3, 4, 8)
     assert encode(enc, ["cat dog"])["token_ids"] == [[4, 5, 3]]
+
+
+def test_compute_vocabulary_is_memoized_by_its_inputs(monkeypatch):
+    import keras_hub
+
+    from keras_mtl.data import tokenize
+
+    calls = []
+    real = keras_hub.tokenizers.compute_word_piece_vocabulary
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["vocabulary_size"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras_hub.tokenizers, "compute_word_piece_vocabulary", counting)
+    monkeypatch.setattr(tokenize, "_VOCABULARY_MEMO", {})
+    texts = ["the cat sat", "a dog sat", "the unbelievable dog"]
+    first = tokenize.compute_vocabulary(texts, 40, True, ["t"])
+    again = tokenize.compute_vocabulary(list(texts), 40, True, ["t"])
+    assert again == first and len(calls) == 1
+    again.append("mutated")  # callers get a copy
+    assert tokenize.compute_vocabulary(texts, 40, True, ["t"]) == first
+    tokenize.compute_vocabulary(texts + ["new text"], 40, True, ["t"])
+    tokenize.compute_vocabulary(texts, 41, True, ["t"])
+    tokenize.compute_vocabulary(texts, 40, True, ["u"])
+    assert len(calls) == 4

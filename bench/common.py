@@ -258,19 +258,29 @@ def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), condi
 
 
 def build_compiled(loaded, total_steps=1000):
-    """The keras-mtl model of `loaded`, compiled exactly as keras_mtl.train compiles it."""
+    """The keras-mtl model of `loaded`, wrapped and compiled exactly as
+    keras_mtl.train does it: the functional network inside a
+    `MultiTaskTrainer` (per-task losses with the config's normalizer and
+    loss weighting), AdamW with the same schedule and clipping.
+
+    The trainer's `network` attribute is the plain functional model."""
     from keras_mtl.model import build_model, loss_for
     from keras_mtl.train import make_optimizer
+    from keras_mtl.trainer import MultiTaskTrainer
 
     cfg = loaded.config
     classes = {t.name: DEMO_CLASSES[t.name] for t in cfg.tasks}
-    model = build_model(cfg, classes, cfg.model.vocabulary_size)
-    model.compile(
-        optimizer=make_optimizer(cfg.train, total_steps),
-        loss={t.name: loss_for(t) for t in cfg.tasks},
-        loss_weights={t.name: t.loss_weight for t in cfg.tasks},
-        jit_compile=cfg.train.jit_compile,
+    network = build_model(cfg, classes, cfg.model.vocabulary_size)
+    model = MultiTaskTrainer(
+        network,
+        cfg.task_names,
+        {t.name: loss_for(t, cfg.train.loss_normalizer) for t in cfg.tasks},
+        {t.name: t.loss_weight for t in cfg.tasks},
+        weighting=cfg.train.loss_weighting,
+        seed=cfg.seed,
+        loss_normalizer=cfg.train.loss_normalizer,
     )
+    model.compile(optimizer=make_optimizer(cfg.train, total_steps), jit_compile=cfg.train.jit_compile)
     return model
 
 

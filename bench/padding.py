@@ -176,7 +176,8 @@ def main(argv=None):
         run.write()
         return 0
     from keras_mtl.data.load import load_task_data
-    from keras_mtl.data.pipeline import bucket_lengths, encode_split, training_bucket_lengths
+    from keras_mtl.data.buckets import bucket_lengths, training_bucket_lengths
+    from keras_mtl.data.pipeline import encode_split
     from keras_mtl.data.tokenize import compute_vocabulary, load_vocabulary, make_encoder
 
     run.say(f"== {NAME}: {config_path}, {batches_n} batches of {cfg.train.batch_size}")

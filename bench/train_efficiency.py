@@ -47,7 +47,7 @@ def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks
     keras.utils.set_random_seed(0)
     loaded = common.bench_config(encoder, seq, batch, tasks=tasks, conditioning=conditioning, jit=jit)
     model = common.build_compiled(loaded)
-    n_emb = sum(int(np.prod(w.shape)) for w in model.get_layer("embedding").weights)
+    n_emb = sum(int(np.prod(w.shape)) for w in model.network.get_layer("embedding").weights)
     n_total = int(model.count_params())
     total_steps = 1 + warmup + steps
     x, y, sw = common.random_batches(batch * total_steps, seq, encoder["vocabulary_size"], tasks=tasks, full=True)

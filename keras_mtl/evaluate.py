@@ -9,7 +9,8 @@ metrics of `keras_mtl.metrics` computed on label strings.
 import numpy as np
 
 from keras_mtl import metrics as metrics_lib
-from keras_mtl.data.pipeline import bucket_lengths, eval_batches
+from keras_mtl.data.buckets import bucket_lengths
+from keras_mtl.data.pipeline import eval_batches
 from keras_mtl.model import encodes_per_task
 
 

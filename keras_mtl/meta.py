@@ -73,7 +73,7 @@ def _vocabulary(config, data):
 
 
 def _lengths(config):
-    from keras_mtl.data.pipeline import bucket_lengths
+    from keras_mtl.data.buckets import bucket_lengths
 
     return bucket_lengths(config.train.bucket_lengths, config.model.max_sequence_length)
 

@@ -76,10 +76,20 @@ def load_tokenizer(model_cfg):
     return _tokenizer(model_cfg.preset)
 
 
+# Backbone layers keras-mtl never reads: the heads pool the token states
+# themselves, so BERT's pooler gets no gradient (Keras warns "Gradients do not
+# exist for variables ['pooled_dense/kernel', ...]"). They are frozen.
+UNUSED_BACKBONE_LAYERS = ("pooled_dense",)
+
+
 def load_backbone(model_cfg):
     import keras_hub
 
-    return _load(keras_hub.models.Backbone.from_preset, model_cfg, "backbone")
+    backbone = _load(keras_hub.models.Backbone.from_preset, model_cfg, "backbone")
+    for layer in backbone.layers:
+        if layer.name in UNUSED_BACKBONE_LAYERS:
+            layer.trainable = False
+    return backbone
 
 
 def preset_vocabulary(model_cfg):

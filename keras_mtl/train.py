@@ -17,7 +17,8 @@ from keras_mtl import __version__
 from keras_mtl.callbacks import PerTaskEvaluation, TaskNaNGuard
 from keras_mtl.config import LoadedConfig, load_config
 from keras_mtl.data.load import load_task_data
-from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset, training_bucket_lengths
+from keras_mtl.data.buckets import training_bucket_lengths
+from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
 from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
 from keras_mtl.errors import KerasMTLError
 from keras_mtl.evaluate import evaluate_split, report_markdown

@@ -165,6 +165,18 @@ def _rel(text):
         return text
 
 
+def missing_data_files(config):
+    """The data files a config names that do not exist (sorted): a benchmark
+    on real data skips, saying which, where `../shared` is absent."""
+    missing = []
+    for task in config.tasks:
+        for split in ("train", "dev", "test"):
+            value = getattr(task.data, split)
+            if isinstance(value, str) and ("/" in value or os.sep in value) and not Path(value).exists():
+                missing.append(value)
+    return sorted(set(missing))
+
+
 def median(values):
     return statistics.median(values) if values else None
 
@@ -259,29 +271,15 @@ def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), condi
 
 def build_compiled(loaded, total_steps=1000):
     """The keras-mtl model of `loaded`, wrapped and compiled exactly as
-    keras_mtl.train does it: the functional network inside a
-    `MultiTaskTrainer` (per-task losses with the config's normalizer and
-    loss weighting), AdamW with the same schedule and clipping.
-
-    The trainer's `network` attribute is the plain functional model."""
-    from keras_mtl.model import build_model, loss_for
-    from keras_mtl.train import make_optimizer
-    from keras_mtl.trainer import MultiTaskTrainer
+    keras_mtl.train does it (`keras_mtl.train.compiled_trainer`: the
+    functional network inside a `MultiTaskTrainer`). The trainer's `network`
+    attribute is the plain functional model."""
+    from keras_mtl.model import build_model
+    from keras_mtl.train import compiled_trainer
 
     cfg = loaded.config
     classes = {t.name: DEMO_CLASSES[t.name] for t in cfg.tasks}
-    network = build_model(cfg, classes, cfg.model.vocabulary_size)
-    model = MultiTaskTrainer(
-        network,
-        cfg.task_names,
-        {t.name: loss_for(t, cfg.train.loss_normalizer) for t in cfg.tasks},
-        {t.name: t.loss_weight for t in cfg.tasks},
-        weighting=cfg.train.loss_weighting,
-        seed=cfg.seed,
-        loss_normalizer=cfg.train.loss_normalizer,
-    )
-    model.compile(optimizer=make_optimizer(cfg.train, total_steps), jit_compile=cfg.train.jit_compile)
-    return model
+    return compiled_trainer(build_model(cfg, classes, cfg.model.vocabulary_size), cfg, total_steps)
 
 
 def random_batches(n, seq, vocab, tasks=("topic", "sentiment", "pos"), full=True, seed=0, task_ids=False):

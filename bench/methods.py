@@ -177,14 +177,11 @@ def main(argv=None):
     try:
         cfg = _loaded(str(config_path), budget).config
     except KerasMTLError as e:
-        run.say(f"== {NAME}: SKIPPED: {e}")
-        run.result["skipped"] = str(e)
-        run.write()
-        return 0
-    missing = [v for t in cfg.tasks for v in (t.data.train, t.data.dev, t.data.test)
-               if isinstance(v, str) and os.sep in v and not Path(v).exists()]
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    missing = common.missing_data_files(cfg)
     if missing:
-        msg = f"data files absent ({', '.join(sorted(set(missing))[:3])}); nothing measured"
+        msg = f"data files absent ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); nothing measured"
         run.say(f"== {NAME}: SKIPPED: {msg}")
         run.result["skipped"] = msg
         run.write()

@@ -46,16 +46,6 @@ TARGET_PCT = 10.0
 DEFAULT_CONFIG = common.ROOT / "configs" / "glue_conll.yaml"
 
 
-def missing_files(config):
-    missing = []
-    for task in config.tasks:
-        for split in ("train", "dev", "test"):
-            value = getattr(task.data, split)
-            if isinstance(value, str) and ("/" in value or os.sep in value) and not Path(value).exists():
-                missing.append(value)
-    return sorted(set(missing))
-
-
 def draw_lengths(encoded, config, pad_id, bucket_lengths, batches):
     """[(padded length, [example lengths])] for `batches` batches of the real pipeline."""
     import numpy as np
@@ -168,7 +158,7 @@ def main(argv=None):
     loaded = load_config(config_path)
     cfg = loaded.config
     run.result["config"] = common._rel(str(config_path))
-    missing = missing_files(cfg)
+    missing = common.missing_data_files(cfg)
     if missing:
         msg = f"data files absent ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); nothing measured"
         run.say(f"== {NAME}: SKIPPED: {msg}")

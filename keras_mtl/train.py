@@ -52,6 +52,31 @@ def make_optimizer(train_cfg, total_steps):
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=train_cfg.weight_decay, clipnorm=1.0)
 
 
+def compiled_trainer(network, config, total_steps):
+    """`network` inside a `MultiTaskTrainer`, compiled as `train` compiles it.
+
+    The trainer computes sum_t lambda_t L_t with the configured loss
+    weighting and normalizer and logs the per-task losses; AdamW with warmup,
+    cosine decay and clipping (of the global gradient under `mirrored`).
+    Call it inside the distribution's scope.
+    """
+    from keras_mtl import distribute
+    from keras_mtl.trainer import MultiTaskTrainer
+
+    model = MultiTaskTrainer(
+        network,
+        config.task_names,
+        {t.name: loss_for(t, config.train.loss_normalizer) for t in config.tasks},
+        {t.name: t.loss_weight for t in config.tasks},
+        weighting=config.train.loss_weighting,
+        seed=config.seed,
+        loss_normalizer=config.train.loss_normalizer,
+    )
+    optimizer = distribute.adapt_optimizer(make_optimizer(config.train, total_steps), config.train)
+    model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+    return model
+
+
 def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     """Train the multi-task model of `config` into `workdir`.
 
@@ -67,7 +92,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     """
     from keras_mtl import distribute
 
-    from keras_mtl.trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
+    from keras_mtl.trainer import LossWeightLogger, check_weighting_supported
 
     loaded = _as_loaded(config, overrides)
     config = loaded.config
@@ -123,19 +148,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
 
             backbone = load_backbone(config.model)
         network = build_model(config, data.classes, len(vocabulary), backbone=backbone)
-        # The trainer computes sum_t lambda_t L_t with the configured weighting
-        # and logs per-task losses over the steps that had each task's labels.
-        model = MultiTaskTrainer(
-            network,
-            config.task_names,
-            {t.name: loss_for(t, config.train.loss_normalizer) for t in config.tasks},
-            {t.name: t.loss_weight for t in config.tasks},
-            weighting=config.train.loss_weighting,
-            seed=config.seed,
-            loss_normalizer=config.train.loss_normalizer,
-        )
-        optimizer = distribute.adapt_optimizer(make_optimizer(config.train, epochs * steps), config.train)
-        model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+        model = compiled_trainer(network, config, epochs * steps)
         if resumed_epoch:
             model.loss_history = _loss_history(files.metrics_csv, config.task_names, resumed_epoch)
 

@@ -82,8 +82,20 @@ MATMUL_TYPES = ("MatMul", "_FusedMatMul", "BatchMatMul", "BatchMatMulV2", "Batch
 VARIABLE_TYPES = ("ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp", "VarHandleOp")
 
 
+def base_op_type(op_type):
+    """The op type without oneDNN's rewrite prefix (`_MklBatchMatMulV2` ->
+    `BatchMatMulV2`, `_MklFusedMatMul` -> `_FusedMatMul`): on CPUs with
+    AVX-512 TensorFlow runs most ops as their `_Mkl` / `_MklNative` forms."""
+    for prefix in ("_MklNative", "_Mkl"):
+        if op_type.startswith(prefix):
+            op_type = op_type[len(prefix):]
+            return "_" + op_type if op_type.startswith("Fused") else op_type
+    return op_type
+
+
 def op_category(op_name, op_type):
     """The piece of the model a TensorFlow op belongs to, from its type and name scope."""
+    op_type = base_op_type(op_type)
     low = op_name.lower()
     if op_type in MATMUL_TYPES:
         return "matmuls (dense + attention)"

@@ -51,6 +51,9 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=
         # JAX exports are traced at one fixed length (jax2tf cannot bound a symbolic one).
         shape = None if fixed_length is None else [None, fixed_length]
         ids = enc["token_ids"].to_tensor(default_value=pad_id, shape=shape)
+        # An empty request batch ([0] texts) gives [0, 0] ids: pad to length 1
+        # so that [CLS] pooling has a position to read (every text has one).
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]], constant_values=pad_id)
         batch = tf.shape(ids)[0]
         length = tf.shape(ids)[1]
         inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}

@@ -58,6 +58,10 @@ def test_op_category():
     from bench.train_efficiency import op_category
 
     assert op_category("model/encoder_0/x/Tensordot/MatMul", "MatMul") == "matmuls (dense + attention)"
+    # oneDNN's rewritten forms (CPUs with AVX-512)
+    assert op_category("model/encoder_0/x/MatMul", "_MklBatchMatMulV2") == "matmuls (dense + attention)"
+    assert op_category("model/encoder_0/x/MatMul", "_MklFusedMatMul") == "matmuls (dense + attention)"
+    assert op_category("model/encoder_0/attention/transpose", "_MklTranspose").startswith("transposes")
     assert op_category("gradient_tape/m/encoder_0/self_attention_layer/softmax/mul", "Mul") == "softmax"
     assert op_category("adam_w/clip_by_norm_2/Select_1", "Select") == "optimizer (AdamW, clipnorm)"
     assert op_category("m/encoder_0/feedforward_layer_norm/mul", "Mul") == "layer norms"

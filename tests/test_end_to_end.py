@@ -99,7 +99,12 @@ SERVE_SCRIPT = textwrap.dedent(
         loaded = tf.saved_model.load(version_dir)
         fn = loaded.signatures["serving_default"]
         out = fn(text=tf.constant(request["texts"], dtype=tf.string))
+        try:  # TF Serving passes an empty "instances" list through as a [0] batch
+            empty = {k: list(v.shape) for k, v in fn(text=tf.constant([], dtype=tf.string)).items()}
+        except Exception as e:  # noqa: BLE001 - reported to the test
+            empty = f"{type(e).__name__}: {str(e)[:500]}"
         result[version_dir] = {
+            "empty_batch_shapes": empty,
             "outputs": {k: plain(v.numpy().tolist()) for k, v in out.items()},
             "dtypes": {k: v.dtype.name for k, v in out.items()},
             "signatures": sorted(loaded.signatures),
@@ -279,6 +284,13 @@ def test_export_versions_and_keep(e2e):
 def test_no_tmp_dirs_remain(e2e, cond):
     base = e2e["runs"][cond]["base"]
     assert not [p for p in base.iterdir() if p.name.startswith(".tmp-")]
+
+
+@pytest.mark.parametrize("cond", CONDITIONINGS)
+def test_empty_batch_gives_empty_outputs(e2e, cond):
+    shapes = e2e["runs"][cond]["served"]["empty_batch_shapes"]
+    assert isinstance(shapes, dict), f"an empty batch failed in the signature: {shapes}"
+    assert shapes and all(shape[0] == 0 for shape in shapes.values()), shapes
 
 
 def test_served_without_keras_or_keras_mtl(e2e):

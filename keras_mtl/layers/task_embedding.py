@@ -19,7 +19,10 @@ class TaskEmbedding(keras.layers.Layer):
         hidden_dim: int. Size of each task vector (the model width).
         mode: str. `"add"` or `"prepend"`. Defaults to `"add"`.
         embeddings_initializer: initializer of the task vectors. Defaults to
-            `"glorot_uniform"`.
+            `TruncatedNormal(stddev=0.02)` (BERT's scale for its segment and
+            position tables): small next to the token embeddings, so a task
+            vector added at every position does not drown the text at the
+            start of training.
 
     Example:
     ```python
@@ -31,7 +34,7 @@ class TaskEmbedding(keras.layers.Layer):
         - [Liu et al., 2019, Multi-Task Deep Neural Networks for NLU](https://arxiv.org/abs/1901.11504)
     """
 
-    def __init__(self, num_tasks, hidden_dim, mode="add", embeddings_initializer="glorot_uniform", **kwargs):
+    def __init__(self, num_tasks, hidden_dim, mode="add", embeddings_initializer=None, **kwargs):
         super().__init__(**kwargs)
         if num_tasks < 1:
             raise ValueError(f"num_tasks must be >= 1. Received: num_tasks={num_tasks}")
@@ -40,6 +43,8 @@ class TaskEmbedding(keras.layers.Layer):
         self.num_tasks = num_tasks
         self.hidden_dim = hidden_dim
         self.mode = mode
+        if embeddings_initializer is None:
+            embeddings_initializer = keras.initializers.TruncatedNormal(stddev=0.02)
         self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
     def build(self, inputs_shape, task_ids_shape=None):

@@ -6,8 +6,9 @@ Every script:
 * prints its figures and its target (met / MISSED);
 * writes `<results-dir>/<name>.json` with the figures, the target, the
   machine (CPU model, cores, versions) and `os.getloadavg()` at start and
-  end (a load average above the core count means other processes shared
-  the machine, and every absolute figure is pessimistic);
+  end (a benchmark's own threads keep the load near the core count; above
+  `busy_load(cores)` other processes shared the machine, and every absolute
+  figure is pessimistic);
 * exposes `markdown(result) -> str`, the table `run_all.py` pastes into
   BENCHMARKS.md.
 """
@@ -143,6 +144,17 @@ class Run:
         self.say(f"wrote {_rel(str(path))} ({self.result['seconds']:.0f} s, load average {self.result['loadavg_end'][0]:.2f})")
         return path
 
+    def skipped_for_missing_data(self, config):
+        """True (and a result saying why is written) when the config's data files are absent."""
+        missing = missing_data_files(config)
+        if not missing:
+            return False
+        msg = f"data files absent ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); nothing measured"
+        self.say(f"== {self.name}: SKIPPED: {msg}")
+        self.result["skipped"] = msg
+        self.write()
+        return True
+
 
 def _jsonable(x):
     try:
@@ -225,10 +237,20 @@ def targets_table(result):
     return md_table(["figure", "measured", "target", "status"], rows) if rows else ""
 
 
+def busy_load(cores):
+    """The load average above which other processes shared the machine.
+
+    A benchmark's own threads (TensorFlow's intra- and inter-op pools) keep
+    the 1-minute load average near the core count on an otherwise idle
+    machine, so one core's worth above it is the threshold.
+    """
+    return cores + 1
+
+
 def load_note(result):
     cores = result["machine"]["cores"] or 1
     load = max(result["loadavg_start"][0], result.get("loadavg_end", [0])[0])
-    if load > cores:
+    if load > busy_load(cores):
         return (
             f"Load average {load:.1f} on {cores} cores during the run: other processes shared the CPU, "
             "so absolute figures are pessimistic; the ratios are measured within the run."
@@ -254,7 +276,8 @@ GLUE_CONLL = {"hidden_dim": 128, "num_layers": 2, "num_heads": 4, "intermediate_
 TINY = {"hidden_dim": 32, "num_layers": 1, "num_heads": 2, "intermediate_dim": 64, "vocabulary_size": 500}
 
 
-def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), conditioning="none", dropout=0.1, jit="auto"):
+def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), conditioning="none", dropout=0.1, jit="auto",
+                 precision="float32"):
     """A validated keras-mtl config (demo-format data, never read) for a benchmark model."""
     from keras_mtl.config import config_from_dict
 
@@ -264,7 +287,7 @@ def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), condi
             {"name": t, "type": DEMO_TYPES[t], "data": {"format": "demo", "kind": t, "train": 10}} for t in tasks
         ],
         "model": {**encoder, "max_sequence_length": seq, "dropout": dropout, "task_conditioning": conditioning},
-        "train": {"batch_size": batch, "epochs": 1, "jit_compile": jit, "bucket_lengths": [seq]},
+        "train": {"batch_size": batch, "epochs": 1, "jit_compile": jit, "bucket_lengths": [seq], "precision": precision},
     }
     return config_from_dict(raw)
 
@@ -277,8 +300,11 @@ def build_compiled(loaded, total_steps=1000):
     from keras_mtl.model import build_model
     from keras_mtl.train import compiled_trainer
 
+    import keras
+
     cfg = loaded.config
     classes = {t.name: DEMO_CLASSES[t.name] for t in cfg.tasks}
+    keras.mixed_precision.set_global_policy(cfg.train.precision)  # as keras_mtl.train.train does
     return compiled_trainer(build_model(cfg, classes, cfg.model.vocabulary_size), cfg, total_steps)
 
 

@@ -1,12 +1,18 @@
 """Machine limit: float32 matmul GFLOP/s in the Keras backend under test, and in numpy.
 
-    python bench/machine.py [--tiny]
+    python bench/machine.py [--tiny] [--no-bf16]
 
 Square float32 matmuls (1024, 2048) through `keras.ops.matmul` on the active
 backend (KERAS_BACKEND, default tensorflow) and `numpy.matmul`; each size is
 timed as a loop of matmuls, best of several repeats; a matmul of n x n by
 n x n is 2 n^3 FLOPs. The best rate is the denominator of the MFU figure of
 train_efficiency.py (which measures it again in its own run).
+
+The same matmuls in bfloat16 through `keras.ops.matmul` are reported for
+information (a GPU's tensor cores, or a CPU's AMX/AVX512-BF16 units through
+oneDNN, run them at a multiple of the float32 rate); they are not an MFU
+denominator, since keras-mtl trains in float32 unless `train.precision` says
+otherwise.
 """
 
 import os
@@ -26,8 +32,8 @@ def _sync(x):
     return x
 
 
-def matmul_gflops(impl="keras", sizes=(1024, 2048), repeats=5, min_seconds=0.3):
-    """{size: best GFLOP/s} for `impl` in ("keras", "numpy")."""
+def matmul_gflops(impl="keras", sizes=(1024, 2048), repeats=5, min_seconds=0.3, dtype="float32"):
+    """{size: best GFLOP/s} for `impl` in ("keras", "numpy"); `dtype` for keras only."""
     import numpy as np
 
     out = {}
@@ -44,7 +50,8 @@ def matmul_gflops(impl="keras", sizes=(1024, 2048), repeats=5, min_seconds=0.3):
         else:
             import keras
 
-            a, b = keras.ops.convert_to_tensor(a_np), keras.ops.convert_to_tensor(b_np)
+            a = keras.ops.convert_to_tensor(a_np, dtype=dtype)
+            b = keras.ops.convert_to_tensor(b_np, dtype=dtype)
             if keras.backend.backend() == "jax":
                 import jax
 
@@ -79,13 +86,18 @@ def _time_one(mm):
     return time.perf_counter() - start
 
 
-def measure(tiny=False):
+BF16_SUFFIX = " bfloat16 (info)"
+
+
+def measure(tiny=False, bf16=False):
     import keras
 
     sizes = (256, 512) if tiny else (1024, 2048)
     repeats = 2 if tiny else 5
     backend = keras.backend.backend()
     rates = {"keras/" + backend: matmul_gflops("keras", sizes, repeats), "numpy": matmul_gflops("numpy", sizes, repeats)}
+    if bf16:
+        rates["keras/" + backend + BF16_SUFFIX] = matmul_gflops("keras", sizes, repeats, dtype="bfloat16")
     best = {k: max(v.values()) for k, v in rates.items()}
     return {"backend": backend, "sizes": list(sizes), "gflops": rates, "best_gflops": best}
 
@@ -95,15 +107,17 @@ def markdown(result):
     for impl, by_size in result["gflops"].items():
         rows.append([impl] + [f"{v:.1f}" for v in by_size.values()] + [f"{result['best_gflops'][impl]:.1f}"])
     sizes = [f"{n}x{n}" for n in result["sizes"]]
-    return common.md_table(["float32 matmul GFLOP/s", *sizes, "best"], rows)
+    return common.md_table(["matmul GFLOP/s (float32 unless named)", *sizes, "best"], rows)
 
 
 def main(argv=None):
     common.quiet_tf()
-    args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 (info) row")
+    args = p.parse_args(argv)
     run = common.Run(NAME, args)
     run.say(f"== {NAME}: {common.cpu_model()}, {run.result['machine']['cores']} cores, load {os.getloadavg()[0]:.2f}")
-    res = measure(args.tiny)
+    res = measure(args.tiny, bf16=not args.no_bf16)
     run.result.update(res)
     for impl, by_size in res["gflops"].items():
         run.say("  " + impl + ": " + ", ".join(f"{n}: {g:.1f} GFLOP/s" for n, g in by_size.items()))

@@ -179,12 +179,7 @@ def main(argv=None):
     except KerasMTLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    missing = common.missing_data_files(cfg)
-    if missing:
-        msg = f"data files absent ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); nothing measured"
-        run.say(f"== {NAME}: SKIPPED: {msg}")
-        run.result["skipped"] = msg
-        run.write()
+    if run.skipped_for_missing_data(cfg):
         return 0
     root = Path(args.workdir or common.ROOT / "runs" / f"methods-{cfg.name}")
     run.say(f"== {NAME}: {common._rel(str(config_path))}, {len(rows)} rows x {len(seeds)} seeds, {epochs} x {steps} steps, into {root}")

@@ -158,12 +158,7 @@ def main(argv=None):
     loaded = load_config(config_path)
     cfg = loaded.config
     run.result["config"] = common._rel(str(config_path))
-    missing = common.missing_data_files(cfg)
-    if missing:
-        msg = f"data files absent ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}); nothing measured"
-        run.say(f"== {NAME}: SKIPPED: {msg}")
-        run.result["skipped"] = msg
-        run.write()
+    if run.skipped_for_missing_data(cfg):
         return 0
     from keras_mtl.data.load import load_task_data
     from keras_mtl.data.buckets import bucket_lengths, training_bucket_lengths

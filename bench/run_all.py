@@ -93,12 +93,15 @@ def machine_section(results):
         return "(no results)"
     m = r["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
-    loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for x in results.values() if x]
+    # The long runs (the methods table) carry their own load note.
+    loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for n, x in results.items() if x and n not in LONG]
+    if not loads:
+        loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for x in results.values() if x]
     return (
         f"- CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores, {m['memory_gib']} GiB\n"
         f"- Python {m['python']}; {versions}\n"
-        f"- Load average during the runs: {min(loads):.1f} to {max(loads):.1f} "
-        f"({'other processes were sharing the machine: absolute figures are pessimistic, ratios are measured within each run' if max(loads) > m['cores'] else 'machine otherwise idle'})"
+        f"- Load average during the efficiency runs (sections 2-7): {min(loads):.1f} to {max(loads):.1f} "
+        f"({'other processes were sharing the machine: absolute figures are pessimistic, ratios are measured within each run' if max(loads) > common.busy_load(m['cores']) else 'machine otherwise idle: a benchmark by itself keeps the load near the core count'})"
     )
 
 

@@ -1,6 +1,6 @@
 """Training efficiency: model FLOPs utilisation (MFU) of `fit` on a MiniLM-size encoder.
 
-    python bench/train_efficiency.py [--tiny] [--steps 6]
+    python bench/train_efficiency.py [--tiny] [--steps 6] [--no-xla] [--no-bf16]
 
 Model: keras_mtl.model.build_model, 6 layers, hidden 384, 12 heads,
 intermediate 1536 (all-MiniLM-L6-v2's shape), one classification head,
@@ -22,6 +22,11 @@ real `fit` steps run under the TensorFlow profiler, and the op time is
 split by model piece (matmuls, transposes, softmax, layer norms, GELU,
 dropout, optimizer, ...) from the trace; one layer's matmuls are also timed
 alone, to tell a slow matmul from time spent outside matmuls.
+
+For information (unless --no-bf16), the same fit with `train.precision:
+mixed_bfloat16`: its tokens/s relative to float32 and its model FLOP/s as a
+share of the bfloat16 matmul rate (a different denominator, so not the MFU
+of the target).
 """
 
 import os
@@ -40,13 +45,17 @@ def flops_per_token(non_embedding_params, layers, hidden, seq):
     return 6 * non_embedding_params + 12 * layers * hidden * seq
 
 
-def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks=("sentiment",), jit="auto", trace=False):
+def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks=("sentiment",), jit="auto", trace=False,
+                precision="float32"):
     import keras
     import numpy as np
 
     keras.utils.set_random_seed(0)
-    loaded = common.bench_config(encoder, seq, batch, tasks=tasks, conditioning=conditioning, jit=jit)
-    model = common.build_compiled(loaded)
+    loaded = common.bench_config(encoder, seq, batch, tasks=tasks, conditioning=conditioning, jit=jit, precision=precision)
+    try:
+        model = common.build_compiled(loaded)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     n_emb = sum(int(np.prod(w.shape)) for w in model.network.get_layer("embedding").weights)
     n_total = int(model.count_params())
     total_steps = 1 + warmup + steps
@@ -220,6 +229,12 @@ def markdown(result):
         rows.append(["(info) same with jit_compile=True (XLA)",
                      f"step {x['step_s']:.3f} s, {x['tokens_per_s']:.0f} tokens/s, MFU {x['mfu_pct']:.1f}% "
                      f"(first step {x['first_step_s']:.0f} s)"])
+    b = result.get("fit_bf16")
+    if b:
+        rows.append(["(info) same with `train.precision: mixed_bfloat16`",
+                     f"step {b['step_s']:.3f} s, {b['tokens_per_s']:.0f} tokens/s "
+                     f"({b['tokens_per_s'] / f['tokens_per_s']:.2f}x float32), {b['achieved_gflops']:.1f} model GFLOP/s = "
+                     f"{b['mfu_bf16_pct']:.1f}% of the bfloat16 matmul rate ({b['matmul_bf16_gflops']:.0f} GFLOP/s)"])
     text = common.md_table(["figure", "value"], rows)
     p = result.get("profile")
     if p and p.get("trace"):
@@ -240,6 +255,7 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=4, help="measured steps (after compile + 2 warm-up steps)")
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--no-xla", action="store_true", help="skip the informational jit_compile=True (XLA) run on TensorFlow")
+    p.add_argument("--no-bf16", action="store_true", help="skip the informational mixed_bfloat16 run")
     args = p.parse_args(argv)
     import keras
 
@@ -298,6 +314,18 @@ def main(argv=None):
         run.result["fit_xla"] = xla
         run.say(f"  (info) jit_compile=True (XLA): step {xla['step_s']:.3f} s, first step {xla['first_step_s']:.1f} s, "
                 f"{xla['tokens_per_s']:.0f} tokens/s, MFU {xla['mfu_pct']:.1f}%")
+    if not (args.no_bf16 or args.tiny):
+        bf16 = measure_fit(encoder, seq, batch, steps, jit=fit["jit_compile"], precision="mixed_bfloat16")
+        bf16.pop("model")
+        bf16.pop("trace", None)
+        bf16_rate = max(machine.matmul_gflops("keras", repeats=3, dtype="bfloat16").values())
+        bf16["achieved_gflops"] = fpt * bf16["tokens_per_s"] / 1e9
+        bf16["matmul_bf16_gflops"] = bf16_rate
+        bf16["mfu_bf16_pct"] = 100 * bf16["achieved_gflops"] / bf16_rate
+        run.result["fit_bf16"] = bf16
+        run.say(f"  (info) mixed_bfloat16: step {bf16['step_s']:.3f} s, {bf16['tokens_per_s']:.0f} tokens/s "
+                f"({bf16['tokens_per_s'] / fit['tokens_per_s']:.2f}x float32), "
+                f"{bf16['mfu_bf16_pct']:.1f}% of the bfloat16 matmul rate {bf16_rate:.0f} GFLOP/s")
     detail = ""
     if mfu < TARGET_MFU:
         detail = f"short by {TARGET_MFU - mfu:.1f} points"

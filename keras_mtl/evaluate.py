@@ -6,6 +6,8 @@ each task is scored on exactly the examples labelled for it, with the
 metrics of `keras_mtl.metrics` computed on label strings.
 """
 
+import logging
+
 import numpy as np
 
 from keras_mtl import metrics as metrics_lib
@@ -26,8 +28,25 @@ def decode(task, classes, output, word_starts=None):
     return tuple(classes[int(np.argmax(output[p]))] if p < length else "" for p in word_starts)
 
 
+class ExpectedRetracingFilter(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Evaluation pads every batch to one of a few fixed lengths, so the predict
+    function is traced once per length by design; TensorFlow warns after
+    five traces, which reads like a bug to the user. Every other record
+    passes.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+_RETRACING_FILTER = ExpectedRetracingFilter()
+
+
 def predict_split(model, split, config, classes, pad_id=0):
     """{task: (example indices, predicted labels)} for every task."""
+    logging.getLogger("tensorflow").addFilter(_RETRACING_FILTER)  # idempotent
     tasks, m = config.tasks, config.model
     lengths = bucket_lengths(config.train.bucket_lengths, m.max_sequence_length)
     batch = config.train.eval_batch_size

@@ -51,7 +51,9 @@ def test_machine(tmp_path, capsys):
     result = _run(machine, tmp_path)
     assert all(g > 0 for by in result["gflops"].values() for g in by.values())
     assert "numpy" in result["best_gflops"]
+    assert "keras/" + result["backend"] + machine.BF16_SUFFIX in result["best_gflops"]
     assert "GFLOP/s" in capsys.readouterr().out
+    assert "bfloat16 (info)" in machine.markdown(result)
 
 
 def test_op_category():

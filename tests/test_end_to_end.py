@@ -259,6 +259,25 @@ def test_evaluate_run_gives_per_task_metrics(e2e):
     assert dev["examples"] == {"topic": 16, "sentiment": 16, "pos": 16}
 
 
+def test_evaluation_silences_only_the_expected_retracing_warning(e2e):
+    import logging
+
+    from keras_mtl import evaluate
+
+    evaluate.evaluate_run(e2e["runs"]["embedding"]["workdir"], split="dev")
+    tf_logger = logging.getLogger("tensorflow")
+    assert evaluate._RETRACING_FILTER in tf_logger.filters
+    assert tf_logger.filters.count(evaluate._RETRACING_FILTER) == 1  # installed once, however often called
+
+    def record(msg):
+        return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, msg, None, None)
+
+    retracing = ("5 out of the last 57 calls to <function TensorFlowTrainer.make_predict_function.<locals>."
+                 "one_step_on_data_distributed at 0x7f> triggered tf.function retracing. Tracing is expensive")
+    assert not evaluate._RETRACING_FILTER.filter(record(retracing))
+    assert evaluate._RETRACING_FILTER.filter(record("some other TensorFlow warning"))
+
+
 # ------------------------------------------------------------------ export
 
 

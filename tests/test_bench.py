@@ -181,7 +181,7 @@ def test_run_all_regenerates_only_between_markers(tmp_path):
     status = run_all.main(["--tiny", "--only", "machine", "--results-dir", str(tmp_path), "--markdown", str(md)])
     assert status == 0
     text = md.read_text()
-    assert "OLD TABLE" not in text and "float32 matmul GFLOP/s" in text
+    assert "OLD TABLE" not in text and "matmul GFLOP/s (float32 unless named)" in text
     assert text.startswith("# Benchmarks\nintro stays\n") and "outro stays" in text
     assert "<!-- bench:summary -->" in text and "<!-- bench:machine-info -->" in text
     # Regenerating again is stable (no duplicated blocks).

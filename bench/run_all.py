@@ -3,7 +3,7 @@
     python bench/run_all.py                 # realistic sizes (~10-15 min on 2 idle cores)
     python bench/run_all.py --tiny --no-markdown --results-dir /tmp/b   # smoke test
     python bench/run_all.py --only padding,serving
-    python bench/run_all.py --only methods  # the methods table (about an hour; not in a plain run)
+    python bench/run_all.py --only methods  # the methods table (about 1.5 hours on 2 cores; not in a plain run)
     python bench/run_all.py --markdown-only # rewrite BENCHMARKS.md from bench/results/*.json
 
 Each script runs in its own subprocess (one Keras backend and a fresh
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
 SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods")
-# Not in a plain run (about an hour on 2 cores): ask for it with --only methods.
+# Not in a plain run (about 1.5 hours on 2 cores: 74 min of fit alone): ask for it with --only methods.
 LONG = ("methods",)
 TITLES = {
     "machine": "Machine limit (float32 matmul)",

@@ -297,10 +297,10 @@ def build_compiled(loaded, total_steps=1000):
     keras_mtl.train does it (`keras_mtl.train.compiled_trainer`: the
     functional network inside a `MultiTaskTrainer`). The trainer's `network`
     attribute is the plain functional model."""
+    import keras
+
     from keras_mtl.model import build_model
     from keras_mtl.train import compiled_trainer
-
-    import keras
 
     cfg = loaded.config
     classes = {t.name: DEMO_CLASSES[t.name] for t in cfg.tasks}

@@ -94,9 +94,8 @@ def machine_section(results):
     m = r["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     # The long runs (the methods table) carry their own load note.
-    loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for n, x in results.items() if x and n not in LONG]
-    if not loads:
-        loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for x in results.values() if x]
+    runs = [x for n, x in results.items() if x and n not in LONG] or [x for x in results.values() if x]
+    loads = [max(x["loadavg_start"][0], x.get("loadavg_end", [0])[0]) for x in runs]
     return (
         f"- CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}), {m['cores']} cores, {m['memory_gib']} GiB\n"
         f"- Python {m['python']}; {versions}\n"

@@ -2,7 +2,11 @@
 
 Writes `saved_models/<name>/<version>/` (integer versions: the TF Serving
 layout). The version is written to a temporary directory beside it and
-renamed into place, so a half-written version never exists.
+renamed into place, so a half-written version never exists. The version
+number is chosen, and the directory renamed into place (and old versions
+pruned), while holding an exclusive lock (flock) on
+`<base>/.keras_mtl_export.lock`, so concurrent exports to one base get
+distinct versions; the lock file is removed when the lock is released.
 
 Signature `serving_default`: `text` string [B] ->
     <task>_label [B], <task>_probabilities [B, C], <task>_classes [B, C]   classification
@@ -15,14 +19,18 @@ needs that), and every head is float32. A second signature, `serve_tokens`,
 takes the encoded `token_ids`/`padding_mask`[/`task_ids`] directly.
 """
 
+import contextlib
+import errno
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 from keras_mtl.errors import ModelError
 
 METADATA = "keras_mtl.json"
+LOCK_FILE = ".keras_mtl_export.lock"
 
 
 def version_dirs(base):
@@ -34,8 +42,107 @@ def version_dirs(base):
 
 
 def next_version(base):
-    versions = version_dirs(base)
-    return (versions[-1] + 1) if versions else 1
+    """One more than the largest integer-named entry (a stray file `3` counts too)."""
+    base = Path(base)
+    taken = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    return max(taken) + 1 if taken else 1
+
+
+def check_keep(keep):
+    """`keep` (newest versions to keep after an export): None or an int >= 1."""
+    if keep is None:
+        return None
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ModelError(
+            f"keep (--keep) must be an integer >= 1, the number of newest versions to keep; got {keep!r}"
+        )
+    return keep
+
+
+def prepare_base(base, create=True):
+    """Create the model base dir (`create`), or say in one line why it cannot be used."""
+    base = Path(base)
+    for parent in [base, *base.parents]:
+        if parent.exists() and not parent.is_dir():
+            what = "the output dir" if parent == base else f"{parent} (a parent of the output dir)"
+            raise ModelError(
+                f"--out {base}: {what} is an existing file, not a directory; "
+                "pass a directory (saved_models/<name>)"
+            )
+        if parent.exists():
+            break
+    if not create:
+        return base
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ModelError(f"--out {base}: cannot create the directory: {err.strerror or err}") from None
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ModelError(f"--out {base}: the directory is not writable")
+    return base
+
+
+@contextlib.contextmanager
+def base_lock(base):
+    """Exclusive lock on a model base (blocks while another export holds it).
+
+    Held only while a version number is chosen, the finished version renamed
+    into place and old versions pruned: the slow part of an export (writing
+    the SavedModel) runs unlocked, so concurrent exports overlap. The lock
+    file is removed before the lock is released, so the base holds only
+    versions afterwards; a waiter that then finds its file unlinked or
+    replaced starts over on the current one.
+    """
+    path = Path(base) / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the rename in _publish still never overwrites a version
+        fcntl = None
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise ModelError(f"{path}: cannot open the export lock file: {err.strerror or err}") from None
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                break  # a filesystem without locks: rely on the rename check alone
+            os.close(fd)
+            raise ModelError(f"{path}: cannot lock: {err.strerror or err}") from None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        held = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # the holder before us removed (or replaced) this file: retry
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)  # releases the lock
+
+
+def _publish(tmp, base):
+    """Rename the finished `tmp` to the next free version (caller holds the lock)."""
+    for _ in range(1000):
+        final = Path(base) / str(next_version(base))
+        if final.exists():  # only a racing, non-locking writer
+            continue
+        try:
+            os.rename(tmp, final)  # atomic on one filesystem: the version appears complete
+        except OSError as err:
+            # an entry appeared at `final` between the check and the rename
+            if err.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                continue
+            raise ModelError(f"cannot rename {tmp} to {final}: {err.strerror or err}") from None
+        return final
+    raise ModelError(f"{base}: could not find a free version number to export to")
 
 
 def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=None):
@@ -153,22 +260,31 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
     Args:
         workdir: a trained work dir (`keras-mtl train`).
         out: model base directory. Defaults to `saved_models/<name>`.
-        keep: keep only the newest `keep` versions after writing.
+        keep: keep only the newest `keep` versions after writing (an int
+            >= 1; checked before anything is written).
         warmup: write `assets.extra/tf_serving_warmup_requests` (needs
             `tensorflow-serving-api`; skipped with a note otherwise).
+
+    Concurrent exports to the same `out` each get their own version: the
+    SavedModels are written side by side into temporary directories, and the
+    version is chosen and renamed into place under a lock on the base dir.
 
     Returns:
         Path of the new version directory.
     """
     from keras_mtl.workdir import load_run, write_json
 
+    keep = check_keep(keep)
+    if out is not None:
+        prepare_base(out, create=False)  # an --out naming a file fails before the model loads
     run = load_run(workdir)
-    base = Path(out) if out else Path("saved_models") / run.config.name
-    base.mkdir(parents=True, exist_ok=True)
+    base = prepare_base(out if out is not None else Path("saved_models") / run.config.name)
     remove_stale_temporaries(base)
-    version = next_version(base)
-    tmp = base / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    # `.tmp-<version>-<token>-<pid>`: the version in the name is provisional (the
+    # next one at start; the final one is chosen under the lock once the
+    # SavedModel is complete), the token keeps two exports of one process apart,
+    # and the pid lets a later export remove it once this process is gone.
+    tmp = base / f".tmp-{next_version(base)}-{uuid.uuid4().hex[:8]}-{os.getpid()}"
     try:
         archive = build_archive(run)
         archive.write_out(str(tmp), verbose=verbose)
@@ -177,17 +293,17 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
         write_json(extra / METADATA, metadata(run))
         if warmup:
             write_warmup(extra, _warmup_texts(run))
-        final = base / str(version)
-        os.replace(tmp, final)  # atomic on one filesystem: the version appears complete
+        with base_lock(base):
+            final = _publish(tmp, base)
+            if keep:
+                prune(base, keep)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if keep:
-        prune(base, keep)
     return final
 
 
 def remove_stale_temporaries(base):
-    """Delete `.tmp-<version>-<pid>` dirs left by an export that was killed."""
+    """Delete `.tmp-<version>-[<token>-]<pid>` dirs left by an export that was killed."""
     for tmp in Path(base).glob(".tmp-*-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or not _alive(int(pid)):
@@ -208,8 +324,7 @@ def _alive(pid):
 
 def prune(base, keep):
     """Remove all but the newest `keep` versions (never the newest)."""
-    if keep < 1:
-        raise ModelError(f"--keep must be >= 1. Received: keep={keep}")
+    check_keep(keep)
     for v in version_dirs(base)[:-keep]:
         shutil.rmtree(Path(base) / str(v))
 
@@ -248,6 +363,11 @@ def resolve_version_dir(model_dir):
         return path / str(versions[-1])
     if not path.exists():
         raise ModelError(f"{path}: not found")
+    if not path.is_dir():
+        raise ModelError(
+            f"{path}: is a file, not a model directory; pass saved_models/<name> or "
+            "saved_models/<name>/<version> as written by `keras-mtl export`"
+        )
     raise ModelError(
         f"{path}: not a SavedModel (no saved_model.pb) and no integer version directory holding one; "
         "pass saved_models/<name> or saved_models/<name>/<version> as written by `keras-mtl export`"
@@ -255,5 +375,14 @@ def resolve_version_dir(model_dir):
 
 
 def read_metadata(version_dir):
+    """`assets.extra/keras_mtl.json` of a version (None when absent)."""
     path = Path(version_dir) / "assets.extra" / METADATA
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelError(f"{path}: cannot read the export metadata: {' '.join(str(err).split())}") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta

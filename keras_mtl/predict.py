@@ -19,10 +19,18 @@ def load_signature(model_dir):
     try:
         loaded = tf.saved_model.load(str(version_dir))
     except Exception as e:  # corrupt or foreign SavedModel
-        raise ModelError(f"{version_dir}: cannot load the SavedModel: {type(e).__name__}: {str(e)[:300]}") from None
+        detail = " ".join(str(e).split())[:300]
+        raise ModelError(f"{version_dir}: cannot load the SavedModel: {type(e).__name__}: {detail}") from None
     if "serving_default" not in loaded.signatures:
         raise ModelError(f"{version_dir}: the SavedModel has no serving_default signature")
-    return loaded, loaded.signatures["serving_default"], version_dir
+    fn = loaded.signatures["serving_default"]
+    inputs = fn.structured_input_signature[1]
+    if set(inputs) != {"text"} or inputs["text"].dtype != tf.string:
+        raise ModelError(
+            f"{version_dir}: serving_default takes {sorted(inputs)}, not one string input `text`; "
+            "is this a keras-mtl export?"
+        )
+    return loaded, fn, version_dir
 
 
 def predict(model_dir, texts, batch_size=64):
@@ -36,10 +44,12 @@ def predict(model_dir, texts, batch_size=64):
 
     if isinstance(texts, (str, bytes)):
         raise ServingError("texts must be a list of strings, not one string")
-    texts = validate_texts(list(texts))
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ServingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    texts = validate_texts(texts)
     loaded, fn, version_dir = load_signature(model_dir)
     meta = read_metadata(version_dir)
-    tasks = meta["tasks"] if meta else None
+    tasks = meta.get("tasks") if meta else None
     results = []
     for i in range(0, len(texts), batch_size):
         out = fn(text=tf.constant(texts[i : i + batch_size], dtype=tf.string))

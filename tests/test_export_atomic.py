@@ -1,7 +1,7 @@
 """Export atomicity: a SIGKILLed export never leaves a half-written version.
 
-`export` writes the version into `BASE/.tmp-<version>-<pid>` and renames it
-to `BASE/<version>` when complete. Here version 1 is exported, then a second
+`export` writes the version into `BASE/.tmp-<version>-<token>-<pid>` and
+renames it to `BASE/<version>` when complete. Here version 1 is exported, then a second
 export runs in a subprocess and is SIGKILLed as soon as its `.tmp-*`
 directory appears (while it writes). Then:
 
@@ -123,7 +123,7 @@ EXPORT_SCRIPT = textwrap.dedent(
         time.sleep(600)
 
     keras_mtl.workdir.write_json = hang
-    os.replace = hang
+    os.replace = os.rename = hang
     export(sys.argv[1], out=sys.argv[2], warmup=False)
     """
 )
@@ -161,7 +161,7 @@ def test_killed_export_leaves_no_version(tmp_path):
     assert not (base / "2").exists(), "a killed export left a version directory"
     assert version_dirs(base) == [1]
     stale = sorted(p.name for p in base.iterdir() if p.name.startswith(".tmp-"))
-    assert stale and stale[0].startswith(f".tmp-2-{proc.pid}")
+    assert stale and stale[0].startswith(".tmp-2-") and stale[0].endswith(f"-{proc.pid}")
 
     # version 1 still serves, in a process with TensorFlow + TF Text ops only
     served = serve([first])

@@ -30,6 +30,7 @@ import pytest
 
 from keras_mtl.errors import ModelError, ServingError
 from keras_mtl.serving import (
+    DEFAULT_MAX_BATCH_SIZE,
     batching_config_text,
     docker_command,
     find_versions,
@@ -39,6 +40,7 @@ from keras_mtl.serving import (
     predict_grpc,
     predict_remote,
     predict_rest,
+    read_max_batch_size,
     serve,
     serve_command,
     validate_texts,
@@ -516,6 +518,10 @@ class _FakeRestHandler(BaseHTTPRequestHandler):
             texts = [_from_json(v) for v in rows]
         except (ValueError, KeyError, TypeError) as err:
             return self._answer(400, {"error": str(err)})
+        if srv.max_batch_size is not None and len(texts) > srv.max_batch_size:
+            # with --enable_batching (shared_batch_scheduler.h)
+            return self._answer(400, {"error": f"Task size {len(texts)} is larger than "
+                                               f"maximum input batch size {srv.max_batch_size}"})
         outputs = _run_signature(srv.signature, texts)
         floats = {k: v.dtype == np.float32 for k, v in outputs.items()}
         if "instances" in body:
@@ -538,6 +544,8 @@ class _FakeRestServer(ThreadingHTTPServer):
         self.model_name = MODEL_NAME
         self.received: list[dict] = []
         self.delay = 0.0
+        # as `keras-mtl serve` configures TF Serving (batching.config)
+        self.max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE
 
     @property
     def url(self) -> str:
@@ -626,12 +634,18 @@ def test_rest_unreachable_server():
 # a fake TF Serving gRPC server
 
 
+class _Received(list):
+    """The requests a fake gRPC server got, and its batching limit."""
+
+    max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE
+
+
 @pytest.fixture()
 def grpc_server(signature):
     grpc = pytest.importorskip("grpc")
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-    received = []
+    received = _Received()
 
     class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):  # noqa: N802
@@ -645,6 +659,10 @@ def grpc_server(signature):
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                               f'Serving signature name: "{spec.signature_name}" not found')
             texts = tf.make_ndarray(request.inputs["text"]).tolist()
+            limit = received.max_batch_size
+            if limit is not None and len(texts) > limit:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"Task size {len(texts)} is larger than maximum input batch size {limit}")
             response = predict_pb2.PredictResponse()
             response.model_spec.name = MODEL_NAME
             response.model_spec.version.value = 1
@@ -699,6 +717,123 @@ def test_grpc_errors(grpc_server, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_serving.apis", None)
     with pytest.raises(ServingError, match=r"pip install keras-mtl\[serving\]"):
         predict_grpc(target, MODEL_NAME, ["x"], timeout=10)
+
+
+# ---------------------------------------------------------------------------
+# request sizes: the clients never send more than batching.config allows
+
+MANY = [f"text {i}" + " good" * (i % 2) + " Food" * (i % 3) + " film" * (i % 5 == 0)
+        for i in range(100)]
+
+
+def _sizes_rest(server) -> list[int]:
+    out = []
+    for r in server.received:
+        body = r["body"]
+        out.append(len(body["instances"]) if "instances" in body else len(body["inputs"]["text"]))
+    return out
+
+
+def test_rest_client_splits_large_inputs(rest_server, signature):
+    expected = outputs_to_predictions(_run_signature(signature, MANY))
+    assert [p["_meta"]["num_words"] for p in expected] == [len(t.split()) for t in MANY]
+    for fmt in ("instances", "inputs"):
+        rest_server.received.clear()
+        assert predict_rest(rest_server.url, MANY, format=fmt, timeout=10) == expected
+        assert _sizes_rest(rest_server) == [32, 32, 32, 4]
+        assert max(_sizes_rest(rest_server)) <= DEFAULT_MAX_BATCH_SIZE
+    rest_server.max_batch_size = 7
+    rest_server.received.clear()
+    assert predict_remote(rest_server.url, MANY, timeout=10, max_batch_size=7) == expected
+    assert _sizes_rest(rest_server) == [7] * 14 + [2]
+    sent = [r["body"]["instances"] for r in rest_server.received]
+    assert [row["text"] for rows in sent for row in rows] == MANY  # in order, each once
+    # a server with a smaller limit than the client's: one line, with the fix
+    rest_server.received.clear()
+    with pytest.raises(ServingError) as info:
+        predict_rest(rest_server.url, MANY, timeout=10)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "HTTP 400 (request for texts 1-32 of 100): Task size 32 is larger than" in message
+    assert "pass max_batch_size=7" in message
+    assert len(rest_server.received) == 1  # stops at the first refused request
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ServingError, match="max_batch_size must be an integer >= 1"):
+            predict_rest(rest_server.url, MANY, max_batch_size=bad)
+
+
+def test_rest_client_chunks_with_patched_transport(monkeypatch):
+    """No server: the POSTed payloads themselves, at the urllib boundary."""
+    posted = []
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    class Opener:
+        def open(self, request, timeout):
+            body = json.loads(request.data)
+            posted.append(body)
+            texts = [row["text"] for row in body["instances"]]
+            return Response(json.dumps({"predictions": [
+                {"t_value": float(t.split()[1]), "num_words": len(t.split())} for t in texts
+            ]}).encode())
+
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: Opener())
+    preds = predict_rest("http://127.0.0.1:1/v1/models/m", MANY)
+    assert [len(b["instances"]) for b in posted] == [32, 32, 32, 4]
+    assert [p["t"]["value"] for p in preds] == [float(i) for i in range(100)]
+
+
+def test_grpc_client_splits_large_inputs(grpc_server, signature):
+    target, received = grpc_server
+    expected = outputs_to_predictions(_run_signature(signature, MANY))
+    assert predict_grpc(target, MODEL_NAME, MANY, timeout=10) == expected
+    sizes = [r.inputs["text"].tensor_shape.dim[0].size for r in received]
+    assert sizes == [32, 32, 32, 4]
+    assert [t.decode() for r in received for t in r.inputs["text"].string_val] == MANY
+    received.clear()
+    received.max_batch_size = 10
+    assert predict_remote(f"grpc://{target}/{MODEL_NAME}", MANY, timeout=10,
+                          max_batch_size=10) == expected
+    assert [r.inputs["text"].tensor_shape.dim[0].size for r in received] == [10] * 10
+    with pytest.raises(ServingError) as info:
+        predict_grpc(target, MODEL_NAME, MANY, timeout=10)
+    assert "INVALID_ARGUMENT (request for texts 1-32 of 100)" in str(info.value)
+    assert "pass max_batch_size=10" in str(info.value)
+
+
+def test_batching_config_and_clients_agree(export_copy, rest_server, signature):
+    """batching.config's max_batch_size is what the clients send at most."""
+    _, batching_cls, _ = _config_messages()
+    written = write_serving_files(export_copy, num_batch_threads=1)
+    parsed = _parse(written["batching_config"].read_text(), batching_cls)
+    assert parsed.max_batch_size.value == DEFAULT_MAX_BATCH_SIZE
+    assert read_max_batch_size(export_copy) == DEFAULT_MAX_BATCH_SIZE
+    assert read_max_batch_size(written["batching_config"]) == DEFAULT_MAX_BATCH_SIZE
+    # no large-batch splitting (it would concatenate T_tags of different widths)
+    assert "enable_large_batch_splitting {" not in written["batching_config"].read_text()
+    assert "max_execution_batch_size {" not in written["batching_config"].read_text()
+
+    written = write_serving_files(export_copy, max_batch_size=9, num_batch_threads=1)
+    limit = read_max_batch_size(export_copy)
+    assert limit == _parse(written["batching_config"].read_text(), batching_cls).max_batch_size.value == 9
+    rest_server.max_batch_size = limit
+    expected = outputs_to_predictions(_run_signature(signature, MANY))
+    assert predict_rest(rest_server.url, MANY, timeout=10, max_batch_size=limit) == expected
+    assert max(_sizes_rest(rest_server)) == 9
+    assert read_max_batch_size(export_copy / "missing") is None
+
+
+def test_serve_prints_request_limit(export_copy, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    out = io.StringIO()
+    assert serve(export_copy, dry_run=True, stream=out, max_batch_size=16) == 0
+    assert "at most 16 texts per request" in out.getvalue()
+    assert read_max_batch_size(export_copy) == 16
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,10 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
 - `outputs_to_predictions`: outputs -> per-task JSON (local and remote alike).
 - `write_serving_files`, `serve_command`, `docker_command`, `serve`: config
   files and how to start TF Serving on an export.
-- `predict_rest`, `predict_grpc`, `predict_remote`: clients.
+- `predict_rest`, `predict_grpc`, `predict_remote`: clients; they send at
+  most `max_batch_size` texts per request (default `DEFAULT_MAX_BATCH_SIZE`,
+  the batching.config value that `serve` writes; `read_max_batch_size` reads
+  it back), since TF Serving refuses larger requests when batching is on.
 """
 
 from keras_mtl.serving.client import (
@@ -28,12 +31,14 @@ from keras_mtl.serving.client import (
     rest_request_body,
 )
 from keras_mtl.serving.config import (
+    DEFAULT_MAX_BATCH_SIZE,
     JAX_BACKEND_NOTE,
     batching_config_text,
     docker_command,
     find_versions,
     model_config_text,
     monitoring_config_text,
+    read_max_batch_size,
     read_model_info,
     serve,
     serve_command,
@@ -42,6 +47,7 @@ from keras_mtl.serving.config import (
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 __all__ = [
+    "DEFAULT_MAX_BATCH_SIZE",
     "JAX_BACKEND_NOTE",
     "batching_config_text",
     "docker_command",
@@ -52,6 +58,7 @@ __all__ = [
     "predict_grpc",
     "predict_remote",
     "predict_rest",
+    "read_max_batch_size",
     "read_model_info",
     "rest_request_body",
     "serve",

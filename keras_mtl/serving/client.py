@@ -11,6 +11,13 @@ REST request bodies (https://www.tensorflow.org/tfx/serving/api_rest):
 JSON strings must be valid Unicode: texts given as `bytes` are sent as
 `{"b64": "<base64>"}`, which TF Serving decodes into the raw bytes of the
 string tensor (so any byte string reaches the model unchanged).
+
+With batching on, TF Serving refuses a request holding more texts than the
+`max_batch_size` of its batching parameters ("Task size N is larger than
+maximum input batch size M"). Both clients therefore send the texts in
+requests of at most `max_batch_size` texts (default: the 32 that
+`keras-mtl serve` writes into batching.config; `read_max_batch_size` reads
+it back from a model dir) and return the answers concatenated, in order.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keras_mtl.errors import ServingError
+from keras_mtl.serving.config import DEFAULT_MAX_BATCH_SIZE
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 SIGNATURE = "serving_default"
@@ -37,6 +45,8 @@ _REST_URL_RE = re.compile(
     r"^(?P<prefix>https?://[^/?#]+(?:/[^?#]*?)?)/v1/models/(?P<name>[^/:?#]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:?#]+))?/?$"
 )
+# TF Serving's answer to a request above max_batch_size (shared_batch_scheduler.h)
+_TOO_LARGE_RE = re.compile(r"Task size \d+ is larger than maximum input batch size (?P<limit>\d+)")
 _GRPC_URL_RE = re.compile(
     r"^grpc://(?P<target>[^/?#]+)/(?P<name>[^/:?#]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:?#]+))?/?$"
@@ -70,6 +80,26 @@ def _json_text(text: str | bytes) -> Any:
     return text
 
 
+def _request_size(max_batch_size: int | None) -> int:
+    if max_batch_size is None:
+        return DEFAULT_MAX_BATCH_SIZE
+    if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+        raise ServingError(f"max_batch_size must be an integer >= 1, got {max_batch_size!r}")
+    return max_batch_size
+
+
+def _chunks(items: list, size: int) -> list[tuple[int, list]]:
+    """(offset, items) slices of at most `size` items, in order."""
+    return [(i, items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def _where(offset: int, chunk: list, total: int) -> str:
+    """' (request for texts a-b of N)' when the texts go in several requests, else ''."""
+    if len(chunk) == total:
+        return ""
+    return f" (request for texts {offset + 1}-{offset + len(chunk)} of {total})"
+
+
 def rest_request_body(texts: Sequence[str | bytes], format: str = "instances",
                       signature_name: str = SIGNATURE) -> dict:
     """The JSON body of a REST predict request (texts already validated)."""
@@ -86,7 +116,7 @@ def _rest_outputs(body: Any, endpoint: str) -> dict[str, list]:
     if not isinstance(body, dict):
         raise ServingError(f"{endpoint} answered {type(body).__name__}, not a JSON object")
     if "error" in body:
-        raise ServingError(f"TF Serving at {endpoint}: {body['error']}")
+        raise ServingError(f"TF Serving at {endpoint}: {_one_line(str(body['error']))}")
     if "predictions" in body:
         rows = body["predictions"]
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -117,6 +147,7 @@ def predict_rest(
     *,
     signature_name: str = SIGNATURE,
     tasks: Mapping[str, Any] | None = None,
+    max_batch_size: int | None = None,
 ) -> list[dict]:
     """Predict through TF Serving's REST API.
 
@@ -127,8 +158,12 @@ def predict_rest(
       format: "instances" (row format, answered as "predictions") or "inputs"
         (columnar, answered as "outputs"); the answers are identical.
       tasks: passed to `outputs_to_predictions` (default: inferred).
+      max_batch_size: at most this many texts per request (default 32, what
+        `keras-mtl serve` writes; TF Serving refuses larger requests).
+        `timeout` applies to each request.
     """
     items = validate_texts(texts)
+    size = _request_size(max_batch_size)
     base = url.strip()
     if base.endswith(":predict"):
         base = base[: -len(":predict")]
@@ -139,47 +174,66 @@ def predict_rest(
         )
     base = base.rstrip("/")
     endpoint = base + ":predict"
-    payload = json.dumps(rest_request_body(items, format, signature_name),
-                         ensure_ascii=False).encode("utf-8")
-    request = urllib.request.Request(
-        endpoint, data=payload, method="POST",
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
+    rest_request_body(items[:1], format, signature_name)  # a bad format fails before any request
     host = urllib.parse.urlsplit(endpoint).hostname
     # loopback never goes through an http_proxy from the environment
     opener = (urllib.request.build_opener(urllib.request.ProxyHandler({}))
               if _is_loopback(host) else urllib.request.build_opener())
+    predictions: list[dict] = []
+    for offset, chunk in _chunks(items, size):
+        where = _where(offset, chunk, len(items))
+        payload = json.dumps(rest_request_body(chunk, format, signature_name),
+                             ensure_ascii=False).encode("utf-8")
+        raw = _post(opener, endpoint, payload, timeout, where)
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ServingError(
+                f"TF Serving at {endpoint} answered invalid JSON{where}: {raw[:200]!r}"
+            ) from None
+        outputs = _rest_outputs(body, endpoint)
+        answered = outputs_to_predictions(outputs, tasks)
+        if len(answered) != len(chunk):
+            raise ServingError(
+                f"TF Serving at {endpoint} answered {len(answered)} predictions for "
+                f"{len(chunk)} texts{where}"
+            )
+        predictions += answered
+    return predictions
+
+
+def _post(opener, endpoint: str, payload: bytes, timeout: float, where: str) -> bytes:
+    request = urllib.request.Request(
+        endpoint, data=payload, method="POST",
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
     try:
         with opener.open(request, timeout=timeout) as response:
-            raw = response.read()
+            return response.read()
     except urllib.error.HTTPError as err:
         raw = err.read() if err.fp is not None else b""
         raise ServingError(
-            f"TF Serving at {endpoint} answered HTTP {err.code}: "
-            f"{_error_text(raw) or err.reason}"
+            f"TF Serving at {endpoint} answered HTTP {err.code}{where}: "
+            f"{_one_line(_error_text(raw) or str(err.reason))}"
         ) from None
     except urllib.error.URLError as err:
         if isinstance(err.reason, (TimeoutError, socket.timeout)):
-            raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s") from None
-        raise ServingError(f"cannot reach TF Serving at {endpoint}: {err.reason}") from None
+            raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s{where}") from None
+        raise ServingError(f"cannot reach TF Serving at {endpoint}: {_one_line(str(err.reason))}") from None
     except (TimeoutError, socket.timeout):
-        raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s") from None
+        raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s{where}") from None
     except OSError as err:
-        raise ServingError(f"cannot reach TF Serving at {endpoint}: {err}") from None
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ServingError(
-            f"TF Serving at {endpoint} answered invalid JSON: {raw[:200]!r}"
-        ) from None
-    outputs = _rest_outputs(body, endpoint)
-    predictions = outputs_to_predictions(outputs, tasks)
-    if len(predictions) != len(items):
-        raise ServingError(
-            f"TF Serving at {endpoint} answered {len(predictions)} predictions for "
-            f"{len(items)} texts"
-        )
-    return predictions
+        raise ServingError(f"cannot reach TF Serving at {endpoint}: {_one_line(str(err))}") from None
+
+
+def _one_line(text: str) -> str:
+    """Server messages can span lines; the CLI prints errors on one."""
+    text = " ".join(text.split())
+    match = _TOO_LARGE_RE.search(text)
+    if match:
+        text += (f" (this server takes at most {match['limit']} texts per request: "
+                 f"pass max_batch_size={match['limit']})")
+    return text
 
 
 def _grpc_modules():
@@ -205,6 +259,7 @@ def predict_grpc(
     version: int | None = None,
     version_label: str | None = None,
     tasks: Mapping[str, Any] | None = None,
+    max_batch_size: int | None = None,
 ) -> list[dict]:
     """Predict through TF Serving's gRPC PredictionService.Predict.
 
@@ -212,49 +267,66 @@ def predict_grpc(
       target: `host:port` of the gRPC port (8500 by default; insecure channel).
       model_name: the served model name.
       version / version_label: pin a version or a label (default: latest).
+      max_batch_size: at most this many texts per request (default 32, what
+        `keras-mtl serve` writes; TF Serving refuses larger requests).
+        `timeout` applies to each request.
     """
     items = validate_texts(texts)
+    size = _request_size(max_batch_size)
     if version is not None and version_label is not None:
         raise ServingError("give either version or version_label, not both")
     grpc, tf, predict_pb2, prediction_service_pb2_grpc = _grpc_modules()
     import numpy as np
 
     target = target[len("grpc://"):] if target.startswith("grpc://") else target
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature_name
-    if version is not None:
-        request.model_spec.version.value = int(version)
-    elif version_label is not None:
-        request.model_spec.version_label = version_label
-    data = np.array([t.encode("utf-8") if isinstance(t, str) else t for t in items],
-                    dtype=object)
-    request.inputs[INPUT_NAME].CopyFrom(
-        tf.make_tensor_proto(data, dtype=tf.string, shape=[len(items)]))
+
+    def request_for(chunk):
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model_name
+        request.model_spec.signature_name = signature_name
+        if version is not None:
+            request.model_spec.version.value = int(version)
+        elif version_label is not None:
+            request.model_spec.version_label = version_label
+        data = np.array([t.encode("utf-8") if isinstance(t, str) else t for t in chunk],
+                        dtype=object)
+        request.inputs[INPUT_NAME].CopyFrom(
+            tf.make_tensor_proto(data, dtype=tf.string, shape=[len(chunk)]))
+        return request
+
     options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES)]
     if _is_loopback(target.rsplit(":", 1)[0].strip("[]")):
         options.append(("grpc.enable_http_proxy", 0))
+    predictions: list[dict] = []
     try:
-        with grpc.insecure_channel(target, options=options) as channel:
-            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-            response = stub.Predict(request, timeout=timeout)
-    except grpc.RpcError as err:
-        code = err.code() if hasattr(err, "code") else None
-        details = err.details() if hasattr(err, "details") else str(err)
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise ServingError(f"TF Serving at {target} did not answer within {timeout} s") from None
-        if code == grpc.StatusCode.UNAVAILABLE:
-            raise ServingError(f"cannot reach TF Serving at {target}: {details}") from None
-        name = code.name if code is not None else "error"
-        raise ServingError(f"TF Serving at {target} answered {name}: {details}") from None
-    outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
-    predictions = outputs_to_predictions(outputs, tasks)
-    if len(predictions) != len(items):
-        raise ServingError(
-            f"TF Serving at {target} answered {len(predictions)} predictions for "
-            f"{len(items)} texts"
-        )
+        channel = grpc.insecure_channel(target, options=options)
+    except Exception as err:  # a malformed target
+        raise ServingError(f"cannot reach TF Serving at {target!r}: {_one_line(str(err))}") from None
+    with channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for offset, chunk in _chunks(items, size):
+            where = _where(offset, chunk, len(items))
+            try:
+                response = stub.Predict(request_for(chunk), timeout=timeout)
+            except grpc.RpcError as err:
+                code = err.code() if hasattr(err, "code") else None
+                details = _one_line(str(err.details() if hasattr(err, "details") else err))
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise ServingError(
+                        f"TF Serving at {target} did not answer within {timeout} s{where}") from None
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    raise ServingError(f"cannot reach TF Serving at {target}: {details}") from None
+                name = code.name if code is not None else "error"
+                raise ServingError(f"TF Serving at {target} answered {name}{where}: {details}") from None
+            outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
+            answered = outputs_to_predictions(outputs, tasks)
+            if len(answered) != len(chunk):
+                raise ServingError(
+                    f"TF Serving at {target} answered {len(answered)} predictions for "
+                    f"{len(chunk)} texts{where}"
+                )
+            predictions += answered
     return predictions
 
 
@@ -266,16 +338,22 @@ def predict_remote(
     tasks: Mapping[str, Any] | None = None,
     format: str = "instances",
     signature_name: str = SIGNATURE,
+    max_batch_size: int | None = None,
 ) -> list[dict]:
     """Predict on a TF Serving given by URL.
 
     `http(s)://host:8501/v1/models/<name>[/versions/N|/labels/L]` -> REST;
-    `grpc://host:8500/<name>[/versions/N|/labels/L]` -> gRPC.
+    `grpc://host:8500/<name>[/versions/N|/labels/L]` -> gRPC. Texts go in
+    requests of at most `max_batch_size` (default 32, as `keras-mtl serve`
+    configures TF Serving).
     """
+    if not isinstance(url, str):
+        raise ServingError(f"serving url must be a string, got {type(url).__name__}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme in ("http", "https"):
         return predict_rest(url, texts, format=format, timeout=timeout,
-                            signature_name=signature_name, tasks=tasks)
+                            signature_name=signature_name, tasks=tasks,
+                            max_batch_size=max_batch_size)
     if scheme == "grpc":
         match = _GRPC_URL_RE.match(url.strip())
         if not match:
@@ -287,7 +365,8 @@ def predict_remote(
         return predict_grpc(match["target"], match["name"], texts, timeout=timeout,
                             signature_name=signature_name,
                             version=int(version) if version else None,
-                            version_label=match["label"], tasks=tasks)
+                            version_label=match["label"], tasks=tasks,
+                            max_batch_size=max_batch_size)
     raise ServingError(
         f"unsupported serving url {url!r}: use http(s)://host:8501/v1/models/<name> "
         "(REST) or grpc://host:8500/<name> (gRPC)"

@@ -7,7 +7,9 @@
   `base_path: "/models/<name>"`, the path the Docker command mounts the export
   at, and `models.local.config`, the same with the absolute host path, for a
   `tensorflow_model_server` binary on this machine;
-- `batching.config` (BatchingParameters) for `--enable_batching`;
+- `batching.config` (BatchingParameters) for `--enable_batching`; its
+  `max_batch_size` (32 by default) is also the most texts TF Serving takes in
+  one request, and the keras-mtl clients send requests no larger than that;
 - `monitoring.config` (MonitoringConfig): Prometheus metrics on the REST port.
 
 TF Serving ignores non-integer entries in the base path, so the files can
@@ -57,6 +59,12 @@ JAX_BACKEND_NOTE = (
     "TF Serving disables XLA:CPU JIT unless started with "
     f"{XLA_FLAG}, so that flag is added to the commands below"
 )
+
+# batching.config max_batch_size: the largest batch TF Serving runs and, with
+# batching on, the most texts it accepts in one request. The clients
+# (keras_mtl.serving.client) send at most this many texts per request.
+DEFAULT_MAX_BATCH_SIZE = 32
+_MAX_BATCH_SIZE_RE = re.compile(r"^\s*max_batch_size\s*:?\s*\{\s*value\s*:\s*(\d+)\s*\}", re.M)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -190,7 +198,7 @@ def model_config_text(
 
 
 def batching_config_text(
-    max_batch_size: int = 32,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     batch_timeout_micros: int = 2000,
     max_enqueued_batches: int = 100,
     num_batch_threads: int | None = None,
@@ -212,6 +220,13 @@ def batching_config_text(
         "# failing with \"... have different shapes and padding is turned off\".",
         "# Outputs such as T_tags [batch, words] are split back per request;",
         "# clients cut tags to num_words, so extra \"\" padding is harmless.",
+        "# max_batch_size is also the most texts one request may hold: TF Serving",
+        "# refuses a larger one (\"Task size N is larger than maximum input batch",
+        "# size M\"), and the keras-mtl REST/gRPC clients send requests of at most",
+        "# max_batch_size texts (pass them the same value if you change it here).",
+        "# enable_large_batch_splitting stays off: it would run a large request as",
+        "# several batches and concatenate their outputs along dim 0, which fails",
+        "# for T_tags [batch, words] when the batches have different word counts.",
         f"max_batch_size {{ value: {int(max_batch_size)} }}",
         f"batch_timeout_micros {{ value: {int(batch_timeout_micros)} }}",
         f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}",
@@ -219,6 +234,25 @@ def batching_config_text(
         "pad_variable_length_inputs: true",
         "",
     ])
+
+
+def read_max_batch_size(path: str | os.PathLike) -> int | None:
+    """`max_batch_size` of a batching.config (a file, or the dir holding one).
+
+    None when there is no such file or it sets no max_batch_size (TF Serving
+    then uses its own default).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / BATCHING_CONFIG
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ServingError(f"cannot read {path}: {err}") from None
+    match = _MAX_BATCH_SIZE_RE.search(text)
+    return int(match.group(1)) if match else None
 
 
 def monitoring_config_text(path: str = PROMETHEUS_PATH) -> str:
@@ -250,7 +284,7 @@ def write_serving_files(
     versions: Sequence[int] | None = None,
     latest_versions: int | None = None,
     container_base_path: str | None = None,
-    max_batch_size: int = 32,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     batch_timeout_micros: int = 2000,
     max_enqueued_batches: int = 100,
     num_batch_threads: int | None = None,
@@ -483,6 +517,7 @@ def serve(
     monitoring: bool = True,
     jax_backend_note: str | None = JAX_BACKEND_NOTE,
     stream: TextIO | None = None,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
 ) -> int:
     """Write the config files, then start TF Serving or print how to.
 
@@ -490,7 +525,8 @@ def serve(
     foreground (SIGINT/SIGTERM forwarded) and returns its exit code. Otherwise
     prints the `docker run` command (and the local one, when the binary exists)
     and returns 0. `jax_backend_note`: printed for a JAX-backend export (None:
-    not printed; the XLA flag is added either way).
+    not printed; the XLA flag is added either way). `max_batch_size`: written
+    to batching.config; with batching on, also the most texts per request.
     """
     out = stream or sys.stdout
 
@@ -500,7 +536,7 @@ def serve(
     _check_ports(port, rest_port)
     base = Path(model_base)
     written = write_serving_files(base, out_dir, model_name, version_labels,
-                                  batching, monitoring)
+                                  batching, monitoring, max_batch_size=max_batch_size)
     info = read_model_info(base)
     name = _model_name(base, model_name, info)
     xla = _needs_xla(info)
@@ -520,6 +556,9 @@ def serve(
                  f"gRPC: grpc://localhost:{port}/{name}")
     if monitoring:
         endpoints += f"   metrics: http://localhost:{rest_port}{PROMETHEUS_PATH}"
+    if batching:
+        endpoints += (f"\nat most {max_batch_size} texts per request (batching.config max_batch_size; "
+                      "`keras-mtl predict URL` splits larger inputs)")
     if binary and not dry_run:
         local[0] = binary
         say("starting: " + shlex.join(local))

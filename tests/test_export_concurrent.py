@@ -1,0 +1,300 @@
+"""Export: bad --out / --keep are one-line errors before anything is written,
+and concurrent exports to one model base get distinct versions.
+
+Two real `export` processes run at once on one trained work dir. A file
+barrier makes them overlap where it matters: both have picked their
+temporary directory (the old code picked the version there, so both took 1
+and the second rename died with "Directory not empty") before either writes,
+and both reach the publishing step together. Both must succeed, with
+versions 1 and 2, complete and loadable.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from keras_mtl.errors import KerasMTLError, ModelError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------
+# argument errors: no work dir, no training needed
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, "2", True])
+def test_bad_keep_is_refused_before_anything(tmp_path, keep):
+    from keras_mtl.export import export
+
+    out = tmp_path / "saved"
+    with pytest.raises(ModelError, match=r"keep \(--keep\) must be an integer >= 1") as info:
+        export(tmp_path / "no-such-workdir", out=out, keep=keep)
+    assert "\n" not in str(info.value)
+    assert not out.exists()
+
+
+def test_out_naming_a_file_is_one_line_error(tmp_path):
+    from keras_mtl.export import export
+
+    afile = tmp_path / "model.txt"
+    afile.write_text("not a directory")
+    with pytest.raises(ModelError, match=r"model.txt: the output dir is an existing file") as info:
+        export(tmp_path / "no-such-workdir", out=afile)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ModelError, match=r"model.txt \(a parent of the output dir\) is an existing file"):
+        export(tmp_path / "no-such-workdir", out=afile / "sub" / "dir")
+    assert afile.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--keep", "0"], "keep (--keep) must be an integer >= 1"),
+        (["--keep", "-1"], "keep (--keep) must be an integer >= 1"),
+        (["--out", "{file}"], "is an existing file, not a directory"),
+    ],
+)
+def test_cli_export_errors_are_one_line(tmp_path, capsys, argv, expected):
+    from keras_mtl.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = [a.replace("{file}", str(afile)) for a in argv]
+    rc = main(["export", str(tmp_path / "missing-workdir"), *argv])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2, err
+    assert len(lines) == 1 and "error:" in lines[0] and expected in lines[0], err
+
+
+def test_export_lock_is_exclusive(tmp_path):
+    """`base_lock` excludes another process until released."""
+    from keras_mtl.export import LOCK_FILE, base_lock
+
+    probe = textwrap.dedent(
+        """
+        import fcntl, os, sys
+        if not os.path.exists(sys.argv[1]):
+            sys.exit(print("free"))
+        fd = os.open(sys.argv[1], os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("locked")
+        else:
+            print("free")
+        """
+    )
+
+    def other_process_sees():
+        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / LOCK_FILE)],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.strip()
+
+    with base_lock(tmp_path):
+        assert other_process_sees() == "locked"
+    assert other_process_sees() == "free"
+    assert not (tmp_path / LOCK_FILE).exists(), "the lock file is removed on release"
+
+
+def test_export_lock_serialises_processes(tmp_path):
+    """Four processes taking the lock 200 times each: never two inside together.
+
+    Each holder appends "enter"/"leave" to a log inside the lock; the log must
+    alternate. Holders that find the lock file unlinked by the previous holder
+    start over on a new one (the inode check in base_lock).
+    """
+    from keras_mtl.export import LOCK_FILE
+
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        from keras_mtl.export import base_lock
+        base, log, go = sys.argv[1], sys.argv[2], sys.argv[3]
+        while not os.path.exists(go):  # all start together
+            time.sleep(0.001)
+        for _ in range(200):
+            with base_lock(base):
+                with open(log, "a") as f:
+                    f.write("enter\\n")
+                time.sleep(0.0005)
+                with open(log, "a") as f:
+                    f.write("leave\\n")
+        """
+    )
+    base, log, go = tmp_path / "base", tmp_path / "log", tmp_path / "go"
+    base.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(base), str(log), str(go)],
+                              env=_env(), cwd=tmp_path)
+             for _ in range(4)]
+    time.sleep(2)
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0
+    lines = log.read_text().split()
+    assert len(lines) == 4 * 200 * 2
+    assert lines == ["enter", "leave"] * (4 * 200), "two holders were inside the lock at once"
+    assert not (base / LOCK_FILE).exists()
+
+
+def test_publish_skips_taken_numbers(tmp_path):
+    from keras_mtl.export import _publish, next_version
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "2").write_text("a stray file named like a version")
+    tmp = tmp_path / ".tmp-1-x-1"
+    tmp.mkdir()
+    (tmp / "saved_model.pb").write_bytes(b"")
+    assert next_version(tmp_path) == 3
+    assert _publish(tmp, tmp_path) == tmp_path / "3"
+    assert (tmp_path / "3" / "saved_model.pb").exists() and not tmp.exists()
+
+
+# ---------------------------------------------------------------------------
+# real exports
+
+
+def tiny_config():
+    demo = lambda kind, n: {"format": "demo", "kind": kind, "train": n, "dev": 8, "test": 0}  # noqa: E731
+    return {
+        "name": "concurrent",
+        "seed": 0,
+        "tasks": [
+            {"name": "topic", "type": "classification", "data": demo("topic", 32)},
+            {"name": "pos", "type": "tagging", "data": demo("pos", 16)},
+        ],
+        "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
+                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": "embedding"},
+        "train": {"batch_size": 8, "epochs": 1, "steps_per_epoch": 1, "bucket_lengths": [16]},
+    }
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.train import train
+
+    path = tmp_path_factory.mktemp("concurrent") / "run"
+    train(config_from_dict(tiny_config()), workdir=path, verbose=0)
+    return path
+
+
+def _env():
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
+    env["KERAS_BACKEND"] = "tensorflow"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+# One export. `barrier(name)` waits until both processes have reached it:
+# "start" when the temporary dir is chosen (before the SavedModel is written),
+# "publish" right before the lock is taken to pick the version and rename.
+EXPORT_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from pathlib import Path
+    import keras_mtl.export as ex
+
+    workdir, base, sync = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+    def barrier(name):
+        (sync / f"{name}-{os.getpid()}").touch()
+        deadline = time.time() + 600
+        while len(list(sync.glob(f"{name}-*"))) < 2:
+            if time.time() > deadline:
+                sys.exit(f"barrier {name}: the other export never arrived")
+            time.sleep(0.01)
+
+    real_build, real_lock = ex.build_archive, ex.base_lock
+
+    def build_archive(*args, **kwargs):
+        barrier("start")
+        return real_build(*args, **kwargs)
+
+    def base_lock(path):
+        barrier("publish")
+        return real_lock(path)
+
+    ex.build_archive, ex.base_lock = build_archive, base_lock
+    print("RESULT " + json.dumps(str(ex.export(workdir, out=base, warmup=False, keep=5))))
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
+    from keras_mtl.export import LOCK_FILE, export, version_dirs
+
+    base, sync = tmp_path / "saved", tmp_path / "sync"
+    sync.mkdir()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(workdir), str(base), str(sync)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+        for _ in range(2)
+    ]
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, err[-4000:]
+        results.append(json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:]))
+    assert sorted(Path(r).name for r in results) == ["1", "2"]
+    assert version_dirs(base) == [1, 2]
+    for v in (1, 2):
+        assert (base / str(v) / "saved_model.pb").is_file()
+        assert json.loads((base / str(v) / "assets.extra" / "keras_mtl.json").read_text())["name"] == "concurrent"
+    # only the versions: no temporary directory or lock file left behind
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+
+    # --keep -1 fails before writing anything; --keep 1 then prunes under the lock
+    with pytest.raises(KerasMTLError, match="keep"):
+        export(workdir, out=base, keep=-1, warmup=False)
+    assert version_dirs(base) == [1, 2]
+    assert export(workdir, out=base, keep=1, warmup=False) == base / "3"
+    assert version_dirs(base) == [3]
+
+    # the export answers through keras_mtl.predict (input `text` checked), in order
+    from keras_mtl.predict import predict
+
+    texts = [f"the chef cooked soup number {i}" + " ." * (i % 4) for i in range(70)]
+    preds = predict(base, texts, batch_size=32)
+    assert [p["_meta"]["num_words"] for p in preds] == [len(t.split()) for t in texts]
+    assert predict(base, texts[:5]) == preds[:5]
+    meta = base / "3" / "assets.extra" / "keras_mtl.json"
+    meta.write_text("{not json")
+    with pytest.raises(ModelError, match="keras_mtl.json: cannot read the export metadata") as info:
+        predict(base, texts[:1])
+    assert "\n" not in str(info.value)
+
+
+def test_predict_bad_model_dirs_are_one_line_errors(tmp_path):
+    from keras_mtl.errors import ServingError
+    from keras_mtl.predict import predict
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "corrupt" / "1").mkdir(parents=True)
+    (tmp_path / "corrupt" / "1" / "saved_model.pb").write_bytes(b"\x00garbage\n\nmore")
+    cases = {
+        "missing": "missing: not found",
+        "empty": "empty: not a SavedModel",
+        "afile": "afile: is a file, not a model directory",
+        "corrupt": "1: cannot load the SavedModel",
+    }
+    for name, expected in cases.items():
+        with pytest.raises(ModelError) as info:
+            predict(tmp_path / name, ["a text"])
+        assert expected in str(info.value) and "\n" not in str(info.value), str(info.value)
+    for bad in (0, -3, 1.5):
+        with pytest.raises(ServingError, match="batch_size must be an integer >= 1"):
+            predict(tmp_path / "empty", ["a"], batch_size=bad)

@@ -3,6 +3,8 @@
     token_ids, padding_mask, [task_ids]
       -> keras-hub TokenAndPositionEmbedding (+ task embedding / task token)
       -> N x keras-hub TransformerEncoder (+ per-task adapters)
+         (or a pretrained backbone's own embeddings and transformer layers,
+         with the task inserted at the same two places)
       -> [MMoE experts] -> per task: pooled (sentence) or token states (tagging)
       -> [task relation across sentence tasks] -> [task gate] -> head
     outputs: {task name: probabilities (or value)}, heads in float32.
@@ -33,8 +35,11 @@ def build_model(config, classes, vocabulary_size, backbone=None):
         classes: dict task -> list of class names.
         vocabulary_size: int. Size of the WordPiece vocabulary.
         backbone: optional keras-hub Backbone used as the shared encoder
-            (a pretrained preset); its outputs replace the embedding and
-            encoder stack built here.
+            (a pretrained preset) in place of the embedding and encoder stack
+            built here. With task conditioning or adapters its forward pass is
+            rebuilt from its own sublayers so the task enters before its
+            transformer layers (`pretrained.backbone_encoder`); otherwise it is
+            called as a whole.
     """
     import keras_hub
 
@@ -51,43 +56,44 @@ def build_model(config, classes, vocabulary_size, backbone=None):
         inputs["task_ids"] = task_ids
 
     # === Shared encoder ===
-    mask = padding_mask
+    # The task enters before the transformer layers, with or without a preset:
+    # on the summed embeddings (before their layer norm), and as an adapter
+    # after each transformer layer.
     prepend = m.task_conditioning == "token"
+
+    def condition(x, mask):
+        return _condition(m.task_conditioning, num_tasks, x, mask, task_ids)
+
+    def after_layer(i, x):
+        return _adapter(m.adapter_dim, num_tasks, i, x, task_ids)
+
     if backbone is not None:
-        x = _backbone_sequence(backbone, token_ids, padding_mask)
-        hidden = x.shape[-1]
-        if m.task_conditioning == "embedding":
-            x = TaskEmbedding(num_tasks, hidden, name="task_embedding")(x, task_ids)
-        elif prepend:
-            x = TaskEmbedding(num_tasks, hidden, mode="prepend", name="task_token")(x, task_ids)
-            mask = ops.concatenate([ops.ones_like(mask[:, :1]), mask], axis=1)
+        from keras_mtl.pretrained import backbone_encoder, check_rebuildable
+
+        if needs_task_ids(m):
+            check_rebuildable(backbone, m)
+            x, mask = backbone_encoder(backbone, token_ids, padding_mask, condition=condition, after_layer=after_layer)
+        else:  # the backbone as a whole, as it was saved (runs from before the rebuild load the same)
+            x, mask = _backbone_sequence(backbone, token_ids, padding_mask), padding_mask
     else:
-        hidden = m.hidden_dim
         x = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size=vocabulary_size,
             sequence_length=m.max_sequence_length + 1,
-            embedding_dim=hidden,
+            embedding_dim=m.hidden_dim,
             name="embedding",
         )(token_ids)
-        if m.task_conditioning == "embedding":
-            x = TaskEmbedding(num_tasks, hidden, name="task_embedding")(x, task_ids)
-        elif prepend:
-            x = TaskEmbedding(num_tasks, hidden, mode="prepend", name="task_token")(x, task_ids)
-            mask = ops.concatenate([ops.ones_like(mask[:, :1]), mask], axis=1)
+        x, mask = condition(x, padding_mask)
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
         x = keras.layers.Dropout(m.dropout, name="embedding_dropout")(x)
-    for i in range(m.num_layers if backbone is None else 0):
-        x = keras_hub.layers.TransformerEncoder(
-            intermediate_dim=m.intermediate_dim,
-            num_heads=m.num_heads,
-            dropout=m.dropout,
-            activation="gelu",
-            name=f"encoder_{i}",
-        )(x, padding_mask=mask)
-        if m.adapter_dim:
-            from keras_mtl.layers.task_adapter import TaskAdapter
-
-            x = TaskAdapter(num_tasks, m.adapter_dim, name=f"adapter_{i}")(x, task_ids)
+        for i in range(m.num_layers):
+            x = keras_hub.layers.TransformerEncoder(
+                intermediate_dim=m.intermediate_dim,
+                num_heads=m.num_heads,
+                dropout=m.dropout,
+                activation="gelu",
+                name=f"encoder_{i}",
+            )(x, padding_mask=mask)
+            x = after_layer(i, x)
 
     # === Per-task representations ===
     if m.num_experts:
@@ -148,12 +154,31 @@ def _head(task, num_classes, h):
     return keras.layers.Reshape((), name=task.name)(value)
 
 
-def _backbone_sequence(backbone, token_ids, padding_mask):
-    """Token states of a keras-hub backbone (BERT-like: needs segment ids)."""
+def _condition(conditioning, num_tasks, x, mask, task_ids):
+    """The task signal on the summed embeddings: a task vector added, or a task token prepended."""
+    if conditioning == "embedding":
+        x = TaskEmbedding(num_tasks, x.shape[-1], name="task_embedding")(x, task_ids)
+    elif conditioning == "token":
+        x = TaskEmbedding(num_tasks, x.shape[-1], mode="prepend", name="task_token")(x, task_ids)
+        mask = ops.concatenate([ops.ones_like(mask[:, :1]), mask], axis=1)
+    return x, mask
+
+
+def _adapter(adapter_dim, num_tasks, i, x, task_ids):
+    """A per-task adapter after transformer layer `i` (`model.adapter_dim > 0`)."""
+    if not adapter_dim:
+        return x
+    from keras_mtl.layers.task_adapter import TaskAdapter
+
+    return TaskAdapter(num_tasks, adapter_dim, name=f"adapter_{i}")(x, task_ids)
+
+
+def _backbone_sequence(backbone, token_ids, padding_mask, segment_ids=None):
+    """Token states of a keras-hub backbone called as a whole (segment ids: zeros unless given)."""
     feed = {"token_ids": token_ids, "padding_mask": padding_mask}
     names = [i.name for i in backbone.inputs] if isinstance(backbone.inputs, list) else list(backbone.input)
     if any("segment_ids" in str(n) for n in names):
-        feed["segment_ids"] = ops.zeros_like(token_ids)
+        feed["segment_ids"] = ops.zeros_like(token_ids) if segment_ids is None else segment_ids
     out = backbone(feed)
     if isinstance(out, dict):
         return out.get("sequence_output", next(iter(out.values())))

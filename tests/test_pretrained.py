@@ -61,3 +61,209 @@ def test_minilm_trains_exports_and_serves_raw_text(tmp_path):
     [pred] = predict(version, ["the brilliant chef cooked a soup ."])
     assert len(pred["pos"]["tags"]) == 7
     assert pred["topic"]["label"] in {"sports", "food", "tech", "weather"}
+
+
+# --- The task inside a pretrained backbone (tiny random keras-hub backbones) ---
+
+TEXT_A = [[2, 11, 12, 13, 14, 0, 0, 0]]
+TEXT_B = [[2, 21, 22, 23, 24, 25, 26, 0]]
+
+
+def _tiny_bert(**kwargs):
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    args = dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
+    return keras_hub.models.BertBackbone(**{**args, **kwargs})
+
+
+def _config(preset="tiny-bert", **model):
+    from keras_mtl.config import config_from_dict
+
+    return config_from_dict(
+        {
+            "name": "preset-conditioning",
+            "tasks": [
+                {"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 5}},
+                {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": 5}},
+                {"name": "pos", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 5}},
+            ],
+            "model": {"preset": preset, "max_sequence_length": 16, **model},
+        }
+    ).config
+
+
+CLASSES = {"topic": ["a", "b", "c"], "sentiment": ["neg", "pos"], "pos": ["D", "N", "V"]}
+
+
+def _build(backbone, **model):
+    from keras_mtl.model import build_model
+
+    return build_model(_config(**model), CLASSES, vocabulary_size=64, backbone=backbone)
+
+
+def _feed(ids, task=None):
+    import numpy as np
+
+    ids = np.array(ids, "int32")
+    feed = {"token_ids": ids, "padding_mask": ids != 0}
+    if task is not None:
+        feed["task_ids"] = np.full((len(ids),), task, "int32")
+    return feed
+
+
+def _probe(model, layer_name):
+    """A model from the inputs to the input of `layer_name` (a task's representation)."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(layer_name).input)
+
+
+def _np(x):
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("conditioning", ["embedding", "token"])
+def test_preset_task_conditioning_enters_before_the_transformer_layers(conditioning):
+    import numpy as np
+
+    model = _build(_tiny_bert(), task_conditioning=conditioning)
+    assert model.get_layer("transformer_layer_0") is not None  # the backbone's layers are in the graph
+    rep = _probe(model, "topic_dropout")  # topic's pooled sentence representation
+    a0, a1 = (_np(rep(_feed(TEXT_A, t))) for t in (0, 1))
+    b0, b1 = (_np(rep(_feed(TEXT_B, t))) for t in (0, 1))
+    assert not np.allclose(a0, a1, atol=1e-4)  # two tasks see the same text differently
+    # ... and not by a constant offset added after the encoder: the transformer
+    # layers mix the task with the text, so the difference depends on the text.
+    assert not np.allclose(a0 - a1, b0 - b1, atol=1e-4)
+
+
+def test_preset_task_token_cls_head_reads_the_text():
+    import numpy as np
+
+    model = _build(_tiny_bert(), task_conditioning="token", pooling="cls")
+    out_a = _np(model(_feed(TEXT_A, 0))["topic"])
+    out_b = _np(model(_feed(TEXT_B, 0))["topic"])
+    assert not np.allclose(out_a, out_b, atol=1e-6)
+    # tagging states drop the task token: one state per text position
+    tags = model(_feed(TEXT_A, 2))["pos"]
+    assert tuple(tags.shape) == (1, len(TEXT_A[0]), 3)
+
+
+def _backbone_states(backbone, ids):
+    import numpy as np
+
+    ids = np.array(ids, "int32")
+    out = backbone({"token_ids": ids, "segment_ids": np.zeros_like(ids), "padding_mask": ids != 0})
+    return _np(out["sequence_output"])
+
+
+@pytest.mark.parametrize(
+    "model_cfg",
+    [
+        {"task_conditioning": "none"},  # the backbone called as a whole
+        {"task_conditioning": "embedding"},  # rebuilt; task vectors zeroed below
+        {"task_conditioning": "token"},
+        {"task_conditioning": "none", "adapter_dim": 4},  # adapters start as the identity
+    ],
+)
+def test_preset_states_equal_the_plain_backbone_when_the_task_adds_nothing(model_cfg):
+    import numpy as np
+
+    backbone = _tiny_bert()
+    model = _build(backbone, **model_cfg)
+    if model_cfg["task_conditioning"] != "none":
+        layer = model.get_layer("task_embedding" if model_cfg["task_conditioning"] == "embedding" else "task_token")
+        layer.embeddings.assign(np.zeros(layer.embeddings.shape, "float32"))
+    states = _probe(model, "pos_dropout")  # pos: token states, task token (if any) dropped
+    task = None if model_cfg == {"task_conditioning": "none"} else 2
+    for ids in (TEXT_A, TEXT_B):
+        expected = _backbone_states(backbone, ids)
+        if model_cfg["task_conditioning"] == "token":
+            # a zero task token is still a position the text attends to: only check the shape
+            assert _np(states(_feed(ids, task))).shape == expected.shape
+        else:
+            np.testing.assert_allclose(_np(states(_feed(ids, task))), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["BertBackbone", "ElectraBackbone", "RobertaBackbone", "DistilBertBackbone"])
+def test_backbone_encoder_rebuilds_the_forward_pass(name):
+    import keras
+    import keras_hub
+    import numpy as np
+
+    from keras_mtl.pretrained import backbone_encoder
+
+    keras.utils.set_random_seed(0)
+    args = dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
+    if name == "ElectraBackbone":
+        args["vocab_size"] = args.pop("vocabulary_size")
+        args["embedding_dim"] = 8  # exercises embeddings_projection
+    backbone = getattr(keras_hub.models, name)(**args)
+    ids = np.array(TEXT_B + TEXT_A, "int32")
+    feed = {"token_ids": ids, "padding_mask": ids != 0}
+    if "segment_ids" in backbone.input:
+        feed["segment_ids"] = np.zeros_like(ids)
+    expected = backbone(feed)
+    expected = expected["sequence_output"] if isinstance(expected, dict) else expected
+    got, mask = backbone_encoder(backbone, ids, ids != 0)
+    np.testing.assert_allclose(_np(got), _np(expected), atol=1e-5)
+
+
+def test_preset_adapters_follow_each_backbone_layer():
+    import numpy as np
+
+    model = _build(_tiny_bert(), task_conditioning="none", adapter_dim=4)
+    adapters = [layer for layer in model.layers if layer.name.startswith("adapter_")]
+    assert [a.name for a in adapters] == ["adapter_0", "adapter_1"]
+    rep = _probe(model, "topic_dropout")
+    before = {t: _np(rep(_feed(TEXT_A, t))) for t in (0, 1)}
+    up = _np(adapters[0].up_kernel).copy()
+    up[1] = np.random.default_rng(0).normal(size=up[1].shape)  # only task 1's adapter
+    adapters[0].up_kernel.assign(up)
+    np.testing.assert_allclose(_np(rep(_feed(TEXT_A, 0))), before[0], atol=1e-6)
+    assert not np.allclose(_np(rep(_feed(TEXT_A, 1))), before[1], atol=1e-4)
+
+
+def test_preset_conditioning_saves_and_loads(tmp_path):
+    import keras
+    import numpy as np
+
+    import keras_mtl.layers  # noqa: F401  (registers the custom layers)
+    from keras_mtl.pretrained import load_backbone
+
+    _tiny_bert().save_to_preset(str(tmp_path / "preset"))
+    cfg = _config(preset=str(tmp_path / "preset"), task_conditioning="embedding", adapter_dim=4)
+    backbone = load_backbone(cfg.model)
+    from keras_mtl.model import build_model
+
+    model = build_model(cfg, CLASSES, vocabulary_size=64, backbone=backbone)
+    # the pretrained weights are the model's own (shared, not copied)
+    assert model.get_layer("token_embedding") is backbone.token_embedding
+    for adapter in ("adapter_0", "adapter_1"):  # make the adapters count in the round trip
+        layer = model.get_layer(adapter)
+        layer.up_kernel.assign(np.random.default_rng(1).normal(size=layer.up_kernel.shape) * 0.1)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
+    for t in (0, 1, 2):
+        want, got = model(_feed(TEXT_A, t)), loaded(_feed(TEXT_A, t))
+        for name in CLASSES:
+            np.testing.assert_allclose(_np(got[name]), _np(want[name]), atol=1e-6)
+
+
+def test_preset_conditioning_rejects_an_unknown_backbone():
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    gpt2 = keras_hub.models.GPT2Backbone(
+        vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, max_sequence_length=16
+    )
+    with pytest.raises(ConfigError, match=r"model\.task_conditioning.*'tiny-gpt2'.*GPT2Backbone"):
+        _build(gpt2, preset="tiny-gpt2", task_conditioning="embedding")
+    with pytest.raises(ConfigError, match=r"model\.adapter_dim"):
+        _build(gpt2, preset="tiny-gpt2", task_conditioning="none", adapter_dim=4)
+    _build(gpt2, preset="tiny-gpt2", task_conditioning="none")  # called as a whole: fine

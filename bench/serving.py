@@ -8,7 +8,7 @@ max length 96), vocabulary computed from the demo training texts. Each is
 written as a work dir (untrained weights: throughput does not depend on
 them) and exported with keras_mtl.export, then called exactly as TF Serving
 calls it: `serving_default` on a batch of raw strings (tokenization
-included), through keras_mtl.predict.load_signature.
+included), through keras_mtl.serving.predict.load_signature.
 
     speedup S = (time of the T single-task models answering their task for
                  the texts, one after another)

@@ -14,7 +14,7 @@ _LAZY = {
     "train": ("keras_mtl.train", "train"),
     "evaluate": ("keras_mtl.evaluate", "evaluate_run"),
     "export": ("keras_mtl.export", "export"),
-    "predict": ("keras_mtl.predict", "predict"),
+    "predict": ("keras_mtl.serving.predict", "predict"),
     "data_summary": ("keras_mtl.data.summary", "data_summary"),
 }
 

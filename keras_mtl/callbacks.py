@@ -1,9 +1,12 @@
-"""Training callbacks: per-task dev metrics, the metrics CSV, NaN guard."""
+"""Training callbacks: per-task dev metrics, the metrics CSV, NaN guard, the
+per-epoch backup a killed run resumes from."""
 
 import csv
+import json
 import math
 import os
 import time
+from pathlib import Path
 
 import keras
 
@@ -85,10 +88,12 @@ class PerTaskEvaluation(keras.callbacks.Callback):
         fields = []
         for row in self.history:
             fields += [k for k in row if k not in fields]
-        with open(self.csv_path, "w", newline="", encoding="utf-8") as f:
+        tmp = f"{self.csv_path}.tmp"  # replaced in one step: a kill never leaves half a file
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.history)
+        os.replace(tmp, self.csv_path)
 
 
 class TaskNaNGuard(keras.callbacks.Callback):
@@ -114,6 +119,147 @@ class TaskNaNGuard(keras.callbacks.Callback):
                 "or use train.precision: float32."
             )
             self.model.stop_training = True
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Per-epoch training state that a killed run resumes from, exactly.
+
+    Does what `keras.callbacks.BackupAndRestore` does (weights and optimizer
+    state after each epoch, restored at `fit` start, `initial_epoch` set), plus:
+
+    * the states of the model's `keras.random.SeedGenerator`s (Dropout layers,
+      keras-hub layers, the RLW sampler). `save_weights` leaves them out, so
+      after a `BackupAndRestore` resume every Dropout layer draws its masks
+      from the seed it started epoch 1 with, and a resumed run with dropout
+      differs from an uninterrupted one. On the torch backend an unseeded
+      Dropout draws from torch's global generator instead: its state is
+      saved too, and restored at the first batch (creating the data loader's
+      iterator at `fit` start draws from it);
+    * one atomic commit per epoch: the weights go to a new
+      `epoch-<n>.weights.h5`, then `training_metadata.json` (epoch, weights
+      file, seed states) replaces the previous one with `os.replace`, then
+      the older weights file is removed. A kill at any point leaves a
+      consistent (epoch, weights, seeds) triple.
+
+    The directory is removed by `train()` once the run is complete, not here.
+    """
+
+    METADATA = "training_metadata.json"
+
+    def __init__(self, directory):
+        super().__init__()
+        self.directory = Path(directory)
+        self._global_rng = None
+
+    def on_train_begin(self, logs=None):
+        state = read_backup_state(self.directory)
+        if state is None:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to load them
+        self.model.load_weights(str(self.directory / state["weights"]))
+        generators = seed_generators(self.model)
+        saved = state.get("seed_states", [])
+        if len(saved) != len(generators):
+            from keras_mtl.errors import ModelError
+
+            raise ModelError(
+                f"{self.directory}: the backup holds {len(saved)} random seed states, the model has "
+                f"{len(generators)}: it was written by another model; pass --fresh (or delete {self.directory.parent}) "
+                "to train from scratch"
+            )
+        for generator, value in zip(generators, saved):
+            generator.state.assign(keras.ops.convert_to_tensor(value, dtype=generator.state.dtype))
+        self._global_rng = state.get("global_rng")  # set once the data iterator exists
+        self.model._initial_epoch = int(state["epoch"])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._global_rng is not None:
+            _set_global_rng_state(self._global_rng)
+            self._global_rng = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        self.model.save_weights(str(self.directory / name), overwrite=True)
+        state = {
+            "epoch": epoch + 1,
+            "weights": name,
+            "seed_states": [
+                [int(x) for x in keras.ops.convert_to_numpy(g.state.value).reshape(-1)] for g in seed_generators(self.model)
+            ],
+            "global_rng": _global_rng_state(),
+        }
+        tmp = self.directory / (self.METADATA + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.directory / self.METADATA)
+        for old in self.directory.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+
+
+def read_backup_state(directory):
+    """The committed state of a `RunBackup` directory: a dict with `epoch`,
+    `weights` and `seed_states`, or None when no epoch was finished."""
+    path = Path(directory) / RunBackup.METADATA
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        epoch = int(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if epoch < 1 or not (Path(directory) / str(state.get("weights", ""))).is_file():
+        return None
+    return state
+
+
+def _global_rng_state():
+    """torch's global generator states (base64), which unseeded torch Dropout
+    draws from; None on the other backends (every random op of a Keras model
+    there goes through a `SeedGenerator`)."""
+    if keras.backend.backend() != "torch":
+        return None
+    import base64
+
+    import torch
+
+    def encode(tensor):
+        return base64.b64encode(tensor.cpu().numpy().tobytes()).decode("ascii")
+
+    state = {"cpu": encode(torch.get_rng_state())}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [encode(s) for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_global_rng_state(state):
+    if not state or keras.backend.backend() != "torch":
+        return
+    import base64
+
+    import numpy as np
+    import torch
+
+    def decode(text):
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+    torch.set_rng_state(decode(state["cpu"]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([decode(s) for s in state["cuda"]])
+
+
+def seed_generators(model):
+    """The `SeedGenerator`s of a model and its layers, in a fixed order (the
+    layer-tracking order, which a rebuilt identical model reproduces)."""
+    found, seen = [], set()
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        for generator in getattr(layer, "_seed_generators", ()):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
 
 
 def _number(text):

@@ -262,7 +262,7 @@ def serving_throughput(version_dirs, texts, batch_size=32, repeats=5):
     """
     import tensorflow as tf
 
-    from keras_mtl.predict import load_signature
+    from keras_mtl.serving.predict import load_signature
 
     batches = [tf.constant(texts[i : i + batch_size], tf.string) for i in range(0, len(texts), batch_size)]
     fns = {}
@@ -340,7 +340,6 @@ def compare(
     if max_steps is not None and int(max_steps) < 1:
         raise ConfigError(f"--max-steps must be >= 1. Received: {max_steps}")
     root = Path(workdir)
-    root.mkdir(parents=True, exist_ok=True)
     started = time.time()
     loaded = _loaded(config, overrides)
     raw = loaded.raw
@@ -349,13 +348,14 @@ def compare(
             tasks = [t.strip() for t in tasks.split(",") if t.strip()]
         raw = subset_raw(raw, list(tasks))
     base = _with(raw, ())
+    root.mkdir(parents=True, exist_ok=True)  # after the checks: a bad --tasks leaves nothing behind
     cfg = base.config
     names = cfg.task_names
     primary = {t.name: t.primary_metric for t in cfg.tasks}
     higher = {t: higher_is_better(m) for t, m in primary.items()}
 
     # === The multi-task plan (max_steps keeps the epoch count) ===
-    data = load_task_data(cfg)
+    data = load_task_data(base)
     spe = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.splits["train"]) / cfg.train.batch_size))
     epochs, spe = capped_plan(cfg.train.epochs, spe, max_steps)
     mtl_overrides = [f"train.epochs={epochs}", f"train.steps_per_epoch={spe}"]

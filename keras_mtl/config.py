@@ -2,11 +2,18 @@
 
 One root `ExperimentConfig` (pydantic models, `extra="forbid"`) holds the
 tasks, the model and the training settings. `load_config(path, overrides)`
-reads the YAML safely (no Python object tags), applies `--set KEY=VALUE`
-overrides, validates everything, including each task's reader options, and
-raises one `ConfigError` that lists every problem as
+reads the YAML safely (no Python object tags; a key repeated in a mapping is
+an error), applies `--set KEY=VALUE` overrides, validates everything,
+including each task's reader options, and raises one `ConfigError` that lists
+every problem, one line each, as
 
     configs/demo.yaml:12: tasks[1].type: unknown task type 'clasification'; expected one of ...
+    --set train.epochs=0: train.epochs: Input should be greater than or equal to 1
+
+(a problem in a value that a `--set` wrote is blamed on that `--set`). Types
+are strict in every section (`epochs: true` and `batch_size: "32"` are errors;
+an integer is a valid float), floats must be finite, and a task may not take
+a name the model gives one of its inputs or layers (`MODEL_INPUTS`, ...).
 
 Relative data paths are resolved against the config file's directory.
 """
@@ -32,9 +39,61 @@ DISTRIBUTION = ("auto", "none", "mirrored", "data_parallel")
 PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
+# The names `keras_mtl.model.build_model` gives the model's inputs and layers,
+# in one place. A task's name names its output layer (and the serving output
+# key), so it must be none of them; tests/test_config.py checks this table
+# against the layers of built models.
+MODEL_INPUTS = ("token_ids", "padding_mask", "task_ids")
+MODEL_LAYERS = {
+    "embedding": "the token and position embedding",
+    "embedding_norm": "the embedding layer norm",
+    "embedding_dropout": "the embedding dropout",
+    "task_embedding": "the task embedding",
+    "task_token": "the task token",
+    "experts": "the mixture of experts",
+    "task_relation": "the task relation layer",
+}
+NUMBERED_LAYERS = {"encoder": "transformer layer", "adapter": "task adapter"}  # encoder_0, encoder_1, ...
+TASK_LAYERS = {  # per task `t`: t_pool, t_attention_pool, ...
+    "pool": "pooling",
+    "attention_pool": "attention pooling",
+    "gate": "task gate",
+    "dropout": "head dropout",
+    "value": "regression head",
+}
+
+
+def model_name_clash(name, task_names=()):
+    """Why `name` cannot name a task: the model input or layer it would clash with, else None.
+
+    Args:
+        name: a task name.
+        task_names: the names of all tasks of the config (per-task layers
+            such as `<task>_pool` are derived from them).
+    """
+    if name in MODEL_INPUTS:
+        return "it is the name of a model input"
+    if name in MODEL_LAYERS:
+        return f"it is the name of a model layer ({MODEL_LAYERS[name]})"
+    for prefix, what in NUMBERED_LAYERS.items():
+        number = name[len(prefix) + 1 :] if name.startswith(prefix + "_") else ""
+        if number.isdigit() and str(int(number)) == number:
+            return f"it is the name of a model layer ({what} {number})"
+    for other in task_names:
+        for suffix, what in TASK_LAYERS.items():
+            if other != name and name == f"{other}_{suffix}":
+                return f"it is the name of a layer of task {other!r} (its {what})"
+    return None
+
+
+# Every config section: unknown keys are errors, types are strict (`epochs:
+# true` and `batch_size: "32"` are errors, not 1 and 32; an int is still a
+# valid float) and floats must be finite (`.inf` and `.nan` are errors).
+_SECTION = pydantic.ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_assignment=False)
+
 
 class _Strict(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid", validate_assignment=False)
+    model_config = _SECTION
 
 
 def _one_of(kind, value, allowed):
@@ -50,7 +109,7 @@ class DataConfig(pydantic.BaseModel):
     reader's own options model when the config is loaded.
     """
 
-    model_config = pydantic.ConfigDict(extra="allow")
+    model_config = pydantic.ConfigDict(**{**_SECTION, "extra": "allow"})
 
     format: str
     train: object
@@ -250,7 +309,22 @@ class ExperimentConfig(_Strict):
                     f"tasks[{i}].name: duplicate task name {t.name!r} (also tasks[{seen[t.name]}])"
                 )
             seen[t.name] = i
+        names = list(seen)
+        for i, t in enumerate(v):
+            clash = model_name_clash(t.name, names)
+            if clash:
+                raise ValueError(f"tasks[{i}].name: task name {t.name!r} is reserved: {clash}; rename the task")
         return v
+
+    @pydantic.model_validator(mode="after")
+    def _buckets_fit(self):
+        buckets = self.train.bucket_lengths
+        if buckets != "auto" and buckets[-1] > self.model.max_sequence_length:
+            raise ValueError(
+                f"train.bucket_lengths: {buckets[-1]} is longer than model.max_sequence_length "
+                f"({self.model.max_sequence_length}); bucket lengths must be <= it. Received: {buckets}"
+            )
+        return self
 
     def task(self, name) -> TaskConfig:
         for t in self.tasks:
@@ -319,21 +393,65 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=(
         raise ConfigError(_format_errors(e.errors(), source, lines, applied)) from None
     problems = []
     for i, task in enumerate(config.tasks):
-        problems += _check_data(task, i, Path(base_dir), source, lines)
+        problems += _check_data(task, i, Path(base_dir), source, lines, applied)
     if problems:
         raise ConfigError("\n".join(problems))
     raw_resolved = config.model_dump(mode="json")
     return LoadedConfig(config=config, path=Path(source) if source != "<dict>" else None, raw=raw_resolved)
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line, first_line):
+        super().__init__(f"duplicate key {key!r} (also at line {first_line}; a key may appear once in a mapping)")
+        self.line = line
+        self.first_line = first_line
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader: never constructs Python objects."""
+    """SafeLoader: never constructs Python objects; a key repeated in a mapping is an error.
+
+    Numbers such as `1e-3` load as floats (YAML 1.2), not as the string "1e-3"
+    that YAML 1.1 makes of them.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                    continue
+                try:
+                    key = self.construct_object(key_node, deep=True)
+                    hash(key)
+                except (yaml.YAMLError, TypeError):
+                    continue  # reported by the base constructor
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise _DuplicateKey(key, line, first[key])
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_problem(e):
+    """One line for a PyYAML error: its problem (and context), without the source dump."""
+    parts = [getattr(e, "context", None), getattr(e, "problem", None)]
+    text = "; ".join(p for p in parts if p) or str(e).splitlines()[0]
+    return " ".join(text.split())
 
 
 def _parse_yaml(text, source):
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{source}:{e.line}: {e}") from None
     except yaml.constructor.ConstructorError as e:
         mark = e.problem_mark or e.context_mark
         line = f":{mark.line + 1}" if mark else ""
@@ -344,8 +462,7 @@ def _parse_yaml(text, source):
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{source}{where}: YAML syntax error: {problem}") from None
+        raise ConfigError(f"{source}{where}: YAML syntax error: {_yaml_problem(e)}") from None
     if data is None:
         raise ConfigError(f"{source}: the file is empty")
     lines = {}
@@ -385,13 +502,57 @@ def _line_of(lines, loc):
     return None
 
 
+_TYPE_NAMES = {
+    bool: "a boolean", str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
+    type(None): "empty",
+}
+
+
+def _describe(value):
+    """`'32' (a string)`: a value with its YAML type, for type errors."""
+    kind = _TYPE_NAMES.get(type(value), type(value).__name__)
+    shown = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return f"{shown} ({kind})"
+
+
+def _message(err):
+    """The one-line message of a pydantic error."""
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "expected a mapping (key: value entries)"
+    if kind in ("int_type", "float_type", "bool_type", "string_type", "list_type", "dict_type", "model_type",
+                "literal_error", "int_from_float", "finite_number") and "input" in err:
+        msg += f"; got {_describe(err['input'])}"
+        if kind in ("int_type", "float_type") and isinstance(err["input"], str):
+            msg += ": write the number without quotes"
+    return " ".join(msg.split())
+
+
+def _where(loc, source, lines, applied):
+    """Who to blame for a problem at `loc`: the `--set` that wrote it, else the YAML line."""
+    applied = applied or {}
+    for path, item in applied.items():
+        if tuple(loc[: len(path)]) == tuple(path):  # the problem lies inside an override
+            return f"--set {item}"
+    inside = [item for path, item in applied.items() if tuple(path[: len(loc)]) == tuple(loc)]
+    line = lines.get(tuple(loc)) if lines else None
+    if line is None and inside:  # the key exists only through an override
+        return f"--set {inside[-1]}"
+    line = line or _line_of(lines or {}, loc)
+    where = f"{source}:{line}" if line else source
+    if inside:
+        where += f" (with --set {inside[-1]})"
+    return where
+
+
 def _format_errors(errors, source, lines, applied=None):
     out = []
     for err in errors:
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
+        msg = _message(err)
         if err["type"] == "extra_forbidden":
             known = _fields_at(ExperimentConfig, loc[:-1])
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
@@ -399,20 +560,16 @@ def _format_errors(errors, source, lines, applied=None):
             msg += f" (known keys: {', '.join(known)})"
         elif err["type"] == "missing":
             msg = "required field is missing"
-        # A validator message may already name a deeper field ("tasks[1].name: ...").
+        # A validator message may name a field inside its own location
+        # ("tasks[1].name: ..." from the tasks list, "train.bucket_lengths:
+        # ..." from the whole config).
         named = re.match(r"^([a-z_]+(\[\d+\])?(\.[a-z_]+)*): ", msg)
-        if named and "tasks[" in msg:
+        if named and named.group(1).startswith(_loc_str(loc)) and named.group(1) != _loc_str(loc):
             field = ""
             loc = tuple(_split_key(named.group(1)))
         else:
             field = _loc_str(loc) + ": " if loc else ""
-        override = next((item for path, item in (applied or {}).items() if loc[: len(path)] == path), None)
-        if override is not None:
-            out.append(f"--set {override}: {field}{msg}")
-            continue
-        line = _line_of(lines, loc)
-        where = f"{source}:{line}" if line else source
-        out.append(f"{where}: {field}{msg}")
+        out.append(f"{_where(loc, source, lines, applied)}: {field}{msg}")
     return "\n".join(out)
 
 
@@ -445,12 +602,12 @@ def _fields_at(model, loc):
     return sorted(found.model_fields) if found is not None else []
 
 
-def _check_data(task, index, base_dir, source, lines):
+def _check_data(task, index, base_dir, source, lines, applied=None):
     """Validate a task's reader format and options; resolve relative paths."""
     from keras_mtl.data import readers
 
     loc = ("tasks", index, "data")
-    where = f"{source}:{_line_of(lines, loc + ('format',)) or _line_of(lines, loc)}"
+    where = _where(loc + ("format",), source, lines, applied)
     try:
         reader = readers.get_reader(task.data.format)
     except KeyError:
@@ -467,20 +624,20 @@ def _check_data(task, index, base_dir, source, lines):
             f"{task.type} task (it serves: {', '.join(reader.task_types)})"
         ]
     try:
-        options = reader.options.model_validate(task.data.options)
+        # Strict like the config sections: `header: "yes"` is an error, not True.
+        options = reader.options.model_validate(task.data.options, strict=True)
     except pydantic.ValidationError as e:
         errors = []
         for err in e.errors():
             sub = loc + tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
+            msg = _message(err)
             if err["type"] == "extra_forbidden":
                 known = sorted(set(reader.options.model_fields) | {"format", "train", "dev", "test"})
                 guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
                 msg = f"unknown option {err['loc'][-1]!r} for format {reader.name!r}" + (
                     f"; did you mean {guess[0]!r}?" if guess else ""
                 ) + f" (known: {', '.join(known)})"
-            line = _line_of(lines, sub)
-            errors.append(f"{source}:{line}: {_loc_str(sub)}: {msg}")
+            errors.append(f"{_where(sub, source, lines, applied)}: {_loc_str(sub)}: {msg}")
         return errors
     if getattr(options, "data_dir", None):
         resolved = _resolve(options.data_dir, base_dir)
@@ -509,8 +666,16 @@ def reader_options(task: TaskConfig):
     from keras_mtl.data import readers
 
     opts = getattr(task.data, "_options", None)
-    if opts is None:
-        opts = readers.get_reader(task.data.format).options.model_validate(task.data.options)
+    if opts is None:  # a config built without `load_config`/`config_from_dict`
+        try:
+            reader = readers.get_reader(task.data.format)
+        except KeyError:
+            raise ConfigError(f"task {task.name!r}: unknown data format {task.data.format!r}") from None
+        try:
+            opts = reader.options.model_validate(task.data.options, strict=True)
+        except pydantic.ValidationError as e:
+            problems = [f"task {task.name!r}: data.{_loc_str(err['loc'])}: {_message(err)}" for err in e.errors()]
+            raise ConfigError("\n".join(problems)) from None
     return opts
 
 
@@ -532,14 +697,26 @@ def _apply_override(raw, item):
     key, value_text = item.split("=", 1)
     try:
         value = yaml.load(value_text, Loader=_LineLoader)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(
+            f"--set {item}: invalid YAML value: {_yaml_problem(e)} (values are loaded with yaml.safe_load: "
+            "tags that construct Python objects are not allowed)"
+        ) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {item}: cannot parse value: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        at = f" at column {mark.column + 1} of the value" if mark else ""
+        raise ConfigError(f"--set {item}: invalid YAML value{at}: {_yaml_problem(e)}") from None
     parts = _split_key(key.strip())
     if not parts:
         raise ConfigError(f"--set {item}: empty key")
     node, model, done = raw, ExperimentConfig, []
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(
+                f"--set {item}: cannot set {_loc_str(done + [part])}: {_loc_str(done)} is "
+                f"{_describe(node)}, not a mapping"
+            )
         if isinstance(node, list):
             if isinstance(part, str) and part.isdigit():
                 part = int(part)
@@ -568,7 +745,7 @@ def _apply_override(raw, item):
         if last:
             node[part] = value
         else:
-            if isinstance(node, dict) and part not in node:
+            if isinstance(node, dict) and node.get(part) is None:  # absent, or an empty `model:`
                 node[part] = {}
             node = node[part]
     return done

@@ -2,7 +2,9 @@
 
 Every error that a user can cause (a bad config, a bad data file, a bad
 request) is raised as a subclass of `KerasMTLError` with a message that names
-the file, line or field. The CLI prints these without a traceback.
+the file, line or field. The CLI prints these without a traceback: one
+`keras-mtl <command>: error: ...` line per line of the message (so a message
+holds one problem per line, never a multi-line dump), and exits with status 2.
 """
 
 

@@ -33,6 +33,7 @@ sample of the new task's train split, then scored on its test split.
 
 import collections
 import json
+import shutil
 import math
 import time
 import warnings
@@ -282,6 +283,36 @@ def meta_train(
         Path of the work dir.
     """
     _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every)
+    from keras_mtl.workdir import RunFiles, promote_staged, workdir_lock
+
+    loaded = _as_loaded(config, overrides)
+    config = loaded.config
+    work = RunFiles(Path(workdir) if workdir else Path("runs") / f"{config.name}-meta")
+    with workdir_lock(work.root):
+        promote_staged(work)  # a complete run killed while moving its files in place: finish that first
+        if work.backup.exists():
+            raise ModelError(
+                f"{work.backup}: the work dir holds an unfinished `keras-mtl train`; resume it "
+                f"(the same train command) or delete {work.backup}, or meta-train into another --workdir"
+            )
+        try:
+            _meta_train_staged(
+                loaded, work.staged(), inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
+                inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
+            )
+        except BaseException:
+            shutil.rmtree(work.backup, ignore_errors=True)  # the previous run's files were not touched
+            raise
+        work.complete_marker.write_text("", encoding="utf-8")
+        promote_staged(work)
+    return work.root
+
+
+def _meta_train_staged(
+    loaded, files, inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
+    inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
+):
+    """`meta_train` into `files` (the work dir's `backup/`, moved in place when complete)."""
     import keras
 
     from keras_mtl import __version__
@@ -291,22 +322,18 @@ def meta_train(
     from keras_mtl.data.tokenize import make_encoder, save_vocabulary
     from keras_mtl.evaluate import evaluate_split, report_markdown
     from keras_mtl.model import build_model, needs_task_ids
-    from keras_mtl.workdir import RunFiles, save_config, write_json
+    from keras_mtl.workdir import save_config, write_json
 
-    loaded = _as_loaded(config, overrides)
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.train.precision)
-    files = RunFiles(Path(workdir) if workdir else Path("runs") / f"{config.name}-meta")
-    files.root.mkdir(parents=True, exist_ok=True)
-    for stale in (files.metrics_csv, files.model, files.report_json, files.report_md):
-        stale.unlink(missing_ok=True)
-    save_config(files, loaded)
     started = time.time()
 
     # === Data ===
-    data = load_task_data(config)
+    data = load_task_data(loaded)
     vocabulary = _vocabulary(config, data)
+    files.root.mkdir(parents=True, exist_ok=True)
+    save_config(files, loaded)
     save_vocabulary(vocabulary, files.vocab)
     encoder = make_encoder(vocabulary, config.model)
     encoded = {s: encode_split(data.splits[s], encoder, config.tasks, data.classes) for s in ("train", "dev", "test")}
@@ -437,7 +464,6 @@ def meta_train(
         ),
         encoding="utf-8",
     )
-    return files.root
 
 
 def _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every):
@@ -618,6 +644,7 @@ def adapt(
     """
     _check_shots(shots)
     _check_steps(steps)
+    _check_learning_rate(learning_rate)
     adapter = Adapter(
         workdir,
         new_task_config,
@@ -632,6 +659,15 @@ def adapt(
     if verbose:
         print(format_adapt_result(result), flush=True)
     return result
+
+
+def _check_learning_rate(learning_rate):
+    if learning_rate is None:
+        return
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float, np.number)) or not (
+        math.isfinite(learning_rate) and learning_rate > 0
+    ):
+        raise ConfigError(f"adapt: --lr must be a finite number > 0. Received: learning_rate={learning_rate!r}")
 
 
 def _check_steps(steps):

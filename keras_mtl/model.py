@@ -10,9 +10,12 @@
     outputs: {task name: probabilities (or value)}, heads in float32.
 """
 
+import re
+
 import keras
 from keras import ops
 
+from keras_mtl.errors import ConfigError
 from keras_mtl.layers.pooling import SequencePooling
 from keras_mtl.layers.task_embedding import TaskEmbedding
 
@@ -140,7 +143,18 @@ def build_model(config, classes, vocabulary_size, backbone=None):
             h = TaskGate(name=f"{task.name}_gate")(h)
         h = keras.layers.Dropout(m.dropout, name=f"{task.name}_dropout")(h)
         outputs[task.name] = _head(task, len(classes[task.name]), h)
-    return keras.Model(inputs=inputs, outputs=outputs, name="multitask_transformer")
+    try:
+        return keras.Model(inputs=inputs, outputs=outputs, name="multitask_transformer")
+    except ValueError as e:
+        # A preset's own layer names (`transformer_layer_0`, ...) are only known
+        # here; config validation rejects the names of the layers built above.
+        clash = re.search(r'The name "([^"]+)" is used \d+ times', str(e))
+        if clash is None:
+            raise
+        raise ConfigError(
+            f"tasks: task name {clash.group(1)!r} clashes with a layer of the model"
+            f"{f' (preset {m.preset!r})' if m.preset else ''}; rename the task"
+        ) from None
 
 
 def _head(task, num_classes, h):

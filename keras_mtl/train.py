@@ -4,6 +4,7 @@
     result = train(load_config("configs/demo.yaml"), workdir="runs/demo")
 """
 
+import hashlib
 import json
 import math
 import shutil
@@ -14,27 +15,47 @@ import keras
 import numpy as np
 
 from keras_mtl import __version__
-from keras_mtl.callbacks import PerTaskEvaluation, TaskNaNGuard
+from keras_mtl.callbacks import PerTaskEvaluation, RunBackup, TaskNaNGuard, read_backup_state
 from keras_mtl.config import LoadedConfig, load_config
 from keras_mtl.data.load import load_task_data
 from keras_mtl.data.buckets import training_bucket_lengths
 from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
 from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
-from keras_mtl.errors import KerasMTLError
+from keras_mtl.errors import ConfigError, KerasMTLError
 from keras_mtl.evaluate import evaluate_split, report_markdown
 from keras_mtl.model import build_model, encodes_per_task, loss_for
-from keras_mtl.workdir import RunFiles, default_workdir, save_config, write_json
+from keras_mtl.workdir import (
+    RunFiles,
+    config_changes,
+    default_workdir,
+    promote_staged,
+    save_config,
+    workdir_lock,
+    write_json,
+)
+
+# Config fields a resumed run may change: they do not touch the training
+# (evaluation batch size; warn vs error for dev/test labels unseen in train).
+RESUME_IGNORES = ("train.eval_batch_size", "tasks.*.unseen_labels")
 
 
 class TrainingFailed(KerasMTLError):
     """Training stopped early (NaN loss)."""
 
 
+def check_max_steps(max_steps):
+    """`max_steps` is None (the configured schedule) or an integer >= 1."""
+    if max_steps is None:
+        return
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+        raise ConfigError(f"max_steps (--max-steps) must be an integer >= 1. Received: max_steps={max_steps!r}")
+
+
 def plan_steps(train_cfg, num_train, max_steps=None):
     """(epochs, steps_per_epoch): one epoch = one pass over the unique training examples."""
     steps = train_cfg.steps_per_epoch or max(1, math.ceil(num_train / train_cfg.batch_size))
     epochs = train_cfg.epochs
-    if max_steps:
+    if max_steps is not None:
         steps = min(steps, max_steps)
         epochs = max(1, min(epochs, max_steps // steps))
     return epochs, steps
@@ -57,10 +78,10 @@ def compiled_trainer(network, config, total_steps):
 
     The trainer computes sum_t lambda_t L_t with the configured loss
     weighting and normalizer and logs the per-task losses; AdamW with warmup,
-    cosine decay and clipping (of the global gradient under `mirrored`).
-    Call it inside the distribution's scope.
+    cosine decay and clipping (of the global gradient under `mirrored`:
+    the trainer's train step clips it). Call it inside the distribution's
+    scope.
     """
-    from keras_mtl import distribute
     from keras_mtl.trainer import MultiTaskTrainer
 
     model = MultiTaskTrainer(
@@ -72,13 +93,19 @@ def compiled_trainer(network, config, total_steps):
         seed=config.seed,
         loss_normalizer=config.train.loss_normalizer,
     )
-    optimizer = distribute.adapt_optimizer(make_optimizer(config.train, total_steps), config.train)
-    model.compile(optimizer=optimizer, jit_compile=config.train.jit_compile)
+    model.compile(optimizer=make_optimizer(config.train, total_steps), jit_compile=config.train.jit_compile)
     return model
 
 
-def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
+def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=False):
     """Train the multi-task model of `config` into `workdir`.
+
+    The run writes into `WORKDIR/backup/` and moves its model, metrics and
+    report over the work dir's only once they are complete: a run that fails
+    leaves the previous run's files as they were. A run killed midway resumes
+    from `WORKDIR/backup/` at its last finished epoch when started again with
+    the same config (and stops with a `ConfigError` naming the fields that
+    differ otherwise). One `train` at a time per work dir (`WORKDIR/.lock`).
 
     Args:
         config: a path, a `LoadedConfig` (from `load_config`) or a dict.
@@ -86,31 +113,45 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         overrides: `KEY=VALUE` strings applied to the config.
         max_steps: optional cap on the total number of training steps.
         verbose: 0 silent, 1 progress bar and one line per epoch.
+        fresh: discard the backup of a killed run and train from scratch.
 
     Returns:
         dict: the test report (`report.json`): per-task metrics and timings.
+
+    Raises:
+        ConfigError: a killed run's backup was started with another config.
+        WorkdirBusy: another `train` is writing into `workdir`.
     """
     from keras_mtl import distribute
+    from keras_mtl.trainer import check_weighting_supported
 
-    from keras_mtl.trainer import LossWeightLogger, check_weighting_supported
-
+    check_max_steps(max_steps)
     loaded = _as_loaded(config, overrides)
     config = loaded.config
     check_weighting_supported(config.train.loss_weighting)  # before any data work
     distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
+    files = RunFiles(Path(workdir) if workdir else default_workdir(config))
+    with workdir_lock(files.root):
+        return _train(loaded, files, max_steps, verbose, fresh)
+
+
+def _train(loaded, files, max_steps, verbose, fresh):
+    from keras_mtl import distribute
+    from keras_mtl.trainer import LossWeightLogger
+
+    config = loaded.config
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_global_policy(config.train.precision)
-    files = RunFiles(Path(workdir) if workdir else default_workdir(config))
-    files.root.mkdir(parents=True, exist_ok=True)
-    if not files.backup.exists():  # a fresh run (not a resume after a kill)
-        for stale in (files.metrics_csv, files.model, files.report_json, files.report_md):
-            stale.unlink(missing_ok=True)
-    save_config(files, loaded)
+    promote_staged(files)  # a complete run killed while moving its files in place: finish that first
+    stage = files.staged()
+    killed = None if fresh else _killed_run(files)
+    if killed is not None:  # fail fast, before the data work; the plan and data are checked below
+        _check_resume(files, killed, {"config": loaded.raw, "backend": keras.backend.backend()})
     started = time.time()
 
-    # === Data ===
-    data = load_task_data(config)
-    vocabulary = _vocabulary(config, data, files)
+    # === Data === (nothing in the work dir is touched until this succeeded)
+    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+    vocabulary = _vocabulary(config, data)
     encoder = make_encoder(vocabulary, config.model)
     encoded = {
         split: encode_split(data.splits[split], encoder, config.tasks, data.classes)
@@ -130,12 +171,27 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         seed=config.seed,
         steps_per_epoch=steps,
     )
-    resumed_epoch = _resumed_epoch(files)
-    if resumed_epoch:
+    run_state = {
+        "config": loaded.raw,
+        "backend": keras.backend.backend(),
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        "train_data": _fingerprint(data.splits["train"], vocabulary),
+    }
+    if killed is not None:
+        _check_resume(files, killed, run_state)
+        resumed_epoch = killed["epoch"]
         # Continue the data stream (and the sampling schedule) where the
         # killed run stopped: the stream is iterator-independent, so the
         # resumed run sees the batches an uninterrupted one would.
         dataset = dataset.skip(resumed_epoch * steps)
+    else:
+        resumed_epoch = 0
+        shutil.rmtree(files.backup, ignore_errors=True)  # --fresh, or a run killed before its first epoch ended
+        stage.root.mkdir(parents=True)
+        write_json(files.run_state, run_state)
+    save_config(stage, loaded)
+    save_vocabulary(vocabulary, stage.vocab)
     data_seconds = time.time() - started
 
     # === Model ===
@@ -150,7 +206,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         network = build_model(config, data.classes, len(vocabulary), backbone=backbone)
         model = compiled_trainer(network, config, epochs * steps)
         if resumed_epoch:
-            model.loss_history = _loss_history(files.metrics_csv, config.task_names, resumed_epoch)
+            model.loss_history = _loss_history(stage.metrics_csv, config.task_names, resumed_epoch)
 
     # === Fit ===
     present = [t.name for t, s in zip(config.tasks, sizes) if s > 0]
@@ -158,7 +214,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         config,
         encoded["dev"],
         data.classes,
-        files.metrics_csv,
+        stage.metrics_csv,
         pad_id=encoder.pad_id,
         extra_logs=lambda e: {
             f"sampling_p_{name}": float(schedule[min(e, len(schedule) - 1)][j]) for j, name in enumerate(present)
@@ -168,20 +224,21 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
     nan_guard = TaskNaNGuard(config.task_names)
     callbacks = [
         nan_guard,
-        keras.callbacks.BackupAndRestore(str(files.backup), delete_checkpoint=True, double_checkpoint=True),
-        LossWeightLogger(model),  # adds lambda_<task> to the epoch logs (before the CSV row)
-        monitor,
+        LossWeightLogger(model),  # adds lambda_<task> to the epoch logs (before the CSV row); DWA's next weights
+        monitor,  # the CSV row of the epoch, before the backup commits it
+        RunBackup(files.checkpoint),  # weights, optimizer, seed states: after everything that changes them
         keras.callbacks.TensorBoard(str(files.logs), write_graph=False),
     ]
     fit_started = time.time()
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: the tf.data stream is already shuffled (and Keras warns otherwise).
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
     fit_seconds = time.time() - fit_started
     if nan_guard.failure:
-        shutil.rmtree(files.backup, ignore_errors=True)
+        shutil.rmtree(files.backup, ignore_errors=True)  # the previous run's files stay as they were
         raise TrainingFailed(nan_guard.failure)
 
-    # === Save and report ===
-    network.save(files.model)  # the plain functional network, no trainer class inside
+    # === Save and report === (into backup/, then over the work dir's files)
+    network.save(stage.model)  # the plain functional network, no trainer class inside
     info = {
         "keras_mtl_version": __version__,
         "backend": keras.backend.backend(),
@@ -201,7 +258,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         "final_loss_weights": {k: float(v) for k, v in model.current_weights().items()},
         "history": monitor.history,
     }
-    write_json(files.run, info)
+    write_json(stage.run, info)
     test = encoded["test"]
     scores = evaluate_split(network, test, config, data.classes, encoder.pad_id) if len(test) else {}
     counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
@@ -216,8 +273,8 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         "steps_per_epoch": steps,
         "backend": keras.backend.backend(),
     }
-    write_json(files.report_json, report)
-    files.report_md.write_text(
+    write_json(stage.report_json, report)
+    stage.report_md.write_text(
         report_markdown(
             f"{config.name}: test metrics",
             scores,
@@ -226,16 +283,78 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1):
         ),
         encoding="utf-8",
     )
+    files.complete_marker.write_text("", encoding="utf-8")
+    promote_staged(files)
     return report
 
 
-def _resumed_epoch(files):
-    """The number of finished epochs a BackupAndRestore backup holds (0 if none)."""
-    metadata = files.backup / "training_metadata.json"
+def _killed_run(files):
+    """What the killed run in `files.backup` was started with, plus `epoch`
+    (the epochs it finished); None when there is nothing to resume."""
+    state = read_backup_state(files.checkpoint)
+    if state is None:
+        return None
     try:
-        return int(json.loads(metadata.read_text(encoding="utf-8"))["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
+        started = json.loads(files.run_state.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(started, dict):
+        return None
+    return {**started, "epoch": int(state["epoch"])}
+
+
+def _check_resume(files, killed, current):
+    """Raise a one-line `ConfigError` when `current` (config, backend, plan,
+    training data) differs from what the killed run was started with."""
+    changes = []
+    if "config" in current:
+        changes += [
+            f"{field}: {_shown(old)} -> {_shown(new)}"
+            for field, old, new in config_changes(killed.get("config"), current["config"], RESUME_IGNORES)
+        ]
+    labels = {
+        "backend": "Keras backend",
+        "epochs": "epochs (train.epochs, --max-steps)",
+        "steps_per_epoch": "steps per epoch (train.steps_per_epoch, --max-steps)",
+    }
+    for key, label in labels.items():
+        if key in current and killed.get(key) != current[key]:
+            changes.append(f"{label}: {_shown(killed.get(key))} -> {_shown(current[key])}")
+    if "train_data" in current and killed.get("train_data") != current["train_data"]:
+        changes.append("the training examples (or the vocabulary) changed")
+    if not changes:
+        return
+    shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+    total = killed.get("epochs")
+    raise ConfigError(
+        f"{files.root}: cannot resume the killed run in {files.backup} (epoch {killed['epoch']}"
+        f"{f' of {total}' if total else ''} done): it was started with another setup: {shown}. "
+        f"Rerun it as started to resume, or pass --fresh (or delete {files.backup}) to train from scratch"
+    )
+
+
+def _shown(value, limit=60):
+    text = value if isinstance(value, str) else json.dumps(value) if _jsonable(value) else repr(value)
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _fingerprint(train_examples, vocabulary):
+    """A hash of the training examples and the vocabulary: a resume needs the same."""
+    digest = hashlib.sha256()
+    for ex in train_examples:
+        digest.update(json.dumps([ex.text, ex.labels], sort_keys=True, default=str).encode("utf-8"))
+        digest.update(b"\n")
+    digest.update("\n".join(vocabulary).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _loss_history(csv_path, task_names, epochs):
@@ -262,15 +381,10 @@ def _as_loaded(config, overrides):
     return load_config(config, overrides)
 
 
-def _vocabulary(config, data, files):
+def _vocabulary(config, data):
     if config.model.preset:
         from keras_mtl.pretrained import preset_vocabulary
 
-        vocabulary = preset_vocabulary(config.model)
-    else:
-        texts = sorted({ex.text for ex in data.splits["train"]})
-        vocabulary = compute_vocabulary(
-            texts, config.model.vocabulary_size, config.model.lowercase, config.task_names
-        )
-    save_vocabulary(vocabulary, files.vocab)
-    return vocabulary
+        return preset_vocabulary(config.model)
+    texts = sorted({ex.text for ex in data.splits["train"]})
+    return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)

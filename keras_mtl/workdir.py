@@ -7,17 +7,38 @@
       model.keras      the trained model
       metrics.csv      per-epoch train losses and per-task dev metrics
       logs/            TensorBoard
-      backup/          BackupAndRestore state (removed when training ends)
       report.json, report.md   per-task test metrics
+      backup/          the unfinished run (absent when none): see below
+      .lock            held (flock) by the `train` writing into the work dir
+
+A run never writes over the files of the previous one while it trains: it
+writes everything into `backup/` (its config, vocabulary and metrics.csv, the
+per-epoch checkpoint in `backup/checkpoint/`), and only once the new model
+and report are complete does it move them over the old files (`os.replace`,
+one file at a time, after a `backup/COMPLETE` marker so that a kill in
+between is finished by the next `train`). A run that fails (bad data, NaN
+loss) leaves the previous model, report and config as they were; a killed
+run leaves `backup/`, from which the same command resumes.
 """
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import yaml
 
 from keras_mtl.errors import ModelError
+
+# The files of a finished run, in the order a finished run's staged files replace them.
+RESULT_FILES = ("model.keras", "vocab.txt", "config.yaml", "run.json", "metrics.csv", "report.json", "report.md")
+
+
+class WorkdirBusy(ModelError):
+    """Another process is training into the work dir."""
 
 
 @dataclasses.dataclass
@@ -60,6 +81,28 @@ class RunFiles:
     def report_md(self):
         return self.root / "report.md"
 
+    @property
+    def lock(self):
+        return self.root / ".lock"
+
+    def staged(self):
+        """The same files inside `backup/`, where an unfinished run writes them."""
+        return RunFiles(self.backup)
+
+    @property
+    def checkpoint(self):
+        """The per-epoch training state of the unfinished run (`RunBackup`)."""
+        return self.backup / "checkpoint"
+
+    @property
+    def run_state(self):
+        """What the unfinished run was started with (config, plan, data), to check a resume against."""
+        return self.backup / "run_state.json"
+
+    @property
+    def complete_marker(self):
+        return self.backup / "COMPLETE"
+
 
 def default_workdir(config):
     return Path("runs") / config.name
@@ -72,7 +115,110 @@ def write_json(path, data):
 
 
 def save_config(files, loaded):
-    files.config.write_text(yaml.safe_dump(loaded.raw, sort_keys=False), encoding="utf-8")
+    tmp = Path(str(files.config) + ".tmp")
+    tmp.write_text(yaml.safe_dump(loaded.raw, sort_keys=False), encoding="utf-8")
+    tmp.replace(files.config)
+
+
+@contextlib.contextmanager
+def workdir_lock(root):
+    """Hold `root/.lock` (an exclusive `flock`) while the block runs.
+
+    The lock belongs to the open file: it is released when the block ends and
+    also when the process dies (even by SIGKILL), so a stale lock file never
+    blocks anyone. The holder's PID is written into the file for the message
+    of whoever is refused.
+
+    Raises:
+        WorkdirBusy: another process (or another `train` in this one) holds it.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no protection, as before
+        yield
+        return
+    path = root / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise WorkdirBusy(
+                f"{root}: work dir in use by another `keras-mtl train` ({who}); "
+                "wait for it to finish, or train into another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def promote_staged(files):
+    """Move the staged files of a complete run over the work dir's, then drop `backup/`.
+
+    Call with the work dir locked, once every staged file is written and the
+    `COMPLETE` marker is in place: each `os.replace` is atomic, so a reader
+    sees either an old or a new file, never a partial one, and a kill midway
+    is finished by the next call (the marker is still there).
+    """
+    staged = files.staged()
+    if not files.complete_marker.exists():
+        return False
+    for name in RESULT_FILES:
+        source = staged.root / name
+        if source.exists():
+            os.replace(source, files.root / name)
+    shutil.rmtree(files.backup, ignore_errors=True)
+    return True
+
+
+def config_changes(old, new, ignore=()):
+    """The differences between two saved configs (`LoadedConfig.raw`), as
+    `(field, old value, new value)` triples; fields matching a pattern in
+    `ignore` (`train.eval_batch_size`, `tasks.*.unseen_labels`) are skipped.
+
+    Tasks are compared by name (`tasks.topic.loss_weight`); a changed task
+    list is one change of `tasks`.
+    """
+    import fnmatch
+
+    changes = []
+
+    def walk(a, b, path):
+        if any(fnmatch.fnmatchcase(path, pattern) for pattern in ignore):
+            return
+        if path == "tasks" and isinstance(a, list) and isinstance(b, list):
+            names_a, names_b = ([t.get("name") if isinstance(t, dict) else t for t in x] for x in (a, b))
+            if names_a != names_b:
+                changes.append(("tasks", ", ".join(map(str, names_a)), ", ".join(map(str, names_b))))
+                return
+            for name, ta, tb in zip(names_a, a, b):
+                walk(ta, tb, f"tasks.{name}")
+            return
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in list(a) + [k for k in b if k not in a]:
+                walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{path}.{key}" if path else str(key))
+            return
+        if a != b:
+            changes.append((path, a, b))
+
+    walk(old, new, "")
+    return changes
+
+
+class _Absent:
+    def __repr__(self):
+        return "(absent)"
+
+
+_ABSENT = _Absent()
 
 
 @dataclasses.dataclass

@@ -202,14 +202,31 @@ def test_evaluate_of_a_missing_workdir(tmp_path, capsys):
     assert_user_error(code, err, "evaluate", "work dir not found")
 
 
-def test_usage_errors_exit_2(capsys):
+def test_usage_errors_exit_2_with_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["fly"])
     assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "keras-mtl: error: argument COMMAND: invalid choice: 'fly' (choose from 'train', 'evaluate', "
+        "'export', 'predict', 'data', 'serve', 'compare', 'meta-train', 'adapt', 'search', 'bench') "
+        "(see 'keras-mtl --help')"
+    ]
     with pytest.raises(SystemExit) as info:
         main(["train"])
     assert info.value.code == 2
-    assert "usage:" in capsys.readouterr().err
+    assert capsys.readouterr().err.splitlines() == [
+        "keras-mtl train: error: the following arguments are required: config (see 'keras-mtl train --help')"
+    ]
+
+
+def test_verbose_before_or_after_the_command():
+    from keras_mtl import cli
+
+    parser = cli.build_parser()
+    assert parser.parse_args(["data", "c.yaml"]).verbose is False
+    assert parser.parse_args(["--verbose", "data", "c.yaml"]).verbose is True
+    assert parser.parse_args(["data", "c.yaml", "--verbose"]).verbose is True
+    assert parser.parse_args(["-v", "train", "c.yaml", "--quiet"]).verbose is True
 
 
 def test_console_entry_exit_code_and_clean_error(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,6 +139,15 @@ def test_subset_raw():
     assert len(raw["tasks"]) == 3  # not modified
     with pytest.raises(ConfigError, match="no task named 'zz'"):
         subset_raw(raw, ["a", "zz"])
+
+
+def test_compare_bad_tasks_leaves_no_work_dir(tmp_path):
+    from keras_mtl.compare import compare
+
+    root = tmp_path / "cmp"
+    with pytest.raises(ConfigError, match="no task named 'zz'"):
+        compare(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", workdir=root, tasks="topic,zz")
+    assert not root.exists()
 
 
 # ---------------------------------------------------------------------------

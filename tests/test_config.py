@@ -1,10 +1,15 @@
 """Config loading: every bad input is one ConfigError naming file, line and field."""
 
+import math
 import re
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keras_mtl.config import (
     ExperimentConfig,
@@ -95,7 +100,7 @@ def test_python_object_tag_in_set_is_refused_and_not_executed(tmp_path):
     path = write(tmp_path, TINY)
     msg = error_of(path, [f'name=!!python/object/apply:os.system ["touch {marker}"]'])
     assert msg.startswith("--set name=")
-    assert "cannot parse value" in msg
+    assert "invalid YAML value" in msg
     assert not marker.exists()
 
 
@@ -415,3 +420,280 @@ def test_config_from_dict_does_not_mutate_its_input():
 def test_config_from_dict_errors_name_the_source():
     with pytest.raises(ConfigError, match=re.escape("<dict>: tasks: ")):
         config_from_dict({"name": "x", "tasks": []})
+
+
+# ------------------------------------------------------------------ strict, finite values (issue 11)
+
+
+def _fields(annotation_types):
+    """(--set key, field info) of every field of the given types, in every config section."""
+    from keras_mtl.config import ModelConfig, SplitConfig, TaskConfig, TrainConfig
+
+    sections = {"tasks[0]": TaskConfig, "model": ModelConfig, "train": TrainConfig, "splits": SplitConfig}
+    found = []
+    for prefix, model in sections.items():
+        for name, field in model.model_fields.items():
+            if field.annotation in annotation_types:
+                found.append((f"{prefix}.{name}", field))
+    return found
+
+
+FLOAT_FIELDS = [key for key, _ in _fields((float,))]
+INT_FIELDS = [key for key, _ in _fields((int, typing.Optional[int]))]
+BOOL_FIELDS = [key for key, _ in _fields((bool,))]
+
+
+def test_the_field_lists_are_not_empty():
+    assert {"tasks[0].loss_weight", "train.learning_rate", "train.temperature", "model.dropout"} <= set(FLOAT_FIELDS)
+    assert {"train.epochs", "train.batch_size", "model.hidden_dim", "splits.seed"} <= set(INT_FIELDS)
+    assert {"model.lowercase", "model.task_gates"} <= set(BOOL_FIELDS)
+
+
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_non_finite_floats_are_refused_in_every_float_field(tmp_path, key, value):
+    msg = error_of(write(tmp_path, TINY), [f"{key}={value}"])
+    assert msg == f"--set {key}={value}: {key}: Input should be a finite number; got {value.lower()} (a number)", msg
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(FLOAT_FIELDS), value=st.floats(allow_nan=True, allow_infinity=True))
+def test_any_float_value_is_finite_or_refused(tmp_path, key, value):
+    text = yaml.safe_dump(value).splitlines()[0]
+    try:
+        loaded = load_config(write(tmp_path, TINY), [f"{key}={text}"])
+    except ConfigError as e:
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith(f"--set {key}={text}: "), msg
+        if not math.isfinite(value):
+            assert "finite number" in msg, msg
+        else:
+            assert "valid number" not in msg and "finite" not in msg, msg  # a range check, not a type error
+    else:
+        assert math.isfinite(value)
+        section, name = key.split(".")
+        obj = loaded.config.tasks[0] if section == "tasks[0]" else getattr(loaded.config, section)
+        assert getattr(obj, name) == value
+
+
+def test_nan_in_the_file_names_file_line_and_field(tmp_path):
+    path = write(tmp_path, TINY + "  temperature: .nan\n")
+    assert error_of(path) == f"{path}:14: train.temperature: Input should be a finite number; got .nan (a number)"
+    path = write(tmp_path, TINY.replace("metrics: [accuracy]", "metrics: [accuracy]\n    loss_weight: .inf"))
+    assert error_of(path).startswith(f"{path}:6: tasks[0].loss_weight: Input should be a finite number")
+
+
+@pytest.mark.parametrize("key", INT_FIELDS)
+@pytest.mark.parametrize("value, shown", [("true", "true (a boolean)"), ("'32'", "'32' (a string)"), ("2.5", "2.5 (a number)")])
+def test_integer_fields_take_integers_only(tmp_path, key, value, shown):
+    msg = error_of(write(tmp_path, TINY), [f"{key}={value}"])
+    assert msg.startswith(f"--set {key}={value}: {key}: Input should be a valid integer; got {shown}"), msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("key", BOOL_FIELDS)
+@pytest.mark.parametrize("value", ["1", "'true'", "0.0"])
+def test_boolean_fields_take_booleans_only(tmp_path, key, value):
+    msg = error_of(write(tmp_path, TINY), [f"{key}={value}"])
+    assert msg.startswith(f"--set {key}={value}: {key}: Input should be a valid boolean; got "), msg
+
+
+@pytest.mark.parametrize("key", FLOAT_FIELDS)
+def test_float_fields_accept_integers(tmp_path, key):
+    for value in (1, 0):  # one of them is in range for every float field
+        try:
+            loaded = load_config(write(tmp_path, TINY), [f"{key}={value}"])
+        except ConfigError as e:
+            assert "valid number" not in str(e), str(e)
+            continue
+        section, name = key.split(".")
+        obj = loaded.config.tasks[0] if section == "tasks[0]" else getattr(loaded.config, section)
+        assert getattr(obj, name) == value and isinstance(getattr(obj, name), float)
+        return
+    pytest.fail(f"{key}: neither 1 nor 0 was accepted")
+
+
+def test_epochs_true_and_quoted_batch_size_in_the_file(tmp_path):
+    path = write(tmp_path, TINY.replace("batch_size: 8", 'batch_size: "32"'))
+    assert error_of(path) == (
+        f"{path}:13: train.batch_size: Input should be a valid integer; got '32' (a string): "
+        "write the number without quotes"
+    )
+    path = write(tmp_path, TINY + "  epochs: true\n")
+    assert error_of(path) == f"{path}:14: train.epochs: Input should be a valid integer; got true (a boolean)"
+
+
+def test_reader_options_are_strict_too(tmp_path):
+    path = write(tmp_path, TINY.replace("kind: topic, train: 20", "kind: topic, train: 20, seed: '3'"))
+    assert error_of(path).startswith(f"{path}:6: tasks[0].data.seed: Input should be a valid integer; got '3'")
+
+
+def test_exponent_without_a_dot_is_a_float(tmp_path):
+    # YAML 1.1 (PyYAML) reads `1e-3` as a string; strict floats would refuse it.
+    loaded = load_config(write(tmp_path, TINY + "  learning_rate: 1e-3\n  weight_decay: 2E-2\n"))
+    assert loaded.config.train.learning_rate == 0.001 and loaded.config.train.weight_decay == 0.02
+    assert load_config(write(tmp_path, TINY), ["train.learning_rate=5e-4"]).config.train.learning_rate == 0.0005
+
+
+# ------------------------------------------------------------------ duplicate keys
+
+
+@pytest.mark.parametrize(
+    "text, line, first, key",
+    [
+        (TINY + "name: other\n", 14, 1, "name"),  # top level
+        (TINY + "  batch_size: 16\n", 14, 13, "batch_size"),  # a section
+        (TINY.replace("    type: classification\n    metrics", "    type: classification\n    type: tagging\n    metrics"), 5, 4, "type"),
+        (TINY.replace("kind: topic, train: 20", "kind: topic, train: 20, kind: pos"), 6, 6, "kind"),  # flow mapping
+        (TINY + "model:\n  num_layers: 1\n", 14, 10, "model"),  # a whole section twice
+    ],
+)
+def test_duplicate_keys_are_errors_naming_both_lines(tmp_path, text, line, first, key):
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}:{line}: duplicate key {key!r} (also at line {first}; a key may appear once in a mapping)"
+
+
+def test_merge_keys_may_be_overridden(tmp_path):
+    text = TINY.replace("model:\n  hidden_dim: 16\n", "base: &base {hidden_dim: 32, num_layers: 1}\nmodel:\n  <<: *base\n  hidden_dim: 16\n")
+    path = write(tmp_path, text)
+    # `base` is not a config key (reported as such); the merge itself is fine.
+    assert "duplicate" not in error_of(path)
+
+
+def test_duplicate_key_in_a_set_value(tmp_path):
+    msg = error_of(write(tmp_path, TINY), ["model={hidden_dim: 8, hidden_dim: 16}"])
+    assert msg.startswith("--set model={hidden_dim: 8, hidden_dim: 16}: invalid YAML value: duplicate key 'hidden_dim'"), msg
+
+
+# ------------------------------------------------------------------ task names the model uses (issue 11)
+
+
+def _reserved_examples():
+    from keras_mtl.config import MODEL_INPUTS, MODEL_LAYERS, NUMBERED_LAYERS, TASK_LAYERS
+
+    names = list(MODEL_INPUTS) + list(MODEL_LAYERS) + [f"{p}_{i}" for p in NUMBERED_LAYERS for i in (0, 1, 11)]
+    return names + [f"topic_{suffix}" for suffix in TASK_LAYERS]
+
+
+@pytest.mark.parametrize("name", _reserved_examples())
+def test_task_named_like_a_model_input_or_layer_is_refused(tmp_path, name):
+    path = write(tmp_path, TINY.replace("name: sentiment", f"name: {name}"))
+    msg = error_of(path)
+    assert msg.startswith(f"{path}:7: tasks[1].name: task name {name!r} is reserved: it is the name of "), msg
+    assert "\n" not in msg
+
+
+def test_task_pool_beside_task_names_the_other_task(tmp_path):
+    path = write(tmp_path, TINY.replace("name: sentiment", "name: topic_pool"))
+    assert error_of(path) == (
+        f"{path}:7: tasks[1].name: task name 'topic_pool' is reserved: it is the name of a layer of "
+        "task 'topic' (its pooling); rename the task"
+    )
+    # Without a task `topic`, `topic_pool` is an ordinary name.
+    text = TINY.replace("name: sentiment", "name: topic_pool").replace("name: topic\n", "name: subject\n")
+    assert load_config(write(tmp_path, text)).config.task_names == ["subject", "topic_pool"]
+
+
+def test_numbered_names_that_the_model_does_not_use_are_free():
+    from keras_mtl.config import model_name_clash
+
+    for name in ("encoder", "encoder_", "encoder_01", "encoder_x", "encoders_0", "my_embedding", "topic_pooled"):
+        assert model_name_clash(name, ["topic"]) is None, name
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(a=st.from_regex(r"\A[a-z][a-z0-9_]{0,12}\Z"), b=st.from_regex(r"\A[a-z][a-z0-9_]{0,12}\Z"))
+def test_any_task_name_loads_or_is_refused_in_one_line(tmp_path, a, b):
+    from keras_mtl.config import model_name_clash
+
+    # Quoted: `name: yes` would be a boolean (and refused as such).
+    path = write(tmp_path, TINY.replace("name: topic\n", f"name: '{a}'\n").replace("name: sentiment\n", f"name: '{b}'\n"))
+    try:
+        loaded = load_config(path)
+    except ConfigError as e:
+        msg = str(e)
+        assert "\n" not in msg and msg.startswith(f"{path}:"), msg
+        assert a == b or model_name_clash(a, [a, b]) or model_name_clash(b, [a, b]), msg
+    else:
+        assert loaded.config.task_names == [a, b]
+        assert not model_name_clash(a, [a, b]) and not model_name_clash(b, [a, b])
+
+
+@pytest.mark.parametrize("variant", ["cls", "attention"])
+def test_reserved_names_cover_every_layer_and_input_of_the_model(variant):
+    """The table in config.py against the layers `build_model` really creates."""
+    from keras_mtl.config import model_name_clash
+    from keras_mtl.model import build_model
+
+    tasks = [
+        {"name": "a", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 4}},
+        {"name": "b", "type": "regression", "data": {"format": "demo", "kind": "topic", "train": 4}},
+        {"name": "c", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 4}},
+    ]
+    model = {
+        "hidden_dim": 8, "num_heads": 2, "intermediate_dim": 8, "num_layers": 2, "adapter_dim": 4,
+        "num_experts": 2, "task_relation": True, "task_gates": True, "pooling": variant,
+        "task_conditioning": "embedding" if variant == "cls" else "token",
+    }
+    config = ExperimentConfig.model_validate({"name": "x", "tasks": tasks, "model": model})
+    network = build_model(config, {t: ["p", "q"] for t in "abc"}, 50)
+    names = [layer.name for layer in network.layers] + [str(i.name).split(":")[0] for i in network.inputs]
+    for name in names:
+        assert name in config.task_names or model_name_clash(name, config.task_names), (
+            f"layer {name!r} of the model is not in config.py's reserved names"
+        )
+
+
+# ------------------------------------------------------------------ buckets, --set blame (issue 11)
+
+
+def test_bucket_lengths_above_max_sequence_length_are_refused(tmp_path):
+    text = TINY.replace("hidden_dim: 16", "hidden_dim: 16\n  max_sequence_length: 32")
+    path = write(tmp_path, text + "  bucket_lengths: [8, 33]\n")
+    assert error_of(path) == (
+        f"{path}:15: train.bucket_lengths: 33 is longer than model.max_sequence_length (32); "
+        "bucket lengths must be <= it. Received: [8, 33]"
+    )
+    assert load_config(write(tmp_path, text + "  bucket_lengths: [8, 32]\n")).config.train.bucket_lengths == [8, 32]
+    msg = error_of(write(tmp_path, text + "  bucket_lengths: [8, 16]\n"), ["model.max_sequence_length=12"])
+    assert "train.bucket_lengths: 16 is longer than model.max_sequence_length (12)" in msg
+
+
+def test_set_into_a_scalar_is_one_line(tmp_path):
+    msg = error_of(write(tmp_path, TINY), ["model=3", "model.hidden_dim=8"])
+    assert msg == "--set model.hidden_dim=8: cannot set model.hidden_dim: model is 3 (an integer), not a mapping"
+    msg = error_of(write(tmp_path, TINY), ["tasks.topic.data=x", "tasks.topic.data.seed=1"])
+    assert msg.startswith("--set tasks.topic.data.seed=1: cannot set tasks[0].data.seed: tasks[0].data is x (a string)")
+
+
+def test_set_into_an_empty_section(tmp_path):
+    path = write(tmp_path, TINY.replace("model:\n  hidden_dim: 16\n", "model:\n"))
+    assert load_config(path, ["model.hidden_dim=32"]).config.model.hidden_dim == 32
+    assert error_of(path) == f"{path}:10: model: expected a mapping (key: value entries); got null (empty)"
+
+
+@pytest.mark.parametrize("value", ["[", "{a: 1", "'unclosed", "a: b: c", "[1, 2]]", "@x"])
+def test_bad_set_yaml_value_is_one_line(tmp_path, value):
+    msg = error_of(write(tmp_path, TINY), [f"train.epochs={value}"])
+    assert msg.startswith(f"--set train.epochs={value}: invalid YAML value"), msg
+    assert "\n" not in msg
+
+
+def test_bad_reader_option_from_set_blames_the_set(tmp_path):
+    path = write(tmp_path, TINY)
+    msg = error_of(path, ["tasks.topic.data.seedd=3"])
+    assert msg.startswith("--set tasks.topic.data.seedd=3: tasks[0].data.seedd: unknown option 'seedd'"), msg
+    msg = error_of(path, ["tasks.topic.data.format=demoo"])
+    assert msg.startswith("--set tasks.topic.data.format=demoo: tasks[0].data.format: unknown data format"), msg
+    # The same option in the file is blamed on its line.
+    path = write(tmp_path, TINY.replace("kind: topic, train: 20", "kind: topic, train: 20, seedd: 3"))
+    assert error_of(path).startswith(f"{path}:6: tasks[0].data.seedd: unknown option")
+
+
+def test_section_made_by_set_is_blamed_on_the_set(tmp_path):
+    path = write(tmp_path, TINY.replace("model:\n  hidden_dim: 16\n", ""))
+    msg = error_of(path, ["model.hidden_dim=10", "model.num_heads=4"])
+    assert msg.startswith("--set model.") and "divisible by num_heads (4)" in msg, msg
+    # A problem in a file section that a --set changed names both.
+    msg = error_of(write(tmp_path, TINY), ["model.num_heads=3"])
+    assert msg.startswith(f"{tmp_path / 'cfg.yaml'}:10 (with --set model.num_heads=3): model: "), msg

@@ -132,7 +132,8 @@ def run_serving_subprocess(dirs, texts):
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory):
     from keras_mtl.config import config_from_dict
-    from keras_mtl.export import export, version_dirs
+    from keras_mtl.export import export
+    from keras_mtl.serving.layout import version_dirs
     from keras_mtl.train import train
 
     runs = {}
@@ -388,8 +389,8 @@ def test_saved_model_cli_lists_the_signature(e2e):
 
 @pytest.mark.parametrize("cond", CONDITIONINGS)
 def test_predict_equals_the_served_outputs(e2e, cond):
-    from keras_mtl.export import read_metadata
-    from keras_mtl.predict import predict
+    from keras_mtl.serving.layout import read_metadata
+    from keras_mtl.serving.predict import predict
     from keras_mtl.serving.outputs import outputs_to_predictions
 
     r = e2e["runs"][cond]
@@ -429,7 +430,7 @@ def test_export_of_a_dir_without_a_trained_model(tmp_path, e2e):
 
 def test_predict_on_a_dir_that_is_not_a_saved_model(tmp_path, e2e):
     from keras_mtl.errors import ModelError
-    from keras_mtl.predict import predict
+    from keras_mtl.serving.predict import predict
 
     with pytest.raises(ModelError, match="not a SavedModel"):
         predict(e2e["runs"]["embedding"]["workdir"], ["a text"])  # a work dir, not an export

@@ -131,7 +131,8 @@ EXPORT_SCRIPT = textwrap.dedent(
 
 def test_killed_export_leaves_no_version(tmp_path):
     from keras_mtl.config import config_from_dict
-    from keras_mtl.export import export, version_dirs
+    from keras_mtl.export import export
+    from keras_mtl.serving.layout import version_dirs
     from keras_mtl.train import train
 
     workdir, base = tmp_path / "run", tmp_path / "saved"

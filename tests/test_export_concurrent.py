@@ -73,89 +73,6 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, argv, expected):
     assert len(lines) == 1 and "error:" in lines[0] and expected in lines[0], err
 
 
-def test_export_lock_is_exclusive(tmp_path):
-    """`base_lock` excludes another process until released."""
-    from keras_mtl.export import LOCK_FILE, base_lock
-
-    probe = textwrap.dedent(
-        """
-        import fcntl, os, sys
-        if not os.path.exists(sys.argv[1]):
-            sys.exit(print("free"))
-        fd = os.open(sys.argv[1], os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print("locked")
-        else:
-            print("free")
-        """
-    )
-
-    def other_process_sees():
-        out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / LOCK_FILE)],
-                             capture_output=True, text=True, timeout=60)
-        return out.stdout.strip()
-
-    with base_lock(tmp_path):
-        assert other_process_sees() == "locked"
-    assert other_process_sees() == "free"
-    assert not (tmp_path / LOCK_FILE).exists(), "the lock file is removed on release"
-
-
-def test_export_lock_serialises_processes(tmp_path):
-    """Four processes taking the lock 200 times each: never two inside together.
-
-    Each holder appends "enter"/"leave" to a log inside the lock; the log must
-    alternate. Holders that find the lock file unlinked by the previous holder
-    start over on a new one (the inode check in base_lock).
-    """
-    from keras_mtl.export import LOCK_FILE
-
-    script = textwrap.dedent(
-        """
-        import os, sys, time
-        from keras_mtl.export import base_lock
-        base, log, go = sys.argv[1], sys.argv[2], sys.argv[3]
-        while not os.path.exists(go):  # all start together
-            time.sleep(0.001)
-        for _ in range(200):
-            with base_lock(base):
-                with open(log, "a") as f:
-                    f.write("enter\\n")
-                time.sleep(0.0005)
-                with open(log, "a") as f:
-                    f.write("leave\\n")
-        """
-    )
-    base, log, go = tmp_path / "base", tmp_path / "log", tmp_path / "go"
-    base.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(base), str(log), str(go)],
-                              env=_env(), cwd=tmp_path)
-             for _ in range(4)]
-    time.sleep(2)
-    go.touch()
-    for proc in procs:
-        assert proc.wait(timeout=300) == 0
-    lines = log.read_text().split()
-    assert len(lines) == 4 * 200 * 2
-    assert lines == ["enter", "leave"] * (4 * 200), "two holders were inside the lock at once"
-    assert not (base / LOCK_FILE).exists()
-
-
-def test_publish_skips_taken_numbers(tmp_path):
-    from keras_mtl.export import _publish, next_version
-
-    (tmp_path / "1").mkdir()
-    (tmp_path / "2").write_text("a stray file named like a version")
-    tmp = tmp_path / ".tmp-1-x-1"
-    tmp.mkdir()
-    (tmp / "saved_model.pb").write_bytes(b"")
-    assert next_version(tmp_path) == 3
-    assert _publish(tmp, tmp_path) == tmp_path / "3"
-    assert (tmp_path / "3" / "saved_model.pb").exists() and not tmp.exists()
-
-
 # ---------------------------------------------------------------------------
 # real exports
 
@@ -201,6 +118,7 @@ EXPORT_SCRIPT = textwrap.dedent(
     import json, os, sys, time
     from pathlib import Path
     import keras_mtl.export as ex
+    import keras_mtl.serving.layout as layout
 
     workdir, base, sync = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
@@ -212,7 +130,7 @@ EXPORT_SCRIPT = textwrap.dedent(
                 sys.exit(f"barrier {name}: the other export never arrived")
             time.sleep(0.01)
 
-    real_build, real_lock = ex.build_archive, ex.base_lock
+    real_build, real_lock = ex.build_archive, layout.base_lock
 
     def build_archive(*args, **kwargs):
         barrier("start")
@@ -222,7 +140,7 @@ EXPORT_SCRIPT = textwrap.dedent(
         barrier("publish")
         return real_lock(path)
 
-    ex.build_archive, ex.base_lock = build_archive, base_lock
+    ex.build_archive, layout.base_lock = build_archive, base_lock
     print("RESULT " + json.dumps(str(ex.export(workdir, out=base, warmup=False, keep=5))))
     """
 )
@@ -230,7 +148,8 @@ EXPORT_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
-    from keras_mtl.export import LOCK_FILE, export, version_dirs
+    from keras_mtl.export import export
+    from keras_mtl.serving.layout import version_dirs
 
     base, sync = tmp_path / "saved", tmp_path / "sync"
     sync.mkdir()
@@ -263,8 +182,8 @@ def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
     assert export(workdir, out=base, keep=1, warmup=False) == base / "3"
     assert version_dirs(base) == [3]
 
-    # the export answers through keras_mtl.predict (input `text` checked), in order
-    from keras_mtl.predict import predict
+    # the export answers through keras_mtl.serving.predict (input `text` checked), in order
+    from keras_mtl.serving.predict import predict
 
     texts = [f"the chef cooked soup number {i}" + " ." * (i % 4) for i in range(70)]
     preds = predict(base, texts, batch_size=32)
@@ -275,26 +194,3 @@ def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
     with pytest.raises(ModelError, match="keras_mtl.json: cannot read the export metadata") as info:
         predict(base, texts[:1])
     assert "\n" not in str(info.value)
-
-
-def test_predict_bad_model_dirs_are_one_line_errors(tmp_path):
-    from keras_mtl.errors import ServingError
-    from keras_mtl.predict import predict
-
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "afile").write_text("x")
-    (tmp_path / "corrupt" / "1").mkdir(parents=True)
-    (tmp_path / "corrupt" / "1" / "saved_model.pb").write_bytes(b"\x00garbage\n\nmore")
-    cases = {
-        "missing": "missing: not found",
-        "empty": "empty: not a SavedModel",
-        "afile": "afile: is a file, not a model directory",
-        "corrupt": "1: cannot load the SavedModel",
-    }
-    for name, expected in cases.items():
-        with pytest.raises(ModelError) as info:
-            predict(tmp_path / name, ["a text"])
-        assert expected in str(info.value) and "\n" not in str(info.value), str(info.value)
-    for bad in (0, -3, 1.5):
-        with pytest.raises(ServingError, match="batch_size must be an integer >= 1"):
-            predict(tmp_path / "empty", ["a"], batch_size=bad)

@@ -206,7 +206,7 @@ def test_jax_export_is_served_by_tensorflow_alone(jax_export):
 def test_jax_export_metadata_asks_for_xla(jax_export):
     if "export_error" in jax_export:
         pytest.skip("export failed: see test_jax_export_is_served_by_tensorflow_alone")
-    from keras_mtl.export import read_metadata
+    from keras_mtl.serving.layout import read_metadata
     from keras_mtl.serving import serve_command
 
     version = Path(jax_export["version"])

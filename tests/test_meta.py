@@ -247,6 +247,22 @@ def test_adapt_from_scratch_copies_nothing(meta_run):
     assert set(result["test"]) == {"accuracy"}
 
 
+def test_a_failed_meta_train_keeps_the_previous_run(tmp_path):
+    # Nothing a user has may be destroyed before the new result exists: a
+    # re-run whose data fails leaves the previous model, report and config.
+    root = tmp_path / "run"
+    meta.meta_train(_meta_config(), root, inner_steps=1, meta_steps=1, verbose=0)
+    before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file() and p.name != ".lock"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a b", "label": "x"}\n{"text": \n', encoding="utf-8")
+    config = _meta_config()
+    config["tasks"][0]["data"] = {"format": "jsonl", "train": str(bad)}
+    with pytest.raises(DataError, match=r"bad\.jsonl:2"):
+        meta.meta_train(config, root, inner_steps=1, meta_steps=1, verbose=0)
+    after = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file() and p.name != ".lock"}
+    assert after == before and not (root / "backup").exists()
+
+
 @pytest.mark.slow
 def test_adapt_bad_input(meta_run, tmp_path):
     with pytest.raises(DataError, match=r"--shots 500 needs 500 training examples of every class, but class '\w+' has only \d+"):
@@ -255,6 +271,9 @@ def test_adapt_bad_input(meta_run, tmp_path):
         meta.adapt(meta_run, _new_task_config(), shots=0)
     with pytest.raises(ConfigError, match="unknown init 'imagenet'; expected one of pretrained, scratch"):
         meta.adapt(meta_run, _new_task_config(), shots=1, init="imagenet")
+    for lr in (-1e-3, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match=r"--lr must be a finite number > 0"):
+            meta.adapt(meta_run, _new_task_config(), shots=1, learning_rate=lr)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no trained model here"):
         meta.adapt(tmp_path / "empty", _new_task_config(), shots=1)

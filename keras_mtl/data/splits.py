@@ -151,7 +151,11 @@ def overlap_report(task_splits):
         - "leaks": a list of `{"text_in": "a:test", "also_in": "b:train",
           "count": n}`, one for each dev/test split of a task and each task
           (the same task included) whose train split holds n > 0 of its
-          texts.
+          texts;
+        - "leaks_by_split": the same, one entry per split: `{"test":
+          {"texts": n, "tasks": {"a": n_a, ...}}}`, n the number of distinct
+          texts of that split (over all tasks) that some task trains on, and
+          n_a those of task a. Splits without such texts are left out.
     """
     texts = {
         task: {
@@ -168,6 +172,18 @@ def overlap_report(task_splits):
         f"{a}|{b}": len(all_texts[a] & all_texts[b])
         for a, b in itertools.combinations(texts, 2)
     }
+    all_train = set().union(*(by_split.get("train", set()) for by_split in texts.values()))
+    leaks_by_split = {}
+    for split in ("dev", "test"):
+        per_task = {
+            task: len(by_split[split] & all_train)
+            for task, by_split in texts.items()
+            if split in by_split
+        }
+        per_task = {task: n for task, n in per_task.items() if n}
+        if per_task:
+            union = set().union(*(texts[task][split] for task in per_task))
+            leaks_by_split[split] = {"texts": len(union & all_train), "tasks": per_task}
     leaks = []
     for task, by_split in texts.items():
         for split in ("dev", "test"):
@@ -187,4 +203,5 @@ def overlap_report(task_splits):
         "texts": {task: len(found) for task, found in all_texts.items()},
         "shared": shared,
         "leaks": leaks,
+        "leaks_by_split": leaks_by_split,
     }

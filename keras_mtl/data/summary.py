@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 
+from keras_mtl.data import progress
 from keras_mtl.data.load import SPLITS, load_task_data
 
 
@@ -21,10 +22,10 @@ def data_summary(config, tokenize=True):
         config: a LoadedConfig or ExperimentConfig.
         tokenize: also compute word-piece lengths (builds the vocabulary).
     """
-    from keras_mtl.data.tokenize import compute_vocabulary, encode_texts, make_encoder
+    from keras_mtl.data.tokenize import compute_vocabulary, make_encoder
 
+    data = load_task_data(config)  # a LoadedConfig: errors name the config line
     config = getattr(config, "config", config)
-    data = load_task_data(config)
     encoder = None
     if tokenize:
         if config.model.preset:
@@ -33,33 +34,8 @@ def data_summary(config, tokenize=True):
             texts = sorted({ex.text for ex in data.splits["train"]})
             vocab = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
             encoder = make_encoder(vocab, config.model)
-    tasks = {}
-    for task in config.tasks:
-        per_split = {}
-        for split in SPLITS:
-            examples = data.per_task[task.name][split]
-            labels = collections.Counter()
-            for ex in examples:
-                value = ex.labels[task.name]
-                if task.type in ("tagging", "multilabel"):
-                    labels.update(value)
-                elif task.type == "classification":
-                    labels[value] += 1
-            entry = {
-                "examples": len(examples),
-                "words": _lengths([len(ex.words) for ex in examples]),
-            }
-            if task.type == "regression":
-                vals = [float(ex.labels[task.name]) for ex in examples]
-                entry["values"] = _lengths(vals) if vals else {}
-            else:
-                entry["labels"] = dict(labels.most_common())
-            if encoder is not None and examples:
-                ids, _, truncated = encode_texts(encoder, [ex.text for ex in examples])
-                entry["pieces"] = _lengths([len(x) for x in ids])
-                entry["truncated"] = int(truncated.sum())
-            per_split[split] = entry
-        tasks[task.name] = {"type": task.type, "splits": per_split, "unseen_labels": data.unseen[task.name]}
+    pieces = _piece_lengths(encoder, data, config) if encoder is not None else None
+    tasks = {task.name: _task_summary(task, data, pieces) for task in config.tasks}
     merged = {split: len(data.splits[split]) for split in SPLITS}
     return {
         "name": config.name,
@@ -70,7 +46,61 @@ def data_summary(config, tokenize=True):
     }
 
 
-def format_summary(summary):
+def _piece_lengths(encoder, data, config, chunk=8192):
+    """`{text: (pieces, truncated)}` of every distinct text of every task and split.
+
+    Tasks on the same file share their texts: each text is encoded once.
+    """
+    from keras_mtl.data.tokenize import encode_texts
+
+    texts = list(
+        dict.fromkeys(ex.text for task in config.tasks for split in SPLITS for ex in data.per_task[task.name][split])
+    )
+    lengths = {}
+    with progress.step("measuring word-piece lengths", total=len(texts)) as advance:
+        for i in range(0, len(texts), chunk):
+            part = texts[i : i + chunk]
+            ids, _, truncated = encode_texts(encoder, part)
+            lengths.update(zip(part, zip((len(x) for x in ids), truncated.tolist())))
+            advance(len(part))
+    return lengths
+
+
+def _task_summary(task, data, pieces):
+    per_split = {}
+    for split in SPLITS:
+        examples = data.per_task[task.name][split]
+        labels = collections.Counter()
+        for ex in examples:
+            value = ex.labels[task.name]
+            if task.type in ("tagging", "multilabel"):
+                labels.update(value)
+            elif task.type == "classification":
+                labels[value] += 1
+        entry = {
+            "examples": len(examples),
+            "words": _lengths([len(ex.words) for ex in examples]),
+        }
+        if task.type == "regression":
+            vals = [float(ex.labels[task.name]) for ex in examples]
+            entry["values"] = _lengths(vals) if vals else {}
+        else:
+            entry["labels"] = dict(labels.most_common())
+        if pieces is not None and examples:
+            entry["pieces"] = _lengths([pieces[ex.text][0] for ex in examples])
+            entry["truncated"] = int(sum(pieces[ex.text][1] for ex in examples))
+        per_split[split] = entry
+    return {"type": task.type, "splits": per_split, "unseen_labels": data.unseen[task.name]}
+
+
+def format_summary(summary, verbose=False):
+    """The report `keras-mtl data` prints.
+
+    Texts of a dev/test split that some task trains on (a leak) get one
+    WARNING line per split, with counts per task; `verbose` adds one line per
+    pair of task splits (the full list is in `summary["overlap"]["leaks"]`,
+    i.e. in `keras-mtl data --json`, either way).
+    """
     lines = [f"data of {summary['name']} (max_sequence_length {summary['max_sequence_length']})", ""]
     for name, task in summary["tasks"].items():
         lines.append(f"task {name} ({task['type']})")
@@ -90,13 +120,34 @@ def format_summary(summary):
             lines.append(f"  labels not seen in train: {task['unseen_labels']}")
     lines.append("")
     lines.append(f"merged examples (tasks sharing a text become one example): {summary['merged_examples']}")
-    shared = summary["overlap"].get("shared", {}) if isinstance(summary["overlap"], dict) else {}
+    overlap = summary["overlap"] if isinstance(summary["overlap"], dict) else {}
+    shared = overlap.get("shared", {})
     if shared:
         lines.append("texts shared between tasks: " + ", ".join(f"{k}: {v}" for k, v in shared.items()))
-    leaks = summary["overlap"].get("leaks", []) if isinstance(summary["overlap"], dict) else []
-    for leak in leaks:
-        lines.append(
-            f"WARNING: {leak['count']} texts of {leak['text_in']} also occur in {leak['also_in']} "
-            "(a test/dev text trained on)"
-        )
+    lines += leak_lines(overlap, verbose)
     return "\n".join(lines)
+
+
+def leak_lines(overlap, verbose=False):
+    """One WARNING line per dev/test split holding texts that are trained on.
+
+    Args:
+        overlap: `splits.overlap_report(...)`.
+        verbose: also one indented line per (task split, task train) pair.
+    """
+    leaks = overlap.get("leaks", [])
+    by_split = overlap.get("leaks_by_split", {})
+    lines = []
+    for split, entry in by_split.items():
+        per_task = ", ".join(f"{task} {n}" for task, n in entry["tasks"].items())
+        noun = "text occurs" if entry["texts"] == 1 else "texts occur"
+        hint = "" if verbose else "; --verbose lists the task pairs"
+        lines.append(
+            f"WARNING: {entry['texts']} {split} {noun} in training data too, so a model "
+            f"is scored on texts it trained on (per task: {per_task}{hint})"
+        )
+        if verbose:
+            for leak in leaks:
+                if leak["text_in"].rsplit(":", 1)[1] == split:
+                    lines.append(f"  {leak['count']} texts of {leak['text_in']} also occur in {leak['also_in']}")
+    return lines

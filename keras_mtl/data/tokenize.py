@@ -10,6 +10,8 @@ predict) a word on its first piece.
 import numpy as np
 import tensorflow as tf
 
+from keras_mtl.data import progress, wordpiece
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED = [PAD, UNK, CLS, SEP, MASK]
 
@@ -27,15 +29,15 @@ _VOCABULARY_MEMO_SIZE = 4
 
 
 def compute_vocabulary(texts, vocabulary_size, lowercase=True, task_names=()):
-    """A WordPiece vocabulary computed from training texts (keras-hub).
+    """A WordPiece vocabulary computed from training texts.
 
-    The same inputs in the same process give the same vocabulary without
-    computing it again (a small in-memory memo keyed by a digest of the texts
-    and settings).
+    It is the vocabulary `keras_hub.tokenizers.compute_word_piece_vocabulary`
+    gives, computed by `keras_mtl.data.wordpiece` (the same algorithm without
+    its quadratic substring counting). The same inputs in the same process
+    give the same vocabulary without computing it again (a small in-memory
+    memo keyed by a digest of the texts and settings).
     """
     import hashlib
-
-    import keras_hub
 
     texts = list(texts)
     reserved = RESERVED + [task_token(t) for t in task_names]
@@ -45,13 +47,15 @@ def compute_vocabulary(texts, vocabulary_size, lowercase=True, task_names=()):
     key = digest.hexdigest()
     if key in _VOCABULARY_MEMO:
         return list(_VOCABULARY_MEMO[key])
-    ds = tf.data.Dataset.from_tensor_slices(texts).batch(1024)
-    vocabulary = keras_hub.tokenizers.compute_word_piece_vocabulary(
-        ds,
-        vocabulary_size=vocabulary_size,
-        lowercase=lowercase,
-        reserved_tokens=reserved,
-    )
+    what = f"computing a {vocabulary_size:,}-piece vocabulary from {len(texts):,} training texts"
+    with progress.step(what) as advance:
+
+        def on_step(step, threshold, size):
+            advance(0, note=f"(search step {step}: frequency {threshold:,} gives {size:,} pieces)")
+
+        vocabulary = wordpiece.compute_word_piece_vocabulary(
+            texts, vocabulary_size, lowercase=lowercase, reserved_tokens=reserved, on_step=on_step
+        )
     while len(_VOCABULARY_MEMO) >= _VOCABULARY_MEMO_SIZE:
         _VOCABULARY_MEMO.pop(next(iter(_VOCABULARY_MEMO)))
     _VOCABULARY_MEMO[key] = list(vocabulary)
@@ -75,8 +79,11 @@ def save_vocabulary(vocabulary, path):
 
 
 def load_vocabulary(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+    from keras_mtl.data.readers import split_lines
+
+    # Lines end at \n (or \r\n) only, as `save_vocabulary` writes them.
+    with open(path, encoding="utf-8", newline="") as f:
+        return split_lines(f.read())
 
 
 class TextEncoder:

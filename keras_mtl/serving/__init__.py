@@ -15,6 +15,11 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
 
 `<version>/assets.extra/keras_mtl.json` holds {"name", "tasks", "backend", ...}.
 
+- `layout`: the on-disk layout of a model base (versions, `assets.extra/`,
+  the export lock and temporaries, the config file names); `find_versions`
+  and `read_model_info` read it.
+- `keras_mtl.serving.predict.predict`: local predictions from a SavedModel,
+  the same answers as the clients (`keras_mtl.predict`).
 - `outputs_to_predictions`: outputs -> per-task JSON (local and remote alike).
 - `write_serving_files`, `serve_command`, `docker_command`, `serve`: config
   files and how to start TF Serving on an export.
@@ -35,15 +40,14 @@ from keras_mtl.serving.config import (
     JAX_BACKEND_NOTE,
     batching_config_text,
     docker_command,
-    find_versions,
     model_config_text,
     monitoring_config_text,
     read_max_batch_size,
-    read_model_info,
     serve,
     serve_command,
     write_serving_files,
 )
+from keras_mtl.serving.layout import find_versions, read_model_info
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 __all__ = [

@@ -1,7 +1,7 @@
 """TF Serving config files and the commands that start a server.
 
 `write_serving_files` writes, next to the integer version dirs of an export
-(`saved_models/<name>/<version>/saved_model.pb`, the layout TF Serving polls):
+(the model base; file names and layout: `keras_mtl.serving.layout`):
 
 - `models.config` (ModelServerConfig, text format) with
   `base_path: "/models/<name>"`, the path the Docker command mounts the export
@@ -12,11 +12,10 @@
   one request, and the keras-mtl clients send requests no larger than that;
 - `monitoring.config` (MonitoringConfig): Prometheus metrics on the REST port.
 
-TF Serving ignores non-integer entries in the base path, so the files can
-live beside the versions. The version policy is `specific` (the labelled
-versions plus the latest), so a newly exported version is served after the
-files are written again (`keras-mtl serve`), or pass `latest_versions=K` to
-have TF Serving pick up the K newest versions by itself.
+The version policy is `specific` (the labelled versions plus the latest),
+so a newly exported version is served after the files are written again
+(`keras-mtl serve`), or pass `latest_versions=K` to have TF Serving pick up
+the K newest versions by itself.
 
 Flags used (all from tensorflow_serving/model_servers/main.cc):
 `--port --rest_api_port --model_config_file --enable_batching
@@ -26,7 +25,6 @@ Flags used (all from tensorflow_serving/model_servers/main.cc):
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -40,13 +38,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
-from keras_mtl.errors import ModelError, ServingError
+from keras_mtl.errors import ServingError
+from keras_mtl.serving.layout import (
+    BATCHING_CONFIG,
+    LOCAL_MODEL_CONFIG,
+    MODEL_CONFIG,
+    MONITORING_CONFIG,
+    find_versions,
+    read_model_info,
+)
 
-MODEL_CONFIG = "models.config"
-LOCAL_MODEL_CONFIG = "models.local.config"
-BATCHING_CONFIG = "batching.config"
-MONITORING_CONFIG = "monitoring.config"
-METADATA_FILE = Path("assets.extra") / "keras_mtl.json"
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 SERVER_BINARY = "tensorflow_model_server"
 DOCKER_IMAGE = "tensorflow/serving"
@@ -68,60 +69,6 @@ _MAX_BATCH_SIZE_RE = re.compile(r"^\s*max_batch_size\s*:?\s*\{\s*value\s*:\s*(\d
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-
-
-# --------------------------------------------------------------------------
-# reading an export
-
-
-def find_versions(model_base: str | os.PathLike) -> list[int]:
-    """Sorted integer versions under `model_base` that hold a saved_model.pb."""
-    base = Path(model_base)
-    if not base.is_dir():
-        what = "is a file" if base.exists() else "does not exist"
-        raise ModelError(f"model base {base} {what}; expected a directory of "
-                         "integer version dirs (saved_models/<name>/<version>/)")
-    versions, without_pb, others = [], [], []
-    for entry in sorted(base.iterdir()):
-        if entry.is_dir() and entry.name.isdigit():
-            if (entry / "saved_model.pb").is_file():
-                versions.append(int(entry.name))
-            else:
-                without_pb.append(entry.name)
-        else:
-            others.append(entry.name + ("/" if entry.is_dir() else ""))
-    if versions:
-        return sorted(versions)
-    found = []
-    if without_pb:
-        found.append("version dirs without saved_model.pb: " + ", ".join(without_pb))
-    if others:
-        shown = others[:10] + (["..."] if len(others) > 10 else [])
-        found.append("other entries: " + ", ".join(shown))
-    hint = ""
-    if (base / "saved_model.pb").is_file():
-        hint = f"; {base} is itself a SavedModel: pass its parent directory"
-    raise ModelError(
-        f"no servable version in {base}: TF Serving needs <base>/<integer version>/"
-        f"saved_model.pb; found {'; '.join(found) or 'nothing'}{hint}"
-    )
-
-
-def read_model_info(model_base: str | os.PathLike, version: int | None = None) -> dict:
-    """keras_mtl.json of `version` (default: latest); {} when it is absent."""
-    base = Path(model_base)
-    if version is None:
-        version = find_versions(base)[-1]
-    path = base / str(version) / METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot read {path}: {err}") from None
-    if not isinstance(info, dict):
-        raise ModelError(f"{path}: expected a JSON object, got {type(info).__name__}")
-    return info
 
 
 def _model_name(model_base: Path, model_name: str | None, info: Mapping) -> str:

@@ -142,8 +142,12 @@ def test_zero_training_examples():
 
 def test_one_class_only(memory_reader):
     memory_reader["a"] = [ex("one", "x", "a.tsv:1"), ex("two", "x", "a.tsv:2")]
-    with pytest.raises(DataError, match=r"task 'ta': the training data has 1 class\(es\) \(x\)"):
+    with pytest.raises(DataError) as info:
         load_task_data(config(task("ta", train="a", dev="a", test="a")))
+    assert str(info.value) == (
+        "tasks[0].data.train: task 'ta': the training data (train: 'a') has 1 class (x); "
+        "a classification task needs at least 2"
+    )
 
 
 def test_empty_training_text_names_file_and_line(memory_reader):
@@ -211,13 +215,94 @@ def test_missing_data_file_names_the_path(tmp_path):
     cfg = config_from_dict(raw, base_dir=tmp_path).config
     with pytest.raises(DataError) as info:
         load_task_data(cfg)
-    assert str(info.value) == f"{(tmp_path / 'nope' / 'train.tsv').resolve()}: data file not found"
+    path = (tmp_path / "nope" / "train.tsv").resolve()
+    assert str(info.value) == f"tasks[0].data.train: file not found: {path} (task 'sst')"
 
 
 def test_missing_conll_file_names_the_path(tmp_path):
     raw = {"name": "m", "tasks": [{"name": "pos", "type": "tagging",
                                   "data": {"format": "conll", "train": "train.txt", "label_column": 1}}]}
     cfg = config_from_dict(raw, base_dir=tmp_path).config
-    with pytest.raises(DataError, match="data file not found") as info:
+    with pytest.raises(DataError, match="file not found") as info:
         load_task_data(cfg)
     assert str(tmp_path / "train.txt") in str(info.value)
+
+
+# ------------------------------------------------ errors name the config line
+
+
+def _write_config(tmp_path, task_yaml, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text("name: m\ntasks:\n" + task_yaml, encoding="utf-8")
+    return path
+
+
+def _line_of(path, needle):
+    return next(i + 1 for i, line in enumerate(path.read_text().split("\n")) if needle in line)
+
+
+SST_YAML = """\
+  - name: sst
+    type: classification
+    data:
+      format: delimited
+      train: data/train.tsv
+      test: data/test.tsv
+"""
+
+
+def test_missing_data_file_names_the_config_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\ngood\tpos\nbad\tneg\n")
+    path = _write_config(tmp_path, SST_YAML)
+    with pytest.raises(DataError) as info:
+        load_task_data(load_config(path))
+    missing = (tmp_path / "data" / "test.tsv").resolve()
+    assert str(info.value) == (
+        f"{path}:{_line_of(path, 'test: data/test.tsv')}: tasks[0].data.test: file not found: {missing} (task 'sst')"
+    )
+    # A path set by --set has no line in the file: the message says so.
+    with pytest.raises(DataError) as info:
+        load_task_data(load_config(path, ["tasks.sst.data.test=data/other.tsv"]))
+    other = (tmp_path / "data" / "other.tsv").resolve()
+    assert str(info.value) == f"tasks[0].data.test (set by --set): file not found: {other} (task 'sst')"
+
+
+def test_missing_per_label_file_names_its_config_line(tmp_path):
+    (tmp_path / "a.pos").write_text("good\n")
+    path = _write_config(tmp_path, """\
+  - name: pol
+    type: classification
+    data:
+      format: per_label
+      train:
+        positive: a.pos
+        negative: a.neg
+""")
+    with pytest.raises(DataError) as info:
+        load_task_data(load_config(path))
+    assert str(info.value) == (
+        f"{path}:{_line_of(path, 'negative: a.neg')}: tasks[0].data.train.negative: file not found: "
+        f"{(tmp_path / 'a.neg').resolve()} (task 'pol')"
+    )
+
+
+def test_a_directory_instead_of_a_data_file(tmp_path):
+    (tmp_path / "data" / "train.tsv").mkdir(parents=True)
+    path = _write_config(tmp_path, SST_YAML)
+    with pytest.raises(DataError, match=r":\d+: tasks\[0\]\.data\.train: is a directory, expected a data file: "):
+        load_task_data(load_config(path))
+
+
+def test_one_class_error_names_the_file_and_the_config_line(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\ngood\tpos\nfine\tpos\n")
+    (tmp_path / "data" / "test.tsv").write_text("sentence\tlabel\nbad\tneg\n")
+    path = _write_config(tmp_path, SST_YAML)
+    with pytest.raises(DataError) as info:
+        load_task_data(load_config(path))
+    train = (tmp_path / "data" / "train.tsv").resolve()
+    assert str(info.value) == (
+        f"{path}:{_line_of(path, 'train: data/train.tsv')}: tasks[0].data.train: task 'sst': the training "
+        f"data ({train}) has 1 class after carving dev out of it (pos); a classification task needs at least 2"
+    )

@@ -128,7 +128,20 @@ def test_overlap_report_counts_shared_and_leaks():
         ],
         key=json.dumps,
     )
+    # One entry per split: distinct texts trained on, and per task.
+    assert report["leaks_by_split"] == {
+        "test": {"texts": 2, "tasks": {"a": 2}},
+        "dev": {"texts": 1, "tasks": {"b": 1}},
+    }
     json.dumps(report)
+
+
+def test_leaks_by_split_counts_a_text_shared_by_tasks_once():
+    # Three tasks on one treebank: the same sentences, the same test split.
+    train, test = make(["s1", "s2", "s3"]), make(["S1", "s4"])
+    report = overlap_report({t: {"train": train, "test": test, "dev": []} for t in ("pos", "chunk", "deprel")})
+    assert len(report["leaks"]) == 9  # every (task test, task train) pair
+    assert report["leaks_by_split"] == {"test": {"texts": 1, "tasks": {"pos": 1, "chunk": 1, "deprel": 1}}}
 
 
 @settings(max_examples=60, deadline=None)

@@ -159,18 +159,16 @@ def test_make_encoder_uses_the_vocabulary_ids():
 
 
 def test_compute_vocabulary_is_memoized_by_its_inputs(monkeypatch):
-    import keras_hub
-
-    from keras_mtl.data import tokenize
+    from keras_mtl.data import tokenize, wordpiece
 
     calls = []
-    real = keras_hub.tokenizers.compute_word_piece_vocabulary
+    real = wordpiece.compute_word_piece_vocabulary
 
-    def counting(*args, **kwargs):
-        calls.append(kwargs["vocabulary_size"])
-        return real(*args, **kwargs)
+    def counting(texts, vocabulary_size, **kwargs):
+        calls.append(vocabulary_size)
+        return real(texts, vocabulary_size, **kwargs)
 
-    monkeypatch.setattr(keras_hub.tokenizers, "compute_word_piece_vocabulary", counting)
+    monkeypatch.setattr(wordpiece, "compute_word_piece_vocabulary", counting)
     monkeypatch.setattr(tokenize, "_VOCABULARY_MEMO", {})
     texts = ["the cat sat", "a dog sat", "the unbelievable dog"]
     first = tokenize.compute_vocabulary(texts, 40, True, ["t"])

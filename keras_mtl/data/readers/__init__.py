@@ -16,6 +16,11 @@ A reader is registered under a `format` name used in YAML:
 mapping (the per-label-file reader takes `{label: path}`) or a split name
 (TFDS). Relative paths are resolved against the config file's directory
 before the reader sees them.
+
+Lines: every file-based reader gets its lines from `open_text`, which splits
+at `\n` and `\r\n` only (see `split_lines`), as JSON Lines, CoNLL, CoNLL-U
+and TSV/CSV define a line. A bare `\r` is an ordinary character; a file whose
+only line ends are bare `\r` (classic Mac OS) is refused with a hint.
 """
 
 import dataclasses
@@ -90,11 +95,36 @@ def _import_builtin_readers():
                 raise
 
 
+def split_lines(text):
+    """Split a file's text into lines at `\\n` and `\\r\\n` only.
+
+    This is the line structure the data formats define (JSON Lines: `\\n`,
+    with `\\r\\n` tolerated; CoNLL, CoNLL-U and TSV/CSV: one record a line).
+    It is *not* `str.splitlines()`, which also breaks at `\\v`, `\\f`,
+    `\\x1c`-`\\x1e`, `\\x85`, U+2028 and U+2029: characters that may occur
+    inside a text (a raw U+2028 is valid inside a JSON string) and that would
+    split one record in two and shift the line numbers of all later errors.
+
+    A `\\r` right before a `\\n` is part of the line end and dropped; any
+    other `\\r` is an ordinary character of its line. A line end at the end
+    of the text does not start an empty last line.
+
+    >>> split_lines("a\\u2028b\\r\\nc\\n")
+    ['a\\u2028b', 'c']
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
 def open_text(path, encoding="utf-8"):
     """Read a whole text file, with a clear error for bad bytes or a missing file.
 
-    Returns the file's lines (without line ends). A decoding error names the
-    file and byte offset and suggests the `encoding:` option.
+    Returns the file's lines (without line ends), split by `split_lines`: at
+    `\\n` and `\\r\\n` only, so line numbers are those `grep -n` shows. A
+    decoding error names the file and byte offset and suggests the
+    `encoding:` option.
     """
     path = Path(path)
     if not path.exists():
@@ -113,4 +143,10 @@ def open_text(path, encoding="utf-8"):
         raise DataError(f"{path}: unknown encoding {encoding!r}") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    return text.splitlines()
+    if "\n" not in text and "\r" in text.rstrip("\r"):
+        raise DataError(
+            f"{path}: lines end in a bare carriage return (\\r, classic Mac OS); "
+            f"data files need \\n or \\r\\n line ends: convert the file, e.g. "
+            f"with `tr '\\r' '\\n' < old > new`"
+        )
+    return split_lines(text)

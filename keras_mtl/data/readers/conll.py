@@ -22,6 +22,7 @@ Two tasks that read the same file get the same sentences, in the same order,
 with the same `text`, so they can be merged by text afterwards.
 """
 
+import re
 from typing import Optional
 
 import pydantic
@@ -30,6 +31,11 @@ from keras_mtl.data.example import Example
 from keras_mtl.data.readers import open_text
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
+
+# Columns are separated by runs of spaces and tabs, as in the CoNLL shared
+# tasks; not by `str.split()`'s Unicode whitespace (no-break space, U+2028,
+# \x1c, ...), which can occur inside a token.
+_COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 
 
 class ConllOptions(pydantic.BaseModel):
@@ -53,7 +59,9 @@ class ConllOptions(pydantic.BaseModel):
         min_length=1,
         description=(
             "What separates the columns of a line. null (the default): any run "
-            "of whitespace. A string such as \"\\t\": exactly that string, "
+            "of spaces and tabs (other whitespace, such as a no-break space or "
+            "U+2028, is part of the token and becomes `_`). A string such as "
+            "\"\\t\": exactly that string, "
             "so that tokens may contain spaces (each whitespace run inside a "
             "token is then replaced by `_`, since `text` is split on "
             "whitespace)."
@@ -86,7 +94,7 @@ def read_conll(request):
     """Read a CoNLL column file into one tagging `Example` per sentence.
 
     Each non-blank line is one token: its columns are split on
-    `options.separator` (any whitespace when null). Blank lines end a
+    `options.separator` (runs of spaces and tabs when null). Blank lines end a
     sentence; several blank lines in a row, and a missing blank line at the
     end of the file, are fine. Lines whose token equals `options.docstart`
     are dropped and end the sentence.
@@ -130,7 +138,7 @@ def read_conll(request):
             flush()
             continue
         if options.separator is None:
-            fields = line.split()
+            fields = _COLUMN_SEPARATOR.split(line.strip(" \t\r"))
         else:
             fields = line.split(options.separator)
         n = len(fields)

@@ -263,6 +263,12 @@ def _rows(path, lines, delimiter, quoting):
             reason = str(e)
             if "end of data" in reason:
                 reason = "a quoted field is never closed (reached end of file)"
+            elif "new-line character seen in unquoted field" in reason:
+                # Lines are split at \n and \r\n only; a bare \r is left in.
+                reason = (
+                    "a bare carriage return (\\r) in an unquoted field; quote "
+                    "the field or give the file \\n or \\r\\n line ends"
+                )
             raise DataError(
                 f"{path}:{start}: malformed CSV row: {reason}; if quote "
                 f"characters in this file are plain text, set `quoting: none`"

@@ -13,6 +13,10 @@ Three kinds of labels come from the same generator:
 * `sentiment` (classification, 2 classes): the polarity of the adjectives.
 * `pos` (tagging): the part of speech of every word.
 
+No sentence is in two splits, in any task: each split draws only sentences
+from its own share of the sentence space (by a hash of the text, see
+`split_of_text`), so the demo's dev and test scores are on unseen texts.
+
 It is synthetic: it proves the path from YAML to SavedModel, not the quality
 of a model. In YAML, `train`/`dev`/`test` give the number of examples:
 
@@ -101,17 +105,41 @@ def _sentence(rng, topic, polarity):
     return words, tags
 
 
+# Which split a sentence may appear in: a fixed share of the sentence space
+# each, by a hash of the text (the same in every kind and seed), so that no
+# dev or test sentence of any demo task is a training sentence of any other.
+SPLIT_SHARES = (("test", 0.15), ("dev", 0.15), ("train", 0.70))
+_SPLIT_SALT = "keras-mtl demo split"
+
+
+def split_of_text(text):
+    """The only split ("train", "dev" or "test") in which the demo uses `text`."""
+    from keras_mtl.data.splits import split_of
+
+    return split_of(text, _SPLIT_SALT, dev_fraction=SPLIT_SHARES[1][1], test_fraction=SPLIT_SHARES[0][1])
+
+
 def generate(kind, split, count, seed=0):
-    """`count` demo examples of one kind and split, deterministic in all four."""
+    """`count` demo examples of one kind and split, deterministic in all four.
+
+    Every sentence lies in the split's own share of the sentence space (see
+    `split_of_text`): a sentence drawn for another split is drawn again, so
+    the splits of all kinds and seeds never share a text. A split name other
+    than train/dev/test draws from the train share.
+    """
     digest = hashlib.sha256(f"{kind}/{split}/{seed}".encode()).hexdigest()
     rng = random.Random(int(digest[:16], 16))
+    share = split if split in ("train", "dev", "test") else "train"
     examples = []
     for i in range(count):
-        topic = rng.choice(sorted(TOPICS))
-        polarity = rng.choice(["positive", "negative"]) if kind == "sentiment" else rng.choice(
-            ["positive", "negative", "neutral"]
-        )
-        words, tags = _sentence(rng, topic, polarity)
+        while True:
+            topic = rng.choice(sorted(TOPICS))
+            polarity = rng.choice(["positive", "negative"]) if kind == "sentiment" else rng.choice(
+                ["positive", "negative", "neutral"]
+            )
+            words, tags = _sentence(rng, topic, polarity)
+            if split_of_text(" ".join(words)) == share:
+                break
         label = {"topic": topic, "sentiment": polarity, "pos": tuple(tags)}[kind]
         examples.append(Example(" ".join(words), {}, f"demo:{kind}/{split}:{i + 1}"))
         examples[-1].labels["__label__"] = label

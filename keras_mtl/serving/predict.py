@@ -6,7 +6,7 @@ REST and gRPC clients use, so local and remote answers are identical.
 """
 
 from keras_mtl.errors import ModelError, ServingError
-from keras_mtl.export import read_metadata, resolve_version_dir
+from keras_mtl.serving.layout import read_metadata, resolve_version_dir
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 

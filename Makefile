@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh clone (python3 >= 3.10 and make assumed):
 #   make demo   bootstraps .venv, trains configs/demo.yaml, exports, predicts
 #   make test   bootstraps .venv, runs the test suite (TensorFlow backend + JAX/PyTorch smoke tests)
+#   make test-fast  the edit-test loop: the suite without the tests marked slow (no training end to end)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ EXTRAS := test,jax,torch,serving,plots,search,pretrained
 # The stamp is older than pyproject.toml when dependencies changed: reinstall.
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -29,6 +30,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

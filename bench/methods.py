@@ -65,21 +65,22 @@ TINY_ROWS = ("hard", "embedding", "gates", "pcgrad", "annealed")
 
 def run_rows(config_path, rows, seeds, budget, root, log, verbose=0):
     """Train every (row, seed); {key: [per-seed {"dev": {task: value}, "seconds_per_step": s}]}."""
-    from keras_mtl.compare import _loaded, _train_run
+    from keras_mtl.compare import _train_run
+    from keras_mtl.config import load_config
 
     out = {}
     for key, _, label, overrides in rows:
         out[key] = []
         for seed in seeds:
-            loaded = _loaded(str(config_path), [*budget, f"seed={seed}", *overrides])
+            loaded = load_config(str(config_path), [*budget, f"seed={seed}", *overrides])
             cfg = loaded.config
             path = Path(root) / f"{key}-seed{seed}"
             started = time.time()
             run = _train_run(loaded, path, verbose, True, log)
-            history = run["info"]["history"]
+            history = run["info"].history
             last = history[-1] if history else {}
             dev = {t.name: last.get(f"dev_{t.name}_{t.primary_metric}") for t in cfg.tasks}
-            steps = run["info"]["epochs"] * run["info"]["steps_per_epoch"]
+            steps = run["info"].epochs * run["info"].steps_per_epoch
             out[key].append({
                 "seed": seed,
                 "dev": dev,
@@ -87,7 +88,7 @@ def run_rows(config_path, rows, seeds, budget, root, log, verbose=0):
                 "fit_seconds": run["report"]["seconds"]["fit"],
                 "seconds_per_step": run["report"]["seconds"]["fit"] / steps,
                 "steps": steps,
-                "final_loss_weights": run["info"].get("final_loss_weights"),
+                "final_loss_weights": run["info"].final_loss_weights,
             })
             log(f"  {key} seed {seed}: dev {dev} ({time.time() - started:.0f} s)")
     return out
@@ -171,11 +172,11 @@ def main(argv=None):
 
     import keras
 
-    from keras_mtl.compare import _loaded
+    from keras_mtl.config import load_config
     from keras_mtl.errors import KerasMTLError
 
     try:
-        cfg = _loaded(str(config_path), budget).config
+        cfg = load_config(str(config_path), budget).config
     except KerasMTLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

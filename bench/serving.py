@@ -47,7 +47,7 @@ def make_workdir(path, loaded, classes, vocabulary):
 
     from keras_mtl.data.tokenize import save_vocabulary
     from keras_mtl.model import build_model
-    from keras_mtl.workdir import RunFiles, save_config, write_json
+    from keras_mtl.workdir import RunFiles, RunRecord, save_config
 
     files = RunFiles(Path(path))
     files.root.mkdir(parents=True, exist_ok=True)
@@ -58,7 +58,7 @@ def make_workdir(path, loaded, classes, vocabulary):
     save_config(files, loaded)
     save_vocabulary(vocabulary, files.vocab)
     model.save(files.model)
-    write_json(files.run, {"classes": classes, "task_types": {t.name: t.type for t in cfg.tasks}})
+    RunRecord.for_config(cfg, classes).write(files.run)
     return files.root, int(model.count_params())
 
 

@@ -129,7 +129,7 @@ def build_parser():
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train the multi-task model of a config")
-    t.add_argument("config")
+    t.add_argument("config", help="experiment YAML")
     t.add_argument("--workdir", help="output dir (default runs/<name>)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     t.add_argument("--max-steps", type=int, help="cap the total training steps (>= 1)")
@@ -138,33 +138,33 @@ def build_parser():
     t.set_defaults(fn=_cmd_train)
 
     e = sub.add_parser("evaluate", help="per-task metrics of a trained work dir")
-    e.add_argument("workdir")
-    e.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    e.add_argument("--json", action="store_true")
+    e.add_argument("workdir", help="a trained work dir")
+    e.add_argument("--split", default="test", choices=["train", "dev", "test"], help="the split to score (default test)")
+    e.add_argument("--json", action="store_true", help='print {"tasks": {task: {metric: value}}} as JSON')
     e.set_defaults(fn=_cmd_evaluate)
 
     x = sub.add_parser("export", help="write a versioned SavedModel for TF Serving")
-    x.add_argument("workdir")
+    x.add_argument("workdir", help="a trained work dir")
     x.add_argument("--out", help="model base dir (default saved_models/<name>)")
     x.add_argument("--keep", type=int, help="keep only the newest N versions")
     x.set_defaults(fn=_cmd_export)
 
     pr = sub.add_parser("predict", help="predict every task for some texts")
     pr.add_argument("model", help="saved_models/<name>[/<version>], http://host:8501/v1/models/<name> or grpc://host:8500/<name>")
-    pr.add_argument("texts", nargs="+")
+    pr.add_argument("texts", nargs="+", help="texts to predict (one JSON object per text is printed)")
     pr.set_defaults(fn=_cmd_predict)
 
     d = sub.add_parser("data", help="counts, labels, lengths and overlaps of a config's data")
-    d.add_argument("config")
-    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    d.add_argument("--json", action="store_true")
+    d.add_argument("config", help="experiment YAML")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    d.add_argument("--json", action="store_true", help="print the full report as JSON (every cross-split leak pair)")
     d.set_defaults(fn=_cmd_data)
 
     s = sub.add_parser("serve", help="write TF Serving configs and start (or print how to start) the server")
-    s.add_argument("model_base")
-    s.add_argument("--port", type=int, default=8500)
-    s.add_argument("--rest-port", type=int, default=8501)
-    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("model_base", help="the export's model base dir (saved_models/<name>)")
+    s.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
+    s.add_argument("--rest-port", type=int, default=8501, help="REST port (default 8501)")
+    s.add_argument("--dry-run", action="store_true", help="write the config files and print the commands; do not start")
     s.set_defaults(fn=_cmd_serve)
     # Commands whose arguments are defined next to their implementation.
     for name, module, add, run, text in (
@@ -186,7 +186,7 @@ def build_parser():
         _add_verbose(command, default=argparse.SUPPRESS)
         _check_numbers(command)
     b = sub.add_parser("bench", help="run the benchmarks (bench/run_all.py) and print their figures")
-    b.add_argument("bench_args", nargs=argparse.REMAINDER)
+    b.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of bench/run_all.py (see python bench/run_all.py --help)")
     b.set_defaults(fn=_cmd_bench)
     p.set_defaults(commands=sub.choices)
     return p

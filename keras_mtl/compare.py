@@ -3,42 +3,11 @@
     from keras_mtl.compare import compare
     result = compare("configs/glue_conll.yaml", "runs/glue_conll-compare", seeds=3)
 
-For every seed (0..N-1, applied as `--set seed=S`; the data split seed is not
-touched, so every model is scored on the same test examples) it trains
-
-* the multi-task model of the config (all its tasks, or `tasks=`), and
-* one single-task model per task: the same config with only that task, every
-  model and train setting kept, given the same per-task example budget.
-
-The per-task budget is the number of task-t examples the multi-task run
-draws, from its sampling schedule (`run.json`):
-
-    examples_t = sum_e p_{e,t} * steps_per_epoch * batch_size
-    steps_t    = max(1, round(examples_t / batch_size))
-
-and the single-task run trains `steps_t` steps over the same number of epochs
-(`epochs = min(E, steps_t)`, `steps_per_epoch = round(steps_t / epochs)`), so
-its validation curve has a point at the same fractions of training.
-`budget="labelled"` counts instead the task-t *labels* the multi-task run
-sees: with `task_conditioning: none` an example drawn for task s also trains
-every other task it is labelled for (POS and chunking share sentences), so
-`examples_t = sum_s p_s * frac(task-s examples labelled for t) * steps * batch`.
-
-The work dir gets `compare.json`, `compare.md`, `curves.png` (dev primary
-metric per epoch, MTL vs single-task, mean over seeds) and `deltas.png`
-(per-task deltas), plus one sub-directory per trained run
-(`seed<S>/mtl`, `seed<S>/single-<task>`) and the exported SavedModels.
-
-The summary number is
-
-    delta_m% = (100 / T) * sum_t (-1)^{l_t} (M_t - B_t) / |B_t|
-
-over the primary metric (task.metrics[0]) of each task, M the multi-task
-and B the single-task score (means over seeds), l_t = 1 where lower is
-better: positive means the multi-task model is better on average. A task
-whose baseline is near zero (|B_t| < 0.05: MCC, correlations can be) would
-dominate the mean, so it is left out of delta_m (the report says so); its
-absolute difference is always reported.
+For every seed it trains the config's multi-task model and one single-task
+model per task at the same per-task example budget, exports them, and writes
+`compare.json`, `compare.md` and plots with per-task metrics, parameters,
+time, serving throughput and delta_m. The budget rule, the files and the
+delta_m formula: docs/compare.md.
 """
 
 import copy
@@ -51,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtl.config import load_config
+from keras_mtl.workdir import RunRecord
 from keras_mtl.errors import ConfigError
 
 NEAR_ZERO = 0.05
@@ -173,15 +144,6 @@ def mean_std(values):
 # --------------------------------------------------------------------------
 
 
-def _loaded(config, overrides=()):
-    from keras_mtl.config import LoadedConfig, config_from_dict, load_config
-
-    if isinstance(config, LoadedConfig):
-        return config_from_dict(config.raw, overrides=overrides) if overrides else config
-    if isinstance(config, dict):
-        return config_from_dict(config, overrides=overrides)
-    return load_config(config, overrides)
-
 
 def subset_raw(raw, tasks):
     """The raw config with only `tasks` (a list of names, in config order)."""
@@ -242,7 +204,7 @@ def _train_run(loaded, path, verbose, reuse, log):
         report = train(loaded, workdir=path, verbose=verbose)
         log(f"  trained {path} in {time.time() - started:.0f} s")
         write_json(path / "compare_run.json", marker)
-    info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    info = RunRecord.read(path / "run.json")
     return {"report": report, "info": info, "params": _count_params(path)}
 
 
@@ -341,7 +303,7 @@ def compare(
         raise ConfigError(f"--max-steps must be >= 1. Received: {max_steps}")
     root = Path(workdir)
     started = time.time()
-    loaded = _loaded(config, overrides)
+    loaded = load_config(config, overrides)
     raw = loaded.raw
     if tasks:
         if isinstance(tasks, str):
@@ -371,8 +333,8 @@ def compare(
         runs[seed] = {"mtl": _train_run(_with(raw, [f"seed={seed}", *mtl_overrides]), sdir / "mtl", verbose, reuse, log)}
         info = runs[seed]["mtl"]["info"]
         if budgets is None:
-            sched = info["sampling_schedule"]
-            budgets = task_budgets(sched["probabilities"], sched["tasks"], info["steps_per_epoch"], cfg.train.batch_size, overlap)
+            sched = info.sampling_schedule
+            budgets = task_budgets(sched["probabilities"], sched["tasks"], info.steps_per_epoch, cfg.train.batch_size, overlap)
         for t in names:
             b = budgets[t]
             log(f"seed {seed}: single-task {t}, {b['epochs']} x {b['steps_per_epoch']} steps")
@@ -419,7 +381,7 @@ def compare(
     fit["single_total"] = sum(fit["single"][t]["mean"] for t in names)
     steps = {
         "mtl": epochs * spe,
-        "single": {t: runs[0][t]["info"]["epochs"] * runs[0][t]["info"]["steps_per_epoch"] for t in names},
+        "single": {t: runs[0][t]["info"].epochs * runs[0][t]["info"].steps_per_epoch for t in names},
     }
 
     serving = None
@@ -497,7 +459,7 @@ def _curves(runs, names, primary):
         for kind in ("mtl", "single"):
             per_seed = []
             for s in runs:
-                hist = runs[s]["mtl" if kind == "mtl" else t]["info"].get("history", [])
+                hist = runs[s]["mtl" if kind == "mtl" else t]["info"].history
                 per_seed.append([(int(r["epoch"]), r[key]) for r in hist if key in r])
             epochs = sorted({e for seq in per_seed for e, _ in seq})
             means, stds = [], []
@@ -744,7 +706,7 @@ def add_compare_arguments(parser):
 
 def run_compare_cli(args):
     """Run `keras-mtl compare` from parsed arguments; prints compare.md. Returns the exit status."""
-    loaded = _loaded(args.config, args.set)
+    loaded = load_config(args.config, args.set)
     workdir = args.workdir or os.path.join("runs", f"{loaded.config.name}-compare")
     compare(
         args.config,

@@ -29,12 +29,13 @@ import pydantic
 import yaml
 
 from keras_mtl.errors import ConfigError
+from keras_mtl.tasks import get_task_type, task_type_names
+from keras_mtl.weighting import names as loss_weighting_names
 
-TASK_TYPES = ("classification", "multilabel", "regression", "tagging")
 SAMPLING = ("proportional", "uniform", "temperature", "annealed")
 CONDITIONING = ("none", "embedding", "token")
 POOLING = ("cls", "mean", "attention")
-LOSS_WEIGHTING = ("static", "uncertainty", "dwa", "rlw", "gradnorm", "pcgrad")
+LOSS_WEIGHTING = loss_weighting_names()  # one module each in keras_mtl/weighting/
 DISTRIBUTION = ("auto", "none", "mirrored", "data_parallel")
 PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -111,10 +112,18 @@ class DataConfig(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(**{**_SECTION, "extra": "allow"})
 
-    format: str
-    train: object
-    dev: Optional[object] = None
-    test: Optional[object] = None
+    format: str = pydantic.Field(
+        description="the reader (conll, conllu, delimited, jsonl, per_label, tfds, demo); other keys are its options"
+    )
+    train: object = pydantic.Field(
+        description="the train source: a path relative to the config file, or what the reader takes"
+    )
+    dev: Optional[object] = pydantic.Field(
+        None, description="the dev source; absent: carved from train (splits.dev_fraction)"
+    )
+    test: Optional[object] = pydantic.Field(
+        None, description="the test source; absent: carved from train (splits.test_fraction)"
+    )
 
     @property
     def options(self) -> dict:
@@ -122,17 +131,27 @@ class DataConfig(pydantic.BaseModel):
 
 
 class TaskConfig(_Strict):
-    name: str
-    type: str
-    data: DataConfig
-    metrics: list[str] = []
-    loss_weight: float = pydantic.Field(1.0, ge=0.0)
-    unseen_labels: Literal["warn", "error"] = "warn"
-    class_weights: Literal["none", "balanced"] = "none"
+    name: str = pydantic.Field(
+        description="the task's key in outputs, losses, metrics and serving (lowercase letters, digits, _)"
+    )
+    type: str = pydantic.Field(description="the task type (one of TASK_TYPES): its head, loss, metrics and outputs")
+    data: DataConfig = pydantic.Field(description="where the task's examples come from: a reader and its options")
+    metrics: list[str] = pydantic.Field(
+        [], description="metrics scored on dev/test; the first is the primary one (none: the type's default)"
+    )
+    loss_weight: float = pydantic.Field(
+        1.0, ge=0.0, description="lambda_t in the total loss sum_t lambda_t L_t (static weighting; 0 drops the task)"
+    )
+    unseen_labels: Literal["warn", "error"] = pydantic.Field(
+        "warn", description="a dev/test label never seen in train: warn (scored as an error) or error"
+    )
+    class_weights: Literal["none", "balanced"] = pydantic.Field(
+        "none", description="balanced: an example's loss times n / (C n_c) for its class c (classification)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _class_weights(self):
-        if self.class_weights != "none" and self.type != "classification":
+        if self.class_weights != "none" and not get_task_type(self.type).single_class:
             raise ValueError(
                 f"class_weights: {self.class_weights!r} applies to classification tasks, "
                 f"not to a {self.type} task"
@@ -152,17 +171,15 @@ class TaskConfig(_Strict):
     @pydantic.field_validator("type")
     @classmethod
     def _type(cls, v):
-        return _one_of("task type", v, TASK_TYPES)
+        return _one_of("task type", v, task_type_names())
 
     @pydantic.field_validator("metrics")
     @classmethod
     def _metrics(cls, v, info):
-        from keras_mtl import metrics as metrics_lib
-
         task_type = info.data.get("type")
         if task_type is None:  # the type itself was invalid: reported there
             return v
-        allowed = metrics_lib.metric_names(task_type)
+        allowed = get_task_type(task_type).metrics
         for m in v:
             if m not in allowed:
                 raise ValueError(
@@ -172,10 +189,8 @@ class TaskConfig(_Strict):
 
     @pydantic.model_validator(mode="after")
     def _default_metric(self):
-        from keras_mtl import metrics as metrics_lib
-
         if not self.metrics:
-            self.metrics = [metrics_lib.default_metric(self.type)]
+            self.metrics = [get_task_type(self.type).default_metric]
         return self
 
     @property
@@ -184,21 +199,48 @@ class TaskConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    preset: Optional[str] = None
-    vocabulary_size: int = pydantic.Field(4000, ge=16)
-    max_sequence_length: int = pydantic.Field(128, ge=4, le=4096)
-    hidden_dim: int = pydantic.Field(128, ge=4)
-    num_layers: int = pydantic.Field(2, ge=0)
-    num_heads: int = pydantic.Field(4, ge=1)
-    intermediate_dim: int = pydantic.Field(256, ge=4)
-    dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    lowercase: bool = True
-    task_conditioning: str = "embedding"
-    pooling: str = "cls"
-    task_gates: bool = False
-    task_relation: bool = False
-    num_experts: int = pydantic.Field(0, ge=0)
-    adapter_dim: int = pydantic.Field(0, ge=0)
+    preset: Optional[str] = pydantic.Field(
+        None, description="a keras-hub backbone (preset name, directory or package:<pkg>/<dir>) as the encoder"
+    )
+    vocabulary_size: int = pydantic.Field(
+        4000, ge=16, description="size of the WordPiece vocabulary learned from the train text (not with a preset)"
+    )
+    max_sequence_length: int = pydantic.Field(
+        128, ge=4, le=4096, description="the most word pieces per text; longer texts are truncated"
+    )
+    hidden_dim: int = pydantic.Field(
+        128, ge=4, description="the model width: embeddings and encoder states (from scratch)"
+    )
+    num_layers: int = pydantic.Field(2, ge=0, description="transformer encoder layers (from scratch)")
+    num_heads: int = pydantic.Field(
+        4, ge=1, description="attention heads per encoder layer; must divide hidden_dim (from scratch)"
+    )
+    intermediate_dim: int = pydantic.Field(
+        256, ge=4, description="hidden size of each encoder layer's feed-forward block (from scratch)"
+    )
+    dropout: float = pydantic.Field(
+        0.1, ge=0.0, lt=1.0, description="dropout rate of the embeddings, encoder layers and heads"
+    )
+    lowercase: bool = pydantic.Field(
+        True, description="lowercase the text before WordPiece (learning the vocabulary and encoding)"
+    )
+    task_conditioning: str = pydantic.Field(
+        "embedding",
+        description="how the encoder sees the task: none, embedding (add a task vector), token (prepend one)",
+    )
+    pooling: str = pydantic.Field(
+        "cls", description="how sentence heads read the token states: cls, mean or attention (a query per task)"
+    )
+    task_gates: bool = pydantic.Field(False, description="a per-task sigmoid feature gate before each head (TaskGate)")
+    task_relation: bool = pydantic.Field(
+        False, description="self-attention across the sentence tasks' representations (TaskRelation)"
+    )
+    num_experts: int = pydantic.Field(
+        0, ge=0, description="shared expert networks with a softmax gate per task (MixtureOfExperts); 0: off"
+    )
+    adapter_dim: int = pydantic.Field(
+        0, ge=0, description="bottleneck size of per-task adapters after each encoder layer (TaskAdapter); 0: off"
+    )
 
     @pydantic.field_validator("task_conditioning")
     @classmethod
@@ -220,24 +262,55 @@ class ModelConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    batch_size: int = pydantic.Field(32, ge=1)
-    epochs: int = pydantic.Field(3, ge=1)
-    steps_per_epoch: Optional[int] = pydantic.Field(None, ge=1)
-    learning_rate: float = pydantic.Field(1e-3, gt=0.0)
-    weight_decay: float = pydantic.Field(0.01, ge=0.0)
-    warmup_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    sampling: str = "proportional"
-    temperature: float = 2.0
-    batch_mode: Literal["mixed", "per_task"] = "mixed"
-    bucket_lengths: Union[Literal["auto"], list[int]] = "auto"
-    num_buckets: int = pydantic.Field(8, ge=1, le=64)
-    loss_weighting: str = "static"
-    loss_normalizer: Literal["expected", "batch"] = "expected"
-    distribution: str = "auto"
-    precision: str = "float32"
-    jit_compile: Union[bool, Literal["auto"]] = "auto"
-    eval_batch_size: int = pydantic.Field(64, ge=1)
-    shuffle_buffer: int = pydantic.Field(10000, ge=1)
+    batch_size: int = pydantic.Field(
+        32, ge=1, description="examples per training step (the global batch, split across replicas)"
+    )
+    epochs: int = pydantic.Field(3, ge=1, description="training epochs")
+    steps_per_epoch: Optional[int] = pydantic.Field(
+        None, ge=1, description="steps per epoch; empty: one pass over the unique training examples"
+    )
+    learning_rate: float = pydantic.Field(
+        1e-3, gt=0.0, description="peak AdamW learning rate: linear warmup to it, then cosine decay to a tenth"
+    )
+    weight_decay: float = pydantic.Field(0.01, ge=0.0, description="AdamW weight decay")
+    warmup_fraction: float = pydantic.Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of all training steps spent warming the learning rate up from 0"
+    )
+    sampling: str = pydantic.Field(
+        "proportional", description="how tasks are drawn: proportional, uniform, temperature or annealed"
+    )
+    temperature: float = pydantic.Field(
+        2.0, description="tau of temperature sampling, p_t proportional to n_t^(1/tau); > 0"
+    )
+    batch_mode: Literal["mixed", "per_task"] = pydantic.Field(
+        "mixed", description="mixed: tasks share a batch; per_task: every batch holds one task"
+    )
+    bucket_lengths: Union[Literal["auto"], list[int]] = pydantic.Field(
+        "auto", description="padded lengths of training batches, or auto (least expected padding)"
+    )
+    num_buckets: int = pydantic.Field(
+        8, ge=1, le=64, description="how many bucket lengths `bucket_lengths: auto` picks"
+    )
+    loss_weighting: str = pydantic.Field(
+        "static",
+        description="how task losses are weighted: static (loss_weight), uncertainty, dwa, rlw, gradnorm, pcgrad",
+    )
+    loss_normalizer: Literal["expected", "batch"] = pydantic.Field(
+        "expected", description="a task loss's divisor: its expected label weight (expected) or this batch's (batch)"
+    )
+    distribution: str = pydantic.Field(
+        "auto", description="devices: auto, none, mirrored (TensorFlow) or data_parallel (JAX)"
+    )
+    precision: str = pydantic.Field(
+        "float32", description="float32, mixed_bfloat16 or mixed_float16 (variables and heads stay float32)"
+    )
+    jit_compile: Union[bool, Literal["auto"]] = pydantic.Field(
+        "auto", description="XLA for the train step: true, false or auto (per backend and device)"
+    )
+    eval_batch_size: int = pydantic.Field(64, ge=1, description="batch size of dev and test evaluation")
+    shuffle_buffer: int = pydantic.Field(
+        10000, ge=1, description="shuffle buffer of each task's training stream (at most its size)"
+    )
 
     @pydantic.field_validator("sampling")
     @classmethod
@@ -277,18 +350,30 @@ class TrainConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    seed: int = 0
-    dev_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
-    test_fraction: float = pydantic.Field(0.1, ge=0.0, lt=1.0)
+    seed: int = pydantic.Field(0, description="seed of the text hash that carves missing dev/test splits from train")
+    dev_fraction: float = pydantic.Field(
+        0.1, ge=0.0, lt=1.0, description="share of train carved off as dev for a task without a dev source"
+    )
+    test_fraction: float = pydantic.Field(
+        0.1, ge=0.0, lt=1.0, description="share of train carved off as test for a task without a test source"
+    )
 
 
 class ExperimentConfig(_Strict):
-    name: str
-    seed: int = 0
-    tasks: list[TaskConfig]
-    model: ModelConfig = pydantic.Field(default_factory=ModelConfig)
-    train: TrainConfig = pydantic.Field(default_factory=TrainConfig)
-    splits: SplitConfig = pydantic.Field(default_factory=SplitConfig)
+    name: str = pydantic.Field(
+        description="the experiment's name: the default work dir and model names (letters, digits, _ - .)"
+    )
+    seed: int = pydantic.Field(0, description="seed of the weights, task sampling, shuffling and dropout")
+    tasks: list[TaskConfig] = pydantic.Field(description="the tasks trained together (at least one; unique names)")
+    model: ModelConfig = pydantic.Field(
+        default_factory=ModelConfig, description="the network: encoder, task conditioning, heads"
+    )
+    train: TrainConfig = pydantic.Field(
+        default_factory=TrainConfig, description="optimizer, task sampling, batching, loss weighting, devices"
+    )
+    splits: SplitConfig = pydantic.Field(
+        default_factory=SplitConfig, description="how missing dev/test splits are carved from train"
+    )
 
     @pydantic.field_validator("name")
     @classmethod
@@ -351,11 +436,12 @@ class LoadedConfig:
     raw: dict  # the YAML after overrides, with data paths resolved
 
 
-def load_config(path, overrides=()) -> LoadedConfig:
-    """Load, override and validate an experiment config file.
+def load_config(config, overrides=()) -> LoadedConfig:
+    """Load, override and validate an experiment config.
 
     Args:
-        path: path of the YAML file.
+        config: path of the YAML file, a dict (the Python API), or a
+            `LoadedConfig` (returned as is without overrides).
         overrides: `KEY=VALUE` strings (`train.batch_size=16`,
             `tasks.topic.loss_weight=2`, `tasks[0].metrics=[accuracy]`);
             VALUE is parsed as YAML.
@@ -363,7 +449,11 @@ def load_config(path, overrides=()) -> LoadedConfig:
     Raises:
         ConfigError: naming the file, line and field path of every problem.
     """
-    path = Path(path)
+    if isinstance(config, LoadedConfig):
+        return config_from_dict(config.raw, overrides=overrides) if overrides else config
+    if isinstance(config, dict):
+        return config_from_dict(config, overrides=overrides)
+    path = Path(config)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     if path.is_dir():

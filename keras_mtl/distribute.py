@@ -316,49 +316,67 @@ def prepare_dataset(dataset, train_cfg):
     return dataset.map(as_int, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def adapt_optimizer(optimizer, train_cfg):
-    """Make gradient clipping see the global gradient under `mirrored`.
+def replicas_in_sync():
+    """The number of replicas a train step's batch is split over: the
+    `tf.distribute` strategy's on TensorFlow, else 1 (JAX shards one global
+    batch)."""
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1
+
+
+def global_gradient_clipping(optimizer):
+    """Take the gradient clipping out of `optimizer` under a multi-replica `tf.distribute` strategy.
 
     Keras (3.x) on TensorFlow clips each replica's partial gradient
     (`clipnorm`/`global_clipnorm`/`clipvalue`) BEFORE summing them across
-    replicas, so with 2 replicas `clipnorm=1.0` lets a gradient of norm up to
-    2 through and training differs from one device at the same global
-    batch. Under `mirrored` the optimizer's clipping is wrapped so that the
-    norms are those of the global gradient, computed exactly as one device
+    replicas (`optimizer.apply` clips, then all-reduces), so with 2 replicas
+    `clipnorm=1.0` lets a gradient of norm up to 2 through and training
+    differs from one device at the same global batch. Call this once the
+    optimizer is compiled, in the strategy's scope: with more than one
+    replica it sets the optimizer's clipping attributes to None and returns
+    `clip(grads)`, which a train step applies to its replica's gradients
+    before `optimizer.apply`; otherwise (one replica, other backends: JAX
+    `data_parallel` already clips the global gradient; no clipping) it
+    returns None and leaves the optimizer alone. `clip.optimizer` is the
+    optimizer whose clipping it took (the inner one of a loss-scale optimizer).
+
+    `clip` computes the norms of the global gradient exactly as one device
     would: a dense gradient's norm is the norm of the replicas' sum; an
-    `IndexedSlices` gradient (embeddings), whose norm on one device is that of
-    all its slices, gets the square root of the all-reduced sum of the
+    `IndexedSlices` gradient (embeddings), whose norm on one device is that
+    of all its slices, gets the square root of the all-reduced sum of the
     replicas' squared slice norms. Each replica's gradient is then scaled by
     the global factor, and the optimizer's own all-reduce sums them.
     `clipvalue` clips the summed gradient and hands each replica 1/N of it.
-
-    Other distributions (JAX data_parallel already clips the global
-    gradient): the optimizer is returned as is. Only the instance is
-    changed: its class and saved config stay plain Keras.
+    Norms and values are those of the unscaled gradient (`scale_loss`) under
+    a loss-scale optimizer.
     """
-    if resolve(train_cfg) != "mirrored":
-        return optimizer
-    if not (optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue):
-        return optimizer
+    if _backend() != "tensorflow" or replicas_in_sync() <= 1:
+        return None
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    clipnorm, global_clipnorm, clipvalue = inner.clipnorm, inner.global_clipnorm, inner.clipvalue
+    if not (clipnorm or global_clipnorm or clipvalue):
+        return None
+    inner.clipnorm = inner.global_clipnorm = inner.clipvalue = None
     import tensorflow as tf
 
-    per_replica_clip = optimizer._clip_gradients
     SUM = tf.distribute.ReduceOp.SUM
 
-    def _clip_gradients(grads):
+    def clip(grads):
         ctx = tf.distribute.get_replica_context()
-        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
-        if replicas <= 1:
-            return per_replica_clip(grads)
+        replicas = ctx.num_replicas_in_sync
+        scale = tf.cast(optimizer.scale_loss(tf.ones((), tf.float32)), tf.float32)
         present = [i for i, g in enumerate(grads) if g is not None]
         out = list(grads)
-        if optimizer.clipvalue:
+        if clipvalue:
             # Dense first: an all-reduce of IndexedSlices all-gathers slices
             # whose sizes differ per replica, which the collective refuses.
             summed = ctx.all_reduce(SUM, [tf.convert_to_tensor(grads[i]) for i in present])
-            clipped = per_replica_clip(list(summed))
-            for i, g in zip(present, clipped):
-                out[i] = _scale(g, 1.0 / replicas)
+            for i, g in zip(present, summed):
+                clipped = tf.clip_by_value(g / tf.cast(scale, g.dtype), -clipvalue, clipvalue) * tf.cast(scale, g.dtype)
+                out[i] = _scale(clipped, 1.0 / replicas)
             return out
         dense = [i for i in present if not isinstance(grads[i], tf.IndexedSlices)]
         sliced = [i for i in present if isinstance(grads[i], tf.IndexedSlices)]
@@ -371,20 +389,20 @@ def adapt_optimizer(optimizer, train_cfg):
             partial = [tf.reduce_sum(tf.square(tf.cast(grads[i].values, tf.float32))) for i in sliced]
             for i, sq in zip(sliced, ctx.all_reduce(SUM, partial)):
                 squares[i] = sq
-        if optimizer.clipnorm:
-            limit = tf.constant(optimizer.clipnorm, tf.float32)
+        if clipnorm:
+            limit = tf.constant(clipnorm, tf.float32)
             for i in present:
-                out[i] = _scale(grads[i], limit / tf.maximum(_safe_sqrt(squares[i]), limit))
+                out[i] = _scale(grads[i], limit / tf.maximum(_safe_sqrt(squares[i]) / scale, limit))
         else:
-            limit = tf.constant(optimizer.global_clipnorm, tf.float32)
-            total = _safe_sqrt(tf.add_n([squares[i] for i in present]))
+            limit = tf.constant(global_clipnorm, tf.float32)
+            total = _safe_sqrt(tf.add_n([squares[i] for i in present])) / scale
             factor = limit / tf.maximum(total, limit)
             for i in present:
                 out[i] = _scale(grads[i], factor)
         return out
 
-    optimizer._clip_gradients = _clip_gradients
-    return optimizer
+    clip.optimizer = inner  # the optimizer whose clipping it took
+    return clip
 
 
 def _safe_sqrt(square):

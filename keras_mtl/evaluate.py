@@ -14,18 +14,7 @@ from keras_mtl import metrics as metrics_lib
 from keras_mtl.data.buckets import bucket_lengths
 from keras_mtl.data.pipeline import eval_batches
 from keras_mtl.model import encodes_per_task
-
-
-def decode(task, classes, output, word_starts=None):
-    """One example's model output -> its label (the Example.labels format)."""
-    if task.type == "classification":
-        return classes[int(np.argmax(output))]
-    if task.type == "multilabel":
-        return tuple(c for c, p in zip(classes, output) if p > 0.5)
-    if task.type == "regression":
-        return float(output)
-    length = output.shape[0]
-    return tuple(classes[int(np.argmax(output[p]))] if p < length else "" for p in word_starts)
+from keras_mtl.tasks import for_task
 
 
 class ExpectedRetracingFilter(logging.Filter):
@@ -51,6 +40,7 @@ def predict_split(model, split, config, classes, pad_id=0):
     lengths = bucket_lengths(config.train.bucket_lengths, m.max_sequence_length)
     batch = config.train.eval_batch_size
     results = {t.name: ([], []) for t in tasks}
+    heads = {t.name: for_task(t, classes[t.name]) for t in tasks}
     if encodes_per_task(m):
         groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
     else:
@@ -58,14 +48,13 @@ def predict_split(model, split, config, classes, pad_id=0):
         groups = [(union, None, tasks)]
     for indices, task_id, group in groups:
         for x, chunk in eval_batches(split, indices, batch, lengths, pad_id, task_id):
-            out = model.predict_on_batch(x)
+            out = {k: np.asarray(v) for k, v in model.predict_on_batch(x).items()}
             for task in group:
-                probs = np.asarray(out[task.name])
                 idx, preds = results[task.name]
                 for row, i in enumerate(chunk):
                     if split.weights[task.name][i] > 0:
                         idx.append(i)
-                        preds.append(decode(task, classes[task.name], probs[row], split.word_starts[i]))
+                        preds.append(heads[task.name].decode(out, row, split.word_starts[i]))
     return results
 
 
@@ -114,3 +103,34 @@ def evaluate_run(workdir, split="test"):
     scores = evaluate_split(model, enc, run.config, run.classes, encoder.pad_id)
     counts = {t.name: int(len(enc.indices(t.name))) for t in run.config.tasks}
     return {"split": split, "tasks": scores, "examples": counts}
+
+
+def write_test_report(files, model, test, config, classes, pad_id, title, summary, **fields):
+    """Score `model` on the encoded test split and write `report.json` / `report.md`.
+
+    Args:
+        files: the `RunFiles` to write into.
+        title: the heading of report.md; `summary`: its last line.
+        **fields: more entries of report.json (`seconds`, `epochs`, ...).
+
+    Returns:
+        dict: the content of report.json.
+    """
+    import keras
+
+    from keras_mtl.workdir import write_json
+
+    scores = evaluate_split(model, test, config, classes, pad_id) if len(test) else {}
+    counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
+    report = {
+        "name": config.name,
+        "split": "test",
+        "tasks": scores,
+        "examples": counts,
+        "primary_metrics": {t.name: t.primary_metric for t in config.tasks},
+        **fields,
+        "backend": keras.backend.backend(),
+    }
+    write_json(files.report_json, report)
+    files.report_md.write_text(report_markdown(title, scores, counts, ["", summary]), encoding="utf-8")
+    return report

@@ -5,7 +5,8 @@ Serving layout). Where and how a version is written (temporary directory,
 the lock while the version number is chosen, `assets.extra/`, pruning) is
 `keras_mtl.serving.layout`'s; this module builds what goes in it.
 
-Signature `serving_default`: `text` string [B] ->
+Signature `serving_default`: `text` string [B] -> each task's outputs, as
+its type builds them (`serving_outputs` in keras_mtl.tasks):
     <task>_label [B], <task>_probabilities [B, C], <task>_classes [B, C]   classification
     <task>_labels [B, C] ("" where not predicted), _probabilities, _classes  multilabel
     <task>_tags [B, W] (one per whitespace word, "" past each row's end)      tagging
@@ -17,13 +18,14 @@ takes the encoded `token_ids`/`padding_mask`[/`task_ids`] directly.
 """
 
 from keras_mtl.serving import layout
+from keras_mtl.tasks import for_task
 
 
 def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=None):
     import tensorflow as tf
 
     pad_id = encoder.pad_id
-    class_consts = {t.name: tf.constant(classes[t.name] or [""], tf.string) for t in tasks}
+    heads = [for_task(t, classes[t.name]) for t in tasks]
     num_tasks = len(tasks)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -44,28 +46,11 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=
         out = model_fn(inputs)
         result = {"num_words": enc["num_words"], "truncated": enc["truncated"]}
         starts = enc["word_starts"].to_tensor(default_value=-1)
-        for t, task in enumerate(tasks):
-            y = tf.cast(out[task.name], tf.float32)
-            if per_task:
-                y = y[t * batch : (t + 1) * batch]
-            names = class_consts[task.name]
-            if task.type == "classification":
-                result[f"{task.name}_label"] = tf.gather(names, tf.argmax(y, axis=-1))
-                result[f"{task.name}_probabilities"] = y
-                result[f"{task.name}_classes"] = tf.tile(names[None, :], [batch, 1])
-            elif task.type == "multilabel":
-                tiled = tf.tile(names[None, :], [batch, 1])
-                result[f"{task.name}_labels"] = tf.where(y > 0.5, tiled, tf.fill(tf.shape(tiled), ""))
-                result[f"{task.name}_probabilities"] = y
-                result[f"{task.name}_classes"] = tiled
-            elif task.type == "regression":
-                result[f"{task.name}_value"] = tf.reshape(y, [batch])
-            else:
-                predicted = tf.argmax(y, axis=-1, output_type=tf.int32)  # [B, L]
-                valid = tf.logical_and(starts >= 0, starts < length)
-                picked = tf.gather(predicted, tf.clip_by_value(starts, 0, length - 1), batch_dims=1)
-                tags = tf.gather(names, picked)
-                result[f"{task.name}_tags"] = tf.where(valid, tags, tf.fill(tf.shape(tags), ""))
+        for t, head in enumerate(heads):
+            ys = {k: tf.cast(out[k], tf.float32) for k in head.output_names}
+            if per_task:  # the rows run with this task's id
+                ys = {k: y[t * batch : (t + 1) * batch] for k, y in ys.items()}
+            result.update(head.serving_outputs(ys, batch, starts, length))
         return result
 
     return serving_default

@@ -3,32 +3,12 @@
     keras-mtl meta-train configs/meta_polarity.yaml --workdir runs/meta
     keras-mtl adapt runs/meta configs/adapt_subjectivity.yaml --shots 16 --seed 0
 
-`meta_train` runs first-order Reptile (Nichol, Achiam & Schulman 2018, "On
-First-Order Meta-Learning Algorithms") over the tasks of a config. Each meta
-step samples a task (or `meta_batch_size` tasks), remembers the shared
-weights theta, runs `inner_steps` optimizer steps (`train_on_batch`) on
-batches of that task only, through the network that ends in that task's head
-and with that task's loss, and then moves the shared weights toward the
-adapted ones:
-
-    theta <- theta + epsilon * mean_over_sampled_tasks(theta_task - theta)
-
-where epsilon is `meta_lr`, linearly annealed to 0 over the meta steps
-(`anneal=True`, as in the paper). Weights used by one task only (its head,
-its attention pooling or gate) are task-specific: they keep their adapted
-values. The result is an ordinary work dir (config.yaml, vocab.txt with the
-vocabulary learned from the meta-training text, run.json, model.keras,
-report.json) that `evaluate`, `export` and `adapt` read.
-
-`adapt` fits a new classification task from K labelled examples per class:
-the network is rebuilt for the new task with the work dir's architecture and
-vocabulary (words outside it become [UNK] pieces), every shared layer takes
-its weights from the work dir (`init="pretrained"`; per-task tables of a
-task embedding or adapters start from the mean over the meta-training tasks),
-the head is fresh, and the whole network is fine-tuned on a seeded K-shot
-sample of the new task's train split, then scored on its test split.
-`init="scratch"` keeps the same network and vocabulary but random weights
-(the baseline).
+`meta_train` runs first-order Reptile (Nichol, Achiam & Schulman 2018) over
+the tasks of a config and leaves an ordinary work dir; `adapt` fine-tunes
+that network on K labelled examples per class of a new classification task
+(`init="scratch"`: the same network with random weights, the baseline). The
+algorithm, which weights count as shared, and the adaptation steps:
+docs/meta_learning.md.
 """
 
 import collections
@@ -41,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtl.config import load_config
 from keras_mtl.errors import ConfigError, DataError, KerasMTLError, ModelError
+from keras_mtl.tasks import for_task, get_task_type
 
 INNER_OPTIMIZERS = ("adam", "sgd")
 INITS = ("pretrained", "scratch")
@@ -51,15 +33,6 @@ INITS = ("pretrained", "scratch")
 # Shared helpers
 # --------------------------------------------------------------------------
 
-
-def _as_loaded(config, overrides=()):
-    from keras_mtl.config import LoadedConfig, config_from_dict, load_config
-
-    if isinstance(config, LoadedConfig):
-        return config_from_dict(config.raw, overrides=overrides) if overrides else config
-    if isinstance(config, dict):
-        return config_from_dict(config, overrides=overrides)
-    return load_config(config, overrides)
 
 
 def _vocabulary(config, data):
@@ -82,30 +55,15 @@ def _lengths(config):
 def make_batch(split, rows, task, task_index, lengths, pad_id=0, with_task_ids=False):
     """(x, y, sample_weight) numpy arrays of `rows` of an EncodedSplit, for one task's head.
 
-    Token ids are padded to the smallest of `lengths` that fits the longest row.
-    Tagging labels are [B, L] with weight 1 on labelled word starts; other task
-    types take the split's label array and weights as they are.
+    Token ids are padded to the smallest of `lengths` that fits the longest row;
+    labels and weights are the task type's `batch_labels` (token-level: [B, L],
+    weight 1 on labelled word starts).
     """
-    longest = max(len(split.token_ids[i]) for i in rows)
-    length = next(b for b in lengths if b >= longest)
-    ids = np.full([len(rows), length], pad_id, np.int32)
-    for r, i in enumerate(rows):
-        ids[r, : len(split.token_ids[i])] = split.token_ids[i]
-    x = {"token_ids": ids, "padding_mask": ids != pad_id}
-    if with_task_ids:
-        x["task_ids"] = np.full([len(rows)], task_index, np.int32)
-    labels = split.labels[task.name]
-    if task.type == "tagging":
-        y = np.zeros([len(rows), length], np.int32)
-        sw = np.zeros([len(rows), length], np.float32)
-        for r, i in enumerate(rows):
-            a = np.asarray(labels[i])[:length]
-            y[r, : len(a)] = np.maximum(a, 0)
-            sw[r, : len(a)] = (a >= 0).astype(np.float32) * split.weights[task.name][i]
-    else:
-        rows_arr = np.asarray(rows)
-        y = np.asarray(labels)[rows_arr]
-        sw = split.weights[task.name][rows_arr].astype(np.float32)
+    from keras_mtl.data.pipeline import padded_inputs
+
+    x = padded_inputs(split, rows, lengths, pad_id, task_index if with_task_ids else None)
+    length = x["token_ids"].shape[1]
+    y, sw = for_task(task).batch_labels(split.labels[task.name], rows, split.weights[task.name], length)
     return x, y, sw
 
 
@@ -285,7 +243,7 @@ def meta_train(
     _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every)
     from keras_mtl.workdir import RunFiles, promote_staged, workdir_lock
 
-    loaded = _as_loaded(config, overrides)
+    loaded = load_config(config, overrides)
     config = loaded.config
     work = RunFiles(Path(workdir) if workdir else Path("runs") / f"{config.name}-meta")
     with workdir_lock(work.root):
@@ -315,14 +273,13 @@ def _meta_train_staged(
     """`meta_train` into `files` (the work dir's `backup/`, moved in place when complete)."""
     import keras
 
-    from keras_mtl import __version__
     from keras_mtl.data import sampling
     from keras_mtl.data.load import load_task_data
     from keras_mtl.data.pipeline import encode_split
     from keras_mtl.data.tokenize import make_encoder, save_vocabulary
-    from keras_mtl.evaluate import evaluate_split, report_markdown
+    from keras_mtl.evaluate import evaluate_split, write_test_report
     from keras_mtl.model import build_model, needs_task_ids
-    from keras_mtl.workdir import save_config, write_json
+    from keras_mtl.workdir import RunRecord, save_config
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
@@ -425,44 +382,28 @@ def _meta_train_staged(
         "task_probabilities": {config.tasks[i].name: float(p) for i, p in zip(present, probs)},
         "shared_weights": [v.path for v in reptile.shared],
     }
-    info = {
-        "keras_mtl_version": __version__,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "classes": data.classes,
-        "task_types": {t.name: t.type for t in config.tasks},
-        "max_sequence_length": config.model.max_sequence_length,
-        "pad_id": encoder.pad_id,
-        "train_sizes": sizes,
-        "epochs": 1,
-        "steps_per_epoch": meta_steps * inner_steps * meta_batch_size,
-        "replicas": 1,
-        "meta": meta,
-        "history": history,
-    }
-    write_json(files.run, info)
-    test = encoded["test"]
-    scores = evaluate_split(model, test, config, data.classes, encoder.pad_id) if len(test) else {}
-    counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
-    report = {
-        "name": config.name,
-        "split": "test",
-        "tasks": scores,
-        "examples": counts,
-        "primary_metrics": {t.name: t.primary_metric for t in config.tasks},
-        "seconds": {"fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
-        "meta": {k: meta[k] for k in ("inner_steps", "meta_steps", "inner_lr", "meta_lr")},
-        "backend": keras.backend.backend(),
-    }
-    write_json(files.report_json, report)
-    files.report_md.write_text(
-        report_markdown(
-            f"{config.name}: test metrics after Reptile meta-training",
-            scores,
-            counts,
-            ["", f"{meta_steps} meta steps x {inner_steps} inner steps on {keras.backend.backend()} in {fit_seconds:.0f} s."],
-        ),
-        encoding="utf-8",
+    RunRecord.for_config(
+        config,
+        data.classes,
+        pad_id=encoder.pad_id,
+        train_sizes=sizes,
+        epochs=1,
+        steps_per_epoch=meta_steps * inner_steps * meta_batch_size,
+        replicas=1,
+        meta=meta,
+        history=history,
+    ).write(files.run)
+    write_test_report(
+        files,
+        model,
+        encoded["test"],
+        config,
+        data.classes,
+        encoder.pad_id,
+        f"{config.name}: test metrics after Reptile meta-training",
+        f"{meta_steps} meta steps x {inner_steps} inner steps on {keras.backend.backend()} in {fit_seconds:.0f} s.",
+        seconds={"fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
+        meta={k: meta[k] for k in ("inner_steps", "meta_steps", "inner_lr", "meta_lr")},
     )
 
 
@@ -716,7 +657,7 @@ class Adapter:
             raise ModelError(
                 f"{e} (or `keras-mtl meta-train CONFIG --workdir {workdir}`); adapt starts from its model.keras"
             ) from None
-        new = _as_loaded(new_task_config, overrides).config
+        new = load_config(new_task_config, overrides).config
         if task is None:
             if len(new.tasks) != 1:
                 raise ConfigError(
@@ -730,7 +671,7 @@ class Adapter:
                     f"adapt: no task named {task!r} in the new-task config (tasks: {', '.join(new.task_names)})"
                 )
             target = new.task(task)
-        if target.type != "classification":
+        if not get_task_type(target.type).single_class:  # K examples per class
             raise ConfigError(
                 f"adapt: task {target.name!r} is a {target.type} task; adapt fits classification tasks "
                 "(K examples per class)"
@@ -870,33 +811,22 @@ def _overlap_with_run(run, test_examples, normalize):
 
 
 def _save_adapted(out, run, cfg, model, classes, pad_id, result):
-    import keras
-
-    from keras_mtl import __version__
     from keras_mtl.config import LoadedConfig
     from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.workdir import RunFiles, save_config, write_json
+    from keras_mtl.workdir import RunFiles, RunRecord, save_config, write_json
 
     files = RunFiles(Path(out))
     files.root.mkdir(parents=True, exist_ok=True)
     save_config(files, LoadedConfig(cfg, None, cfg.model_dump(mode="json")))
     save_vocabulary(run.vocabulary, files.vocab)
     model.save(files.model)
-    write_json(
-        files.run,
-        {
-            "keras_mtl_version": __version__,
-            "backend": keras.backend.backend(),
-            "keras_version": keras.__version__,
-            "classes": classes,
-            "task_types": {t.name: t.type for t in cfg.tasks},
-            "max_sequence_length": cfg.model.max_sequence_length,
-            "pad_id": pad_id,
-            "adapted_from": str(run.files.root),
-            "adapt": {k: v for k, v in result.items() if k not in ("copied_layers", "fresh_layers")},
-            "history": [],
-        },
-    )
+    RunRecord.for_config(
+        cfg,
+        classes,
+        pad_id=pad_id,
+        adapted_from=str(run.files.root),
+        adapt={k: v for k, v in result.items() if k not in ("copied_layers", "fresh_layers")},
+    ).write(files.run)
     write_json(files.root / "adapt.json", result)
 
 

@@ -1,41 +1,11 @@
 """Evaluation metrics computed on label strings.
 
-Metrics here score decoded predictions (class names, tag strings, floats),
-not ids or logits, so the numbers in an evaluation report do not depend on a
-vocabulary's order. They are plain Python and numpy; no backend is imported.
-Every metric returns a Python `float`.
-
-Input conventions, by task type:
-
-- `"classification"`: `y_true` and `y_pred` are equal-length sequences of
-  class names, e.g. `["pos", "neg"]`.
-- `"multilabel"`: equal-length sequences of label collections (tuples, lists,
-  sets), e.g. `[("news", "sport"), ()]`. Order and duplicates inside one
-  collection do not matter.
-- `"regression"`: equal-length sequences of finite numbers.
-- `"tagging"`: equal-length sequences of sentences, each sentence a sequence
-  of tag strings, e.g. `[["B-PER", "I-PER", "O"], ["O"]]`; the two sentences
-  at each index must have the same length.
-
-Metrics (name: task types):
-
-- `accuracy`: classification (exact match) and multilabel (exact-set match).
-- `macro_f1`: classification and multilabel. Unweighted mean of per-class F1
-  over the classes that occur in `y_true` or `y_pred`.
-- `micro_f1`: multilabel. F1 of the true/false positive counts pooled over
-  all labels.
-- `mcc`: classification. Matthews correlation coefficient, multiclass form
-  (Gorodkin's R_K, the same number as scikit-learn's `matthews_corrcoef`),
-  in [-1, 1]; 0.0 when undefined.
-- `pearson`, `spearman`: regression. Correlation in [-1, 1] (`spearman` is
-  the Pearson correlation of average-tie ranks); 0.0 when a side is
-  constant.
-- `mse`: regression. Mean squared error; lower is better.
-- `token_accuracy`: tagging. Fraction of tokens whose tag string matches.
-- `span_f1`, `span_precision`, `span_recall`: tagging. Chunk scores with the
-  exact counts of the CoNLL `conlleval` perl script; see `span_scores`.
-
-Scores are fractions (`0.75`, not `75.0`). An empty input scores 0.0.
+Metrics score decoded predictions (class names, tag strings, floats), not ids
+or logits, so a report does not depend on a vocabulary's order; plain Python
+and numpy, every metric returns a Python `float` (a fraction; 0.0 on empty
+input). Which metrics a task type allows, with its default, is the type's to
+say (`keras_mtl.tasks`). Input conventions per task type, the metrics, and
+the conlleval chunk rules of `span_scores`: docs/metrics.md.
 """
 
 import collections
@@ -45,33 +15,19 @@ from typing import Callable
 
 import numpy as np
 
-TASK_TYPES = ("classification", "multilabel", "regression", "tagging")
-
-_DEFAULT_METRICS = {
-    "classification": "accuracy",
-    "multilabel": "micro_f1",
-    "regression": "pearson",
-    "tagging": "token_accuracy",
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class MetricSpec:
-    """A named metric and the task types it applies to.
+    """A named metric (which task types use it is theirs to say: keras_mtl.tasks).
 
     Args:
         name: str. The name used in configs and reports.
         fn: callable. `fn(y_true, y_pred)` returns the score as a float.
-        task_types: tuple of str. The task types whose labels `fn` accepts,
-            a subset of `"classification"`, `"multilabel"`, `"regression"`
-            and `"tagging"`.
         higher_is_better: bool. Whether a larger score is a better model
             (used to pick the best checkpoint). Defaults to `True`.
     """
 
     name: str
     fn: Callable
-    task_types: tuple
     higher_is_better: bool = True
 
 
@@ -217,7 +173,7 @@ def macro_f1(y_true, y_pred):
         true_sets = [frozenset((v,)) for v in y_true]
         pred_sets = [frozenset((v,)) for v in y_pred]
     tp, fp, fn = _per_label_counts(true_sets, pred_sets)
-    labels = set(tp) | set(fp) | set(fn)
+    labels = sorted(set(tp) | set(fp) | set(fn), key=str)  # a fixed order: the float sum is the same in every process
     if not labels:
         return 0.0
     return float(sum(_f1(tp[c], fp[c], fn[c]) for c in labels) / len(labels))
@@ -480,24 +436,9 @@ def _prf(correct, guessed, gold):
 def span_scores(y_true, y_pred, *, scheme="conlleval"):
     """Chunk-level precision, recall and F1 as the CoNLL `conlleval` script.
 
-    Gives the counts of the `conlleval` perl script (version 2004-01-26) run
-    on a file with one `word true_tag pred_tag` line per token and a blank
-    line after every sentence, and its scores divided by 100. A tag is split
-    at its first "-" into a chunk tag and a type ("B-ORG-X" is chunk tag "B",
-    type "ORG-X"; "O" is tag "O", type ""). conlleval's chunk rules then
-    apply: a chunk starts at `B`, at `I` or `E` after `O`, at `I` after `E`,
-    at any tag other than `O`/`.` whose type differs from the previous
-    token's, and at `[` or `]` (one-token chunks); it ends accordingly, and
-    every sentence end closes it. So IOB1, IOB2 (`I-X` after `O` or after a
-    different type starts a chunk; `B-NP I-VP` is two chunks), IOE1/IOE2 and
-    bracket tags are all read as conlleval reads them. A chunk is correct
-    when its start, end and type agree in both sequences.
-
-    conlleval has no rule for `S-` tags or for `B-` after `E-`, so on IOBES
-    input it joins adjacent same-type chunks (`S-PER S-PER` is one chunk).
-    `scheme="iobes"` first rewrites `S-X` as `B-X` and `E-X` as `I-X` (an
-    exact translation of valid IOBES into IOB2), which scores IOBES chunks
-    correctly.
+    The counts of `conlleval` (2004-01-26) on the same tags, its scores
+    divided by 100; the chunk rules (IOB1, IOB2, IOE, brackets) and why
+    IOBES needs `scheme="iobes"`: docs/metrics.md#chunk-scores-span_scores-and-conlleval.
 
     Args:
         y_true: sequence of sentences, each a sequence of tag strings.
@@ -602,27 +543,20 @@ def span_f1_iobes(y_true, y_pred):
 METRICS = {
     spec.name: spec
     for spec in (
-        MetricSpec("accuracy", accuracy, ("classification", "multilabel")),
-        MetricSpec("macro_f1", macro_f1, ("classification", "multilabel")),
-        MetricSpec("micro_f1", micro_f1, ("multilabel",)),
-        MetricSpec("mcc", mcc, ("classification",)),
-        MetricSpec("pearson", pearson, ("regression",)),
-        MetricSpec("spearman", spearman, ("regression",)),
-        MetricSpec("mse", mse, ("regression",), higher_is_better=False),
-        MetricSpec("token_accuracy", token_accuracy, ("tagging",)),
-        MetricSpec("span_f1", span_f1, ("tagging",)),
-        MetricSpec("span_precision", span_precision, ("tagging",)),
-        MetricSpec("span_recall", span_recall, ("tagging",)),
-        MetricSpec("span_f1_iobes", span_f1_iobes, ("tagging",)),
+        MetricSpec("accuracy", accuracy),
+        MetricSpec("macro_f1", macro_f1),
+        MetricSpec("micro_f1", micro_f1),
+        MetricSpec("mcc", mcc),
+        MetricSpec("pearson", pearson),
+        MetricSpec("spearman", spearman),
+        MetricSpec("mse", mse, higher_is_better=False),
+        MetricSpec("token_accuracy", token_accuracy),
+        MetricSpec("span_f1", span_f1),
+        MetricSpec("span_precision", span_precision),
+        MetricSpec("span_recall", span_recall),
+        MetricSpec("span_f1_iobes", span_f1_iobes),
     )
 }
-
-
-def _check_task_type(task_type):
-    if task_type not in TASK_TYPES:
-        raise ValueError(
-            f"unknown task type {task_type!r}; expected one of {', '.join(TASK_TYPES)}"
-        )
 
 
 def compute_metric(name, y_true, y_pred):
@@ -646,28 +580,3 @@ def compute_metric(name, y_true, y_pred):
             f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}"
         )
     return float(spec.fn(y_true, y_pred))
-
-
-def metric_names(task_type):
-    """Names of the metrics valid for a task type, in registry order.
-
-    Args:
-        task_type: str. One of `"classification"`, `"multilabel"`,
-            `"regression"`, `"tagging"`.
-    """
-    _check_task_type(task_type)
-    return [name for name, spec in METRICS.items() if task_type in spec.task_types]
-
-
-def default_metric(task_type):
-    """The metric reported first (and used for model selection) by default.
-
-    `"accuracy"` for classification, `"micro_f1"` for multilabel,
-    `"pearson"` for regression and `"token_accuracy"` for tagging.
-
-    Args:
-        task_type: str. One of `"classification"`, `"multilabel"`,
-            `"regression"`, `"tagging"`.
-    """
-    _check_task_type(task_type)
-    return _DEFAULT_METRICS[task_type]

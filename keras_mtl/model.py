@@ -6,8 +6,9 @@
          (or a pretrained backbone's own embeddings and transformer layers,
          with the task inserted at the same two places)
       -> [MMoE experts] -> per task: pooled (sentence) or token states (tagging)
-      -> [task relation across sentence tasks] -> [task gate] -> head
-    outputs: {task name: probabilities (or value)}, heads in float32.
+      -> [task relation across sentence tasks] -> [task gate] -> head(s)
+    outputs: the heads of each task's type (keras_mtl.tasks), in float32;
+    {task name: probabilities (or value)} for the built-in types.
 """
 
 import re
@@ -18,6 +19,7 @@ from keras import ops
 from keras_mtl.errors import ConfigError
 from keras_mtl.layers.pooling import SequencePooling
 from keras_mtl.layers.task_embedding import TaskEmbedding
+from keras_mtl.tasks import for_task
 
 
 def needs_task_ids(model_cfg):
@@ -108,10 +110,11 @@ def build_model(config, classes, vocabulary_size, backbone=None):
     else:
         per_task_states = [x] * num_tasks
 
+    heads = {task.name: for_task(task, classes[task.name]) for task in tasks}
     reps = {}
     for t, task in enumerate(tasks):
         states = per_task_states[t]
-        if task.type == "tagging":
+        if heads[task.name].token_level:  # the token states (without the task token)
             reps[task.name] = states[:, 1:, :] if prepend else states
         elif m.pooling == "attention":
             from keras_mtl.layers.task_attention import TaskAttentionPooling
@@ -124,7 +127,7 @@ def build_model(config, classes, vocabulary_size, backbone=None):
                 states, padding_mask=mask
             )
 
-    sentence_tasks = [t.name for t in tasks if t.type != "tagging"]
+    sentence_tasks = [t.name for t in tasks if not heads[t.name].token_level]
     if m.task_relation and len(sentence_tasks) > 1:
         from keras_mtl.layers.task_relation import TaskRelation
 
@@ -142,7 +145,7 @@ def build_model(config, classes, vocabulary_size, backbone=None):
 
             h = TaskGate(name=f"{task.name}_gate")(h)
         h = keras.layers.Dropout(m.dropout, name=f"{task.name}_dropout")(h)
-        outputs[task.name] = _head(task, len(classes[task.name]), h)
+        outputs.update(heads[task.name].build_heads(h))
     try:
         return keras.Model(inputs=inputs, outputs=outputs, name="multitask_transformer")
     except ValueError as e:
@@ -155,17 +158,6 @@ def build_model(config, classes, vocabulary_size, backbone=None):
             f"tasks: task name {clash.group(1)!r} clashes with a layer of the model"
             f"{f' (preset {m.preset!r})' if m.preset else ''}; rename the task"
         ) from None
-
-
-def _head(task, num_classes, h):
-    # Heads compute in float32 even under mixed precision: stable softmax,
-    # and TF Serving's REST API cannot encode bfloat16.
-    if task.type in ("classification", "tagging"):
-        return keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name=task.name)(h)
-    if task.type == "multilabel":
-        return keras.layers.Dense(num_classes, activation="sigmoid", dtype="float32", name=task.name)(h)
-    value = keras.layers.Dense(1, dtype="float32", name=f"{task.name}_value")(h)
-    return keras.layers.Reshape((), name=task.name)(value)
 
 
 def _condition(conditioning, num_tasks, x, mask, task_ids):
@@ -200,7 +192,7 @@ def _backbone_sequence(backbone, token_ids, padding_mask, segment_ids=None):
 
 
 def loss_for(task, normalizer="batch"):
-    """Per-task loss over the examples (tokens) that have the label.
+    """The task type's loss over the examples (tokens) that have the label.
 
     `normalizer="batch"`: the weighted mean over the batch's labelled units
     (`mean_with_sample_weight`). `"expected"`: the weighted sum, for sample
@@ -210,8 +202,4 @@ def loss_for(task, normalizer="batch"):
     if normalizer not in ("batch", "expected"):
         raise ValueError(f"normalizer must be 'batch' or 'expected'. Received: normalizer={normalizer!r}")
     reduction = "sum" if normalizer == "expected" else "mean_with_sample_weight"
-    if task.type in ("classification", "tagging"):
-        return keras.losses.SparseCategoricalCrossentropy(reduction=reduction, name=f"{task.name}_loss")
-    if task.type == "multilabel":
-        return keras.losses.BinaryCrossentropy(reduction=reduction, name=f"{task.name}_loss")
-    return keras.losses.MeanSquaredError(reduction=reduction, name=f"{task.name}_loss")
+    return for_task(task).loss(reduction)

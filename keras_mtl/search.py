@@ -4,28 +4,10 @@
     keras-mtl train runs/demo-search/best.yaml
 
 Each trial is one `keras_mtl.train.train` run of the config with `--set`
-overrides for the sampled values:
-
-    tasks.<task>.loss_weight=<lambda_t>            for every searched task
-    train.sampling=temperature, train.temperature=<tau>   with search_temperature
-
-The lambda_t come from a discrete set (default {0.25, 0.5, 1, 2, 4}) or, with
-`weights="log"`, from a log-uniform range [0.1, 10]; tau from {1, 2, 4, 8}.
-KerasTuner's `RandomSearch`, `GridSearch` or `BayesianOptimization` proposes
-the values (a `Tuner` subclass whose `run_trial` trains); the score of a
-trial is read from its run.json (the last row of `history`: the
-`dev_<task>_<primary metric>` values of the final epoch) and aggregated by
-`objective`:
-
-    mean    the mean over tasks of the primary dev metrics (default)
-    min     the worst task's primary dev metric
-    <task>  one task's primary dev metric
-
-(a lower-is-better metric such as mse enters negated). Everything goes to
-WORKDIR/search/ (KerasTuner's oracle and one folder per trial holding
-trial.json and `run/`, the trial's work dir) and WORKDIR/search/trials.json;
-the best config (the input config with the best values filled in, data
-paths absolute) is written to WORKDIR/best.yaml and returned as YAML text.
+overrides for the sampled values (`tasks.<task>.loss_weight`, and
+`train.temperature` with `search_temperature`), scored on the final dev
+metrics by `objective`; the best config goes to WORKDIR/best.yaml. The search
+spaces, objectives and files: docs/meta_learning.md#loss-weight-search-kerastuner.
 """
 
 import json
@@ -35,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from keras_mtl.config import load_config
+from keras_mtl.workdir import RunRecord
 from keras_mtl.errors import ConfigError, DataError, KerasMTLError
 
 ALGORITHMS = ("random", "grid", "bayesian")
@@ -43,15 +27,6 @@ WEIGHT_VALUES = (0.25, 0.5, 1.0, 2.0, 4.0)
 WEIGHT_RANGE = (0.1, 10.0)
 TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
 
-
-def _as_loaded(config, overrides=()):
-    from keras_mtl.config import LoadedConfig, config_from_dict, load_config
-
-    if isinstance(config, LoadedConfig):
-        return config_from_dict(config.raw, overrides=overrides) if overrides else config
-    if isinstance(config, dict):
-        return config_from_dict(config, overrides=overrides)
-    return load_config(config, overrides)
 
 
 def valid_objectives(config):
@@ -199,11 +174,11 @@ class _Runner:
         started = time.time()
         try:
             train(self.loaded, workdir=run_dir, overrides=self.base + sets, max_steps=self.max_steps, verbose=1 if self.verbose > 1 else 0)
-            info = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
-            if not info.get("history"):
+            history = RunRecord.read(run_dir / "run.json").history
+            if not history:
                 raise DataError(f"search: trial {trial.trial_id}: run.json has no history rows")
-            row = info["history"][-1]
-            config = _as_loaded(self.loaded, self.base + sets).config
+            row = history[-1]
+            config = load_config(self.loaded, self.base + sets).config
             scores = task_scores(row, config)
             value = objective_value(row, config, self.objective)
         except TrainingFailed as e:
@@ -266,7 +241,7 @@ def search(
         scores), "trials" (every trial), "best_config" (path of best.yaml),
         "yaml" (its text), "objective", "algorithm", "workdir".
     """
-    loaded = _as_loaded(config, overrides)
+    loaded = load_config(config, overrides)
     cfg = loaded.config
     search_tasks = list(tasks) if tasks else list(cfg.task_names)
     check_search_args(cfg, algorithm, objective, trials, weights, search_tasks)
@@ -306,7 +281,7 @@ def search(
         raise KerasMTLError(f"search: no trial completed ({messages})")
     best = max(completed, key=lambda t: t["objective"])
     best_sets = overrides_for(best["hyperparameters"], cfg)
-    best_loaded = _as_loaded(loaded, best_sets)
+    best_loaded = load_config(loaded, best_sets)
     header = (
         f"# Best of {len(completed)} trials of `keras-mtl search` ({algorithm}, objective {objective} = "
         f"{best['objective']:.4f}, trial {best['trial']}).\n"

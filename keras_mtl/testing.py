@@ -156,9 +156,20 @@ def _traced_outputs(layer, symbolic_inputs):
     `compute_output_shape`, so the dtypes are those the backend really
     produces, but nothing is compiled or executed.
     """
-    from keras.src.backend import compute_output_spec
+    # `keras.Operation.compute_output_spec` traces `call` with the backend's
+    # `compute_output_spec` (public API for the private function it wraps).
+    return _Traced(lambda data: _call(layer, data)).compute_output_spec(symbolic_inputs)
 
-    return compute_output_spec(lambda data: _call(layer, data), symbolic_inputs)
+
+class _Traced(keras.Operation):
+    """An operation whose `call` is `fn`: traced, never executed."""
+
+    def __init__(self, fn):
+        super().__init__(name="traced")
+        self.fn = fn
+
+    def call(self, data):
+        return self.fn(data)
 
 
 def run_precision_test(

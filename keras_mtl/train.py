@@ -14,18 +14,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mtl import __version__
 from keras_mtl.callbacks import PerTaskEvaluation, RunBackup, TaskNaNGuard, read_backup_state
-from keras_mtl.config import LoadedConfig, load_config
+from keras_mtl.config import load_config
 from keras_mtl.data.load import load_task_data
 from keras_mtl.data.buckets import training_bucket_lengths
 from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
 from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
 from keras_mtl.errors import ConfigError, KerasMTLError
-from keras_mtl.evaluate import evaluate_split, report_markdown
+from keras_mtl.evaluate import write_test_report
 from keras_mtl.model import build_model, encodes_per_task, loss_for
 from keras_mtl.workdir import (
     RunFiles,
+    RunRecord,
     config_changes,
     default_workdir,
     promote_staged,
@@ -126,7 +126,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
     from keras_mtl.trainer import check_weighting_supported
 
     check_max_steps(max_steps)
-    loaded = _as_loaded(config, overrides)
+    loaded = load_config(config, overrides)
     config = loaded.config
     check_weighting_supported(config.train.loss_weighting)  # before any data work
     distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
@@ -239,49 +239,33 @@ def _train(loaded, files, max_steps, verbose, fresh):
 
     # === Save and report === (into backup/, then over the work dir's files)
     network.save(stage.model)  # the plain functional network, no trainer class inside
-    info = {
-        "keras_mtl_version": __version__,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "classes": data.classes,
-        "task_types": {t.name: t.type for t in config.tasks},
-        "max_sequence_length": config.model.max_sequence_length,
-        "pad_id": encoder.pad_id,
-        "train_sizes": dict(zip(config.task_names, sizes)),
-        "class_weights": class_weights,
-        "sampling_schedule": {"tasks": present, "probabilities": np.asarray(schedule).tolist()},
-        "epochs": epochs,
-        "steps_per_epoch": steps,
-        "bucket_lengths": buckets,
-        "replicas": replicas,
-        "loss_weighting": config.train.loss_weighting,
-        "final_loss_weights": {k: float(v) for k, v in model.current_weights().items()},
-        "history": monitor.history,
-    }
-    write_json(stage.run, info)
-    test = encoded["test"]
-    scores = evaluate_split(network, test, config, data.classes, encoder.pad_id) if len(test) else {}
-    counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
-    report = {
-        "name": config.name,
-        "split": "test",
-        "tasks": scores,
-        "examples": counts,
-        "primary_metrics": {t.name: t.primary_metric for t in config.tasks},
-        "seconds": {"data": round(data_seconds, 1), "fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
-        "epochs": epochs,
-        "steps_per_epoch": steps,
-        "backend": keras.backend.backend(),
-    }
-    write_json(stage.report_json, report)
-    stage.report_md.write_text(
-        report_markdown(
-            f"{config.name}: test metrics",
-            scores,
-            counts,
-            [f"", f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s."],
-        ),
-        encoding="utf-8",
+    RunRecord.for_config(
+        config,
+        data.classes,
+        pad_id=encoder.pad_id,
+        train_sizes=dict(zip(config.task_names, sizes)),
+        class_weights=class_weights,
+        sampling_schedule={"tasks": present, "probabilities": np.asarray(schedule).tolist()},
+        epochs=epochs,
+        steps_per_epoch=steps,
+        bucket_lengths=buckets,
+        replicas=replicas,
+        loss_weighting=config.train.loss_weighting,
+        final_loss_weights={k: float(v) for k, v in model.current_weights().items()},
+        history=monitor.history,
+    ).write(stage.run)
+    report = write_test_report(
+        stage,
+        network,
+        encoded["test"],
+        config,
+        data.classes,
+        encoder.pad_id,
+        f"{config.name}: test metrics",
+        f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s.",
+        seconds={"data": round(data_seconds, 1), "fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
+        epochs=epochs,
+        steps_per_epoch=steps,
     )
     files.complete_marker.write_text("", encoding="utf-8")
     promote_staged(files)
@@ -368,17 +352,6 @@ def _loss_history(csv_path, task_names, epochs):
         rows = [r for r in csv.DictReader(f) if r.get("epoch") and int(r["epoch"]) <= epochs]
     return [[float(r.get(f"train_{t}_loss") or "nan") for t in task_names] for r in rows]
 
-
-def _as_loaded(config, overrides):
-    from keras_mtl.config import config_from_dict
-
-    if isinstance(config, LoadedConfig):
-        if overrides:
-            return config_from_dict(config.raw, overrides=overrides)
-        return config
-    if isinstance(config, dict):
-        return config_from_dict(config, overrides=overrides)
-    return load_config(config, overrides)
 
 
 def _vocabulary(config, data):

@@ -1,20 +1,24 @@
-"""The multi-task trainer: per-task losses, loss weighting, per-task metrics.
+"""The multi-task trainer: per-task losses, a loss-weighting strategy, per-task metrics.
 
 `MultiTaskTrainer` wraps the functional multi-output network and trains it
-with one of the loss-weighting strategies of `train.loss_weighting`:
+on the objective that its loss-weighting strategy (`keras_mtl.weighting`,
+`train.loss_weighting`) makes of the task losses:
 
     trainer = MultiTaskTrainer(network, tasks, losses, loss_weights, weighting="dwa")
     trainer.compile(optimizer=..., jit_compile=...)        # no loss=: the trainer computes it
     trainer.fit(dataset, callbacks=[LossWeightLogger(trainer), ...])
     trainer.network.save("model.keras")                    # the plain functional network
 
-Every strategy except PCGrad and GradNorm is a function of the per-task
-losses and goes through `compute_loss`, so Keras's own `train_step` runs it
-on every backend. PCGrad and GradNorm need per-task gradients: they override
-`train_step` for TensorFlow (`tf.GradientTape`) and JAX (stateless, `jax.vjp`)
-and are refused on PyTorch (`check_weighting_supported`).
+Two train steps, chosen by what the strategy needs:
 
-The math lives in `keras_mtl.weighting`; this module applies it.
+- the joint-loss step differentiates `compute_loss` (the strategy's
+  `total` plus the regularization losses): Keras's own `train_step` on JAX
+  and PyTorch, the trainer's on TensorFlow (so that under `tf.distribute`
+  it can clip the global gradient, `distribute.global_gradient_clipping`);
+- the per-task-gradient step (strategies with `needs_task_gradients`,
+  e.g. PCGrad, GradNorm) hands the strategy a `TaskGradients` and applies
+  what it returns: TensorFlow (`tf.GradientTape`) and JAX (stateless,
+  `jax.vjp`); refused on PyTorch (`check_weighting_supported`).
 """
 
 import math
@@ -23,23 +27,20 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_mtl import weighting as W
-from keras_mtl.config import LOSS_WEIGHTING
+from keras_mtl import distribute
+from keras_mtl import weighting as weighting_lib
 from keras_mtl.errors import ConfigError
 
 __all__ = [
     "MultiTaskTrainer",
     "LossWeightLogger",
+    "TaskGradients",
     "check_weighting_supported",
-    "PER_TASK_GRADIENT_WEIGHTINGS",
     "PER_TASK_GRADIENT_BACKENDS",
 ]
 
-# Strategies that combine per-task gradients, and the backends that have
-# the custom train step they need.
-PER_TASK_GRADIENT_WEIGHTINGS = ("pcgrad", "gradnorm")
+# Backends that have the per-task-gradient train step.
 PER_TASK_GRADIENT_BACKENDS = ("tensorflow", "jax")
-_DYNAMIC = ("uncertainty", "dwa", "rlw", "gradnorm")
 
 
 def check_weighting_supported(weighting, backend=None):
@@ -50,16 +51,13 @@ def check_weighting_supported(weighting, backend=None):
         backend: str. A Keras backend name; defaults to the active one.
     """
     backend = backend or keras.backend.backend()
-    if weighting not in LOSS_WEIGHTING:
-        raise ConfigError(
-            f"unknown loss weighting {weighting!r}; expected one of {', '.join(LOSS_WEIGHTING)}"
-        )
-    if weighting in PER_TASK_GRADIENT_WEIGHTINGS and backend not in PER_TASK_GRADIENT_BACKENDS:
+    if weighting_lib.get_class(weighting).needs_task_gradients and backend not in PER_TASK_GRADIENT_BACKENDS:
+        others = [n for n in weighting_lib.names() if not weighting_lib.get_class(n).needs_task_gradients]
         raise ConfigError(
             f"loss_weighting {weighting!r} needs per-task gradients, implemented for the "
             f"{' and '.join(PER_TASK_GRADIENT_BACKENDS)} backends; this is {backend}. "
             f"Use KERAS_BACKEND={PER_TASK_GRADIENT_BACKENDS[0]} or another loss weighting "
-            f"({', '.join(w for w in LOSS_WEIGHTING if w not in PER_TASK_GRADIENT_WEIGHTINGS)})."
+            f"({', '.join(others)})."
         )
 
 
@@ -78,57 +76,16 @@ class MultiTaskTrainer(keras.Model):
     label weight per batch, `data.pipeline.train_dataset`) a loss is an
     unbiased per-step estimate of the task's mean loss, 0 on steps without
     its labels, and `<t>_loss` averages every step. A NaN loss shows up
-    there. The total depends on `weighting`:
+    there.
 
-    - `"static"`: `sum_t lambda_t L_t` with the configured `loss_weights`.
-    - `"uncertainty"` (Kendall et al., 2018): `sum_t exp(-s_t) L_t + s_t` with
-      one trainable log-variance `s_t` per task (an `UncertaintyWeighting`
-      layer), learned by the same optimizer (and excluded from its weight
-      decay). With `loss_normalizer="batch"` a task's term is left out on
-      steps without its labels, so the `+ s_t` term does not push its weight
-      up while it is absent; with `"expected"` every step holds the task in
-      expectation, so the term is always in.
-    - `"dwa"` (Liu et al., 2019): `sum_t w_t L_t`; `w` comes from
-      `weighting.dwa_weights` over the per-epoch mean task losses, updated by
-      `end_epoch` (called by `LossWeightLogger`); all ones for the first two
-      epochs. The weights sum to the number of tasks.
-    - `"rlw"` (Lin et al., 2021): `sum_t w_t L_t` with `w = softmax(z)`,
-      `z ~ N(0, I)` drawn afresh every training step (a tracked
-      `keras.random.SeedGenerator`, so it works inside a jitted step). The
-      weights sum to 1. Evaluation uses their expectation, `1 / T`.
-    - `"gradnorm"` (Chen et al., 2018): `sum_t w_t L_t`; after every step the
-      weights take one plain gradient step on the GradNorm objective
-      (`weighting.gradnorm_weight_update`: rate `gradnorm_learning_rate`,
-      restoring force `gradnorm_alpha`, floor 1e-3) and are renormalised to
-      sum to the number of tasks. The gradient norms are taken w.r.t. the
-      trainable weights of the *last shared layer*: the last layer (in graph
-      order) with trainable weights that every task's output depends on
-      (e.g. the last `TransformerEncoder` block, or the mixture of experts);
-      `gradnorm_layer` names another one. If the network is not functional
-      or no layer is shared by all tasks, all its trainable weights are used.
-      `L_t(0)` is each task's loss on the first step that has its labels.
-      Tasks absent from a batch keep their weight in that step's update; a
-      step whose norms or losses are not finite (float16 loss-scale overflow)
-      leaves the weights unchanged.
-    - `"pcgrad"` (Yu et al., 2020): the gradients of the `lambda_t L_t` are
-      combined with `weighting.pcgrad` (conflicting components projected
-      away, then summed); the logged total is `sum_t lambda_t L_t`.
-
-    Static lambdas: `"static"` and `"pcgrad"` use them as the task loss
-    scales. The dynamic strategies (`"uncertainty"`, `"dwa"`, `"rlw"`,
-    `"gradnorm"`) replace them, except that a lambda of exactly 0 removes the
-    task from the objective (its weight is 0 and the others are computed
-    over the remaining tasks; its `<t>_loss` is still logged). With
-    `"pcgrad"` a lambda of 0 is refused (PCGrad's point is to keep every
-    task's gradient; drop the task instead).
-
-    Regularisation losses of the network (`self.losses`) are added to the
-    total unweighted (with PCGrad their gradient is added after the
-    projection).
-
-    With TensorFlow `tf.distribute`, PCGrad projects each replica's
-    gradients before they are summed across replicas; GradNorm averages the
-    replicas' weight updates.
+    The total is the strategy's objective (`weighting`, one of
+    `keras_mtl.weighting.names()`; see docs/loss_weighting.md) plus the
+    network's regularization losses (`self.losses`), unweighted. The static
+    lambdas (`loss_weights`) are the task loss scales of `static` and
+    `pcgrad`; the dynamic strategies replace them, except that a lambda of
+    exactly 0 removes the task from the objective (its `<t>_loss` is still
+    logged). The strategy's trainable variables are trained by the same
+    optimizer, without weight decay.
 
     Args:
         network: the functional multi-output `keras.Model` whose outputs are a
@@ -138,13 +95,11 @@ class MultiTaskTrainer(keras.Model):
             loss_normalizer)`).
         loss_weights: dict task -> float, the static lambdas (missing tasks:
             1.0).
-        weighting: one of `keras_mtl.config.LOSS_WEIGHTING`.
-        dwa_temperature: float > 0. DWA softmax temperature.
-        gradnorm_alpha: float > 0. GradNorm restoring-force strength.
-        seed: int. Seed of the RLW weight sampler.
-        gradnorm_learning_rate: float > 0. Step size of the GradNorm weights.
-        gradnorm_layer: optional name of the network layer whose weights
-            GradNorm takes gradient norms against.
+        weighting: a loss-weighting name (`keras_mtl.weighting.names()`).
+        weighting_options: dict of the strategy's own options, e.g.
+            `{"temperature": 2.0}` for `dwa`, `{"alpha": 1.5}` for
+            `gradnorm`.
+        seed: int. Seed of the strategies that draw random numbers (RLW).
         loss_normalizer: `"batch"` or `"expected"`: how the task losses were
             normalized (see above).
         **kwargs: passed to `keras.Model` (e.g. `name`).
@@ -157,25 +112,14 @@ class MultiTaskTrainer(keras.Model):
         losses,
         loss_weights=None,
         weighting="static",
-        dwa_temperature=2.0,
-        gradnorm_alpha=1.5,
+        weighting_options=None,
         seed=0,
-        gradnorm_learning_rate=0.025,
-        gradnorm_layer=None,
         loss_normalizer="batch",
         **kwargs,
     ):
         check_weighting_supported(weighting, keras.backend.backend())
         tasks = tuple(tasks)
-        lambdas = _static_lambdas(tasks, losses, loss_weights, weighting)
-        if not dwa_temperature > 0:
-            raise ConfigError(f"DWA temperature must be > 0. Received: {dwa_temperature}")
-        if not gradnorm_alpha > 0:
-            raise ConfigError(f"GradNorm alpha must be > 0. Received: gradnorm_alpha={gradnorm_alpha}")
-        if not gradnorm_learning_rate > 0:
-            raise ConfigError(
-                f"GradNorm learning rate must be > 0. Received: {gradnorm_learning_rate}"
-            )
+        lambdas = _static_lambdas(tasks, losses, loss_weights)
         if loss_normalizer not in ("batch", "expected"):
             raise ConfigError(
                 f"loss_normalizer must be 'batch' or 'expected'. Received: loss_normalizer={loss_normalizer!r}"
@@ -184,48 +128,22 @@ class MultiTaskTrainer(keras.Model):
         super().__init__(**kwargs)
         self.network = network
         self.tasks = tasks
-        self.weighting = weighting
-        self.dwa_temperature = float(dwa_temperature)
-        self.gradnorm_alpha = float(gradnorm_alpha)
-        self.gradnorm_learning_rate = float(gradnorm_learning_rate)
-        self.gradnorm_layer = gradnorm_layer
         self.loss_normalizer = loss_normalizer
-        self.static_lambdas = dict(zip(tasks, lambdas))
         self.loss_history = []  # per epoch: [mean loss of each task], see end_epoch
         self._loss_fns = tuple(losses[t] for t in tasks)
-        self._lambdas = np.asarray(lambdas, "float32")
-        # Tasks in the objective of the dynamic strategies (lambda != 0).
-        self._active = np.asarray([lam != 0 for lam in lambdas], "float32")
-        self._num_active = int(self._active.sum())
+        # Our own trackers (listed by `metrics`), not Keras's compiled loss tracker.
+        self._total_tracker = keras.metrics.Mean(name="loss")
         self._task_trackers = [keras.metrics.Mean(name=f"{t}_loss") for t in tasks]
-        num_tasks = len(tasks)
-        self.uncertainty = None
-        if weighting == "uncertainty":
-            self.uncertainty = W.UncertaintyWeighting(num_tasks, dtype="float32", name="uncertainty_weighting")
-        elif weighting == "dwa":
-            self._dwa_weights = self.add_weight(
-                name="dwa_weights", shape=(num_tasks,), trainable=False, initializer=keras.initializers.Constant(self._active)
-            )
-        elif weighting == "rlw":
-            self._rlw_seed = keras.random.SeedGenerator(seed, name="rlw_seed")
-            self._rlw_weights = self.add_weight(
-                name="rlw_weights",
-                shape=(num_tasks,),
-                trainable=False,
-                aggregation="mean",
-                initializer=keras.initializers.Constant(self._active / self._num_active),
-            )
-        elif weighting == "gradnorm":
-            self._gradnorm_weights = self.add_weight(
-                name="gradnorm_weights",
-                shape=(num_tasks,),
-                trainable=False,
-                aggregation="mean",
-                initializer=keras.initializers.Constant(self._active),
-            )
-            self._gradnorm_initial_losses = self.add_weight(
-                name="gradnorm_initial_losses", shape=(num_tasks,), trainable=False, aggregation="mean", initializer="zeros"
-            )
+        self.loss_weighting = weighting_lib.get_loss_weighting(
+            weighting,
+            tasks,
+            lambdas,
+            options=weighting_options,
+            seed=seed,
+            loss_normalizer=loss_normalizer,
+            network=network,
+        )
+        self._clip_global = None  # see compile
         self.built = True
 
     # === Keras API ===
@@ -233,34 +151,49 @@ class MultiTaskTrainer(keras.Model):
     def call(self, inputs, training=False):
         return self.network(inputs, training=training)
 
+    @property
+    def metrics(self):
+        return [self._total_tracker, *self._task_trackers]
+
     def compile(self, *args, **kwargs):
         if kwargs.get("loss") is not None or len(args) > 1:
             raise ValueError(
                 "MultiTaskTrainer computes the loss itself from `losses`; call compile() "
                 "without `loss=` (and pass the optimizer by keyword)."
             )
+        if kwargs.get("metrics") or kwargs.get("weighted_metrics"):
+            raise ValueError(
+                "MultiTaskTrainer logs the task losses only; evaluate task metrics with a callback "
+                "(keras_mtl.callbacks.PerTaskEvaluation), not compile(metrics=...)."
+            )
         super().compile(*args, **kwargs)
-        if self.uncertainty is not None and self.optimizer is not None:
-            # The log-variances are not weights of the network: no weight decay.
-            optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-            if not optimizer.built:
-                optimizer.exclude_from_weight_decay(var_list=[self.uncertainty.log_variances])
+        if self.optimizer is None:
+            return
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        # Under tf.distribute with several replicas the train steps clip the
+        # global gradient themselves (Keras would clip each replica's part);
+        # a second compile with the same optimizer keeps that clipping.
+        if getattr(self._clip_global, "optimizer", None) is not optimizer:
+            self._clip_global = distribute.global_gradient_clipping(self.optimizer)
+        extra = self.loss_weighting.trainable_variables
+        if extra and not optimizer.built:
+            # The strategy's variables are not weights of the network: no weight decay.
+            optimizer.exclude_from_weight_decay(var_list=extra)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         task_losses, present = self._task_losses(y, y_pred, sample_weight)
-        self._update_task_metrics(task_losses, present)
-        total = self._weighted_total(task_losses, present, training)
-        for loss in self.losses:
-            total = total + ops.cast(self._aggregate_additional_loss(loss), total.dtype)
+        total = _add_regularization(self.loss_weighting.total(task_losses, present, training), self.losses)
+        self._update_loss_metrics(x, total, task_losses, present)
         return total
 
     def train_step(self, *args):
-        if self.weighting in PER_TASK_GRADIENT_WEIGHTINGS:
-            backend = keras.backend.backend()
+        backend = keras.backend.backend()
+        if self.loss_weighting.needs_task_gradients:
             if backend == "tensorflow":
-                return self._tf_train_step(*args)
-            if backend == "jax":
-                return self._jax_train_step(*args)
+                return self._tf_task_gradient_step(*args)
+            return self._jax_task_gradient_step(*args)
+        if backend == "tensorflow":
+            return self._tf_joint_step(*args)
         return super().train_step(*args)
 
     # === Weights ===
@@ -273,43 +206,23 @@ class MultiTaskTrainer(keras.Model):
         before the first step); gradnorm: the GradNorm weights. Removed tasks
         (static lambda 0) have weight 0.
         """
-        if keras.backend.backend() == "jax" and hasattr(self, "jax_state_sync"):
-            self.jax_state_sync()  # JAX keeps the variables outside the model mid-epoch.
-        if self.weighting in ("static", "pcgrad"):
-            return dict(self.static_lambdas)
-        if self.weighting == "uncertainty":
-            values = np.exp(-ops.convert_to_numpy(self.uncertainty.log_variances)) * self._active
-        elif self.weighting == "dwa":
-            values = ops.convert_to_numpy(self._dwa_weights)
-        elif self.weighting == "rlw":
-            values = ops.convert_to_numpy(self._rlw_weights)
-        else:
-            values = ops.convert_to_numpy(self._gradnorm_weights)
-        return {t: float(v) for t, v in zip(self.tasks, np.asarray(values).reshape(-1))}
+        self._sync_jax_state()
+        return dict(zip(self.tasks, self.loss_weighting.current_weights()))
 
     def end_epoch(self, epoch_task_losses):
-        """Record an epoch's mean task losses; with DWA, set the next epoch's weights.
+        """Record an epoch's mean task losses and pass the history to the strategy.
 
         Args:
             epoch_task_losses: dict task -> the epoch's mean training loss.
-                Removed tasks may be left out. If a task's value is missing,
-                non-positive or not finite (no labels that epoch, NaN), the DWA
-                weights stay as they are until two clean epochs follow.
+                Removed tasks may be left out; a missing value is NaN.
         """
-        active = [t for t, a in zip(self.tasks, self._active) if a]
-        row = [_as_float(epoch_task_losses.get(t)) for t in active]
-        self.loss_history.append(row)
-        if self.weighting != "dwa":
-            return
-        last = self.loss_history[-2:]
-        if len(last) == 2 and not all(math.isfinite(v) and v > 0 for epoch in last for v in epoch):
-            return
-        values = W.dwa_weights(self.loss_history, self.dwa_temperature, num_tasks=len(active))
-        full = np.zeros([len(self.tasks)], "float32")
-        full[self._active > 0] = values
+        self.loss_history.append([_as_float(epoch_task_losses.get(t)) for t in self.tasks])
+        self._sync_jax_state()  # the strategy may assign its variables
+        self.loss_weighting.end_epoch(self.loss_history)
+
+    def _sync_jax_state(self):
         if keras.backend.backend() == "jax" and hasattr(self, "jax_state_sync"):
-            self.jax_state_sync()
-        self._dwa_weights.assign(full)
+            self.jax_state_sync()  # JAX keeps the variables outside the model mid-epoch.
 
     # === Losses and metrics ===
 
@@ -334,8 +247,16 @@ class MultiTaskTrainer(keras.Model):
             present.append(has)
         return ops.stack(losses), ops.stack(present)
 
-    def _update_task_metrics(self, task_losses, present):
-        unscaled = task_losses * ops.cast(_replicas(), "float32")
+    def _update_loss_metrics(self, x, total, task_losses, present):
+        """`loss` (weighted by the batch size, as Keras does) and the `<t>_loss`.
+
+        Under tf.distribute each replica's losses are its share of the global
+        one: times the number of replicas, the metric averages global values.
+        """
+        replicas = ops.cast(distribute.replicas_in_sync(), "float32")
+        batch = ops.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0]
+        self._total_tracker.update_state(total * replicas, sample_weight=batch)
+        unscaled = task_losses * replicas
         for t, tracker in enumerate(self._task_trackers):
             if self.loss_normalizer == "expected":  # 0 without labels is part of the estimate
                 tracker.update_state(unscaled[t])
@@ -343,150 +264,58 @@ class MultiTaskTrainer(keras.Model):
             value = ops.where(present[t] > 0, unscaled[t], ops.zeros_like(unscaled[t]))
             tracker.update_state(value, sample_weight=present[t])
 
-    def _weighted_total(self, task_losses, present, training):
-        """The weighted sum of the task losses for the configured strategy."""
-        if self.weighting in ("static", "pcgrad"):
-            return ops.sum(ops.convert_to_tensor(self._lambdas) * task_losses)
-        active = ops.convert_to_tensor(self._active)
-        if self.weighting == "uncertainty":
-            s = ops.cast(self.uncertainty.log_variances, "float32")
-            # The `+ s_t` regulariser is a loss term too: scale it like the
-            # losses under tf.distribute (its gradient is summed over replicas).
-            terms = ops.exp(-s) * task_losses + s / ops.cast(_replicas(), "float32")
-            keep = active if self.loss_normalizer == "expected" else active * present
-            return ops.sum(ops.where(keep > 0, terms, ops.zeros_like(terms)))
-        if self.weighting == "dwa":
-            weights = ops.convert_to_tensor(self._dwa_weights)
-        elif self.weighting == "gradnorm":
-            weights = ops.convert_to_tensor(self._gradnorm_weights)
-        elif training:
-            weights = self._sample_rlw_weights()
-            self._rlw_weights.assign(weights)
-        else:
-            weights = active / self._num_active
-        return ops.sum(ops.stop_gradient(ops.cast(weights, "float32")) * task_losses)
+    # === Train steps ===
 
-    def _sample_rlw_weights(self):
-        if self._num_active == 1:
-            return ops.convert_to_tensor(self._active)
-        sampled = W.random_loss_weights(self._num_active, seed=self._rlw_seed)
-        if self._num_active == len(self.tasks):
-            return sampled
-        parts, k = [], 0
-        for a in self._active:
-            if a:
-                parts.append(sampled[k])
-                k += 1
-            else:
-                parts.append(ops.zeros((), sampled.dtype))
-        return ops.stack(parts)
-
-    def _total_for_logs(self, task_losses, reg):
-        if self.weighting == "gradnorm":
-            weights = ops.convert_to_tensor(self._gradnorm_weights)
-        else:
-            weights = ops.convert_to_tensor(self._lambdas)
-        return ops.sum(ops.cast(weights, "float32") * task_losses) + reg
-
-    # === GradNorm ===
-
-    def _gradnorm_variable_indices(self):
-        """Indices into `self.trainable_variables` of the GradNorm shared weights."""
-        cached = getattr(self, "_gradnorm_indices", None)
-        if cached is not None:
-            return cached
-        layer = _last_shared_layer(self.network, [t for t, a in zip(self.tasks, self._active) if a], self.gradnorm_layer)
-        shared = layer.trainable_variables if layer is not None else self.network.trainable_variables
-        ids = {id(v) for v in shared}
-        indices = [i for i, v in enumerate(self.trainable_variables) if id(v) in ids]
-        if not indices:
-            raise ConfigError("GradNorm found no trainable shared weights in the network")
-        self._gradnorm_shared_layer = None if layer is None else layer.name
-        self._gradnorm_indices = indices
-        return indices
-
-    def _gradnorm_update(self, task_losses, present, norms):
-        """One GradNorm step on the weights (masked to the tasks in the batch)."""
-        active = ops.convert_to_tensor(self._active)
-        mask = active * present
-        weights = ops.cast(ops.convert_to_tensor(self._gradnorm_weights), "float32")
-        initial = ops.cast(ops.convert_to_tensor(self._gradnorm_initial_losses), "float32")
-        losses = ops.stop_gradient(task_losses)
-        norms = ops.stop_gradient(norms) * mask
-        initial = ops.where(initial > 0, initial, ops.where(mask > 0, losses, ops.zeros_like(losses)))
-        ok = ops.logical_and(mask > 0, initial > 0)
-        ratios = ops.where(ok, losses / ops.where(initial > 0, initial, ops.ones_like(initial)), ops.ones_like(losses))
-        count = ops.maximum(ops.sum(mask), 1.0)
-        mean_norm = ops.sum(weights * norms) / count
-        mean_ratio = ops.sum(ratios * mask) / count
-        relative = ratios / ops.where(mean_ratio > 0, mean_ratio, ops.ones_like(mean_ratio))
-        targets = mean_norm * relative**self.gradnorm_alpha
-        # Same step as weighting.gradnorm_weight_update, restricted to the
-        # tasks present: d/dw_t sum |w_t n_t - target_t| = sign(.) n_t.
-        updated = weights - self.gradnorm_learning_rate * ops.sign(weights * norms - targets) * norms
-        updated = ops.maximum(updated, 1e-3) * active
-        updated = W.gradnorm_renormalize(updated) * (self._num_active / len(self.tasks))
-        # Skip the step when a norm or loss is inf/NaN (e.g. a float16
-        # loss-scale overflow, where the optimizer skips its step too).
-        finite = ops.logical_and(ops.all(ops.isfinite(norms)), ops.all(ops.isfinite(losses)))
-        old_initial = ops.convert_to_tensor(self._gradnorm_initial_losses)
-        self._gradnorm_weights.assign(ops.where(finite, updated, weights))
-        self._gradnorm_initial_losses.assign(ops.where(finite, initial, ops.cast(old_initial, "float32")))
-
-    # === Per-task gradient train steps ===
-
-    def _tf_train_step(self, data):
+    def _tf_joint_step(self, data):
+        """Keras's TensorFlow train step, with the global-gradient clipping."""
         import tensorflow as tf
-        from keras.src.trainers.data_adapters import data_adapter_utils
 
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.optimizer.scale_loss(self.compute_loss(x, y, y_pred, sample_weight, training=True))
+        variables = self.trainable_variables
+        self._apply_gradients(tape.gradient(loss, variables), variables)
+        return self.get_metrics_result()
+
+    def _tf_task_gradient_step(self, data):
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         variables = self.trainable_variables
         with tf.GradientTape(persistent=True) as tape:
             y_pred = self(x, training=True)
             task_losses, present = self._task_losses(y, y_pred, sample_weight)
-            reg = ops.zeros((), "float32")
-            for loss in self.losses:
-                reg = reg + ops.cast(self._aggregate_additional_loss(loss), "float32")
-            total = self._total_for_logs(task_losses, reg)
+            reg = _add_regularization(ops.zeros((), "float32"), self.losses)
+            total = self.loss_weighting.total(task_losses, present, training=True) + reg
             # Differentiated targets must be computed under the tape.
             scale = ops.cast(self.optimizer.scale_loss(ops.ones((), "float32")), "float32")
-            per_task = [task_losses[t] * scale for t in range(len(self.tasks))]
-            scaled_total = total * scale
-            scaled_reg = reg * scale
-        self._update_task_metrics(task_losses, present)
-        self._loss_tracker.update_state(
-            total * ops.cast(_replicas(), "float32"),
-            sample_weight=tf.shape(next(i for i in keras.tree.flatten(x) if i is not None))[0],
-        )
-        if self.weighting == "pcgrad":
-            # d(lambda_t L_t) = lambda_t dL_t: scale outside the tape.
-            task_grads = []
-            for t in range(len(per_task)):
-                grads = tape.gradient(per_task[t], variables)
-                lam = float(self._lambdas[t])
-                task_grads.append([_dense_grad(g, v, lam) for g, v in zip(grads, variables)])
-            grads = W.pcgrad(task_grads)
-            if self.losses:
-                reg_grads = tape.gradient(scaled_reg, variables)
-                grads = _add_grads(grads, [_dense_grad(g, v) for g, v in zip(reg_grads, variables)])
-        else:
-            grads = tape.gradient(scaled_total, variables)
-            shared = [variables[i] for i in self._gradnorm_variable_indices()]
-            norms = []
-            for t in range(len(per_task)):
-                g = [ops.convert_to_tensor(v) for v in tape.gradient(per_task[t], shared) if v is not None]
-                norms.append(_global_norm(g) / scale if g else ops.zeros((), "float32"))
-            self._gradnorm_update(task_losses, present, ops.stack(norms) * ops.cast(_replicas(), "float32"))
+            gradients = _TFTaskGradients(
+                tape,
+                variables,
+                scale,
+                tasks=[task_losses[t] * scale for t in range(len(self.tasks))],
+                total=total * scale,
+                reg=reg * scale if self.losses else None,
+            )
+        # (Before the gradients: this order keeps TensorFlow's results bitwise
+        # those of the trainer before the strategies moved out of it.)
+        self._update_loss_metrics(x, total, task_losses, present)
+        grads = self.loss_weighting.combine_gradients(gradients, task_losses, present)
         del tape
-        self.optimizer.apply(grads, variables)
+        self._apply_gradients(grads, variables)
         return self.get_metrics_result()
 
-    def _jax_train_step(self, state, data):
+    def _apply_gradients(self, grads, variables):
+        if self._clip_global is not None:
+            grads = self._clip_global(grads)
+        self.optimizer.apply(grads, variables)
+
+    def _jax_task_gradient_step(self, state, data):
         import jax
-        from keras.src.trainers.data_adapters import data_adapter_utils
 
         trainable, non_trainable, optimizer_variables, metrics_variables = state
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         num_tasks = len(self.tasks)
         has_reg = []
 
@@ -495,38 +324,28 @@ class MultiTaskTrainer(keras.Model):
                 trainable_values, non_trainable, x, return_losses=True, training=True
             )
             task_losses, present = self._task_losses(y, y_pred, sample_weight)
-            reg = ops.zeros((), "float32")
-            for loss in fwd_losses:
-                reg = reg + ops.cast(self._aggregate_additional_loss(loss), "float32")
+            reg = _add_regularization(ops.zeros((), "float32"), fwd_losses)
             has_reg.append(bool(fwd_losses))
             return ops.concatenate([task_losses, reg[None]]), (present, new_non_trainable)
 
         values, vjp_fn, (present, non_trainable) = jax.vjp(forward, trainable, has_aux=True)
-        task_losses, reg = values[:num_tasks], values[num_tasks]
+        task_losses = values[:num_tasks]
         with keras.StatelessScope(state_mapping=list(zip(self.optimizer.variables, optimizer_variables))):
             scale = ops.cast(self.optimizer.scale_loss(ops.ones((), "float32")), "float32")
 
-        def grad_of(cotangent):
-            return vjp_fn(ops.cast(cotangent, values.dtype) * scale)[0]
+        def objective(losses_and_reg):
+            weighted = self.loss_weighting.total(losses_and_reg[:num_tasks], present, training=True)
+            return weighted + losses_and_reg[num_tasks]
 
-        eye = np.eye(num_tasks + 1, dtype="float32")
         mapping = list(zip(self.non_trainable_variables, non_trainable))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            total = self._total_for_logs(task_losses, reg)  # with this step's weights
-            if self.weighting == "pcgrad":
-                task_grads = [grad_of(eye[t] * self._lambdas[t]) for t in range(num_tasks)]
-                grads = W.pcgrad(task_grads)
-                if has_reg[0]:
-                    grads = _add_grads(grads, grad_of(eye[num_tasks]))
-            else:
-                weights = ops.cast(ops.convert_to_tensor(self._gradnorm_weights), "float32")
-                grads = grad_of(ops.concatenate([weights, ops.ones((1,), "float32")]))
-                indices = self._gradnorm_variable_indices()
-                norms = []
-                for t in range(num_tasks):
-                    g = grad_of(eye[t])
-                    norms.append(_global_norm([g[i] for i in indices]) / scale)
-                self._gradnorm_update(task_losses, present, ops.stack(norms))
+            # The step's objective and its gradient w.r.t. [task losses, reg]:
+            # the cotangent that gives its gradient w.r.t. the weights.
+            total, total_cotangent = jax.value_and_grad(objective)(values)
+            gradients = _JAXTaskGradients(
+                vjp_fn, values.dtype, self.trainable_variables, scale, num_tasks, has_reg[0], total_cotangent
+            )
+            grads = self.loss_weighting.combine_gradients(gradients, task_losses, present)
         non_trainable = [
             scope.get_current_value(v) if scope.get_current_value(v) is not None else value
             for v, value in zip(self.non_trainable_variables, non_trainable)
@@ -535,16 +354,100 @@ class MultiTaskTrainer(keras.Model):
         trainable, optimizer_variables = self.optimizer.stateless_apply(optimizer_variables, grads, trainable)
 
         with keras.StatelessScope(state_mapping=list(zip(self.metrics_variables, metrics_variables))) as scope:
-            self._update_task_metrics(task_losses, present)
-            self._loss_tracker.update_state(
-                total, sample_weight=next(i for i in keras.tree.flatten(x) if i is not None).shape[0]
-            )
+            self._update_loss_metrics(x, total, task_losses, present)
             logs = self.get_metrics_result()
         metrics_variables = [
             scope.get_current_value(v) if scope.get_current_value(v) is not None else value
             for v, value in zip(self.metrics_variables, metrics_variables)
         ]
         return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
+
+
+class TaskGradients:
+    """What a per-task-gradient strategy gets from the train step.
+
+    Gradients are lists with one entry per variable of `variables` (None
+    where a loss does not reach the variable), dense, in the units that
+    `optimizer.apply` takes (scaled by the loss scale under mixed_float16)
+    and, under tf.distribute, of this replica's share of the batch.
+
+    Attributes:
+        variables: the trainable variables, in gradient order.
+    """
+
+    variables = ()
+
+    def task(self, t, factor=1.0):
+        """The gradient of `factor * L_t`."""
+        raise NotImplementedError
+
+    def objective(self):
+        """The gradient of the step's objective: the strategy's `total` plus
+        the regularization losses."""
+        raise NotImplementedError
+
+    def regularization(self):
+        """The gradient of the regularization losses, or None without any."""
+        raise NotImplementedError
+
+    def task_norm(self, t, indices):
+        """`||grad L_t||` over the variables at `indices`: a float32 scalar
+        in loss units (not loss-scaled), for the global batch."""
+        raise NotImplementedError
+
+
+class _TFTaskGradients(TaskGradients):
+    """`TaskGradients` from a persistent `tf.GradientTape`."""
+
+    def __init__(self, tape, variables, scale, tasks, total, reg):
+        """`tasks`, `total`, `reg`: the loss-scaled targets, computed under `tape`."""
+        self.variables = variables
+        self._tape, self._scale = tape, scale
+        self._tasks, self._total, self._reg = tasks, total, reg
+
+    def _dense(self, target, factor=1.0):
+        return [_dense_grad(g, v, factor) for g, v in zip(self._tape.gradient(target, self.variables), self.variables)]
+
+    def task(self, t, factor=1.0):
+        return self._dense(self._tasks[t], factor)
+
+    def objective(self):
+        return self._tape.gradient(self._total, self.variables)
+
+    def regularization(self):
+        return None if self._reg is None else self._dense(self._reg)
+
+    def task_norm(self, t, indices):
+        shared = [self.variables[i] for i in indices]
+        grads = [ops.convert_to_tensor(g) for g in self._tape.gradient(self._tasks[t], shared) if g is not None]
+        norm = _global_norm(grads) / self._scale if grads else ops.zeros((), "float32")
+        return norm * ops.cast(distribute.replicas_in_sync(), "float32")
+
+
+class _JAXTaskGradients(TaskGradients):
+    """`TaskGradients` from the `jax.vjp` of [task losses, regularization]."""
+
+    def __init__(self, vjp_fn, dtype, variables, scale, num_tasks, has_reg, total_cotangent):
+        self.variables = variables
+        self._vjp_fn, self._dtype, self._scale = vjp_fn, dtype, scale
+        self._num_tasks, self._has_reg, self._total_cotangent = num_tasks, has_reg, total_cotangent
+        self._eye = np.eye(num_tasks + 1, dtype="float32")
+
+    def _grad(self, cotangent):
+        return self._vjp_fn(ops.cast(cotangent, self._dtype) * self._scale)[0]
+
+    def task(self, t, factor=1.0):
+        return self._grad(self._eye[t] * factor)
+
+    def objective(self):
+        return self._grad(self._total_cotangent)
+
+    def regularization(self):
+        return self._grad(self._eye[self._num_tasks]) if self._has_reg else None
+
+    def task_norm(self, t, indices):
+        g = self._grad(self._eye[t])
+        return _global_norm([g[i] for i in indices]) / self._scale
 
 
 class LossWeightLogger(keras.callbacks.Callback):
@@ -580,7 +483,7 @@ class LossWeightLogger(keras.callbacks.Callback):
 # === Helpers ===
 
 
-def _static_lambdas(tasks, losses, loss_weights, weighting):
+def _static_lambdas(tasks, losses, loss_weights):
     if not tasks:
         raise ConfigError("MultiTaskTrainer needs at least one task")
     missing = [t for t in tasks if t not in losses]
@@ -597,57 +500,17 @@ def _static_lambdas(tasks, losses, loss_weights, weighting):
         if not math.isfinite(lam) or lam < 0:
             raise ConfigError(f"tasks[{t}].loss_weight must be a finite number >= 0. Received: {lam}")
         lambdas.append(lam)
-    zero = [t for t, lam in zip(tasks, lambdas) if lam == 0]
-    if weighting == "pcgrad" and zero:
-        raise ConfigError(
-            f"loss_weighting 'pcgrad' with loss_weight 0 for task(s) {', '.join(zero)} is contradictory: "
-            "PCGrad combines every task's gradient. Remove the task, or give it a positive loss_weight."
-        )
-    if len(zero) == len(tasks):
+    if all(lam == 0 for lam in lambdas):
         raise ConfigError("every task has loss_weight 0: nothing to train")
     return lambdas
 
 
-def _last_shared_layer(network, tasks, name=None):
-    """The last layer with trainable weights that every task output depends on."""
-    if name is not None:
-        try:
-            return network.get_layer(name)
-        except ValueError as e:
-            raise ConfigError(f"gradnorm layer {name!r} is not a layer of the network") from e
-    outputs = getattr(network, "output", None) if hasattr(network, "operations") else None
-    if not isinstance(outputs, dict) or any(t not in outputs for t in tasks):
-        return None
-    ancestors = {}
-    for task in tasks:
-        seen, stack = set(), [outputs[task]]
-        while stack:
-            tensor = stack.pop()
-            history = getattr(tensor, "_keras_history", None)
-            if history is None or history.operation is None:
-                continue
-            op = history.operation
-            node = op._inbound_nodes[history.node_index]
-            key = (id(op), history.node_index)
-            if key in seen:
-                continue
-            seen.add(key)
-            stack.extend(node.input_tensors)
-        ancestors[task] = {k[0] for k in seen}
-    shared = [
-        op for op in network.operations
-        if all(id(op) in ancestors[t] for t in tasks) and getattr(op, "trainable_variables", None)
-    ]
-    return shared[-1] if shared else None
-
-
-def _replicas():
-    """Number of replicas in sync (TensorFlow tf.distribute), else 1."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return 1
+def _add_regularization(total, losses):
+    """`total` plus the sum of each regularization loss (from `add_loss`,
+    regularizers, sublayers), as float32."""
+    for loss in losses:
+        total = total + ops.cast(ops.sum(loss), total.dtype)
+    return total
 
 
 def _global_norm(tensors):
@@ -668,18 +531,6 @@ def _dense_grad(grad, variable, factor=1.0):
     if isinstance(grad, tf.IndexedSlices) or not grad.shape.is_fully_defined():
         grad = tf.reshape(tf.convert_to_tensor(grad), tuple(variable.shape))
     return grad if factor == 1.0 else grad * factor
-
-
-def _add_grads(grads, extra):
-    out = []
-    for g, e in zip(grads, extra):
-        if e is None:
-            out.append(g)
-        elif g is None:
-            out.append(ops.convert_to_tensor(e))
-        else:
-            out.append(g + ops.cast(ops.convert_to_tensor(e), g.dtype))
-    return out
 
 
 def _as_float(value):

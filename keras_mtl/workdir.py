@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -213,6 +214,66 @@ def config_changes(old, new, ignore=()):
     return changes
 
 
+@dataclasses.dataclass
+class RunRecord:
+    """`run.json`: what a trained run was built with. Every writer (train,
+    meta-train, adapt, the benchmarks) fills this one record; `load_run`
+    checks a work dir's file against it."""
+
+    classes: dict  # task -> its class names (tags for tagging), in head order
+    task_types: dict  # task -> classification | multilabel | regression | tagging
+    max_sequence_length: Optional[int] = None  # tokens per text, [CLS] included
+    pad_id: Optional[int] = None  # the padding token id of the vocabulary
+    train_sizes: Optional[dict] = None  # task -> labelled training examples
+    epochs: Optional[int] = None  # epochs trained (1 for meta-training)
+    steps_per_epoch: Optional[int] = None  # optimizer steps per epoch
+    replicas: Optional[int] = None  # data-parallel replicas the run trained on
+    history: list = dataclasses.field(default_factory=list)  # per epoch: losses and dev metrics
+    class_weights: Optional[dict] = None  # task -> per-class loss weights (class_weights: balanced)
+    sampling_schedule: Optional[dict] = None  # {"tasks", "probabilities": per epoch}
+    bucket_lengths: Optional[list] = None  # padded lengths of the training batches
+    loss_weighting: Optional[str] = None  # train.loss_weighting
+    final_loss_weights: Optional[dict] = None  # task -> lambda at the end of training
+    meta: Optional[dict] = None  # Reptile's settings (meta-train)
+    adapted_from: Optional[str] = None  # the work dir a few-shot run started from (adapt)
+    adapt: Optional[dict] = None  # the few-shot run's settings and result (adapt)
+    keras_mtl_version: Optional[str] = None  # filled in by `write`
+    backend: Optional[str] = None  # filled in by `write`
+    keras_version: Optional[str] = None  # filled in by `write`
+
+    @classmethod
+    def for_config(cls, config, classes, **fields):
+        """A record of `config`'s tasks (types, sequence length) with `fields`."""
+        return cls(
+            classes=classes,
+            task_types={t.name: t.type for t in config.tasks},
+            max_sequence_length=config.model.max_sequence_length,
+            **fields,
+        )
+
+    def write(self, path):
+        import keras
+
+        from keras_mtl import __version__
+
+        self.keras_mtl_version = self.keras_mtl_version or __version__
+        self.backend = self.backend or keras.backend.backend()
+        self.keras_version = self.keras_version or keras.__version__
+        first = ("keras_mtl_version", "backend", "keras_version")
+        record = dataclasses.asdict(self)
+        ordered = {k: record[k] for k in first} | {k: v for k, v in record.items() if k not in first}
+        write_json(path, {k: v for k, v in ordered.items() if v is not None})
+
+    @classmethod
+    def read(cls, path):
+        """The record in `path`; a ModelError names the file when it is not one."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(**data)
+        except (OSError, ValueError, TypeError) as e:
+            raise ModelError(f"{path}: not a keras-mtl run record ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
 class _Absent:
     def __repr__(self):
         return "(absent)"
@@ -227,12 +288,12 @@ class Run:
 
     files: RunFiles
     config: object  # ExperimentConfig
-    info: dict  # run.json
+    info: RunRecord  # run.json
     vocabulary: list
 
     @property
     def classes(self):
-        return self.info["classes"]
+        return self.info.classes
 
     def load_model(self):
         import keras
@@ -258,5 +319,4 @@ def load_run(workdir) -> Run:
     from keras_mtl.data.tokenize import load_vocabulary
 
     loaded = load_config(files.config)
-    info = json.loads(files.run.read_text(encoding="utf-8"))
-    return Run(files, loaded.config, info, load_vocabulary(files.vocab))
+    return Run(files, loaded.config, RunRecord.read(files.run), load_vocabulary(files.vocab))

@@ -5,62 +5,28 @@ fresh interpreter with KERAS_BACKEND set.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 
-# One bucket length and one task group: JAX compiles as few shapes as possible.
-TINY_YAML = """\
-name: backend-tiny
-seed: 0
-tasks:
-  - name: topic
-    type: classification
-    data: {format: demo, kind: topic, train: 32, dev: 8, test: 8}
-  - name: pos
-    type: tagging
-    data: {format: demo, kind: pos, train: 16, dev: 8, test: 8}
-model:
-  vocabulary_size: 120
-  max_sequence_length: 16
-  hidden_dim: 16
-  num_layers: 1
-  num_heads: 2
-  intermediate_dim: 32
-  task_conditioning: none
-train:
-  batch_size: 8
-  epochs: 1
-  bucket_lengths: [16]
-"""
-
-
-def _env(backend):
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    env["KERAS_BACKEND"] = backend
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    return env
-
-
-def test_jax_backend_trains_from_the_cli(tmp_path):
+def test_jax_backend_trains_from_the_cli(tmp_path, tiny_config, subprocess_env):
     pytest.importorskip("jax")
+    # One bucket length and one task group: JAX compiles as few shapes as possible.
+    raw = tiny_config("none", name="backend-tiny", seed=0, tasks=("topic", "pos"), dev=8, test=8,
+                      bucket_lengths=[16], jit_compile="auto")
     config = tmp_path / "tiny.yaml"
-    config.write_text(TINY_YAML, encoding="utf-8")
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     workdir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "keras_mtl.cli", "train", str(config), "--workdir", str(workdir),
          "--max-steps", "3", "--quiet"],
-        capture_output=True, text=True, env=_env("jax"), cwd=tmp_path, timeout=600,
+        capture_output=True, text=True, env=subprocess_env("jax"), cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads((workdir / "report.json").read_text())
@@ -120,17 +86,15 @@ TORCH_SCRIPT = textwrap.dedent(
 )
 
 
-def test_torch_backend_builds_and_fits_one_step(tmp_path):
+def test_torch_backend_builds_and_fits_one_step(tmp_path, subprocess_env, result_of):
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
         pytest.skip("PyTorch is not installed in this environment (make test installs torch==2.13.0)")
     proc = subprocess.run(
         [sys.executable, "-c", TORCH_SCRIPT],
-        capture_output=True, text=True, env=_env("torch"), cwd=tmp_path, timeout=600,
+        capture_output=True, text=True, env=subprocess_env("torch"), cwd=tmp_path, timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    result = json.loads(line[len("RESULT "):])
+    result = result_of(proc)
     assert result["loss"] == result["loss"] and result["loss"] < float("inf")
     assert result["changed"], "one fit step must update the weights"
     assert result["shapes"] == {"topic": [4, 3], "pos": [4, 8, 3]}

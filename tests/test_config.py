@@ -697,3 +697,29 @@ def test_section_made_by_set_is_blamed_on_the_set(tmp_path):
     # A problem in a file section that a --set changed names both.
     msg = error_of(write(tmp_path, TINY), ["model.num_heads=3"])
     assert msg.startswith(f"{tmp_path / 'cfg.yaml'}:10 (with --set model.num_heads=3): model: "), msg
+
+
+def test_every_config_field_says_what_it_is_in_one_line():
+    from keras_mtl import config as config_module
+
+    sections = [config_module.DataConfig, config_module.TaskConfig, config_module.ModelConfig,
+                config_module.TrainConfig, config_module.SplitConfig, config_module.ExperimentConfig]
+    for section in sections:
+        for name, field in section.model_fields.items():
+            where = f"{section.__name__}.{name}"
+            assert field.description, f"{where}: no Field(description=...)"
+            assert "\n" not in field.description and len(field.description) <= 110, where
+
+
+def test_load_config_accepts_a_path_a_dict_or_a_loaded_config():
+    # One entry point for train, meta, compare and search.
+    from pathlib import Path
+
+    from keras_mtl.config import load_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    loaded = load_config(path)
+    assert load_config(loaded) is loaded
+    assert load_config(loaded, ["train.epochs=7"]).config.train.epochs == 7
+    assert load_config(loaded.raw, ["seed=11"]).config.seed == 11
+    assert load_config(str(path)).raw == loaded.raw

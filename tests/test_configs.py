@@ -7,8 +7,17 @@ import pytest
 from keras_mtl.config import load_config
 from keras_mtl.data.load import load_task_data
 
-CONFIGS = sorted(Path("configs").glob("*.yaml"))
-SHARED = Path("../shared/data")
+# Located from this file, not the working directory: run from anywhere, these
+# tests find the configs or fail; only the real-data test skips (../shared
+# beside the repo absent), as the configs' own ../../shared paths resolve.
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+SHARED = REPO.parent / "shared" / "data"
+
+
+def test_the_shipped_configs_are_found():
+    names = {p.name for p in CONFIGS}
+    assert {"demo.yaml", "ud_treebank.yaml", "polarity_subjectivity.yaml"} <= names, sorted(names)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -18,7 +27,7 @@ def test_every_shipped_config_validates(path):
 
 
 def test_ud_treebank_config_reads_the_conllu_fixture():
-    data = load_task_data(load_config("configs/ud_treebank.yaml").config)
+    data = load_task_data(load_config(REPO / "configs" / "ud_treebank.yaml").config)
     train = data.splits["train"]
     # Both tasks read the same file: one merged example per sentence, two labels.
     assert len(train) == len(data.per_task["upos"]["train"]) >= 2
@@ -31,7 +40,7 @@ def test_ud_treebank_config_reads_the_conllu_fixture():
 def test_polarity_subjectivity_shared_sentences_share_splits():
     if not SHARED.is_dir():
         pytest.skip("../shared/data not found: real-data tests need the shared data beside the repo")
-    data = load_task_data(load_config("configs/polarity_subjectivity.yaml").config)
+    data = load_task_data(load_config(REPO / "configs" / "polarity_subjectivity.yaml").config)
     assert data.overlap["shared"]["polarity|subjectivity"] == 4175
     assert data.overlap["leaks"] == []
     # Merged examples carrying both labels exist in every split.

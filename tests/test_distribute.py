@@ -149,15 +149,20 @@ TF_SCRIPT = textwrap.dedent(
     @section("step")
     def _():
         # One optimizer step after another from identical weights on fixed
-        # batches (no shuffle: every iterator of this dataset is the same).
+        # batches (no shuffle: every iterator of this dataset is the same),
+        # with the trainer's joint-loss train step, which clips the global
+        # gradient under `mirrored` (distribute.global_gradient_clipping).
         from keras_mtl.model import build_model, loss_for
         from keras_mtl.train import make_optimizer
+        from keras_mtl.trainer import MultiTaskTrainer
         config = config_from_dict(args["step_config"]).config
         ids = rng.integers(3, 60, size=(BATCHES * 8, 16)).astype("int32")
         ids[:, 12:] = 0
         x = {"token_ids": ids, "padding_mask": ids != 0}
         y = {"topic": rng.integers(0, 4, size=(BATCHES * 8,)).astype("int32")}
-        w = {"topic": np.ones((BATCHES * 8,), "float32")}
+        # weights pre-divided by the global batch (loss_normalizer "expected"):
+        # each replica's weighted sum is its share of the global mean loss
+        w = {"topic": np.full((BATCHES * 8,), 1 / 8, "float32")}
         out = {}
         for kind in ("none", "mirrored"):
             train_cfg = config.train.model_copy(update={"distribution": kind})
@@ -166,14 +171,16 @@ TF_SCRIPT = textwrap.dedent(
             dataset = distribute.prepare_dataset(dataset, train_cfg)
             ctx, replicas = distribute.scope(train_cfg)
             with ctx:
-                model = build_model(config, {"topic": ["a", "b", "c", "d"]}, 64)
-                optimizer = distribute.adapt_optimizer(make_optimizer(train_cfg, 2 * BATCHES), train_cfg)
-                model.compile(optimizer=optimizer, loss={"topic": loss_for(config.tasks[0])},
-                              loss_weights={"topic": 1.0}, jit_compile=False)
+                network = build_model(config, {"topic": ["a", "b", "c", "d"]}, 64)
+                model = MultiTaskTrainer(network, ["topic"], {"topic": loss_for(config.tasks[0], "expected")},
+                                         {"topic": 1.0}, loss_normalizer="expected")
+                optimizer = make_optimizer(train_cfg, 2 * BATCHES)
+                model.compile(optimizer=optimizer, jit_compile=False)
+                clipping = {"clipnorm": optimizer.clipnorm, "taken_over": model._clip_global is not None}
             losses = []
             record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: losses.append(float(logs["loss"])))
             model.fit(dataset, epochs=2, steps_per_epoch=BATCHES, callbacks=[record], verbose=0)
-            out[kind] = {"replicas": replicas, "losses": losses,
+            out[kind] = {"replicas": replicas, "losses": losses, "clipping": clipping,
                          "outputs": np.asarray(model.predict_on_batch(fixed_x)["topic"])[:8].tolist()}
         return out
 
@@ -348,8 +355,8 @@ def test_prepare_dataset_and_optimizer_untouched_without_mirrored():
     sentinel = object()
     assert distribute.prepare_dataset(sentinel, _cfg("none")) is sentinel
     opt = SimpleNamespace(clipnorm=1.0, global_clipnorm=None, clipvalue=None)
-    assert distribute.adapt_optimizer(opt, _cfg("none")) is opt
-    assert "_clip_gradients" not in vars(opt)
+    assert distribute.global_gradient_clipping(opt) is None  # one replica: Keras clips
+    assert opt.clipnorm == 1.0
 
 
 MULTIHOST_ENV = [n for names in distribute._ENV.values() for n in names]
@@ -454,6 +461,9 @@ def test_tf_mirrored_one_step_at_a_time_matches_one_device(tf_results):
     res = _section(tf_results, "step")
     assert res["none"]["replicas"] == 1 and res["mirrored"]["replicas"] == 2
     assert len(res["none"]["losses"]) == 6
+    # one device: the optimizer clips; mirrored: the train step clips the global gradient
+    assert res["none"]["clipping"] == {"clipnorm": 1.0, "taken_over": False}
+    assert res["mirrored"]["clipping"] == {"clipnorm": None, "taken_over": True}
     assert _close(res["none"]["losses"], res["mirrored"]["losses"]), (res["none"]["losses"], res["mirrored"]["losses"])
     assert _close(res["none"]["outputs"], res["mirrored"]["outputs"])
 
@@ -475,8 +485,8 @@ def test_tf_train_mirrored_matches_none(tf_results):
     """`keras_mtl.train.train` with `mirrored` on 2 logical CPUs == `none`.
 
     train.py passes the dataset through `distribute.prepare_dataset` (int32
-    padding mask) and the optimizer through `distribute.adapt_optimizer`
-    (clip the global gradient, not each replica's part), and the training
+    padding mask), the trainer clips the global gradient, not each
+    replica's part (`distribute.global_gradient_clipping`), and the training
     stream does not depend on how many iterators were made before (Keras
     builds the model from one extra iterator under a strategy): see
     docs/distributed.md, "Known differences".

@@ -1,10 +1,11 @@
 """YAML -> train -> work dir -> evaluate -> SavedModel -> served without Keras.
 
-One tiny demo-based run per task-conditioning mode is trained and exported
-once for the module; the SavedModels are then loaded in ONE subprocess that
-runs with `keras`, `keras_hub` and `keras_mtl` blocked from importing and only
-the TF Text op libraries loaded (what TF Serving has), and its outputs are
-checked against the Keras model of the run.
+One tiny demo-based run per task-conditioning mode (the session's `tiny_run`
+of conftest.py for `embedding`) is exported once for the module; the
+SavedModels are then loaded in ONE subprocess that runs with `keras`,
+`keras_hub`, `keras_mtl` and `jax` blocked from importing and only the TF
+Text op libraries loaded (what TF Serving has: `serve_without_keras`), and
+its outputs are checked against the Keras model of the run.
 """
 
 import csv
@@ -12,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CONDITIONINGS = ("embedding", "none")
-MAX_LEN = 16
+MAX_LEN = 16  # the tiny run's model.max_sequence_length (conftest.py)
 TASKS = ("topic", "sentiment", "pos")
 LONG_TEXT = " ".join(["the lovely striker scored a goal ."] * 4)  # 28 words > MAX_LEN pieces
 TEXTS = [
@@ -33,124 +33,24 @@ TEXTS = [
 ]
 
 
-def tiny_config(conditioning):
-    demo = lambda kind, n: {"format": "demo", "kind": kind, "train": n, "dev": 16, "test": 16}  # noqa: E731
-    return {
-        "name": f"tiny-{conditioning}",
-        "seed": 1,
-        "tasks": [
-            {"name": "topic", "type": "classification", "metrics": ["accuracy", "macro_f1"], "data": demo("topic", 64)},
-            {"name": "sentiment", "type": "classification", "data": demo("sentiment", 32)},
-            {"name": "pos", "type": "tagging", "loss_weight": 0.5, "data": demo("pos", 32)},
-        ],
-        "model": {
-            "vocabulary_size": 200, "max_sequence_length": MAX_LEN, "hidden_dim": 16, "num_layers": 1,
-            "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": conditioning,
-        },
-        "train": {"batch_size": 8, "epochs": 1, "bucket_lengths": [8], "jit_compile": False},
-    }
-
-
-# The serving client: TensorFlow plus the TF Text op libraries, nothing else.
-SERVE_SCRIPT = textwrap.dedent(
-    r'''
-    import glob, importlib.abc, importlib.machinery, importlib.util, json, os, sys
-
-    BLOCKED = ("keras", "keras_hub", "keras_nlp", "keras_mtl", "tf_keras")
-
-    class _Refuse(importlib.abc.Loader):
-        def create_module(self, spec):
-            raise ModuleNotFoundError(f"{spec.name} is blocked in this test", name=spec.name)
-
-        def exec_module(self, module):
-            raise ModuleNotFoundError(module.__name__)
-
-    class _Block(importlib.abc.MetaPathFinder):
-        # The spec is still found (TensorFlow asks where keras lives), but
-        # loading it fails: `import tensorflow` tolerates a missing keras.
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] not in BLOCKED:
-                return None
-            spec = importlib.machinery.PathFinder.find_spec(name, path)
-            if spec is not None:
-                spec.loader = _Refuse()
-            return spec
-
-    sys.meta_path.insert(0, _Block())
-
-    import tensorflow as tf
-
-    # `import tensorflow_text` would import tf.keras (its Keras layers); TF
-    # Serving links the ops only, and so do we.
-    text_dir = importlib.util.find_spec("tensorflow_text").submodule_search_locations[0]
-    for lib in sorted(glob.glob(os.path.join(text_dir, "python", "ops", "_*.so"))):
-        tf.load_op_library(lib)
-
-    def plain(value):
-        if isinstance(value, bytes):
-            return value.decode("utf-8")
-        if isinstance(value, list):
-            return [plain(v) for v in value]
-        return value
-
-    request = json.load(sys.stdin)
-    result = {}
-    for version_dir in request["dirs"]:
-        loaded = tf.saved_model.load(version_dir)
-        fn = loaded.signatures["serving_default"]
-        out = fn(text=tf.constant(request["texts"], dtype=tf.string))
-        try:  # TF Serving passes an empty "instances" list through as a [0] batch
-            empty = {k: list(v.shape) for k, v in fn(text=tf.constant([], dtype=tf.string)).items()}
-        except Exception as e:  # noqa: BLE001 - reported to the test
-            empty = f"{type(e).__name__}: {str(e)[:500]}"
-        result[version_dir] = {
-            "empty_batch_shapes": empty,
-            "outputs": {k: plain(v.numpy().tolist()) for k, v in out.items()},
-            "dtypes": {k: v.dtype.name for k, v in out.items()},
-            "signatures": sorted(loaded.signatures),
-            "inputs": sorted(fn.structured_input_signature[1]),
-        }
-    result["modules"] = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    print("RESULT " + json.dumps(result))
-    '''
-)
-
-
-def run_serving_subprocess(dirs, texts):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "KERAS_BACKEND")}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.run(
-        [sys.executable, "-c", SERVE_SCRIPT],
-        input=json.dumps({"dirs": [str(d) for d in dirs], "texts": texts}),
-        capture_output=True, text=True, env=env, cwd="/", timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
-
-
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
-    from keras_mtl.config import config_from_dict
+def e2e(tiny_run, train_tiny, serve_without_keras, tmp_path_factory):
     from keras_mtl.export import export
     from keras_mtl.serving.layout import version_dirs
-    from keras_mtl.train import train
 
     runs = {}
     for cond in CONDITIONINGS:
         root = tmp_path_factory.mktemp(f"e2e-{cond}")
-        workdir = root / "run"
-        report = train(config_from_dict(tiny_config(cond)), workdir=workdir, max_steps=3, verbose=0)
+        run = tiny_run if cond == "embedding" else train_tiny(cond, root)  # the session's run: not written into
         base = root / "saved"
-        first = export(workdir, out=base)
-        runs[cond] = {"workdir": workdir, "report": report, "base": base, "first": first,
-                      "versions_after_first": version_dirs(base)}
+        first = export(run["workdir"], out=base)
+        runs[cond] = {**run, "base": base, "first": first, "versions_after_first": version_dirs(base)}
     # Versioning: a second export of the same run is version 2; --keep 1 prunes 1.
     main = runs["embedding"]
     main["second"] = export(main["workdir"], out=main["base"], keep=1)
     main["versions_after_second"] = version_dirs(main["base"])
     latest = {cond: (r.get("second") or r["first"]) for cond, r in runs.items()}
-    served = run_serving_subprocess(list(latest.values()), TEXTS)
+    served = serve_without_keras(list(latest.values()), TEXTS, empty_batch=True)
     for cond, r in runs.items():
         r["version_dir"] = latest[cond]
         r["served"] = served[str(latest[cond])]
@@ -238,8 +138,8 @@ def test_report_has_every_task(e2e):
 def test_saved_config_reloads_identically(e2e):
     from keras_mtl.config import config_from_dict, load_config
 
-    wd = e2e["runs"]["embedding"]["workdir"]
-    assert load_config(wd / "config.yaml").config == config_from_dict(tiny_config("embedding")).config
+    r = e2e["runs"]["embedding"]
+    assert load_config(r["workdir"] / "config.yaml").config == config_from_dict(r["config"]).config
 
 
 def test_evaluate_run_gives_per_task_metrics(e2e):

@@ -1,27 +1,23 @@
 """Export: bad --out / --keep are one-line errors before anything is written,
 and concurrent exports to one model base get distinct versions.
 
-Two real `export` processes run at once on one trained work dir. A file
-barrier makes them overlap where it matters: both have picked their
-temporary directory (the old code picked the version there, so both took 1
-and the second rename died with "Directory not empty") before either writes,
-and both reach the publishing step together. Both must succeed, with
+Two real `export` processes run at once on one trained work dir (the
+session's tiny run, conftest.py). A file barrier makes them overlap where it
+matters: both have picked their temporary directory (the old code picked the
+version there, so both took 1 and the second rename died with "Directory not
+empty") before either writes, and both reach the publishing step together. Both must succeed, with
 versions 1 and 2, complete and loadable.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from keras_mtl.errors import KerasMTLError, ModelError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------
@@ -77,39 +73,6 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys, argv, expected):
 # real exports
 
 
-def tiny_config():
-    demo = lambda kind, n: {"format": "demo", "kind": kind, "train": n, "dev": 8, "test": 0}  # noqa: E731
-    return {
-        "name": "concurrent",
-        "seed": 0,
-        "tasks": [
-            {"name": "topic", "type": "classification", "data": demo("topic", 32)},
-            {"name": "pos", "type": "tagging", "data": demo("pos", 16)},
-        ],
-        "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
-                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": "embedding"},
-        "train": {"batch_size": 8, "epochs": 1, "steps_per_epoch": 1, "bucket_lengths": [16]},
-    }
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    from keras_mtl.config import config_from_dict
-    from keras_mtl.train import train
-
-    path = tmp_path_factory.mktemp("concurrent") / "run"
-    train(config_from_dict(tiny_config()), workdir=path, verbose=0)
-    return path
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    env["KERAS_BACKEND"] = "tensorflow"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
 # One export. `barrier(name)` waits until both processes have reached it:
 # "start" when the temporary dir is chosen (before the SavedModel is written),
 # "publish" right before the lock is taken to pick the version and rename.
@@ -147,15 +110,16 @@ EXPORT_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
+def test_two_concurrent_exports_get_distinct_versions(tiny_run, subprocess_env, result_of, tmp_path):
     from keras_mtl.export import export
     from keras_mtl.serving.layout import version_dirs
 
+    workdir = tiny_run["workdir"]  # the session's tiny run (conftest.py)
     base, sync = tmp_path / "saved", tmp_path / "sync"
     sync.mkdir()
     procs = [
         subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(workdir), str(base), str(sync)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(), cwd=tmp_path)
         for _ in range(2)
     ]
     results = []
@@ -165,13 +129,12 @@ def test_two_concurrent_exports_get_distinct_versions(workdir, tmp_path):
         finally:
             if proc.poll() is None:
                 proc.kill()
-        assert proc.returncode == 0, err[-4000:]
-        results.append(json.loads([l for l in out.splitlines() if l.startswith("RESULT ")][-1][7:]))
+        results.append(result_of(subprocess.CompletedProcess(proc.args, proc.returncode, out, err)))
     assert sorted(Path(r).name for r in results) == ["1", "2"]
     assert version_dirs(base) == [1, 2]
     for v in (1, 2):
         assert (base / str(v) / "saved_model.pb").is_file()
-        assert json.loads((base / str(v) / "assets.extra" / "keras_mtl.json").read_text())["name"] == "concurrent"
+        assert json.loads((base / str(v) / "assets.extra" / "keras_mtl.json").read_text())["name"] == tiny_run["config"]["name"]
     # only the versions: no temporary directory or lock file left behind
     assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
 

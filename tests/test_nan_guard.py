@@ -9,17 +9,14 @@ the weights are NaN and every task's loss follows, so the guard must report
 the FIRST task, not all of them.
 """
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 SENTENCES = [
     "the brilliant chef cooked a soup .",
     "a terrible storm arrived today .",
@@ -80,14 +77,11 @@ def test_train_raises_training_failed_naming_the_task(tmp_path):
     assert not (workdir / "backup").exists()
 
 
-def test_cli_exit_status_2_one_error_line(tmp_path):
+def test_cli_exit_status_2_one_error_line(tmp_path, subprocess_env):
     config = write_config(tmp_path)
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    env["KERAS_BACKEND"] = "tensorflow"
     proc = subprocess.run(
         [sys.executable, "-m", "keras_mtl.cli", "train", str(config), "--workdir", str(tmp_path / "run"), "--quiet"],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        capture_output=True, text=True, env=subprocess_env(), cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-4000:])
     errors = [line for line in proc.stderr.splitlines() if line.startswith("keras-mtl train: error:")]

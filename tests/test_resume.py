@@ -30,7 +30,6 @@ Checks and tolerances:
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -42,7 +41,6 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 STEPS = 40  # per epoch: long enough that the kill lands inside epoch 3
 
@@ -66,18 +64,10 @@ def write_config(tmp_path):
     return path
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "XLA_FLAGS")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    env["KERAS_BACKEND"] = "tensorflow"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return env
-
-
-def _start(config, workdir, log, *extra):
+def _start(env, config, workdir, log, *extra):
     return subprocess.Popen(
         [sys.executable, "-m", "keras_mtl.cli", "train", str(config), "--workdir", str(workdir), *extra],
-        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env(), cwd=config.parent,
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, cwd=config.parent,
     )
 
 
@@ -115,11 +105,11 @@ def _metrics(row, prefix):
     return {k: float(v) for k, v in row.items() if k.startswith(prefix) and v != ""}
 
 
-def test_sigkill_mid_epoch_then_resume(tmp_path):
-    config = write_config(tmp_path)
+def test_sigkill_mid_epoch_then_resume(tmp_path, subprocess_env):
+    config, env = write_config(tmp_path), subprocess_env()
     killed, reference = tmp_path / "killed", tmp_path / "reference"
-    proc_a = _start(config, killed, tmp_path / "a.log")
-    proc_r = _start(config, reference, tmp_path / "r.log")
+    proc_a = _start(env, config, killed, tmp_path / "a.log")
+    proc_r = _start(env, config, reference, tmp_path / "r.log")
     try:
         deadline = time.time() + 600
         while _backup_epoch(killed) < 2:
@@ -143,7 +133,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
 
     # the same work dir with another learning rate: one error line, the backup untouched
     backup = sorted((p.relative_to(killed), p.stat().st_mtime_ns) for p in (killed / "backup").rglob("*"))
-    proc_c = _start(config, killed, tmp_path / "c.log", "--set", "train.learning_rate=0.01")
+    proc_c = _start(env, config, killed, tmp_path / "c.log", "--set", "train.learning_rate=0.01")
     _wait(proc_c, tmp_path / "c.log", 300)
     out_c = (tmp_path / "c.log").read_text()
     assert proc_c.returncode == 2, out_c[-3000:]
@@ -153,7 +143,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     assert sorted((p.relative_to(killed), p.stat().st_mtime_ns) for p in (killed / "backup").rglob("*")) == backup
 
     # B: the same command again
-    proc_b = _start(config, killed, tmp_path / "b.log")
+    proc_b = _start(env, config, killed, tmp_path / "b.log")
     _wait(proc_b, tmp_path / "b.log", 900)
     out_b = (tmp_path / "b.log").read_text()
     assert proc_b.returncode == 0, out_b[-4000:]

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from keras_mtl import weighting as W
 from keras_mtl.errors import ConfigError
+from keras_mtl.weighting.dwa import dwa_weights
+from keras_mtl.weighting.pcgrad import pcgrad
 from keras_mtl.trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
 
 BACKEND = keras.backend.backend()
@@ -116,6 +117,7 @@ def test_static_total_is_weighted_sum_of_task_losses():
     np.testing.assert_allclose(history.history["loss"][0], total, rtol=1e-5)
     np.testing.assert_allclose(history.history["a_loss"][0], expected["a"], rtol=1e-5)
     np.testing.assert_allclose(history.history["b_loss"][0], expected["b"], rtol=1e-5)
+    assert set(history.history) == {"loss", "a_loss", "b_loss"}
     assert trainer.current_weights() == {"a": 0.3, "b": 2.0}
 
 
@@ -160,7 +162,7 @@ def test_expected_normalizer_logs_every_step_and_keeps_uncertainty_terms():
 
     unc = MultiTaskTrainer(toy_network(), TASKS, expected_losses(), weighting="uncertainty", loss_normalizer="expected")
     unc.compile(optimizer=keras.optimizers.SGD(0.0))
-    unc.uncertainty.log_variances.assign(np.array([0.5, -0.25], "float32"))
+    unc.loss_weighting.log_variances.assign(np.array([0.5, -0.25], "float32"))
     x, y, sw = first
     expected = hand_losses(unc.network, first)
     total = float(ops.convert_to_numpy(unc.compute_loss(x, y, unc(x), sw)))
@@ -186,7 +188,7 @@ def test_nan_in_one_task_shows_in_that_tasks_loss():
 
 def test_uncertainty_learns_log_variances():
     trainer = make_trainer("uncertainty", optimizer=keras.optimizers.Adam(0.05))
-    layer = trainer.uncertainty
+    layer = trainer.loss_weighting
     batch = toy_batch(8, seed=3)
     x, y, sw = batch
     # Total = sum_t exp(-s_t) L_t + s_t (s = 0 at init: the plain sum).
@@ -199,26 +201,26 @@ def test_uncertainty_learns_log_variances():
     assert np.all(np.abs(s) > 1e-3), s
     weights = trainer.current_weights()
     np.testing.assert_allclose([weights["a"], weights["b"]], np.exp(-s), rtol=1e-6)
-    np.testing.assert_allclose([weights["a"], weights["b"]], ops.convert_to_numpy(layer.task_weights), rtol=1e-6)
+    np.testing.assert_allclose([weights["a"], weights["b"]], ops.convert_to_numpy(layer.task_weights()), rtol=1e-6)
 
 
 # === DWA ===
 
 
 def test_dwa_weights_follow_epoch_loss_history():
-    trainer = make_trainer("dwa", optimizer=keras.optimizers.SGD(0.1), dwa_temperature=2.0)
+    trainer = make_trainer("dwa", optimizer=keras.optimizers.SGD(0.1), weighting_options={"temperature": 2.0})
     assert trainer.current_weights() == {"a": 1.0, "b": 1.0}
     data = dataset([toy_batch(8, seed=s) for s in range(3)])
     history = trainer.fit(data, epochs=3, verbose=0, callbacks=[LossWeightLogger(trainer)]).history
     recorded = [[history["a_loss"][e], history["b_loss"][e]] for e in range(3)]
     np.testing.assert_allclose(trainer.loss_history, recorded, rtol=1e-6)
     weights = trainer.current_weights()
-    np.testing.assert_allclose([weights["a"], weights["b"]], W.dwa_weights(recorded, 2.0), rtol=1e-5)
+    np.testing.assert_allclose([weights["a"], weights["b"]], dwa_weights(recorded, 2.0), rtol=1e-5)
     assert abs(sum(weights.values()) - 2.0) < 1e-5
     # The logged lambdas are the ones used in each epoch: ones, ones, then DWA.
     np.testing.assert_allclose(history["lambda_a"][:2], [1.0, 1.0])
     np.testing.assert_allclose(
-        [history["lambda_a"][2], history["lambda_b"][2]], W.dwa_weights(recorded[:2], 2.0), rtol=1e-5
+        [history["lambda_a"][2], history["lambda_b"][2]], dwa_weights(recorded[:2], 2.0), rtol=1e-5
     )
 
 
@@ -292,7 +294,7 @@ def test_pcgrad_applies_projected_update(jit_compile):
     g_a = np.array([2 * (w1 + w2 - 1), 2 * (w1 + w2 - 1)])
     g_b = np.array([2 * (w1 + 1), 0.0])
     assert g_a @ g_b < 0  # the conflict
-    expected = ops.convert_to_numpy(W.pcgrad([[g_a.reshape(1, 2)], [g_b.reshape(1, 2)]])[0]).reshape(2)
+    expected = ops.convert_to_numpy(pcgrad([[g_a.reshape(1, 2)], [g_b.reshape(1, 2)]])[0]).reshape(2)
     # By hand: each gradient loses its component along the other one.
     by_hand = (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_a @ g_b) / (g_a @ g_a) * g_a)
     np.testing.assert_allclose(expected, by_hand, rtol=1e-6)
@@ -327,12 +329,12 @@ def test_gradnorm_weights_favour_the_slower_task():
     data = tf.data.Dataset.from_tensor_slices((x, y, sw)).batch(8)
     mse = keras.losses.MeanSquaredError(reduction="mean_with_sample_weight")
     trainer = MultiTaskTrainer(
-        regression_pair_network(), TASKS, {"a": mse, "b": mse}, {}, weighting="gradnorm", gradnorm_alpha=1.5
+        regression_pair_network(), TASKS, {"a": mse, "b": mse}, {}, weighting="gradnorm", weighting_options={"alpha": 1.5}
     )
     trainer.compile(optimizer=keras.optimizers.Adam(0.05), jit_compile="auto")
     recorder = BatchLogs(trainer)
     trainer.fit(data, epochs=3, verbose=0, callbacks=[recorder])
-    assert trainer._gradnorm_shared_layer == "shared"
+    assert trainer.loss_weighting.shared_layer == "shared"
     for weights in recorder.weights:
         assert all(w > 0 for w in weights.values())
         np.testing.assert_allclose(sum(weights.values()), 2.0, rtol=1e-5)
@@ -341,35 +343,44 @@ def test_gradnorm_weights_favour_the_slower_task():
     assert recorder.weights[0] != recorder.weights[-1]
 
 
+def numpy_gradnorm_step(weights, initial, losses, norms, alpha, lr):
+    """GradNorm's weight step in NumPy, every task present (Chen et al., 2018, Alg. 1)."""
+    ratios = losses / initial
+    g = weights * norms
+    targets = g.mean() * (ratios / ratios.mean()) ** alpha
+    updated = np.maximum(weights - lr * np.sign(g - targets) * norms, 1e-3)
+    return updated * len(weights) / updated.sum()
+
+
 @needs_task_grads
-def test_gradnorm_update_matches_weighting_module():
-    trainer = make_trainer("gradnorm", gradnorm_alpha=1.5, gradnorm_learning_rate=0.025)
+def test_gradnorm_update_of_the_trainers_strategy():
+    trainer = make_trainer("gradnorm", weighting_options={"alpha": 1.5, "learning_rate": 0.025})
+    strategy = trainer.loss_weighting
     weights = np.array([1.2, 0.8], "float32")
     initial = np.array([2.0, 1.0], "float32")
     losses = np.array([1.0, 0.9], "float32")
     norms = np.array([0.5, 2.0], "float32")
-    trainer._gradnorm_weights.assign(weights)
-    trainer._gradnorm_initial_losses.assign(initial)
-    trainer._gradnorm_update(ops.convert_to_tensor(losses), ops.ones((2,)), ops.convert_to_tensor(norms))
-    expected, _ = W.gradnorm_weight_update(weights, norms, losses / initial, alpha=1.5, learning_rate=0.025)
-    np.testing.assert_allclose(
-        list(trainer.current_weights().values()), ops.convert_to_numpy(expected), rtol=1e-5
-    )
+    strategy.weights_var.assign(weights)
+    strategy.initial_losses.assign(initial)
+    strategy.update(ops.convert_to_tensor(losses), ops.ones((2,)), ops.convert_to_tensor(norms))
+    expected = numpy_gradnorm_step(weights, initial, losses, norms, alpha=1.5, lr=0.025)
+    np.testing.assert_allclose(list(trainer.current_weights().values()), expected, rtol=1e-5)
     # A task absent from the batch keeps its initial loss unset and its
     # weight moves only through the renormalisation.
     trainer = make_trainer("gradnorm")
-    trainer._gradnorm_update(
+    strategy = trainer.loss_weighting
+    strategy.update(
         ops.convert_to_tensor(losses), ops.convert_to_tensor(np.array([1.0, 0.0], "float32")), ops.convert_to_tensor(norms)
     )
-    np.testing.assert_allclose(ops.convert_to_numpy(trainer._gradnorm_initial_losses), [1.0, 0.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(strategy.initial_losses), [1.0, 0.0])
     np.testing.assert_allclose(sum(trainer.current_weights().values()), 2.0, rtol=1e-6)
     # A non-finite norm (float16 loss-scale overflow) leaves everything as it was.
     before = trainer.current_weights()
-    trainer._gradnorm_update(
+    strategy.update(
         ops.convert_to_tensor(losses), ops.ones((2,)), ops.convert_to_tensor(np.array([np.inf, 1.0], "float32"))
     )
     assert trainer.current_weights() == before
-    np.testing.assert_allclose(ops.convert_to_numpy(trainer._gradnorm_initial_losses), [1.0, 0.0])
+    np.testing.assert_allclose(ops.convert_to_numpy(strategy.initial_losses), [1.0, 0.0])
 
 
 @needs_task_grads
@@ -389,18 +400,18 @@ def test_gradnorm_finds_the_last_layer_shared_by_all_tasks():
     network = keras.Model(inputs, outputs)
     ce = {t: keras.losses.SparseCategoricalCrossentropy() for t in "abc"}
 
-    def shared_layer(loss_weights, **kwargs):
-        trainer = MultiTaskTrainer(network, list("abc"), ce, loss_weights, weighting="gradnorm", **kwargs)
-        indices = trainer._gradnorm_variable_indices()
+    def shared_layer(loss_weights, **options):
+        trainer = MultiTaskTrainer(network, list("abc"), ce, loss_weights, weighting="gradnorm", weighting_options=options)
+        indices = trainer.loss_weighting.shared_indices(trainer.trainable_variables)
         names = {trainer.trainable_variables[i].path.split("/")[-2] for i in indices}
-        return trainer._gradnorm_shared_layer, names
+        return trainer.loss_weighting.shared_layer, names
 
     assert shared_layer({}) == ("encoder_1", {"encoder_1"})
     # Task a removed (lambda 0): the relation layer is shared by b and c.
     assert shared_layer({"a": 0.0}) == ("relation", {"relation"})
-    assert shared_layer({}, gradnorm_layer="encoder_0") == ("encoder_0", {"encoder_0"})
+    assert shared_layer({}, layer="encoder_0") == ("encoder_0", {"encoder_0"})
     with pytest.raises(ConfigError, match="not a layer"):
-        shared_layer({}, gradnorm_layer="nope")
+        shared_layer({}, layer="nope")
 
 
 # === saving ===
@@ -452,9 +463,11 @@ def test_bad_arguments():
     # On torch the backend check comes first; elsewhere alpha is checked.
     match = "alpha" if BACKEND in GRADIENT_BACKENDS else "needs per-task gradients"
     with pytest.raises(ConfigError, match=match):
-        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="gradnorm", gradnorm_alpha=0.0)
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="gradnorm", weighting_options={"alpha": 0.0})
     with pytest.raises(ConfigError, match="temperature"):
-        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="dwa", dwa_temperature=-1.0)
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="dwa", weighting_options={"temperature": -1.0})
+    with pytest.raises(ConfigError, match="'dwa' has no option 'alpha'; its options: temperature"):
+        MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {}, weighting="dwa", weighting_options={"alpha": 1.0})
     with pytest.raises(ConfigError, match="loss_weight 0"):
         MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {"a": 0.0, "b": 0.0})
     with pytest.raises(ConfigError, match="no loss given.*b"):
@@ -462,3 +475,5 @@ def test_bad_arguments():
     trainer = MultiTaskTrainer(toy_network(), TASKS, toy_losses(), {})
     with pytest.raises(ValueError, match="without `loss="):
         trainer.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="not compile\\(metrics="):
+        trainer.compile(optimizer="sgd", metrics=["mae"])

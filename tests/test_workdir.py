@@ -192,7 +192,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
     with pytest.raises(Interrupted):
         train(tiny_raw(tmp_path), workdir=workdir, verbose=0)
     assert snapshot(workdir) == previous  # the interrupted run wrote only into backup/
-    assert load_run(workdir).info["epochs"] == 1
+    assert load_run(workdir).info.epochs == 1
     assert [r["epoch"] for r in csv_rows(workdir / "backup" / "metrics.csv")] == ["1", "2"]
 
     # the resume may change what cannot matter (the evaluation batch size)
@@ -208,7 +208,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
         assert a.keys() == b.keys() and a
         for key in a:
             assert abs(a[key] - b[key]) <= 1e-5, (mine["epoch"], key, a[key], b[key])
-    assert load_run(workdir).info["epochs"] == 3
+    assert load_run(workdir).info.epochs == 3
 
 
 def test_run_killed_after_its_last_epoch_finishes_without_training_again(tmp_path, interrupt_after):
@@ -411,3 +411,18 @@ def test_max_steps_must_be_a_positive_integer(tmp_path, max_steps):
     with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\) must be an integer >= 1"):
         train(tiny_raw(tmp_path), workdir=tmp_path / "run", max_steps=max_steps, verbose=0)
     assert not (tmp_path / "run").exists()
+
+
+def test_run_record_round_trips_and_names_a_bad_file(tmp_path):
+    # run.json has one schema (RunRecord) that train, meta-train, adapt and the benchmarks write.
+    from keras_mtl.errors import ModelError
+    from keras_mtl.workdir import RunRecord
+
+    record = RunRecord(classes={"t": ["a", "b"]}, task_types={"t": "classification"}, epochs=2, history=[{"epoch": 1}])
+    record.write(tmp_path / "run.json")
+    back = RunRecord.read(tmp_path / "run.json")
+    assert back == record and back.backend and back.keras_mtl_version
+    assert "meta" not in (tmp_path / "run.json").read_text()  # unset fields are left out
+    (tmp_path / "bad.json").write_text('{"classes": {}, "task_types": {}, "colour": 1}')
+    with pytest.raises(ModelError, match=r"bad\.json: not a keras-mtl run record .*colour"):
+        RunRecord.read(tmp_path / "bad.json")

@@ -4,6 +4,7 @@ import collections
 import warnings
 
 from keras_mtl.errors import DataError
+from keras_mtl.tasks import get_task_type
 
 # A classification task with more distinct labels than this is suspicious.
 MAX_CLASSES = 1000
@@ -43,7 +44,7 @@ def check_label_cardinality(examples, task_name, task_type, source):
     rows: that usually means `label_column` points at the text column, and
     would build a softmax with one unit per sentence. A tagging task warns on
     the same numbers counted over tokens (`label_column` pointing at the
-    words). Other task types are not checked.
+    words). Task types without a `cardinality` are not checked.
 
     Args:
         examples: list of `Example`s holding labels under `task_name`.
@@ -51,19 +52,11 @@ def check_label_cardinality(examples, task_name, task_type, source):
         task_type: "classification", "tagging", ... .
         source: the path (or mapping) read, named in the warning.
     """
-    if task_type == "classification":
-        labels = [ex.labels[task_name] for ex in examples if task_name in ex.labels]
-        unit, hint = "rows", "Is `label_column` pointing at the text?"
-    elif task_type == "tagging":
-        labels = [
-            tag
-            for ex in examples
-            if task_name in ex.labels
-            for tag in ex.labels[task_name]
-        ]
-        unit, hint = "tokens", "Is `label_column` pointing at the words?"
-    else:
+    kind = get_task_type(task_type)
+    if kind.cardinality is None:
         return
+    unit, hint = kind.cardinality
+    labels = [v for ex in examples if task_name in ex.labels for v in kind.label_values(ex.labels[task_name])]
     rows = len(labels)
     distinct = len(collections.Counter(labels))
     if distinct > MAX_CLASSES or (distinct > MANY_CLASSES and distinct > rows / 2):

@@ -17,6 +17,7 @@ from keras_mtl.data import checks, progress, readers
 from keras_mtl.data import splits as splits_lib
 from keras_mtl.data.example import Example
 from keras_mtl.errors import DataError
+from keras_mtl.tasks import get_task_type
 
 SPLITS = ("train", "dev", "test")
 
@@ -190,30 +191,20 @@ def read_task(task, config: ExperimentConfig, index=None, locate=None):
     return carved
 
 
-def _label_values(label, task_type):
-    if task_type == "tagging" or task_type == "multilabel":
-        return list(label)
-    if task_type == "classification":
-        return [label]
-    return []
-
-
 def _classes(task, train):
-    if task.type == "regression":
-        return []
-    counts = collections.Counter()
-    for ex in train:
-        counts.update(_label_values(ex.labels[task.name], task.type))
-    return sorted(counts)
+    """The task's label vocabulary: the sorted class names of its training labels."""
+    values = get_task_type(task.type).label_values
+    return sorted({v for ex in train for v in values(ex.labels[task.name])})
 
 
 def _unseen(task, by_split, classes):
     known = set(classes)
+    values = get_task_type(task.type).label_values
     found = {}
     for split in ("dev", "test"):
         counts, first = collections.Counter(), {}
         for ex in by_split[split]:
-            for v in _label_values(ex.labels[task.name], task.type):
+            for v in values(ex.labels[task.name]):
                 if v not in known:
                     counts[v] += 1
                     first.setdefault(v, ex.origin)
@@ -276,23 +267,22 @@ def load_task_data(config) -> TaskData:
                 if not ex.text.strip():
                     raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
         classes[task.name] = _classes(task, train)
-        found = classes[task.name]
-        if task.type in ("classification", "multilabel", "tagging") and len(found) < 2:
-            if task.type != "tagging" or not found:
-                is_path = readers.get_reader(task.data.format).source_is_path
-                where = locate(index, "train", value=task.data.train, is_path=is_path)
-                carved = [
-                    split
-                    for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))
-                    if getattr(task.data, split) is None and fraction > 0
-                ]
-                after = f" after carving {' and '.join(carved)} out of it" if carved else ""
-                raise DataError(
-                    f"{where}: task {task.name!r}: the training data "
-                    f"({_describe(task.data.train, is_path)}) has {len(found)} "
-                    f"{'class' if len(found) == 1 else 'classes'}{after} "
-                    f"({', '.join(found) or 'none'}); a {task.type} task needs at least 2"
-                )
+        found, needed = classes[task.name], get_task_type(task.type).min_classes
+        if len(found) < needed:
+            is_path = readers.get_reader(task.data.format).source_is_path
+            where = locate(index, "train", value=task.data.train, is_path=is_path)
+            carved = [
+                split
+                for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))
+                if getattr(task.data, split) is None and fraction > 0
+            ]
+            after = f" after carving {' and '.join(carved)} out of it" if carved else ""
+            raise DataError(
+                f"{where}: task {task.name!r}: the training data "
+                f"({_describe(task.data.train, is_path)}) has {len(found)} "
+                f"{'class' if len(found) == 1 else 'classes'}{after} "
+                f"({', '.join(found) or 'none'}); a {task.type} task needs at least {needed}"
+            )
         unseen[task.name] = _unseen(task, per_task[task.name], classes[task.name])
     merged = {split: merge_by_text(per_task, split) for split in SPLITS}
     with progress.step("comparing the texts of all tasks and splits (shared texts, leaks)"):

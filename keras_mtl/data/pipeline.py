@@ -7,9 +7,10 @@ Batch structure (what `model.fit` sees), for tasks t:
     y  = {t: labels}                        # every task, in every batch
     sw = {t: sample weights}                # 0 where the example has no label for t
 
-labels/weights per task type: classification int32 [B] / [B]; tagging int32
-[B, L] / [B, L] (weight 1 on the first piece of each word); regression
-float32 [B] / [B]; multilabel float32 [B, C] / [B].
+labels/weights: what each task's type encodes (keras_mtl.tasks), e.g.
+classification int32 [B] / [B]; tagging (token-level) int32 [B, L] / [B, L]
+(weight 1 on the first piece of each word); regression float32 [B] / [B];
+multilabel float32 [B, C] / [B].
 
 Training draws from one dataset per task with the configured sampling
 strategy (`sampling.py`); without task conditioning an example keeps all its
@@ -30,6 +31,7 @@ import tensorflow as tf
 
 from keras_mtl.data import sampling
 from keras_mtl.data.buckets import training_bucket_lengths
+from keras_mtl.tasks import for_task
 
 
 @dataclasses.dataclass
@@ -58,41 +60,8 @@ def balanced_class_weights(labels, has_label, num_classes):
 
 
 def encode_labels(task, classes, examples, token_ids, word_starts):
-    """Per-task label arrays; missing or unseen labels get weight 0."""
-    name, n = task.name, len(examples)
-    index = {c: i for i, c in enumerate(classes)}
-    weights = np.zeros([n], np.float32)
-    if task.type == "classification":
-        labels = np.zeros([n], np.int32)
-        for i, ex in enumerate(examples):
-            if name in ex.labels and ex.labels[name] in index:
-                labels[i], weights[i] = index[ex.labels[name]], 1.0
-    elif task.type == "regression":
-        labels = np.zeros([n], np.float32)
-        for i, ex in enumerate(examples):
-            if name in ex.labels:
-                labels[i], weights[i] = float(ex.labels[name]), 1.0
-    elif task.type == "multilabel":
-        labels = np.zeros([n, len(classes)], np.float32)
-        for i, ex in enumerate(examples):
-            if name in ex.labels:
-                weights[i] = 1.0
-                for c in ex.labels[name]:
-                    if c in index:
-                        labels[i, index[c]] = 1.0
-    elif task.type == "tagging":
-        labels = []
-        for i, ex in enumerate(examples):
-            tags = np.full([len(token_ids[i])], -1, np.int32)
-            if name in ex.labels:
-                weights[i] = 1.0
-                for pos, tag in zip(word_starts[i], ex.labels[name]):
-                    if pos < len(tags) and tag in index:
-                        tags[pos] = index[tag]
-            labels.append(tags)
-    else:
-        raise ValueError(f"unknown task type {task.type!r}")
-    return labels, weights
+    """Per-task label arrays (the task type's encoding); missing or unseen labels get weight 0."""
+    return for_task(task, classes).encode_labels(examples, token_ids, word_starts)
 
 
 def encode_split(examples, encoder, tasks, classes):
@@ -121,7 +90,8 @@ def apply_class_weights(split, tasks, classes):
     return out
 
 
-def _ragged(arrays, dtype):
+def _ragged(arrays, dtype=None):
+    dtype = dtype or arrays[0].dtype
     lengths = [len(a) for a in arrays]
     values = np.concatenate(arrays).astype(dtype) if arrays else np.zeros([0], dtype)
     return tf.RaggedTensor.from_row_lengths(values, np.asarray(lengths, np.int64))
@@ -138,15 +108,11 @@ def _task_elements(split, tasks, task_index, conditioning):
         name = task.name
         keep = conditioning == "none" or name == own
         w = split.weights[name][idx] if keep else np.zeros([len(idx)], np.float32)
-        if task.type == "tagging":
-            labs = [split.labels[name][i] for i in idx]
-            elem[f"y/{name}"] = _ragged([np.maximum(a, 0) for a in labs], np.int32)
-            elem[f"w/{name}"] = _ragged(
-                [((a >= 0) * wi).astype(np.float32) for a, wi in zip(labs, w)], np.float32
-            )
-        else:
-            elem[f"y/{name}"] = split.labels[name][idx]
-            elem[f"w/{name}"] = w
+        head = for_task(task)
+        y, w = head.dataset_columns(split.labels[name], idx, w)
+        if head.token_level:  # one array per example: ragged rows
+            y, w = _ragged(y), _ragged(w)
+        elem[f"y/{name}"], elem[f"w/{name}"] = y, w
     return elem
 
 
@@ -162,9 +128,7 @@ def _mean_units(split, tasks, task_index, conditioning):
         if conditioning != "none" and name != own:
             out.append(0.0)
             continue
-        w = split.weights[name][idx]
-        if task.type == "tagging":
-            w = np.asarray([float((split.labels[name][i] >= 0).sum()) for i in idx], np.float64) * w
+        w = for_task(task).label_units(split.labels[name], idx, split.weights[name][idx])
         out.append(float(np.mean(w)) if len(idx) else 0.0)
     return np.asarray(out, np.float64)
 
@@ -291,12 +255,17 @@ def eval_batches(split, indices, batch_size, lengths, pad_id=0, task_id=None):
     order = sorted(indices, key=lambda i: len(split.token_ids[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        longest = max(len(split.token_ids[i]) for i in chunk)
-        length = next(b for b in lengths if b >= longest)
-        ids = np.full([len(chunk), length], pad_id, np.int32)
-        for row, i in enumerate(chunk):
-            ids[row, : len(split.token_ids[i])] = split.token_ids[i]
-        x = {"token_ids": ids, "padding_mask": ids != pad_id}
-        if task_id is not None:
-            x["task_ids"] = np.full([len(chunk)], task_id, np.int32)
-        yield x, chunk
+        yield padded_inputs(split, chunk, lengths, pad_id, task_id), chunk
+
+
+def padded_inputs(split, rows, lengths, pad_id=0, task_id=None):
+    """The model inputs of `rows`, padded to the smallest of `lengths` that fits them."""
+    longest = max(len(split.token_ids[i]) for i in rows)
+    length = next(b for b in lengths if b >= longest)
+    ids = np.full([len(rows), length], pad_id, np.int32)
+    for r, i in enumerate(rows):
+        ids[r, : len(split.token_ids[i])] = split.token_ids[i]
+    x = {"token_ids": ids, "padding_mask": ids != pad_id}
+    if task_id is not None:
+        x["task_ids"] = np.full([len(rows)], task_id, np.int32)
+    return x

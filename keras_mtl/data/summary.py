@@ -6,6 +6,7 @@ import numpy as np
 
 from keras_mtl.data import progress
 from keras_mtl.data.load import SPLITS, load_task_data
+from keras_mtl.tasks import get_task_type
 
 
 def _lengths(values):
@@ -67,21 +68,18 @@ def _piece_lengths(encoder, data, config, chunk=8192):
 
 
 def _task_summary(task, data, pieces):
+    kind = get_task_type(task.type)
     per_split = {}
     for split in SPLITS:
         examples = data.per_task[task.name][split]
         labels = collections.Counter()
         for ex in examples:
-            value = ex.labels[task.name]
-            if task.type in ("tagging", "multilabel"):
-                labels.update(value)
-            elif task.type == "classification":
-                labels[value] += 1
+            labels.update(kind.label_values(ex.labels[task.name]))
         entry = {
             "examples": len(examples),
             "words": _lengths([len(ex.words) for ex in examples]),
         }
-        if task.type == "regression":
+        if not kind.has_classes:  # numeric labels
             vals = [float(ex.labels[task.name]) for ex in examples]
             entry["values"] = _lengths(vals) if vals else {}
         else:

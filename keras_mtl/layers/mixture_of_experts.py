@@ -54,23 +54,11 @@ def _flatten(inputs):
 class MixtureOfExperts(keras.layers.Layer):
     """Multi-gate mixture of experts (MMoE) with one gate per task.
 
-    `num_experts` feed-forward experts are shared by all tasks; each expert
-    is `Dense(expert_dim, activation) -> Dense(hidden_dim)`. Every task `t`
-    has its own softmax gate over experts computed from the input,
-    `gate_t(x) = softmax(x W_t + b_t)`, and its output is the gated sum
-    `y_t = sum_e gate_t(x)_e * expert_e(x)`.
-
-    The experts are held as batched weights with a leading expert axis
-    (`[num_experts, hidden_dim, expert_dim]` and
-    `[num_experts, expert_dim, hidden_dim]`) and evaluated with one einsum,
-    not a Python loop. The gates and experts are computed independently at
-    every position, so the input may be `[batch, hidden_dim]` or
-    `[batch, sequence_length, hidden_dim]` (any rank >= 2).
-
-    Returns a list of `num_tasks` tensors, each with the input's shape.
-
-    Masking: the layer works position by position; a Keras mask on the input
-    is passed through to every task's output.
+    `num_experts` feed-forward experts are shared by all tasks; task `t`'s
+    output is `sum_e softmax(x W_t + b_t)_e * expert_e(x)`, computed at every
+    position of an input of rank >= 2. Returns a list of `num_tasks` tensors,
+    each with the input's shape. The math, weight layout, masking and an
+    example: docs/layers.md#mixtureofexperts.
 
     Args:
         num_experts: int. The number of shared experts.
@@ -88,25 +76,6 @@ class MixtureOfExperts(keras.layers.Layer):
             `"zeros"`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name`, `trainable` and `dtype`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_mtl.layers.mixture_of_experts import MixtureOfExperts
-
-    shared = np.random.normal(size=(2, 8)).astype("float32")
-    moe = MixtureOfExperts(num_experts=4, num_tasks=3, expert_dim=16)
-    task_inputs = moe(shared)  # list of 3 tensors of shape (2, 8)
-    gates = moe.compute_gates(shared)  # shape (2, 3, 4), rows sum to 1
-    ```
-
-    References:
-        - [Ma et al., 2018](https://dl.acm.org/doi/10.1145/3219819.3220007)
-          (Modeling Task Relationships in Multi-task Learning with
-          Multi-gate Mixture-of-Experts).
-        - [Shazeer et al., 2017](https://arxiv.org/abs/1701.06538)
-          (sparsely-gated mixture of experts).
     """
 
     def __init__(

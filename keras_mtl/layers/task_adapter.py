@@ -8,31 +8,10 @@ from keras_mtl.layers.mixture_of_experts import _stacked_initializer
 class TaskAdapter(keras.layers.Layer):
     """Per-task bottleneck adapters, chosen per example by task id.
 
-    Holds one bottleneck adapter per task (Houlsby et al., 2019): a
-    down-projection `[hidden_dim, bottleneck_dim]`, an activation and an
-    up-projection `[bottleneck_dim, hidden_dim]`, added back to the input as
-    a residual:
-
-    ```
-    y = x + (act(x D_t + c_t)) U_t + e_t,   t = task_ids[b] for example b
-    ```
-
-    The weights are stacked over tasks (`down_kernel` is
-    `[num_tasks, hidden_dim, bottleneck_dim]`, `up_kernel` is
-    `[num_tasks, bottleneck_dim, hidden_dim]`) and each example gathers its
-    own task's adapter, so one batch may mix examples of different tasks.
-    The up-projection and its bias are initialised to zeros, so the layer
-    starts as the identity and a pretrained encoder is unchanged at the
-    start of fine-tuning. Insert one after each Transformer block.
-
-    `inputs` may be `[batch, hidden_dim]` or
-    `[batch, sequence_length, hidden_dim]` (any rank >= 2); the output has
-    the same shape. `task_ids` is an integer tensor of shape `[batch]` (or
-    `[batch, 1]`) with values in `[0, num_tasks)`; out-of-range ids are not
-    checked (TensorFlow raises on CPU, JAX clamps).
-
-    Masking: the adapter works position by position and passes any Keras
-    mask of `inputs` through unchanged.
+    `y = x + act(x D_t + c_t) U_t + e_t` with `t = task_ids[b]`, so one batch
+    may mix tasks; the up-projection starts at zero (the layer starts as the
+    identity). Inputs of rank >= 2, `task_ids` of shape `[batch]`. The math,
+    weight layout, masking and an example: docs/layers.md#taskadapter.
 
     Args:
         num_tasks: int. The number of tasks (adapters).
@@ -44,24 +23,6 @@ class TaskAdapter(keras.layers.Layer):
             kernel separately. Defaults to `"glorot_uniform"`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name`, `trainable` and `dtype`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_mtl.layers.task_adapter import TaskAdapter
-
-    hidden = np.random.normal(size=(2, 5, 8)).astype("float32")
-    task_ids = np.array([0, 2], dtype="int32")
-    adapter = TaskAdapter(num_tasks=3, bottleneck_dim=4)
-    adapted = adapter(hidden, task_ids)  # shape (2, 5, 8); equals `hidden`
-    ```
-
-    References:
-        - [Houlsby et al., 2019](https://arxiv.org/abs/1902.00751)
-          (Parameter-Efficient Transfer Learning for NLP).
-        - [Stickland and Murray, 2019](https://arxiv.org/abs/1902.02671)
-          (BERT and PALs: task-specific adapters for multi-task learning).
     """
 
     def __init__(

@@ -6,21 +6,11 @@ from keras import ops
 class TaskAttentionPooling(keras.layers.Layer):
     """Per-task attention pooling of token states into one vector.
 
-    A learned query vector of size `hidden_dim` (one per layer instance, so
-    one per task) attends over the token states with multi-head attention
-    (`keras.layers.MultiHeadAttention`) and the attended value is returned.
-    This lets every task read the tokens it needs from a shared encoder
-    instead of sharing a single `[CLS]` vector.
-
-    Input `sequence` has shape `[batch, sequence_length, hidden_dim]`, the
-    output has shape `[batch, hidden_dim]`.
-
-    Masking: positions where `padding_mask` is `False`/`0` receive no
-    attention weight, so their values never reach the output. If
-    `padding_mask` is not given, the Keras mask attached to `sequence` (e.g.
-    from `keras.layers.Embedding(mask_zero=True)`) is used instead. The
-    pooled output carries no mask. A row with no valid position at all
-    attends uniformly over all positions (no NaNs).
+    A learned query (one per layer instance, so one per task) attends over
+    `sequence` `[batch, sequence_length, hidden_dim]` with multi-head
+    attention; the output is `[batch, hidden_dim]`. Padded positions
+    (`padding_mask`, else the Keras mask) get no weight. Masking details and
+    an example: docs/layers.md#taskattentionpooling.
 
     Args:
         num_heads: int. The number of attention heads.
@@ -36,24 +26,6 @@ class TaskAttentionPooling(keras.layers.Layer):
             `"glorot_uniform"`.
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name`, `trainable` and `dtype`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_mtl.layers.task_attention import TaskAttentionPooling
-
-    tokens = np.random.normal(size=(2, 5, 8)).astype("float32")
-    padding_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=bool)
-    pool = TaskAttentionPooling(num_heads=2)
-    pooled = pool(tokens, padding_mask=padding_mask)  # shape (2, 8)
-    ```
-
-    References:
-        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
-          (multi-head attention).
-        - [Lee et al., 2019](https://arxiv.org/abs/1810.00825)
-          (pooling by multi-head attention with learned seed vectors).
     """
 
     def __init__(

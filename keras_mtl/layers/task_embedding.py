@@ -8,30 +8,17 @@ from keras import ops
 class TaskEmbedding(keras.layers.Layer):
     """Adds a learned task vector to every position, or prepends it as a token.
 
-    With `mode="add"` the output is `x + E[task_id]` broadcast over the
-    sequence (the "task encoder" of MT-DNN-style conditioning). With
-    `mode="prepend"` the task vector becomes a new first position (a task
-    token), so the output is one position longer; extend the padding mask
-    with `prepend_mask`.
+    `mode="add"`: `x + E[task_id]` at every position; `mode="prepend"`: the
+    task vector becomes a new first position (extend the padding mask to
+    match). Details and an example: docs/layers.md#taskembedding.
 
     Args:
         num_tasks: int. Number of tasks.
         hidden_dim: int. Size of each task vector (the model width).
         mode: str. `"add"` or `"prepend"`. Defaults to `"add"`.
         embeddings_initializer: initializer of the task vectors. Defaults to
-            `TruncatedNormal(stddev=0.02)` (BERT's scale for its segment and
-            position tables): small next to the token embeddings, so a task
-            vector added at every position does not drown the text at the
-            start of training.
-
-    Example:
-    ```python
-    layer = TaskEmbedding(num_tasks=3, hidden_dim=8)
-    y = layer(np.zeros((2, 5, 8)), np.array([0, 2]))  # [2, 5, 8]
-    ```
-
-    References:
-        - [Liu et al., 2019, Multi-Task Deep Neural Networks for NLU](https://arxiv.org/abs/1901.11504)
+            `TruncatedNormal(stddev=0.02)` (small next to the token
+            embeddings, as BERT's segment and position tables).
     """
 
     def __init__(self, num_tasks, hidden_dim, mode="add", embeddings_initializer=None, **kwargs):

@@ -5,20 +5,10 @@ import keras
 class TaskGate(keras.layers.Layer):
     """Task-adaptive feature-wise gate over a shared representation.
 
-    Computes a gate `g = sigmoid(h W + b)` with one value in `(0, 1)` per
-    feature and returns `g * h`, so each task can switch shared features on
-    or off for itself. Use one instance per task, e.g.
-    `y_t = head_t(gate_t(h))`. The gate is computed independently at every
-    position, so the layer accepts `[batch, hidden_dim]` and
-    `[batch, sequence_length, hidden_dim]` inputs (any rank >= 2; the last
-    axis is the feature axis).
-
-    The bias is initialised to ones by default, so at the start of training
-    the gates are about `sigmoid(1) ~= 0.73` (mostly open) and the shared
-    features reach every head.
-
-    Masking: the layer works position by position and passes any Keras mask
-    of its input through unchanged.
+    Returns `sigmoid(h W + b) * h`, computed at every position of an input
+    of rank >= 2; use one instance per task (`y_t = head_t(gate_t(h))`).
+    The gates start mostly open. Details and an example:
+    docs/layers.md#taskgate.
 
     Args:
         kernel_initializer: string or `keras.initializers` initializer. The
@@ -29,23 +19,6 @@ class TaskGate(keras.layers.Layer):
             near open).
         **kwargs: other keyword arguments passed to `keras.layers.Layer`,
             including `name`, `trainable` and `dtype`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_mtl.layers.task_gate import TaskGate
-
-    hidden = np.random.normal(size=(2, 5, 8)).astype("float32")
-    gate = TaskGate()
-    gated = gate(hidden)  # shape (2, 5, 8)
-    ```
-
-    References:
-        - [Dauphin et al., 2017](https://arxiv.org/abs/1612.08083)
-          (gated linear units).
-        - [Ma et al., 2018](https://dl.acm.org/doi/10.1145/3219819.3220007)
-          (task-specific gating for multi-task learning).
     """
 
     def __init__(

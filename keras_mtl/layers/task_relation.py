@@ -6,27 +6,10 @@ from keras import ops
 class TaskRelation(keras.layers.Layer):
     """Self-attention across tasks: each task's vector attends to the others.
 
-    The input stacks one representation per task, shape
-    `[batch, num_tasks, hidden_dim]` (e.g. the outputs of one
-    `TaskAttentionPooling` per task, stacked on axis 1). The layer runs
-    multi-head self-attention over the task axis, adds the result to its
-    input and applies layer normalization (post-norm Transformer block):
-
-    ```
-    y = LayerNorm(x + MHA(x, x, x))
-    y = LayerNorm(y + FFN(y))    # only when `intermediate_dim` is set
-    ```
-
-    so that task `t`'s output mixes in information from related tasks. The
-    output has the input's shape `[batch, num_tasks, hidden_dim]`.
-
-    With `exclude_self=True` the diagonal of the attention mask is removed:
-    task `t` attends only over the *other* tasks' representations (its own
-    vector still reaches its output through the residual connection). This
-    needs at least two tasks.
-
-    Masking: every task is assumed present; the layer uses no padding mask
-    and passes any Keras mask of its input through unchanged.
+    On `[batch, num_tasks, hidden_dim]` (one representation per task):
+    `y = LayerNorm(x + MHA(x, x, x))`, then `LayerNorm(y + FFN(y))` when
+    `intermediate_dim` is set; the output has the input's shape. The block,
+    `exclude_self`, masking and an example: docs/layers.md#taskrelation.
 
     Args:
         num_heads: int. The number of attention heads.
@@ -40,7 +23,7 @@ class TaskRelation(keras.layers.Layer):
             and to the attention and feed-forward outputs. Defaults to
             `0.0`.
         exclude_self: bool. If `True`, task `t` attends only over the other
-            tasks. Defaults to `False`.
+            tasks (needs two tasks or more). Defaults to `False`.
         layer_norm_epsilon: float. Epsilon of the layer normalizations.
             Defaults to `1e-5`.
         kernel_initializer: string or `keras.initializers` initializer. The
@@ -53,26 +36,8 @@ class TaskRelation(keras.layers.Layer):
         inputs: tensor of shape `[batch, num_tasks, hidden_dim]`.
         training: bool. Whether dropout is active.
         return_attention_scores: bool. If `True`, also return the attention
-            probabilities, shape `[batch, num_heads, num_tasks, num_tasks]`
-            (row `t` is task `t`'s distribution over tasks). Defaults to
-            `False`.
-
-    Example:
-
-    ```python
-    import numpy as np
-    from keras_mtl.layers.task_relation import TaskRelation
-
-    task_vectors = np.random.normal(size=(2, 3, 8)).astype("float32")
-    relation = TaskRelation(num_heads=2, exclude_self=True)
-    mixed = relation(task_vectors)  # shape (2, 3, 8)
-    ```
-
-    References:
-        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
-          (multi-head self-attention, post-norm Transformer block).
-        - [Liu et al., 2019](https://arxiv.org/abs/1803.10704)
-          (multi-task attention networks; attention shared across tasks).
+            probabilities, `[batch, num_heads, num_tasks, num_tasks]`.
+            Defaults to `False`.
     """
 
     def __init__(

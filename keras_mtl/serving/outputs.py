@@ -13,9 +13,10 @@ turns them into one plain dict per text:
 The same function is fed by a direct signature call (numpy arrays, strings as
 bytes), by TF Serving REST (JSON lists, strings as str, float32 written as
 their shortest decimal) and by gRPC (`tf.make_ndarray`), so answers are
-identical whatever the path. Floats are normalised through float32 (the
-contract's dtype) to the shortest decimal that round-trips, so 0.9 comes
-back as 0.9 and not 0.8999999761581421 on every path.
+identical whatever the path (`keras_mtl.tasks.values`: floats go through
+float32 to the shortest decimal that round-trips, 0.9 and not
+0.8999999761581421). Each task's dict is its type's `prediction`
+(keras_mtl.tasks).
 """
 
 from __future__ import annotations
@@ -23,19 +24,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from keras_mtl.errors import ServingError
+from keras_mtl.tasks import get_task_type, task_type_names
+from keras_mtl.tasks.values import scalar
 
-TASK_TYPES = ("classification", "tagging", "regression", "multilabel")
-
-# The output that identifies a task of each type (used to infer tasks).
-PRIMARY_SUFFIX = {
-    "classification": "_label",
-    "tagging": "_tags",
-    "regression": "_value",
-    "multilabel": "_labels",
-}
 META_KEYS = ("num_words", "truncated")
 
 
@@ -82,44 +74,16 @@ def validate_texts(texts: Any) -> list[str | bytes]:
     return out
 
 
-def _as_str(value: Any) -> str:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, np.generic):
-        return _as_str(value.item())
-    return str(value)
-
-
-def _as_float(value: Any) -> float:
-    """float32 value (numpy or JSON double) -> shortest round-trip decimal."""
-    value = _scalar(value)
-    try:
-        return float(str(np.float32(value)))
-    except (TypeError, ValueError):
-        raise ServingError(f"expected a number, got {value!r}") from None
-
-
-def _scalar(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.reshape(-1)[0]
-    if isinstance(value, (list, tuple)) and len(value) == 1:
-        return value[0]
-    return value
-
-
-def _as_list(row: Any) -> list:
-    if isinstance(row, np.ndarray):
-        return row.reshape(-1).tolist() if row.ndim != 1 else row.tolist()
-    if isinstance(row, (list, tuple)):
-        return list(row)
-    return [row]
+def _primary_suffixes() -> dict[str, str]:
+    """Task type -> the output suffix that identifies it (`_label`, `_tags`, ...)."""
+    return {name: get_task_type(name).primary_output for name in task_type_names()}
 
 
 def _task_types(tasks: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[str, str]:
     if tasks is None:
         found: dict[str, str] = {}
         for key in keys:
-            for task_type, suffix in PRIMARY_SUFFIX.items():
+            for task_type, suffix in _primary_suffixes().items():
                 # "T_labels" never ends with "_label": the suffixes cannot clash
                 if key.endswith(suffix) and len(key) > len(suffix):
                     found[key[: -len(suffix)]] = task_type
@@ -127,10 +91,10 @@ def _task_types(tasks: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[st
     types: dict[str, str] = {}
     for name, spec in tasks.items():
         task_type = spec.get("type") if isinstance(spec, Mapping) else spec
-        if task_type not in TASK_TYPES:
+        if task_type not in task_type_names():
             raise ServingError(
                 f"task {name!r} has unknown type {task_type!r}; "
-                f"expected one of {', '.join(TASK_TYPES)}"
+                f"expected one of {', '.join(task_type_names())}"
             )
         types[str(name)] = task_type
     # sorted like the inferred case, so JSON text is identical either way
@@ -169,70 +133,41 @@ def outputs_to_predictions(
     if not types:
         raise ServingError(
             "no task outputs found (expected names ending in "
-            + ", ".join(PRIMARY_SUFFIX.values())
+            + ", ".join(_primary_suffixes().values())
             + "); got: "
             + ", ".join(sorted(outputs))
         )
 
-    def need(key: str, task: str) -> Any:
-        if key not in outputs:
-            raise ServingError(
-                f"task {task!r} ({types[task]}) needs output {key!r}; the model "
-                f"returned: {', '.join(sorted(outputs))}"
-            )
-        return outputs[key]
+    def need(task: str):
+        def fetch(key: str) -> Any:
+            if key not in outputs:
+                raise ServingError(
+                    f"task {task!r} ({types[task]}) needs output {key!r}; the model "
+                    f"returned: {', '.join(sorted(outputs))}"
+                )
+            return outputs[key]
 
-    spec_classes: dict[str, list[str]] = {}
-    if tasks is not None:
-        for name, spec in tasks.items():
-            if isinstance(spec, Mapping) and spec.get("classes"):
-                spec_classes[str(name)] = [str(c) for c in spec["classes"]]
+        return fetch
+
+    heads = {}
+    for task, task_type in types.items():
+        spec = tasks.get(task) if tasks is not None else None
+        classes = spec.get("classes") if isinstance(spec, Mapping) else None
+        heads[task] = get_task_type(task_type)(task, [str(c) for c in classes or ()])
 
     num_words = outputs.get("num_words")
     truncated = outputs.get("truncated")
     results: list[dict] = []
     for i in range(batch):
-        pred: dict[str, Any] = {}
-        n_words = int(_scalar(num_words[i])) if num_words is not None else None
-        for task, task_type in types.items():
-            if task_type == "regression":
-                pred[task] = {"value": _as_float(need(f"{task}_value", task)[i])}
-            elif task_type == "tagging":
-                tags = [_as_str(t) for t in _as_list(need(f"{task}_tags", task)[i])]
-                if n_words is not None:
-                    tags = tags[: max(n_words, 0)]
-                else:
-                    while tags and tags[-1] == "":
-                        tags.pop()
-                pred[task] = {"tags": tags}
-            else:
-                probs = [_as_float(p) for p in _as_list(need(f"{task}_probabilities", task)[i])]
-                if f"{task}_classes" in outputs or task not in spec_classes:
-                    classes = [_as_str(c) for c in _as_list(need(f"{task}_classes", task)[i])]
-                else:
-                    classes = spec_classes[task]
-                if len(classes) != len(probs):
-                    raise ServingError(
-                        f"task {task!r}: {len(classes)} classes but "
-                        f"{len(probs)} probabilities"
-                    )
-                prob_map = dict(zip(classes, probs))
-                if task_type == "classification":
-                    label = _as_str(_scalar(need(f"{task}_label", task)[i]))
-                    pred[task] = {"label": label, "probabilities": prob_map}
-                else:
-                    labels = [
-                        _as_str(x) for x in _as_list(need(f"{task}_labels", task)[i])
-                    ]
-                    pred[task] = {
-                        "labels": [x for x in labels if x != ""],
-                        "probabilities": prob_map,
-                    }
+        n_words = int(scalar(num_words[i])) if num_words is not None else None
+        pred: dict[str, Any] = {
+            task: head.prediction(outputs, i, need(task), n_words) for task, head in heads.items()
+        }
         meta: dict[str, Any] = {}
         if n_words is not None:
             meta["num_words"] = n_words
         if truncated is not None:
-            meta["truncated"] = bool(_scalar(truncated[i]))
+            meta["truncated"] = bool(scalar(truncated[i]))
         pred["_meta"] = meta
         results.append(pred)
     return results

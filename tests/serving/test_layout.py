@@ -36,15 +36,6 @@ from keras_mtl.serving.layout import (
     write_assets_extra,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p)
-    return env
-
-
 def _version(base, v, pb=True):
     path = Path(base) / str(v)
     path.mkdir(parents=True)
@@ -182,7 +173,7 @@ def test_export_lock_is_exclusive(tmp_path):
     assert not (tmp_path / LOCK_FILE).exists(), "the lock file is removed on release"
 
 
-def test_export_lock_serialises_processes(tmp_path):
+def test_export_lock_serialises_processes(tmp_path, subprocess_env):
     """Four processes taking the lock 200 times each: never two inside together.
 
     Each holder appends "enter"/"leave" to a log inside the lock; the log must
@@ -208,7 +199,7 @@ def test_export_lock_serialises_processes(tmp_path):
     base, log, go = tmp_path / "base", tmp_path / "log", tmp_path / "go"
     base.mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", script, str(base), str(log), str(go)],
-                              env=_env(), cwd=tmp_path)
+                              env=subprocess_env(), cwd=tmp_path)
              for _ in range(4)]
     time.sleep(2)
     go.touch()

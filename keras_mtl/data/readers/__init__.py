@@ -30,8 +30,7 @@ from typing import Callable, Optional
 import pydantic
 
 from keras_mtl.errors import DataError
-
-TASK_TYPES = ("classification", "multilabel", "regression", "tagging")
+from keras_mtl.tasks import TASK_TYPES  # the registered task types, when readers are imported
 
 
 class NoOptions(pydantic.BaseModel):

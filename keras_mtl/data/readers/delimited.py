@@ -52,10 +52,29 @@ SENTENCE_TASK_TYPES = ("classification", "multilabel", "regression")
 Column = Union[pydantic.StrictInt, pydantic.StrictStr]
 
 
-class DelimitedOptions(pydantic.BaseModel):
-    """Options of the `delimited` (TSV/CSV) format."""
+class _LabelledRecordOptions(pydantic.BaseModel):
+    """The options that `delimited` and `jsonl` share: which labels and texts a record may have."""
 
     model_config = pydantic.ConfigDict(extra="forbid")
+
+    labels: Optional[List[str]] = pydantic.Field(
+        None,
+        description=(
+            "Classification and multilabel tasks: the allowed labels. A label "
+            "not in this list is an error naming the line. null: any label."
+        ),
+    )
+    skip_empty_text: bool = pydantic.Field(
+        False,
+        description=(
+            "Skip rows (objects) whose text is empty. false (the default): an empty "
+            "text is an error naming the line."
+        ),
+    )
+
+
+class DelimitedOptions(_LabelledRecordOptions):
+    """Options of the `delimited` (TSV/CSV) format."""
 
     text_column: Column = pydantic.Field(
         "sentence",
@@ -105,20 +124,6 @@ class DelimitedOptions(pydantic.BaseModel):
             "field is an example with no labels."
         ),
     )
-    labels: Optional[List[str]] = pydantic.Field(
-        None,
-        description=(
-            "Classification and multilabel tasks: the allowed labels. A label "
-            "not in this list is an error naming the line. null: any label."
-        ),
-    )
-    skip_empty_text: bool = pydantic.Field(
-        False,
-        description=(
-            "Skip rows whose text is empty. false (the default): an empty "
-            "text is an error naming the line."
-        ),
-    )
     encoding: str = pydantic.Field(
         "utf-8", description="Text encoding of the file, e.g. `latin-1`."
     )
@@ -148,10 +153,8 @@ class DelimitedOptions(pydantic.BaseModel):
         return value
 
 
-class JsonlOptions(pydantic.BaseModel):
+class JsonlOptions(_LabelledRecordOptions):
     """Options of the `jsonl` (JSON Lines) format."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     text_field: str = pydantic.Field(
         "text",
@@ -165,20 +168,6 @@ class JsonlOptions(pydantic.BaseModel):
             "The key that holds the label: a string or integer (classification; "
             "`1` becomes the class name \"1\"), a list of strings or integers "
             "(multilabel), or a number (regression)."
-        ),
-    )
-    labels: Optional[List[str]] = pydantic.Field(
-        None,
-        description=(
-            "Classification and multilabel tasks: the allowed labels. A label "
-            "not in this list is an error naming the line. null: any label."
-        ),
-    )
-    skip_empty_text: bool = pydantic.Field(
-        False,
-        description=(
-            "Skip objects whose text is empty. false (the default): an empty "
-            "text is an error naming the line."
         ),
     )
     encoding: str = pydantic.Field(

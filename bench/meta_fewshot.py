@@ -9,11 +9,11 @@
    (both configs carve dev/test by a hash of the text with the same `splits`,
    so the 4,175 subjective sentences shared with polarity land in the same
    split in both tasks).
-2. (a) `keras_mtl.meta.meta_train` (Reptile) on polarity + CoLA -> WORKDIR/meta.
+2. (a) `keras_mtl.meta.reptile.meta_train` (Reptile) on polarity + CoLA -> WORKDIR/meta.
 3. (b) `keras_mtl.train.train` on the same config (plain multi-task training,
    the config's epochs x steps_per_epoch = as many optimizer steps as
    meta_steps x inner_steps) -> WORKDIR/mtl.
-4. For K in --shots and every seed: `keras_mtl.meta.adapt` to subjectivity
+4. For K in --shots and every seed: `keras_mtl.meta.adapt.adapt` to subjectivity
    (configs/adapt_subjectivity.yaml) from (a), from (b) and from scratch (c)
    (same network and vocabulary, random weights): K examples per class drawn
    with the seed, `--steps` fine-tuning steps, accuracy on the 10% test split.
@@ -96,7 +96,8 @@ def main(argv=None):
     import keras
 
     from keras_mtl.config import load_config
-    from keras_mtl.meta import Adapter, meta_train
+    from keras_mtl.meta.adapt import Adapter
+    from keras_mtl.meta.reptile import meta_train
     from keras_mtl.train import train
 
     overrides = []

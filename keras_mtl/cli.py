@@ -170,9 +170,9 @@ def build_parser():
     for name, module, add, run, text in (
         ("compare", "keras_mtl.compare", "add_compare_arguments", "run_compare_cli",
          "single-task baselines vs the multi-task model: per-task deltas and delta-m"),
-        ("meta-train", "keras_mtl.meta", "add_meta_train_arguments", "run_meta_train_cli",
+        ("meta-train", "keras_mtl.meta.reptile", "add_meta_train_arguments", "run_meta_train_cli",
          "Reptile meta-training of the shared encoder across the configured tasks"),
-        ("adapt", "keras_mtl.meta", "add_adapt_arguments", "run_adapt_cli",
+        ("adapt", "keras_mtl.meta.adapt", "add_adapt_arguments", "run_adapt_cli",
          "fit a new task from K examples per class, starting from a work dir"),
         ("search", "keras_mtl.search", "add_search_arguments", "run_search_cli",
          "search task loss weights (and sampling temperature) with KerasTuner"),

@@ -293,7 +293,8 @@ def compare(
     Returns:
         dict: the content of `compare.json`.
     """
-    from keras_mtl.data.load import load_task_data
+    from keras_mtl.data.load import load_task_data  # the plan needs the example count only: no vocabulary
+    from keras_mtl.prepare import plan_steps
 
     if budget not in BUDGETS:
         raise ConfigError(f"budget must be one of {', '.join(BUDGETS)}. Received: budget={budget!r}")
@@ -318,8 +319,7 @@ def compare(
 
     # === The multi-task plan (max_steps keeps the epoch count) ===
     data = load_task_data(base)
-    spe = cfg.train.steps_per_epoch or max(1, math.ceil(len(data.splits["train"]) / cfg.train.batch_size))
-    epochs, spe = capped_plan(cfg.train.epochs, spe, max_steps)
+    epochs, spe = capped_plan(*plan_steps(cfg.train, len(data.splits["train"])), max_steps)
     mtl_overrides = [f"train.epochs={epochs}", f"train.steps_per_epoch={spe}"]
     overlap = _label_overlap(data, names) if budget == "labelled" else None
     texts = _fixed_texts(data, serving_texts) if serving_texts else []

@@ -103,6 +103,15 @@ def _one_of(kind, value, allowed):
     return value
 
 
+def _choice(field, kind, allowed):
+    """A field validator: `field` must be one of `allowed` (the error names it a `kind`)."""
+
+    def check(cls, v):
+        return _one_of(kind, v, allowed)
+
+    return pydantic.field_validator(field)(classmethod(check))
+
+
 class DataConfig(pydantic.BaseModel):
     """A task's data: a reader `format`, its sources and reader options.
 
@@ -242,15 +251,8 @@ class ModelConfig(_Strict):
         0, ge=0, description="bottleneck size of per-task adapters after each encoder layer (TaskAdapter); 0: off"
     )
 
-    @pydantic.field_validator("task_conditioning")
-    @classmethod
-    def _cond(cls, v):
-        return _one_of("task conditioning", v, CONDITIONING)
-
-    @pydantic.field_validator("pooling")
-    @classmethod
-    def _pool(cls, v):
-        return _one_of("pooling", v, POOLING)
+    _cond = _choice("task_conditioning", "task conditioning", CONDITIONING)
+    _pool = _choice("pooling", "pooling", POOLING)
 
     @pydantic.model_validator(mode="after")
     def _heads(self):
@@ -312,10 +314,7 @@ class TrainConfig(_Strict):
         10000, ge=1, description="shuffle buffer of each task's training stream (at most its size)"
     )
 
-    @pydantic.field_validator("sampling")
-    @classmethod
-    def _sampling(cls, v):
-        return _one_of("sampling strategy", v, SAMPLING)
+    _sampling = _choice("sampling", "sampling strategy", SAMPLING)
 
     @pydantic.field_validator("temperature")
     @classmethod
@@ -324,20 +323,11 @@ class TrainConfig(_Strict):
             raise ValueError(f"temperature must be > 0. Received: temperature={v}")
         return v
 
-    @pydantic.field_validator("loss_weighting")
-    @classmethod
-    def _weighting(cls, v):
-        return _one_of("loss weighting", v, LOSS_WEIGHTING)
+    _weighting = _choice("loss_weighting", "loss weighting", LOSS_WEIGHTING)
 
-    @pydantic.field_validator("distribution")
-    @classmethod
-    def _distribution(cls, v):
-        return _one_of("distribution", v, DISTRIBUTION)
+    _distribution = _choice("distribution", "distribution", DISTRIBUTION)
 
-    @pydantic.field_validator("precision")
-    @classmethod
-    def _precision(cls, v):
-        return _one_of("precision", v, PRECISION)
+    _precision = _choice("precision", "precision", PRECISION)
 
     @pydantic.field_validator("bucket_lengths")
     @classmethod

@@ -13,7 +13,7 @@ import numpy as np
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.data.buckets import bucket_lengths
 from keras_mtl.data.pipeline import eval_batches
-from keras_mtl.model import encodes_per_task
+from keras_mtl.model import sees_task
 from keras_mtl.tasks import for_task
 
 
@@ -41,7 +41,7 @@ def predict_split(model, split, config, classes, pad_id=0):
     batch = config.train.eval_batch_size
     results = {t.name: ([], []) for t in tasks}
     heads = {t.name: for_task(t, classes[t.name]) for t in tasks}
-    if encodes_per_task(m):
+    if sees_task(m):
         groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
     else:
         union = np.flatnonzero(sum(split.weights[t.name] for t in tasks) > 0)

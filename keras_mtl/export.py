@@ -21,7 +21,7 @@ from keras_mtl.serving import layout
 from keras_mtl.tasks import for_task
 
 
-def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=None):
+def _build_serving_fn(model_fn, encoder, tasks, classes, sees_task, fixed_length=None):
     import tensorflow as tf
 
     pad_id = encoder.pad_id
@@ -40,7 +40,7 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=
         batch = tf.shape(ids)[0]
         length = tf.shape(ids)[1]
         inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}
-        if per_task:
+        if sees_task:  # one pass per task, with its id
             inputs = {k: tf.tile(v, [num_tasks, 1]) for k, v in inputs.items()}
             inputs["task_ids"] = tf.repeat(tf.range(num_tasks, dtype=tf.int32), batch)
         out = model_fn(inputs)
@@ -48,7 +48,7 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=
         starts = enc["word_starts"].to_tensor(default_value=-1)
         for t, head in enumerate(heads):
             ys = {k: tf.cast(out[k], tf.float32) for k in head.output_names}
-            if per_task:  # the rows run with this task's id
+            if sees_task:  # the rows run with this task's id
                 ys = {k: y[t * batch : (t + 1) * batch] for k, y in ys.items()}
             result.update(head.serving_outputs(ys, batch, starts, length))
         return result
@@ -56,14 +56,14 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, per_task, fixed_length=
     return serving_default
 
 
-def _model_signature(model, per_task, length=None):
+def _model_signature(model, sees_task, length=None):
     import tensorflow as tf
 
     spec = {
         "token_ids": tf.TensorSpec([None, length], tf.int32, name="token_ids"),
         "padding_mask": tf.TensorSpec([None, length], tf.bool, name="padding_mask"),
     }
-    if per_task:
+    if sees_task:
         spec["task_ids"] = tf.TensorSpec([None], tf.int32, name="task_ids")
     return [spec]
 
@@ -73,21 +73,21 @@ def build_archive(run, model=None):
     import keras
 
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.model import needs_task_ids
+    from keras_mtl import model as model_lib
 
     model = model or run.load_model()
     encoder = make_encoder(run.vocabulary, run.config.model)
-    per_task = needs_task_ids(run.config.model)
+    sees_task = model_lib.sees_task(run.config.model)
     archive = keras.export.ExportArchive()
     kwargs, length = {}, None
     if keras.backend.backend() == "jax":
         kwargs["jax2tf_kwargs"] = {"native_serialization": True}
         length = run.config.model.max_sequence_length
     model_fn = archive.track_and_add_endpoint(
-        "serve_tokens", model, input_signature=_model_signature(model, per_task, length), **kwargs
+        "serve_tokens", model, input_signature=_model_signature(model, sees_task, length), **kwargs
     )
     archive.track(encoder.tokenizer)
-    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, per_task, length)
+    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, sees_task, length)
     archive.add_endpoint("serving_default", serving_fn)
     return archive
 

@@ -66,6 +66,17 @@ def _label_sets(y_true, y_pred):
     return true_sets, pred_sets
 
 
+def _classes_or_sets(y_true, y_pred, as_sets=False):
+    """The checked pair: label collections as sets, class names as they are
+    (`as_sets`: as one-class sets)."""
+    if _is_multilabel(y_true, y_pred):
+        return _label_sets(y_true, y_pred)
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    if as_sets:
+        return [frozenset((v,)) for v in y_true], [frozenset((v,)) for v in y_pred]
+    return y_true, y_pred
+
+
 def _is_multilabel(y_true, y_pred):
     # Judged by the first example: label collections mean multilabel.
     for values in (y_true, y_pred):
@@ -128,10 +139,7 @@ def accuracy(y_true, y_pred):
         y_true: sequence of class names, or of label collections.
         y_pred: sequence of the same kind and length as `y_true`.
     """
-    if _is_multilabel(y_true, y_pred):
-        y_true, y_pred = _label_sets(y_true, y_pred)
-    else:
-        y_true, y_pred = _check_pair(y_true, y_pred)
+    y_true, y_pred = _classes_or_sets(y_true, y_pred)
     if not y_true:
         return 0.0
     return float(sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true))
@@ -166,12 +174,7 @@ def macro_f1(y_true, y_pred):
         y_true: sequence of class names, or of label collections.
         y_pred: sequence of the same kind and length as `y_true`.
     """
-    if _is_multilabel(y_true, y_pred):
-        true_sets, pred_sets = _label_sets(y_true, y_pred)
-    else:
-        y_true, y_pred = _check_pair(y_true, y_pred)
-        true_sets = [frozenset((v,)) for v in y_true]
-        pred_sets = [frozenset((v,)) for v in y_pred]
+    true_sets, pred_sets = _classes_or_sets(y_true, y_pred, as_sets=True)
     tp, fp, fn = _per_label_counts(true_sets, pred_sets)
     labels = sorted(set(tp) | set(fp) | set(fn), key=str)  # a fixed order: the float sum is the same in every process
     if not labels:
@@ -275,11 +278,7 @@ def spearman(y_true, y_pred):
 
     The Pearson correlation of the ranks, with tied values given the average
     of the ranks they span (as `scipy.stats.spearmanr` does). 0.0 when
-    either side is constant.
-
-    Args:
-        y_true: sequence of finite numbers.
-        y_pred: sequence of finite numbers, same length as `y_true`.
+    either side is constant. Arguments as `pearson`.
     """
     t, p = _floats(y_true, y_pred)
     if t.size == 0:
@@ -288,12 +287,7 @@ def spearman(y_true, y_pred):
 
 
 def mse(y_true, y_pred):
-    """Mean squared error; lower is better.
-
-    Args:
-        y_true: sequence of finite numbers.
-        y_pred: sequence of finite numbers, same length as `y_true`.
-    """
+    """Mean squared error; lower is better (arguments as `pearson`)."""
     t, p = _floats(y_true, y_pred)
     if t.size == 0:
         return 0.0
@@ -364,7 +358,11 @@ def _iobes_to_iob2(tag):
 
 
 def _conlleval_counts(pairs):
-    """Runs conlleval's main loop over `(true_tags, pred_tags)` sentences."""
+    """Runs conlleval's main loop over `(true_tags, pred_tags)` sentences.
+
+    Returns the chunk counts per type (correct, in the truth, predicted) as
+    Counters, whose sums are conlleval's totals, then the correctly tagged
+    tokens and all tokens."""
     boundary = (("O", ""), ("O", ""), True)
 
     def lines():
@@ -374,7 +372,6 @@ def _conlleval_counts(pairs):
             # conlleval sees a blank line after every sentence.
             yield boundary
 
-    correct_chunks = found_correct = found_guessed = 0
     correct_tags = tokens = 0
     type_correct = collections.Counter()
     type_found_correct = collections.Counter()
@@ -388,7 +385,6 @@ def _conlleval_counts(pairs):
             end_g = _end_of_chunk(last_g, g, last_gt, gt)
             if end_c and end_g and last_gt == last_ct:
                 in_correct = False
-                correct_chunks += 1
                 type_correct[last_ct] += 1
             elif end_c != end_g or gt != ct:
                 in_correct = False
@@ -398,10 +394,8 @@ def _conlleval_counts(pairs):
         if start_c and start_g and gt == ct:
             in_correct = True
         if start_c:
-            found_correct += 1
             type_found_correct[ct] += 1
         if start_g:
-            found_guessed += 1
             type_found_guessed[gt] += 1
         if not is_boundary:
             if c == g and ct == gt:
@@ -410,19 +404,8 @@ def _conlleval_counts(pairs):
         last_c, last_ct, last_g, last_gt = c, ct, g, gt
 
     if in_correct:
-        correct_chunks += 1
         type_correct[last_ct] += 1
-
-    return dict(
-        correct_chunks=correct_chunks,
-        found_correct=found_correct,
-        found_guessed=found_guessed,
-        correct_tags=correct_tags,
-        tokens=tokens,
-        type_correct=type_correct,
-        type_found_correct=type_found_correct,
-        type_found_guessed=type_found_guessed,
-    )
+    return type_correct, type_found_correct, type_found_guessed, correct_tags, tokens
 
 
 def _prf(correct, guessed, gold):
@@ -464,65 +447,47 @@ def span_scores(y_true, y_pred, *, scheme="conlleval"):
             ([_iobes_to_iob2(x) for x in t], [_iobes_to_iob2(x) for x in p])
             for t, p in pairs
         ]
-    counts = _conlleval_counts(pairs)
-    precision, recall, f1 = _prf(
-        counts["correct_chunks"], counts["found_guessed"], counts["found_correct"]
-    )
+    type_correct, type_found_correct, type_found_guessed, correct_tags, tokens = _conlleval_counts(pairs)
+    correct_chunks = sum(type_correct.values())
+    found_correct = sum(type_found_correct.values())
+    found_guessed = sum(type_found_guessed.values())
+    precision, recall, f1 = _prf(correct_chunks, found_guessed, found_correct)
     per_type = {}
-    types = set(counts["type_found_correct"]) | set(counts["type_found_guessed"])
-    for name in sorted(types):
-        correct = counts["type_correct"][name]
-        found_correct = counts["type_found_correct"][name]
-        found_guessed = counts["type_found_guessed"][name]
-        p, r, f = _prf(correct, found_guessed, found_correct)
+    for name in sorted(set(type_found_correct) | set(type_found_guessed)):
+        correct = type_correct[name]
+        p, r, f = _prf(correct, type_found_guessed[name], type_found_correct[name])
         per_type[name] = {
             "precision": p,
             "recall": r,
             "f1": f,
-            "found_correct": found_correct,
-            "found_guessed": found_guessed,
+            "found_correct": type_found_correct[name],
+            "found_guessed": type_found_guessed[name],
             "correct": correct,
         }
-    tokens = counts["tokens"]
     return {
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "accuracy": float(counts["correct_tags"] / tokens) if tokens else 0.0,
-        "found_correct": counts["found_correct"],
-        "found_guessed": counts["found_guessed"],
-        "correct_chunks": counts["correct_chunks"],
+        "accuracy": float(correct_tags / tokens) if tokens else 0.0,
+        "found_correct": found_correct,
+        "found_guessed": found_guessed,
+        "correct_chunks": correct_chunks,
         "per_type": per_type,
     }
 
 
 def span_f1(y_true, y_pred):
-    """Chunk F1 exactly as conlleval computes it (as a fraction).
-
-    Args:
-        y_true: sequence of sentences, each a sequence of tag strings.
-        y_pred: sequence of sentences, each as long as its `y_true` sentence.
-    """
+    """Chunk F1 exactly as conlleval computes it, as a fraction (arguments as `span_scores`)."""
     return span_scores(y_true, y_pred)["f1"]
 
 
 def span_precision(y_true, y_pred):
-    """Chunk precision (correct chunks / predicted chunks), as conlleval.
-
-    Args:
-        y_true: sequence of sentences, each a sequence of tag strings.
-        y_pred: sequence of sentences, each as long as its `y_true` sentence.
-    """
+    """Chunk precision (correct chunks / predicted chunks), as conlleval (arguments as `span_scores`)."""
     return span_scores(y_true, y_pred)["precision"]
 
 
 def span_recall(y_true, y_pred):
-    """Chunk recall (correct chunks / true chunks), as conlleval.
-
-    Args:
-        y_true: sequence of sentences, each a sequence of tag strings.
-        y_pred: sequence of sentences, each as long as its `y_true` sentence.
-    """
+    """Chunk recall (correct chunks / true chunks), as conlleval (arguments as `span_scores`)."""
     return span_scores(y_true, y_pred)["recall"]
 
 

@@ -22,14 +22,10 @@ from keras_mtl.layers.task_embedding import TaskEmbedding
 from keras_mtl.tasks import for_task
 
 
-def needs_task_ids(model_cfg):
-    """Whether the model takes a `task_ids` input (conditioning or adapters)."""
+def sees_task(model_cfg):
+    """Whether the encoder sees the task (`task_conditioning` or adapters):
+    the model then takes a `task_ids` input and encodes an example once per task."""
     return model_cfg.task_conditioning != "none" or model_cfg.adapter_dim > 0
-
-
-def encodes_per_task(model_cfg):
-    """Whether an example is encoded once per task (the encoder sees the task)."""
-    return needs_task_ids(model_cfg)
 
 
 def build_model(config, classes, vocabulary_size, backbone=None):
@@ -56,7 +52,7 @@ def build_model(config, classes, vocabulary_size, backbone=None):
     padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")
     inputs = {"token_ids": token_ids, "padding_mask": padding_mask}
     task_ids = None
-    if needs_task_ids(m):
+    if sees_task(m):
         task_ids = keras.Input(shape=(), dtype="int32", name="task_ids")
         inputs["task_ids"] = task_ids
 
@@ -75,7 +71,7 @@ def build_model(config, classes, vocabulary_size, backbone=None):
     if backbone is not None:
         from keras_mtl.pretrained import backbone_encoder, check_rebuildable
 
-        if needs_task_ids(m):
+        if sees_task(m):
             check_rebuildable(backbone, m)
             x, mask = backbone_encoder(backbone, token_ids, padding_mask, condition=condition, after_layer=after_layer)
         else:  # the backbone as a whole, as it was saved (runs from before the rebuild load the same)

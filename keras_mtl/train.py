@@ -6,7 +6,6 @@
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -16,13 +15,11 @@ import numpy as np
 
 from keras_mtl.callbacks import PerTaskEvaluation, RunBackup, TaskNaNGuard, read_backup_state
 from keras_mtl.config import load_config
-from keras_mtl.data.load import load_task_data
-from keras_mtl.data.buckets import training_bucket_lengths
-from keras_mtl.data.pipeline import apply_class_weights, encode_split, train_dataset
-from keras_mtl.data.tokenize import compute_vocabulary, make_encoder, save_vocabulary
+from keras_mtl.data.tokenize import save_vocabulary
 from keras_mtl.errors import ConfigError, KerasMTLError
 from keras_mtl.evaluate import write_test_report
-from keras_mtl.model import build_model, encodes_per_task, loss_for
+from keras_mtl.model import build_model, loss_for
+from keras_mtl.prepare import check_max_steps, prepare
 from keras_mtl.workdir import (
     RunFiles,
     RunRecord,
@@ -41,24 +38,6 @@ RESUME_IGNORES = ("train.eval_batch_size", "tasks.*.unseen_labels")
 
 class TrainingFailed(KerasMTLError):
     """Training stopped early (NaN loss)."""
-
-
-def check_max_steps(max_steps):
-    """`max_steps` is None (the configured schedule) or an integer >= 1."""
-    if max_steps is None:
-        return
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-        raise ConfigError(f"max_steps (--max-steps) must be an integer >= 1. Received: max_steps={max_steps!r}")
-
-
-def plan_steps(train_cfg, num_train, max_steps=None):
-    """(epochs, steps_per_epoch): one epoch = one pass over the unique training examples."""
-    steps = train_cfg.steps_per_epoch or max(1, math.ceil(num_train / train_cfg.batch_size))
-    epochs = train_cfg.epochs
-    if max_steps is not None:
-        steps = min(steps, max_steps)
-        epochs = max(1, min(epochs, max_steps // steps))
-    return epochs, steps
 
 
 def make_optimizer(train_cfg, total_steps):
@@ -82,7 +61,7 @@ def compiled_trainer(network, config, total_steps):
     the trainer's train step clips it). Call it inside the distribution's
     scope.
     """
-    from keras_mtl.trainer import MultiTaskTrainer
+    from keras_mtl.multitask_trainer import MultiTaskTrainer
 
     model = MultiTaskTrainer(
         network,
@@ -123,7 +102,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
         WorkdirBusy: another `train` is writing into `workdir`.
     """
     from keras_mtl import distribute
-    from keras_mtl.trainer import check_weighting_supported
+    from keras_mtl.multitask_trainer import check_weighting_supported
 
     check_max_steps(max_steps)
     loaded = load_config(config, overrides)
@@ -137,7 +116,7 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
 
 def _train(loaded, files, max_steps, verbose, fresh):
     from keras_mtl import distribute
-    from keras_mtl.trainer import LossWeightLogger
+    from keras_mtl.multitask_trainer import LossWeightLogger
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
@@ -150,27 +129,12 @@ def _train(loaded, files, max_steps, verbose, fresh):
     started = time.time()
 
     # === Data === (nothing in the work dir is touched until this succeeded)
-    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
-    vocabulary = _vocabulary(config, data)
-    encoder = make_encoder(vocabulary, config.model)
-    encoded = {
-        split: encode_split(data.splits[split], encoder, config.tasks, data.classes)
-        for split in ("train", "dev", "test")
-    }
-    class_weights = apply_class_weights(encoded["train"], config.tasks, data.classes)
-    epochs, steps = plan_steps(config.train, len(encoded["train"]), max_steps)
-    conditioning = "per_task" if encodes_per_task(config.model) else "none"
-    buckets = training_bucket_lengths(encoded["train"], config.tasks, config.train, config.model.max_sequence_length)
-    dataset, sizes, schedule = train_dataset(
-        encoded["train"],
-        config.tasks,
-        config.train.model_copy(update={"epochs": epochs, "bucket_lengths": buckets}),
-        config.model.max_sequence_length,
-        conditioning,
-        pad_id=encoder.pad_id,
-        seed=config.seed,
-        steps_per_epoch=steps,
+    prepared = prepare(loaded, max_steps=max_steps)
+    data, vocabulary, encoder, encoded, plan = (
+        prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded, prepared.plan
     )
+    epochs, steps, schedule = plan.epochs, plan.steps_per_epoch, plan.schedule
+    dataset = prepared.train_dataset()
     run_state = {
         "config": loaded.raw,
         "backend": keras.backend.backend(),
@@ -209,7 +173,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
             model.loss_history = _loss_history(stage.metrics_csv, config.task_names, resumed_epoch)
 
     # === Fit ===
-    present = [t.name for t, s in zip(config.tasks, sizes) if s > 0]
+    present = plan.present
     monitor = PerTaskEvaluation(
         config,
         encoded["dev"],
@@ -243,12 +207,12 @@ def _train(loaded, files, max_steps, verbose, fresh):
         config,
         data.classes,
         pad_id=encoder.pad_id,
-        train_sizes=dict(zip(config.task_names, sizes)),
-        class_weights=class_weights,
+        train_sizes=dict(zip(config.task_names, plan.sizes)),
+        class_weights=plan.class_weights,
         sampling_schedule={"tasks": present, "probabilities": np.asarray(schedule).tolist()},
         epochs=epochs,
         steps_per_epoch=steps,
-        bucket_lengths=buckets,
+        bucket_lengths=plan.bucket_lengths,
         replicas=replicas,
         loss_weighting=config.train.loss_weighting,
         final_loss_weights={k: float(v) for k, v in model.current_weights().items()},
@@ -351,13 +315,3 @@ def _loss_history(csv_path, task_names, epochs):
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = [r for r in csv.DictReader(f) if r.get("epoch") and int(r["epoch"]) <= epochs]
     return [[float(r.get(f"train_{t}_loss") or "nan") for t in task_names] for r in rows]
-
-
-
-def _vocabulary(config, data):
-    if config.model.preset:
-        from keras_mtl.pretrained import preset_vocabulary
-
-        return preset_vocabulary(config.model)
-    texts = sorted({ex.text for ex in data.splits["train"]})
-    return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)

@@ -42,83 +42,54 @@ class WorkdirBusy(ModelError):
     """Another process is training into the work dir."""
 
 
+def _path(relative, doc=None):
+    """A `RunFiles` property: the path `relative` below the run's root."""
+    return property(lambda self: self.root / relative, doc=doc)
+
+
 @dataclasses.dataclass
 class RunFiles:
     root: Path
 
-    @property
-    def config(self):
-        return self.root / "config.yaml"
-
-    @property
-    def vocab(self):
-        return self.root / "vocab.txt"
-
-    @property
-    def run(self):
-        return self.root / "run.json"
-
-    @property
-    def model(self):
-        return self.root / "model.keras"
-
-    @property
-    def metrics_csv(self):
-        return self.root / "metrics.csv"
-
-    @property
-    def logs(self):
-        return self.root / "logs"
-
-    @property
-    def backup(self):
-        return self.root / "backup"
-
-    @property
-    def report_json(self):
-        return self.root / "report.json"
-
-    @property
-    def report_md(self):
-        return self.root / "report.md"
-
-    @property
-    def lock(self):
-        return self.root / ".lock"
+    config = _path("config.yaml")
+    vocab = _path("vocab.txt")
+    run = _path("run.json")
+    model = _path("model.keras")
+    metrics_csv = _path("metrics.csv")
+    logs = _path("logs")
+    backup = _path("backup")
+    report_json = _path("report.json")
+    report_md = _path("report.md")
+    lock = _path(".lock")
+    checkpoint = _path("backup/checkpoint", "The per-epoch training state of the unfinished run (`RunBackup`).")
+    run_state = _path(
+        "backup/run_state.json",
+        "What the unfinished run was started with (config, plan, data), to check a resume against.",
+    )
+    complete_marker = _path("backup/COMPLETE")
 
     def staged(self):
         """The same files inside `backup/`, where an unfinished run writes them."""
         return RunFiles(self.backup)
-
-    @property
-    def checkpoint(self):
-        """The per-epoch training state of the unfinished run (`RunBackup`)."""
-        return self.backup / "checkpoint"
-
-    @property
-    def run_state(self):
-        """What the unfinished run was started with (config, plan, data), to check a resume against."""
-        return self.backup / "run_state.json"
-
-    @property
-    def complete_marker(self):
-        return self.backup / "COMPLETE"
 
 
 def default_workdir(config):
     return Path("runs") / config.name
 
 
-def write_json(path, data):
+def _write_text(path, text):
+    """Write `path` whole or not at all (a `.tmp` file renamed over it)."""
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
+def write_json(path, data):
+    _write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
 def save_config(files, loaded):
-    tmp = Path(str(files.config) + ".tmp")
-    tmp.write_text(yaml.safe_dump(loaded.raw, sort_keys=False), encoding="utf-8")
-    tmp.replace(files.config)
+    _write_text(files.config, yaml.safe_dump(loaded.raw, sort_keys=False))
 
 
 @contextlib.contextmanager

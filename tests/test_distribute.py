@@ -154,7 +154,7 @@ TF_SCRIPT = textwrap.dedent(
         # gradient under `mirrored` (distribute.global_gradient_clipping).
         from keras_mtl.model import build_model, loss_for
         from keras_mtl.train import make_optimizer
-        from keras_mtl.trainer import MultiTaskTrainer
+        from keras_mtl.multitask_trainer import MultiTaskTrainer
         config = config_from_dict(args["step_config"]).config
         ids = rng.integers(3, 60, size=(BATCHES * 8, 16)).astype("int32")
         ids[:, 12:] = 0

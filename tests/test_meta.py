@@ -1,11 +1,11 @@
-"""Reptile meta-training and few-shot adaptation (keras_mtl/meta.py), at tiny sizes."""
+"""Reptile meta-training and few-shot adaptation (keras_mtl/meta/: reptile.py, adapt.py), at tiny sizes."""
 
 import json
 
 import numpy as np
 import pytest
 
-from keras_mtl import meta
+from keras_mtl.meta import adapt, batches, reptile
 from keras_mtl.config import config_from_dict
 from keras_mtl.data.example import Example
 from keras_mtl.errors import ConfigError, DataError, ModelError
@@ -51,7 +51,7 @@ def _new_task_config(train=40, test=24):
 @pytest.fixture(scope="module")
 def meta_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("meta") / "run"
-    out = meta.meta_train(_meta_config(), root, inner_steps=2, meta_steps=3, inner_lr=1e-3, meta_lr=0.5, verbose=0)
+    out = reptile.meta_train(_meta_config(), root, inner_steps=2, meta_steps=3, inner_lr=1e-3, meta_lr=0.5, verbose=0)
     return out
 
 
@@ -64,20 +64,20 @@ def test_reptile_update_moves_toward_the_mean_of_adapted_weights():
     theta = [np.array([1.0, 2.0], np.float32), np.array([[0.0]], np.float32)]
     one = [np.array([3.0, 2.0], np.float32), np.array([[4.0]], np.float32)]
     two = [np.array([1.0, 6.0], np.float32), np.array([[0.0]], np.float32)]
-    out = meta.reptile_update(theta, [one], 0.5)
+    out = reptile.reptile_update(theta, [one], 0.5)
     np.testing.assert_allclose(out[0], [2.0, 2.0])
     np.testing.assert_allclose(out[1], [[2.0]])
-    out = meta.reptile_update(theta, [one, two], 1.0)  # the average of the two tasks' updates
+    out = reptile.reptile_update(theta, [one, two], 1.0)  # the average of the two tasks' updates
     np.testing.assert_allclose(out[0], [2.0, 4.0])
     np.testing.assert_allclose(out[1], [[2.0]])
     assert out[0].dtype == np.float32
-    np.testing.assert_allclose(meta.reptile_update(theta, [one], 0.0)[0], theta[0])
+    np.testing.assert_allclose(reptile.reptile_update(theta, [one], 0.0)[0], theta[0])
 
 
 def test_epsilon_is_linearly_annealed():
-    assert meta._epsilon(1.0, 0, 4, True) == 1.0
-    assert meta._epsilon(1.0, 2, 4, True) == 0.5
-    assert meta._epsilon(0.3, 3, 4, False) == 0.3
+    assert reptile._epsilon(1.0, 0, 4, True) == 1.0
+    assert reptile._epsilon(1.0, 2, 4, True) == 0.5
+    assert reptile._epsilon(0.3, 3, 4, False) == 0.3
 
 
 def _examples(counts):
@@ -86,21 +86,21 @@ def _examples(counts):
 
 def test_sample_shots_is_k_per_class_and_seeded():
     examples = _examples({"a": 10, "b": 6})
-    s0 = meta.sample_shots(examples, "t", ["a", "b"], 3, seed=0)
+    s0 = adapt.sample_shots(examples, "t", ["a", "b"], 3, seed=0)
     assert [ex.labels["t"] for ex in s0] == ["a"] * 3 + ["b"] * 3
     assert len({ex.text for ex in s0}) == 6
-    assert [ex.text for ex in meta.sample_shots(examples, "t", ["a", "b"], 3, seed=0)] == [ex.text for ex in s0]
-    others = [[ex.text for ex in meta.sample_shots(examples, "t", ["a", "b"], 3, seed=s)] for s in range(1, 6)]
+    assert [ex.text for ex in adapt.sample_shots(examples, "t", ["a", "b"], 3, seed=0)] == [ex.text for ex in s0]
+    others = [[ex.text for ex in adapt.sample_shots(examples, "t", ["a", "b"], 3, seed=s)] for s in range(1, 6)]
     assert any(o != [ex.text for ex in s0] for o in others)
 
 
 def test_sample_shots_names_the_short_class_and_counts():
     examples = _examples({"a": 10, "b": 2})
     with pytest.raises(DataError, match=r"class 'b' has only 2.*'a': 10, 'b': 2"):
-        meta.sample_shots(examples, "t", ["a", "b"], 5, seed=0)
+        adapt.sample_shots(examples, "t", ["a", "b"], 5, seed=0)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="shots must be an integer >= 1"):
-            meta.sample_shots(examples, "t", ["a", "b"], bad, seed=0)
+            adapt.sample_shots(examples, "t", ["a", "b"], bad, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -117,7 +117,7 @@ def test_sample_shots_names_the_short_class_and_counts():
 )
 def test_meta_train_rejects_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        meta.meta_train(_meta_config(), tmp_path / "w", **kwargs)
+        reptile.meta_train(_meta_config(), tmp_path / "w", **kwargs)
     assert not (tmp_path / "w").exists()
 
 
@@ -147,7 +147,7 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     enc = make_encoder(vocab, config.model)
     train = encode_split(data.splits["train"], enc, config.tasks, data.classes)
     model = build_model(config, data.classes, len(vocab))
-    rep = meta.Reptile(model, config, inner_lr=0.05, inner_optimizer="sgd")
+    rep = reptile.Reptile(model, config, inner_lr=0.05, inner_optimizer="sgd")
     shared_names = {v.path for v in rep.shared}
     assert any(p.startswith("embedding/") for p in shared_names)
     assert any(p.startswith("embedding_norm/") for p in shared_names)
@@ -155,7 +155,7 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     assert {v.path.split("/")[0] for v in rep.specific["topic"]} == {"topic"}
 
     rows = list(train.indices("topic")[:8])
-    batch = meta.make_batch(train, rows, config.tasks[0], 0, [24], enc.pad_id, with_task_ids=True)
+    batch = batches.make_batch(train, rows, config.tasks[0], 0, [24], enc.pad_id, sees_task=True)
     assert batch[0]["task_ids"].tolist() == [0] * 8 and batch[1].shape == (8,)
     assert float(batch[2].sum()) == 8.0
 
@@ -221,7 +221,7 @@ def test_adapt_copies_the_encoder_and_fits_a_fresh_head(meta_run, tmp_path):
 
     from keras_mtl.workdir import load_run
 
-    result = meta.adapt(meta_run, _new_task_config(), shots=3, seed=1, steps=0, out=tmp_path / "adapted")
+    result = adapt.adapt(meta_run, _new_task_config(), shots=3, seed=1, steps=0, out=tmp_path / "adapted")
     assert result["task"] == "sentiment" and result["train_examples"] == 6
     assert set(result["class_counts"]) == {"negative", "positive"}
     assert {"embedding", "embedding_norm", "encoder_0", "task_embedding"} <= set(result["copied_layers"])
@@ -241,7 +241,7 @@ def test_adapt_copies_the_encoder_and_fits_a_fresh_head(meta_run, tmp_path):
 
 @pytest.mark.slow
 def test_adapt_from_scratch_copies_nothing(meta_run):
-    result = meta.adapt(meta_run, _new_task_config(), shots=2, seed=0, steps=0, init="scratch", check_overlap=False)
+    result = adapt.adapt(meta_run, _new_task_config(), shots=2, seed=0, steps=0, init="scratch", check_overlap=False)
     assert result["copied_layers"] == [] and "encoder_0" in result["fresh_layers"]
     assert result["test_overlap_with_workdir_train"] is None
     assert set(result["test"]) == {"accuracy"}
@@ -251,14 +251,14 @@ def test_a_failed_meta_train_keeps_the_previous_run(tmp_path):
     # Nothing a user has may be destroyed before the new result exists: a
     # re-run whose data fails leaves the previous model, report and config.
     root = tmp_path / "run"
-    meta.meta_train(_meta_config(), root, inner_steps=1, meta_steps=1, verbose=0)
+    reptile.meta_train(_meta_config(), root, inner_steps=1, meta_steps=1, verbose=0)
     before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file() and p.name != ".lock"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "a b", "label": "x"}\n{"text": \n', encoding="utf-8")
     config = _meta_config()
     config["tasks"][0]["data"] = {"format": "jsonl", "train": str(bad)}
     with pytest.raises(DataError, match=r"bad\.jsonl:2"):
-        meta.meta_train(config, root, inner_steps=1, meta_steps=1, verbose=0)
+        reptile.meta_train(config, root, inner_steps=1, meta_steps=1, verbose=0)
     after = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file() and p.name != ".lock"}
     assert after == before and not (root / "backup").exists()
 
@@ -266,27 +266,27 @@ def test_a_failed_meta_train_keeps_the_previous_run(tmp_path):
 @pytest.mark.slow
 def test_adapt_bad_input(meta_run, tmp_path):
     with pytest.raises(DataError, match=r"--shots 500 needs 500 training examples of every class, but class '\w+' has only \d+"):
-        meta.adapt(meta_run, _new_task_config(), shots=500)
+        adapt.adapt(meta_run, _new_task_config(), shots=500)
     with pytest.raises(ConfigError, match="shots must be an integer >= 1"):
-        meta.adapt(meta_run, _new_task_config(), shots=0)
+        adapt.adapt(meta_run, _new_task_config(), shots=0)
     with pytest.raises(ConfigError, match="unknown init 'imagenet'; expected one of pretrained, scratch"):
-        meta.adapt(meta_run, _new_task_config(), shots=1, init="imagenet")
+        adapt.adapt(meta_run, _new_task_config(), shots=1, init="imagenet")
     for lr in (-1e-3, 0.0, float("nan"), float("inf")):
         with pytest.raises(ConfigError, match=r"--lr must be a finite number > 0"):
-            meta.adapt(meta_run, _new_task_config(), shots=1, learning_rate=lr)
+            adapt.adapt(meta_run, _new_task_config(), shots=1, learning_rate=lr)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="no trained model here"):
-        meta.adapt(tmp_path / "empty", _new_task_config(), shots=1)
+        adapt.adapt(tmp_path / "empty", _new_task_config(), shots=1)
     with pytest.raises(ModelError, match="work dir not found"):
-        meta.adapt(tmp_path / "missing", _new_task_config(), shots=1)
+        adapt.adapt(tmp_path / "missing", _new_task_config(), shots=1)
     tagging = _new_task_config()
     tagging["tasks"] = [{"name": "tags", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 8}}]
     with pytest.raises(ConfigError, match="adapt fits classification tasks"):
-        meta.adapt(meta_run, tagging, shots=1)
+        adapt.adapt(meta_run, tagging, shots=1)
     two = _new_task_config()
     two["tasks"].append({"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 8}})
     with pytest.raises(ConfigError, match="pick one with --task"):
-        meta.adapt(meta_run, two, shots=1)
+        adapt.adapt(meta_run, two, shots=1)
 
 
 def test_cli_arguments_parse():
@@ -294,8 +294,8 @@ def test_cli_arguments_parse():
 
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    meta.add_meta_train_arguments(sub.add_parser("meta-train"))
-    meta.add_adapt_arguments(sub.add_parser("adapt"))
+    reptile.add_meta_train_arguments(sub.add_parser("meta-train"))
+    adapt.add_adapt_arguments(sub.add_parser("adapt"))
     a = p.parse_args(["meta-train", "c.yaml", "--inner-steps", "3", "--meta-lr", "0.5", "--no-anneal", "--set", "seed=1"])
     assert (a.inner_steps, a.meta_steps, a.meta_lr, a.no_anneal, a.set) == (3, 200, 0.5, True, ["seed=1"])
     a = p.parse_args(["adapt", "runs/x", "new.yaml", "--shots", "8", "--init", "scratch", "--seed", "2"])
@@ -306,7 +306,7 @@ def test_cli_arguments_parse():
 
 @pytest.mark.slow
 def test_adapter_runs_are_reproducible_and_independent(meta_run):
-    adapter = meta.Adapter(meta_run, _new_task_config(), check_overlap=False)
+    adapter = adapt.Adapter(meta_run, _new_task_config(), check_overlap=False)
     first = adapter.run(2, seed=3, steps=2)
     other = adapter.run(4, seed=4, steps=2)
     again = adapter.run(2, seed=3, steps=2)  # the state left by the other run is fully reset

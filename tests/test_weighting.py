@@ -1,6 +1,6 @@
 """Loss-weighting strategies (keras_mtl.weighting): registry, and each
 strategy's math on hand-worked cases, on every backend. Training with them:
-tests/test_trainer.py."""
+tests/test_multitask_trainer.py."""
 
 import subprocess
 import sys

@@ -95,16 +95,15 @@ def example_draw_weights(split, tasks, probabilities):
     return weights
 
 
-def training_bucket_lengths(split, tasks, train_cfg, max_length):
+def training_bucket_lengths(split, tasks, train_cfg, max_length, schedule=None):
     """The padded lengths training uses: the configured ones, or with
     `bucket_lengths: auto` the `num_buckets` lengths that minimize the
-    expected padding under the sampling schedule (its mean over epochs)."""
+    expected padding under the sampling `schedule` (its mean over epochs;
+    default `sampling.training_schedule(split, tasks, train_cfg)`)."""
     if train_cfg.bucket_lengths != "auto":
         return bucket_lengths(train_cfg.bucket_lengths, max_length)
-    sizes = [len(split.indices(t.name)) for t in tasks]
-    schedule = sampling.probability_schedule(
-        [s for s in sizes if s > 0], train_cfg.sampling, train_cfg.temperature, train_cfg.epochs
-    )
+    if schedule is None:
+        schedule = sampling.training_schedule(split, tasks, train_cfg)
     weights = example_draw_weights(split, tasks, np.mean(np.asarray(schedule), axis=0))
     lengths = [len(ids) for ids in split.token_ids]
     return optimal_bucket_lengths(lengths, weights, train_cfg.num_buckets, max_length)

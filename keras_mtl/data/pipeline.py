@@ -13,8 +13,9 @@ classification int32 [B] / [B]; tagging (token-level) int32 [B, L] / [B, L]
 multilabel float32 [B, C] / [B].
 
 Training draws from one dataset per task with the configured sampling
-strategy (`sampling.py`); without task conditioning an example keeps all its
-labels (one forward pass trains every task it has), with conditioning it is
+strategy (`sampling.py`); when the encoder does not see the task
+(`model.sees_task`) an example keeps all its labels (one forward pass trains
+every task it has), when it does it is
 drawn once per task and carries that task's id and only that task's label.
 L is one of a few fixed bucket lengths (JAX compiles once per shape).
 
@@ -97,16 +98,17 @@ def _ragged(arrays, dtype=None):
     return tf.RaggedTensor.from_row_lengths(values, np.asarray(lengths, np.int64))
 
 
-def _task_elements(split, tasks, task_index, conditioning):
-    """The slices of one task's dataset: its examples with every task's labels."""
+def _task_elements(split, tasks, task_index, sees_task):
+    """The slices of one task's dataset: its examples with every task's labels
+    (only its own when the encoder sees the task: one pass per task)."""
     own = tasks[task_index].name
     idx = split.indices(own)
     elem = {"token_ids": _ragged([split.token_ids[i] for i in idx], np.int32)}
-    if conditioning != "none":
+    if sees_task:
         elem["task_ids"] = np.full([len(idx)], task_index, np.int32)
     for task in tasks:
         name = task.name
-        keep = conditioning == "none" or name == own
+        keep = not sees_task or name == own
         w = split.weights[name][idx] if keep else np.zeros([len(idx)], np.float32)
         head = for_task(task)
         y, w = head.dataset_columns(split.labels[name], idx, w)
@@ -116,7 +118,7 @@ def _task_elements(split, tasks, task_index, conditioning):
     return elem
 
 
-def _mean_units(split, tasks, task_index, conditioning):
+def _mean_units(split, tasks, task_index, sees_task):
     """[T]: the mean total label weight per example of one task's dataset,
     for every task (labelled tokens for tagging, examples for the others,
     class weights included): what `_task_elements` puts in `w/<task>`."""
@@ -125,7 +127,7 @@ def _mean_units(split, tasks, task_index, conditioning):
     out = []
     for task in tasks:
         name = task.name
-        if conditioning != "none" and name != own:
+        if sees_task and name != own:
             out.append(0.0)
             continue
         w = for_task(task).label_units(split.labels[name], idx, split.weights[name][idx])
@@ -159,8 +161,18 @@ def _to_model_inputs(batch, tasks, pad_id):
     return x, y, sw
 
 
-def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, seed=0, steps_per_epoch=None):
+def train_dataset(
+    split, tasks, train_cfg, max_length, sees_task, pad_id=0, seed=0, steps_per_epoch=None,
+    schedule=None, bucket_lengths=None,
+):
     """The infinite, mixed, bucketed training dataset.
+
+    `sees_task` (`model.sees_task(model_cfg)`): the encoder sees the task, so
+    an example is drawn (and encoded) once per task, with that task's id and
+    labels only. `schedule` and `bucket_lengths` are the run's
+    (`keras_mtl.prepare.prepare` computes them once); by default they are
+    computed here from `train_cfg` (`sampling.training_schedule`,
+    `buckets.training_bucket_lengths`).
 
     With `train.loss_normalizer: expected` the sample weights are divided by
     the EXPECTED label weight of task t in a batch, B x u_t, where u_t is the
@@ -182,17 +194,18 @@ def train_dataset(split, tasks, train_cfg, max_length, conditioning, pad_id=0, s
     """
     sizes = [len(split.indices(t.name)) for t in tasks]
     present = [i for i, s in enumerate(sizes) if s > 0]
-    schedule = sampling.probability_schedule(
-        [sizes[i] for i in present], train_cfg.sampling, train_cfg.temperature, train_cfg.epochs
+    if schedule is None:
+        schedule = sampling.training_schedule(split, tasks, train_cfg)
+    lengths = bucket_lengths if bucket_lengths is not None else training_bucket_lengths(
+        split, tasks, train_cfg, max_length, schedule
     )
-    lengths = training_bucket_lengths(split, tasks, train_cfg, max_length)
     per_task_batches = train_cfg.batch_mode == "per_task"
     expected = getattr(train_cfg, "loss_normalizer", "batch") == "expected"
     loss_batch = train_cfg.batch_size
-    units = np.stack([_mean_units(split, tasks, i, conditioning) for i in present])  # [sources, T]
+    units = np.stack([_mean_units(split, tasks, i, sees_task) for i in present])  # [sources, T]
     datasets = []
     for k, i in enumerate(present):
-        ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, conditioning))
+        ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, sees_task))
         ds = ds.map(_dense_rows)
         if expected and per_task_batches:  # a batch holds one source task's examples
             factors = tf.constant(_inverse(loss_batch * units[k]))

@@ -51,3 +51,10 @@ def probability_schedule(sizes, strategy, temperature, epochs):
     return np.stack(
         [task_probabilities(sizes, strategy, temperature, e, epochs) for e in range(1, epochs + 1)]
     ).astype(np.float32)
+
+
+def training_schedule(split, tasks, train_cfg):
+    """The training stream's [epochs, tasks with examples] sampling
+    probabilities for an encoded training split (`train_cfg.epochs` epochs)."""
+    sizes = [len(split.indices(t.name)) for t in tasks]
+    return probability_schedule([s for s in sizes if s > 0], train_cfg.sampling, train_cfg.temperature, train_cfg.epochs)

@@ -1,41 +1,11 @@
 import keras
 from keras import ops
 
-
-def _slice_initializer(initializer, index):
-    """A copy of `initializer` that draws different values for slice `index`.
-
-    Keras initializers seeded with an int (or unseeded, which means a fixed
-    default int seed) return the same values on every call, which would make
-    all experts (or all tasks' adapters) identical. Offsetting the seed by the
-    slice index keeps the initialization reproducible yet different per
-    slice.
-    """
-    seed = getattr(initializer, "seed", None)
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        config = initializer.get_config()
-        config["seed"] = seed + index
-        return initializer.__class__.from_config(config)
-    return initializer
-
-
-def _stacked_initializer(initializer, num_slices):
-    """Initializer for a `[num_slices, *shape]` weight, one slice at a time.
-
-    Each slice is initialized as if it were its own `shape` weight, so fan-in
-    based initializers (`"glorot_uniform"`, `"he_normal"`, ...) get the fans
-    of one expert / one task instead of fans inflated by `num_slices`.
-    """
-    initializer = keras.initializers.get(initializer)
-
-    def initialize(shape, dtype=None):
-        slices = [
-            _slice_initializer(initializer, i)(tuple(shape[1:]), dtype=dtype)
-            for i in range(num_slices)
-        ]
-        return ops.stack(slices, axis=0)
-
-    return initialize
+from keras_mtl.layers._common import add_weights
+from keras_mtl.layers._common import check_positive_ints
+from keras_mtl.layers._common import config_entries
+from keras_mtl.layers._common import last_axis
+from keras_mtl.layers._common import stacked_initializer
 
 
 def _flatten(inputs):
@@ -89,16 +59,7 @@ class MixtureOfExperts(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg_name, value in [
-            ("num_experts", num_experts),
-            ("num_tasks", num_tasks),
-            ("expert_dim", expert_dim),
-        ]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{arg_name}` must be a positive integer. "
-                    f"Received: {arg_name}={value}"
-                )
+        check_positive_ints(num_experts=num_experts, num_tasks=num_tasks, expert_dim=expert_dim)
         self.num_experts = num_experts
         self.num_tasks = num_tasks
         self.expert_dim = expert_dim
@@ -108,50 +69,28 @@ class MixtureOfExperts(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, inputs_shape):
-        hidden_dim = inputs_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                "The last axis of the input to `MixtureOfExperts` must be "
-                f"defined. Received: inputs_shape={inputs_shape}"
-            )
-        num_experts, expert_dim = self.num_experts, self.expert_dim
-        self.expert_kernel_1 = self.add_weight(
-            name="expert_kernel_1",
-            shape=(num_experts, hidden_dim, expert_dim),
-            initializer=_stacked_initializer(
-                self.kernel_initializer, num_experts
-            ),
-        )
-        self.expert_bias_1 = self.add_weight(
-            name="expert_bias_1",
-            shape=(num_experts, expert_dim),
-            initializer=self.bias_initializer,
-        )
-        self.expert_kernel_2 = self.add_weight(
-            name="expert_kernel_2",
-            shape=(num_experts, expert_dim, hidden_dim),
-            initializer=_stacked_initializer(
-                self.kernel_initializer, num_experts
-            ),
-        )
-        self.expert_bias_2 = self.add_weight(
-            name="expert_bias_2",
-            shape=(num_experts, hidden_dim),
-            initializer=self.bias_initializer,
-        )
-        self.gate_kernel = self.add_weight(
-            name="gate_kernel",
-            shape=(self.num_tasks, hidden_dim, num_experts),
-            initializer=_stacked_initializer(
-                self.kernel_initializer, self.num_tasks
-            ),
-        )
-        self.gate_bias = self.add_weight(
-            name="gate_bias",
-            shape=(self.num_tasks, num_experts),
-            initializer=self.bias_initializer,
+        hidden_dim = last_axis(inputs_shape, "the input to `MixtureOfExperts`")
+        num_experts, expert_dim, num_tasks = self.num_experts, self.expert_dim, self.num_tasks
+        experts_init = stacked_initializer(self.kernel_initializer, num_experts)
+        add_weights(
+            self,
+            [
+                ("expert_kernel_1", (num_experts, hidden_dim, expert_dim), experts_init),
+                ("expert_bias_1", (num_experts, expert_dim), self.bias_initializer),
+                ("expert_kernel_2", (num_experts, expert_dim, hidden_dim), experts_init),
+                ("expert_bias_2", (num_experts, hidden_dim), self.bias_initializer),
+                ("gate_kernel", (num_tasks, hidden_dim, num_experts),
+                 stacked_initializer(self.kernel_initializer, num_tasks)),
+                ("gate_bias", (num_tasks, num_experts), self.bias_initializer),
+            ],
         )
         self.built = True
+
+    def _in_compute_dtype(self, inputs, *weights):
+        """`inputs` and the weights named `weights`, cast to the compute dtype (building the layer if needed)."""
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        return [ops.cast(x, self.compute_dtype) for x in (inputs, *(getattr(self, w) for w in weights))]
 
     def compute_gates(self, inputs):
         """Gate probabilities, shape `[..., num_tasks, num_experts]`.
@@ -159,24 +98,16 @@ class MixtureOfExperts(keras.layers.Layer):
         `compute_gates(x)[..., t, :]` is task `t`'s softmax distribution over
         the experts (sums to 1).
         """
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        inputs = ops.cast(inputs, self.compute_dtype)
-        gate_kernel = ops.cast(self.gate_kernel, self.compute_dtype)
-        gate_bias = ops.cast(self.gate_bias, self.compute_dtype)
+        inputs, gate_kernel, gate_bias = self._in_compute_dtype(inputs, "gate_kernel", "gate_bias")
         flat, lead = _flatten(inputs)
         logits = ops.einsum("nd,tde->nte", flat, gate_kernel)
         return ops.reshape(ops.softmax(logits + gate_bias, axis=-1), (*lead, self.num_tasks, self.num_experts))
 
     def compute_experts(self, inputs):
         """Every expert's output, shape `[..., num_experts, hidden_dim]`."""
-        if not self.built:
-            self.build(tuple(inputs.shape))
-        inputs = ops.cast(inputs, self.compute_dtype)
-        kernel_1 = ops.cast(self.expert_kernel_1, self.compute_dtype)
-        bias_1 = ops.cast(self.expert_bias_1, self.compute_dtype)
-        kernel_2 = ops.cast(self.expert_kernel_2, self.compute_dtype)
-        bias_2 = ops.cast(self.expert_bias_2, self.compute_dtype)
+        inputs, kernel_1, bias_1, kernel_2, bias_2 = self._in_compute_dtype(
+            inputs, "expert_kernel_1", "expert_bias_1", "expert_kernel_2", "expert_bias_2"
+        )
         flat, lead = _flatten(inputs)
         hidden = ops.einsum("nd,edh->neh", flat, kernel_1) + bias_1
         hidden = self.activation(hidden)
@@ -198,19 +129,9 @@ class MixtureOfExperts(keras.layers.Layer):
         return [tuple(inputs_shape)] * self.num_tasks
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_experts": self.num_experts,
-                "num_tasks": self.num_tasks,
-                "expert_dim": self.expert_dim,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            **config_entries(
+                self, "num_experts", "num_tasks", "expert_dim", "activation", "kernel_initializer", "bias_initializer"
+            ),
+        }

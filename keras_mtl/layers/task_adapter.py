@@ -1,7 +1,10 @@
 import keras
 from keras import ops
 
-from keras_mtl.layers.mixture_of_experts import _stacked_initializer
+from keras_mtl.layers._common import add_weights
+from keras_mtl.layers._common import check_positive_ints
+from keras_mtl.layers._common import config_entries
+from keras_mtl.layers._common import stacked_initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -34,15 +37,7 @@ class TaskAdapter(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg_name, value in [
-            ("num_tasks", num_tasks),
-            ("bottleneck_dim", bottleneck_dim),
-        ]:
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(
-                    f"`{arg_name}` must be a positive integer. "
-                    f"Received: {arg_name}={value}"
-                )
+        check_positive_ints(num_tasks=num_tasks, bottleneck_dim=bottleneck_dim)
         self.num_tasks = num_tasks
         self.bottleneck_dim = bottleneck_dim
         self.activation = keras.activations.get(activation)
@@ -58,27 +53,15 @@ class TaskAdapter(keras.layers.Layer):
                 f"Received: inputs_shape={inputs_shape}"
             )
         num_tasks, bottleneck_dim = self.num_tasks, self.bottleneck_dim
-        self.down_kernel = self.add_weight(
-            name="down_kernel",
-            shape=(num_tasks, hidden_dim, bottleneck_dim),
-            initializer=_stacked_initializer(
-                self.kernel_initializer, num_tasks
-            ),
-        )
-        self.down_bias = self.add_weight(
-            name="down_bias",
-            shape=(num_tasks, bottleneck_dim),
-            initializer="zeros",
-        )
-        self.up_kernel = self.add_weight(
-            name="up_kernel",
-            shape=(num_tasks, bottleneck_dim, hidden_dim),
-            initializer="zeros",
-        )
-        self.up_bias = self.add_weight(
-            name="up_bias",
-            shape=(num_tasks, hidden_dim),
-            initializer="zeros",
+        add_weights(
+            self,
+            [
+                ("down_kernel", (num_tasks, hidden_dim, bottleneck_dim),
+                 stacked_initializer(self.kernel_initializer, num_tasks)),
+                ("down_bias", (num_tasks, bottleneck_dim), "zeros"),
+                ("up_kernel", (num_tasks, bottleneck_dim, hidden_dim), "zeros"),
+                ("up_bias", (num_tasks, hidden_dim), "zeros"),
+            ],
         )
         self.built = True
 
@@ -104,15 +87,7 @@ class TaskAdapter(keras.layers.Layer):
         return tuple(inputs_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_tasks": self.num_tasks,
-                "bottleneck_dim": self.bottleneck_dim,
-                "activation": keras.activations.serialize(self.activation),
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            **config_entries(self, "num_tasks", "bottleneck_dim", "activation", "kernel_initializer"),
+        }

@@ -1,6 +1,12 @@
 import keras
 from keras import ops
 
+from keras_mtl.layers._common import check_dropout
+from keras_mtl.layers._common import check_positive_ints
+from keras_mtl.layers._common import config_entries
+from keras_mtl.layers._common import last_axis
+from keras_mtl.layers._common import multi_head_attention
+
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskAttentionPooling(keras.layers.Layer):
@@ -38,20 +44,9 @@ class TaskAttentionPooling(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads}"
-            )
-        if key_dim is not None and (not isinstance(key_dim, int) or key_dim < 1):
-            raise ValueError(
-                "`key_dim` must be a positive integer or `None`. "
-                f"Received: key_dim={key_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
-            )
+        check_positive_ints(num_heads=num_heads)
+        check_positive_ints(optional=True, key_dim=key_dim)
+        check_dropout(dropout)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.dropout = dropout
@@ -59,12 +54,7 @@ class TaskAttentionPooling(keras.layers.Layer):
         self.query_initializer = keras.initializers.get(query_initializer)
 
     def build(self, sequence_shape, padding_mask_shape=None):
-        hidden_dim = sequence_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                "The last axis of `sequence` must be defined. "
-                f"Received: sequence_shape={sequence_shape}"
-            )
+        hidden_dim = last_axis(sequence_shape, "`sequence`", "sequence_shape")
         key_dim = self.key_dim
         if key_dim is None:
             key_dim = hidden_dim // self.num_heads
@@ -80,14 +70,7 @@ class TaskAttentionPooling(keras.layers.Layer):
             initializer=self.query_initializer,
             trainable=True,
         )
-        self._attention = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads,
-            key_dim=key_dim,
-            dropout=self.dropout,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="attention",
-        )
+        self._attention = multi_head_attention(self, key_dim, "attention")
         query_shape = (sequence_shape[0], 1, hidden_dim)
         self._attention.build(query_shape, sequence_shape, sequence_shape)
         self.built = True
@@ -127,18 +110,7 @@ class TaskAttentionPooling(keras.layers.Layer):
         return (sequence_shape[0], sequence_shape[-1])
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "key_dim": self.key_dim,
-                "dropout": self.dropout,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "query_initializer": keras.initializers.serialize(
-                    self.query_initializer
-                ),
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            **config_entries(self, "num_heads", "key_dim", "dropout", "kernel_initializer", "query_initializer"),
+        }

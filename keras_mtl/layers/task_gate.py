@@ -1,5 +1,8 @@
 import keras
 
+from keras_mtl.layers._common import config_entries
+from keras_mtl.layers._common import last_axis
+
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskGate(keras.layers.Layer):
@@ -33,14 +36,8 @@ class TaskGate(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, inputs_shape):
-        hidden_dim = inputs_shape[-1]
-        if hidden_dim is None:
-            raise ValueError(
-                "The last axis of the input to `TaskGate` must be defined. "
-                f"Received: inputs_shape={inputs_shape}"
-            )
         self._gate_dense = keras.layers.Dense(
-            hidden_dim,
+            last_axis(inputs_shape, "the input to `TaskGate`"),
             activation="sigmoid",
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
@@ -63,15 +60,4 @@ class TaskGate(keras.layers.Layer):
         return tuple(inputs_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-                "bias_initializer": keras.initializers.serialize(
-                    self.bias_initializer
-                ),
-            }
-        )
-        return config
+        return {**super().get_config(), **config_entries(self, "kernel_initializer", "bias_initializer")}

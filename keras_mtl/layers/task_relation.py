@@ -1,6 +1,12 @@
 import keras
 from keras import ops
 
+from keras_mtl.layers._common import check_dropout
+from keras_mtl.layers._common import check_positive_ints
+from keras_mtl.layers._common import config_entries
+from keras_mtl.layers._common import last_axis
+from keras_mtl.layers._common import multi_head_attention
+
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class TaskRelation(keras.layers.Layer):
@@ -53,27 +59,9 @@ class TaskRelation(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if not isinstance(num_heads, int) or num_heads < 1:
-            raise ValueError(
-                "`num_heads` must be a positive integer. "
-                f"Received: num_heads={num_heads}"
-            )
-        if key_dim is not None and (not isinstance(key_dim, int) or key_dim < 1):
-            raise ValueError(
-                "`key_dim` must be a positive integer or `None`. "
-                f"Received: key_dim={key_dim}"
-            )
-        if intermediate_dim is not None and (
-            not isinstance(intermediate_dim, int) or intermediate_dim < 1
-        ):
-            raise ValueError(
-                "`intermediate_dim` must be a positive integer or `None`. "
-                f"Received: intermediate_dim={intermediate_dim}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"`dropout` must be in [0, 1). Received: dropout={dropout}"
-            )
+        check_positive_ints(num_heads=num_heads)
+        check_positive_ints(optional=True, key_dim=key_dim, intermediate_dim=intermediate_dim)
+        check_dropout(dropout)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.intermediate_dim = intermediate_dim
@@ -91,64 +79,42 @@ class TaskRelation(keras.layers.Layer):
                 "[batch, num_tasks, hidden_dim]. "
                 f"Received: inputs_shape={inputs_shape}"
             )
-        num_tasks, hidden_dim = inputs_shape[1], inputs_shape[2]
-        if hidden_dim is None:
-            raise ValueError(
-                "The last axis of the input must be defined. "
-                f"Received: inputs_shape={inputs_shape}"
-            )
+        num_tasks, hidden_dim = inputs_shape[1], last_axis(inputs_shape)
         if self.exclude_self and num_tasks is not None and num_tasks < 2:
             raise ValueError(
                 "`exclude_self=True` needs at least two tasks. "
                 f"Received: inputs_shape={inputs_shape}"
             )
         key_dim = self.key_dim or max(hidden_dim // self.num_heads, 1)
-        self._self_attention = keras.layers.MultiHeadAttention(
-            num_heads=self.num_heads,
-            key_dim=key_dim,
-            dropout=self.dropout,
-            kernel_initializer=self.kernel_initializer,
-            dtype=self.dtype_policy,
-            name="self_attention",
-        )
+        self._self_attention = multi_head_attention(self, key_dim, "self_attention")
         self._self_attention.build(inputs_shape, inputs_shape, inputs_shape)
-        self._attention_dropout = keras.layers.Dropout(
-            self.dropout, dtype=self.dtype_policy, name="attention_dropout"
-        )
-        self._attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon,
-            dtype=self.dtype_policy,
-            name="attention_layer_norm",
-        )
-        self._attention_layer_norm.build(inputs_shape)
+        self._attention_dropout = self._dropout_layer("attention_dropout")
+        self._attention_layer_norm = self._layer_norm(inputs_shape, "attention_layer_norm")
         if self.intermediate_dim is not None:
-            self._intermediate_dense = keras.layers.Dense(
-                self.intermediate_dim,
-                activation=self.activation,
-                kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy,
-                name="intermediate_dense",
+            self._intermediate_dense = self._dense(
+                inputs_shape, self.intermediate_dim, "intermediate_dense", activation=self.activation
             )
-            self._intermediate_dense.build(inputs_shape)
-            self._output_dense = keras.layers.Dense(
-                hidden_dim,
-                kernel_initializer=self.kernel_initializer,
-                dtype=self.dtype_policy,
-                name="output_dense",
+            self._output_dense = self._dense(
+                tuple(inputs_shape[:-1]) + (self.intermediate_dim,), hidden_dim, "output_dense"
             )
-            self._output_dense.build(
-                tuple(inputs_shape[:-1]) + (self.intermediate_dim,)
-            )
-            self._output_dropout = keras.layers.Dropout(
-                self.dropout, dtype=self.dtype_policy, name="output_dropout"
-            )
-            self._output_layer_norm = keras.layers.LayerNormalization(
-                epsilon=self.layer_norm_epsilon,
-                dtype=self.dtype_policy,
-                name="output_layer_norm",
-            )
-            self._output_layer_norm.build(inputs_shape)
+            self._output_dropout = self._dropout_layer("output_dropout")
+            self._output_layer_norm = self._layer_norm(inputs_shape, "output_layer_norm")
         self.built = True
+
+    def _dropout_layer(self, name):
+        return keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=name)
+
+    def _layer_norm(self, inputs_shape, name):
+        layer = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+        layer.build(inputs_shape)
+        return layer
+
+    def _dense(self, inputs_shape, units, name, **kwargs):
+        layer = keras.layers.Dense(
+            units, kernel_initializer=self.kernel_initializer, dtype=self.dtype_policy, name=name, **kwargs
+        )
+        layer.build(inputs_shape)
+        return layer
 
     def _attention_mask(self, inputs):
         if not self.exclude_self:
@@ -201,19 +167,17 @@ class TaskRelation(keras.layers.Layer):
         return outputs, scores
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_heads": self.num_heads,
-                "key_dim": self.key_dim,
-                "intermediate_dim": self.intermediate_dim,
-                "activation": keras.activations.serialize(self.activation),
-                "dropout": self.dropout,
-                "exclude_self": self.exclude_self,
-                "layer_norm_epsilon": self.layer_norm_epsilon,
-                "kernel_initializer": keras.initializers.serialize(
-                    self.kernel_initializer
-                ),
-            }
-        )
-        return config
+        return {
+            **super().get_config(),
+            **config_entries(
+                self,
+                "num_heads",
+                "key_dim",
+                "intermediate_dim",
+                "activation",
+                "dropout",
+                "exclude_self",
+                "layer_norm_epsilon",
+                "kernel_initializer",
+            ),
+        }

@@ -35,7 +35,7 @@ from keras_mtl.serving.client import (
     predict_rest,
     rest_request_body,
 )
-from keras_mtl.serving.config import (
+from keras_mtl.serving.server_config import (
     DEFAULT_MAX_BATCH_SIZE,
     JAX_BACKEND_NOTE,
     batching_config_text,

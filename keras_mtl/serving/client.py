@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keras_mtl.errors import ServingError
-from keras_mtl.serving.config import DEFAULT_MAX_BATCH_SIZE
+from keras_mtl.serving.server_config import DEFAULT_MAX_BATCH_SIZE
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 SIGNATURE = "serving_default"
@@ -110,6 +110,17 @@ def rest_request_body(texts: Sequence[str | bytes], format: str = "instances",
     if format == "inputs":
         return {"signature_name": signature_name, "inputs": {INPUT_NAME: values}}
     raise ServingError(f"format must be 'instances' (row) or 'inputs' (columnar), got {format!r}")
+
+
+def _chunk_predictions(outputs, tasks, chunk: list, server: str, where: str) -> list[dict]:
+    """The predictions in a server's `outputs` for the texts `chunk`: one for each."""
+    answered = outputs_to_predictions(outputs, tasks)
+    if len(answered) != len(chunk):
+        raise ServingError(
+            f"TF Serving at {server} answered {len(answered)} predictions for "
+            f"{len(chunk)} texts{where}"
+        )
+    return answered
 
 
 def _rest_outputs(body: Any, endpoint: str) -> dict[str, list]:
@@ -191,14 +202,7 @@ def predict_rest(
             raise ServingError(
                 f"TF Serving at {endpoint} answered invalid JSON{where}: {raw[:200]!r}"
             ) from None
-        outputs = _rest_outputs(body, endpoint)
-        answered = outputs_to_predictions(outputs, tasks)
-        if len(answered) != len(chunk):
-            raise ServingError(
-                f"TF Serving at {endpoint} answered {len(answered)} predictions for "
-                f"{len(chunk)} texts{where}"
-            )
-        predictions += answered
+        predictions += _chunk_predictions(_rest_outputs(body, endpoint), tasks, chunk, endpoint, where)
     return predictions
 
 
@@ -320,13 +324,7 @@ def predict_grpc(
                 name = code.name if code is not None else "error"
                 raise ServingError(f"TF Serving at {target} answered {name}{where}: {details}") from None
             outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
-            answered = outputs_to_predictions(outputs, tasks)
-            if len(answered) != len(chunk):
-                raise ServingError(
-                    f"TF Serving at {target} answered {len(answered)} predictions for "
-                    f"{len(chunk)} texts{where}"
-                )
-            predictions += answered
+            predictions += _chunk_predictions(outputs, tasks, chunk, target, where)
     return predictions
 
 

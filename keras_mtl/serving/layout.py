@@ -6,7 +6,7 @@
             assets.extra/keras_mtl.json                (`read_metadata`)
             assets.extra/tf_serving_warmup_requests    (TF Serving replays it at load)
         models.config  models.local.config  batching.config  monitoring.config
-                                          (`keras-mtl serve`: keras_mtl.serving.config)
+                                          (`keras-mtl serve`: keras_mtl.serving.server_config)
         .tmp-<version>-<token>-<pid>/     a version being written (`staging_dir`)
         .keras_mtl_export.lock            exists only while a version is published
 
@@ -38,7 +38,7 @@ WARMUP = "tf_serving_warmup_requests"
 WARMUP_TEXTS = ("keras mtl warmup request", "")
 LOCK_FILE = ".keras_mtl_export.lock"
 TMP_PREFIX = ".tmp-"
-# written beside the versions by keras_mtl.serving.config
+# written beside the versions by keras_mtl.serving.server_config
 MODEL_CONFIG = "models.config"
 LOCAL_MODEL_CONFIG = "models.local.config"
 BATCHING_CONFIG = "batching.config"

@@ -41,8 +41,24 @@ def probability_map(head, outputs, i, need):
     return dict(zip(classes, probs))
 
 
+class ClassScores(TaskType):
+    """A type whose head is one Dense layer with a score per class (`dense_head`,
+    activation `head_activation`) and whose loss is `keras.losses.<loss_name>`."""
+
+    head_activation = "softmax"
+    loss_name = "SparseCategoricalCrossentropy"
+
+    def build_heads(self, h):
+        return {self.task: dense_head(self.task, len(self.classes), self.head_activation, h)}
+
+    def loss(self, reduction):
+        import keras
+
+        return getattr(keras.losses, self.loss_name)(reduction=reduction, name=f"{self.task}_loss")
+
+
 @register_task_type
-class Classification(TaskType):
+class Classification(ClassScores):
     name = "classification"
     single_class = True
     min_classes = 2
@@ -63,14 +79,6 @@ class Classification(TaskType):
             if self.task in ex.labels and ex.labels[self.task] in index:
                 labels[i], weights[i] = index[ex.labels[self.task]], 1.0
         return labels, weights
-
-    def build_heads(self, h):
-        return {self.task: dense_head(self.task, len(self.classes), "softmax", h)}
-
-    def loss(self, reduction):
-        import keras
-
-        return keras.losses.SparseCategoricalCrossentropy(reduction=reduction, name=f"{self.task}_loss")
 
     def decode(self, outputs, row, word_starts=None):
         return self.classes[int(np.argmax(outputs[self.task][row]))]

@@ -9,20 +9,21 @@ a class is predicted when its probability is above `THRESHOLD`. Serving:
 import numpy as np
 
 from keras_mtl.tasks import register_task_type
-from keras_mtl.tasks.base import TaskType
-from keras_mtl.tasks.classification import dense_head, probability_map, tiled_classes
+from keras_mtl.tasks.classification import ClassScores, probability_map, tiled_classes
 from keras_mtl.tasks.values import as_list, as_str
 
 THRESHOLD = 0.5
 
 
 @register_task_type
-class Multilabel(TaskType):
+class Multilabel(ClassScores):
     name = "multilabel"
     min_classes = 2
     metrics = ("accuracy", "macro_f1", "micro_f1")
     default_metric = "micro_f1"
     primary_output = "_labels"
+    head_activation = "sigmoid"
+    loss_name = "BinaryCrossentropy"
 
     @classmethod
     def label_values(cls, label):
@@ -39,14 +40,6 @@ class Multilabel(TaskType):
                     if c in index:
                         labels[i, index[c]] = 1.0
         return labels, weights
-
-    def build_heads(self, h):
-        return {self.task: dense_head(self.task, len(self.classes), "sigmoid", h)}
-
-    def loss(self, reduction):
-        import keras
-
-        return keras.losses.BinaryCrossentropy(reduction=reduction, name=f"{self.task}_loss")
 
     def decode(self, outputs, row, word_starts=None):
         return tuple(c for c, p in zip(self.classes, outputs[self.task][row]) if p > THRESHOLD)

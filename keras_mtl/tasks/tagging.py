@@ -10,13 +10,12 @@ words). JSON: {"tags": [...]}, cut to the text's word count.
 import numpy as np
 
 from keras_mtl.tasks import register_task_type
-from keras_mtl.tasks.base import TaskType
-from keras_mtl.tasks.classification import dense_head
+from keras_mtl.tasks.classification import ClassScores
 from keras_mtl.tasks.values import as_list, as_str
 
 
 @register_task_type
-class Tagging(TaskType):
+class Tagging(ClassScores):
     name = "tagging"
     token_level = True
     min_classes = 1
@@ -59,14 +58,6 @@ class Tagging(TaskType):
             y[r, : len(a)] = np.maximum(a, 0)
             sw[r, : len(a)] = (a >= 0).astype(np.float32) * weights[i]
         return y, sw
-
-    def build_heads(self, h):
-        return {self.task: dense_head(self.task, len(self.classes), "softmax", h)}
-
-    def loss(self, reduction):
-        import keras
-
-        return keras.losses.SparseCategoricalCrossentropy(reduction=reduction, name=f"{self.task}_loss")
 
     def decode(self, outputs, row, word_starts=None):
         output = outputs[self.task][row]

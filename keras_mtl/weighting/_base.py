@@ -32,7 +32,7 @@ def register(name):
 class LossWeighting(keras.layers.Layer):
     """A loss-weighting strategy: turns the per-task losses into the objective.
 
-    The trainer (`keras_mtl.trainer.MultiTaskTrainer`) owns one strategy, a
+    The trainer (`keras_mtl.multitask_trainer.MultiTaskTrainer`) owns one strategy, a
     Keras layer, so its variables (learned log-variances, the current task
     weights, seed states) are variables of the trainer: trained by its
     optimizer if trainable, kept in its state on JAX, saved with its
@@ -109,7 +109,7 @@ class LossWeighting(keras.layers.Layer):
         """The gradient to apply, from per-task gradients (`needs_task_gradients`).
 
         Args:
-            gradients: a `keras_mtl.trainer.TaskGradients`.
+            gradients: a `keras_mtl.multitask_trainer.TaskGradients`.
             task_losses: the `[T]` task losses of the step.
             present: `[T]`, 1.0 where the task has a label in the batch.
 

@@ -91,9 +91,9 @@ def by_ids(split):
     return {tuple(row.tolist()): i for i, row in enumerate(split.token_ids)}
 
 
-def batches(split, conditioning, n=25, config=CONFIG, seed=0):
+def batches(split, sees_task, n=25, config=CONFIG, seed=0):
     ds, sizes, schedule = train_dataset(
-        split, config.tasks, config.train, MAX_LEN, conditioning, pad_id=PAD_ID, seed=seed, steps_per_epoch=1000
+        split, config.tasks, config.train, MAX_LEN, sees_task, pad_id=PAD_ID, seed=seed, steps_per_epoch=1000
     )
     out = [(
         {k: v.numpy() for k, v in x.items()},
@@ -128,12 +128,12 @@ def test_training_bucket_lengths_auto_weights_examples_by_sampling(split):
     # a configured list is used as given
     assert training_bucket_lengths(split, CONFIG.tasks, CONFIG.train, MAX_LEN) == [8, MAX_LEN]
     # and the training stream pads to exactly those lengths
-    out, _, _ = batches(split, "none", n=20, config=config)
+    out, _, _ = batches(split, False, n=20, config=config)
     assert {x["token_ids"].shape[1] for x, _, _ in out} <= set(buckets)
 
 
 def test_batch_structure_without_conditioning(split):
-    out, sizes, schedule = batches(split, "none")
+    out, sizes, schedule = batches(split, False)
     assert sizes == [len(split.indices(t)) for t in ("topic", "pos", "sentiment")]
     assert schedule.shape == (1, 3)
     lookup = by_ids(split)
@@ -176,7 +176,7 @@ def test_batch_structure_without_conditioning(split):
 
 
 def test_batch_structure_with_conditioning(split):
-    out, sizes, _ = batches(split, "per_task", n=30)
+    out, sizes, _ = batches(split, True, n=30)
     lookup = by_ids(split)
     names = ["topic", "pos", "sentiment"]
     seen_tasks = set()
@@ -243,7 +243,7 @@ def test_single_task_dataset(split):
         "tasks": [{"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 5}}],
         "train": {"batch_size": 4, "bucket_lengths": BUCKETS, "loss_normalizer": "batch"},
     }).config
-    ds, sizes, schedule = train_dataset(split, config.tasks, config.train, MAX_LEN, "none", pad_id=PAD_ID)
+    ds, sizes, schedule = train_dataset(split, config.tasks, config.train, MAX_LEN, False, pad_id=PAD_ID)
     assert sizes == [len(split.indices("topic"))]
     assert schedule.tolist() == [[1.0]] * config.train.epochs
     for x, y, sw in ds.take(5):
@@ -294,8 +294,8 @@ def test_expected_normalizer_weights_sum_to_one_per_batch_on_average(split):
     label less), and each unit's weight is the same constant everywhere."""
     raw_cfg = make_config(loss_normalizer="batch", bucket_lengths="auto", num_buckets=2)
     exp_cfg = make_config(loss_normalizer="expected", bucket_lengths="auto", num_buckets=2)
-    raw, _, _ = batches(split, "none", n=300, config=raw_cfg)
-    exp, _, _ = batches(split, "none", n=300, config=exp_cfg)
+    raw, _, _ = batches(split, False, n=300, config=raw_cfg)
+    exp, _, _ = batches(split, False, n=300, config=exp_cfg)
     for task in ("topic", "pos", "sentiment"):
         totals = [_label_weight(sw)[task] for _, _, sw in exp]
         assert np.mean(totals) == pytest.approx(1.0, rel=0.08), task
@@ -312,7 +312,7 @@ def test_expected_normalizer_weights_sum_to_one_per_batch_on_average(split):
 def test_expected_normalizer_per_task_batches(split):
     # per_task batches: a batch of task t has sum(w_t) = 1 on average
     cfg = make_config(loss_normalizer="expected", batch_mode="per_task")
-    out, _, _ = batches(split, "per_task", n=150, config=cfg)
+    out, _, _ = batches(split, True, n=150, config=cfg)
     by_task = {}
     for x, _, sw in out:
         own = int(x["task_ids"][0])

@@ -118,7 +118,7 @@ def _split_and_tasks(encoder, sizes, sampling, epochs=1, temperature=2.0):
 
 def _drawn(split, tasks, steps_per_epoch, num_batches):
     ds, sizes, schedule = train_dataset(
-        split, tasks.tasks, tasks.train, 8, "per_task", pad_id=0, seed=3, steps_per_epoch=steps_per_epoch
+        split, tasks.tasks, tasks.train, 8, True, pad_id=0, seed=3, steps_per_epoch=steps_per_epoch
     )
     ids = np.stack([x["task_ids"].numpy() for x, _, _ in ds.take(num_batches)])  # [batches, BATCH]
     assert ids.shape == (num_batches, BATCH)

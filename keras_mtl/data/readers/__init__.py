@@ -33,8 +33,14 @@ from keras_mtl.errors import DataError
 from keras_mtl.tasks import TASK_TYPES  # the registered task types, when readers are imported
 
 
-class NoOptions(pydantic.BaseModel):
+class ReaderOptions(pydantic.BaseModel):
+    """Base of a reader's options model: an unknown option is an error."""
+
     model_config = pydantic.ConfigDict(extra="forbid")
+
+
+class NoOptions(ReaderOptions):
+    """The options of a reader that takes none."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,13 +10,7 @@ Example YAML (CoNLL-2000 chunking, `WORD POS CHUNK`):
           train: ../shared/data/conll2000/train.txt
           test: ../shared/data/conll2000/test.txt
           label_column: 1
-      - name: chunk
-        type: tagging
-        data:
-          format: conll
-          train: ../shared/data/conll2000/train.txt
-          test: ../shared/data/conll2000/test.txt
-          label_column: 2
+      # a `chunk` task: the same data with `label_column: 2`
 
 Two tasks that read the same file get the same sentences, in the same order,
 with the same `text`, so they can be merged by text afterwards.
@@ -29,6 +23,7 @@ import pydantic
 
 from keras_mtl.data.example import Example
 from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
@@ -38,10 +33,8 @@ from keras_mtl.errors import DataError
 _COLUMN_SEPARATOR = re.compile(r"[ \t]+")
 
 
-class ConllOptions(pydantic.BaseModel):
+class ConllOptions(ReaderOptions):
     """Options of the `conll` format."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     label_column: int = pydantic.Field(
         ...,
@@ -90,6 +83,53 @@ def clean_token(token):
     return "_".join(token.split())
 
 
+END_OF_SENTENCE = object()  # what a line parser returns for a line that ends the sentence
+
+
+def tagged_sentences(request, lines, parse, other_lines):
+    """One tagging `Example` per sentence of `lines` (sentences end at blank lines).
+
+    `parse(line, lineno, words_so_far)` is called on each non-blank line and
+    returns `(word, tag)`, None (a line of the sentence without a word, such
+    as a comment) or `END_OF_SENTENCE` (the line ends the sentence and is
+    not part of it). An example's `text` is its words joined by spaces, its
+    label the tuple of their tags, its `origin` `path:line` of the
+    sentence's first line. No sentence at all is a `DataError` that says the
+    file is empty or has only `other_lines`.
+    """
+    path = str(request.source)
+    examples = []
+    words, tags, first_line = [], [], None
+
+    def flush():
+        nonlocal words, tags, first_line
+        if words:
+            examples.append(
+                Example(
+                    text=" ".join(words),
+                    labels={request.task_name: tuple(tags)},
+                    origin=f"{path}:{first_line}",
+                )
+            )
+        words, tags, first_line = [], [], None
+
+    for index, line in enumerate(lines):
+        lineno = index + 1
+        parsed = parse(line, lineno, len(words)) if line.strip() else END_OF_SENTENCE
+        if parsed is END_OF_SENTENCE:
+            flush()
+            continue
+        if first_line is None:
+            first_line = lineno
+        if parsed is not None:
+            words.append(parsed[0])
+            tags.append(parsed[1])
+    flush()
+    if not examples:
+        raise DataError(f"{path}: no sentences found (the file is empty or has only {other_lines})")
+    return examples
+
+
 def read_conll(request):
     """Read a CoNLL column file into one tagging `Example` per sentence.
 
@@ -116,27 +156,10 @@ def read_conll(request):
     label_col = options.label_column
     needed = max(token_col, label_col) + 1
 
-    examples = []
     expected = None  # (number of columns, line number where it was seen)
-    tokens, tags, first_line = [], [], None
 
-    def flush():
-        nonlocal tokens, tags, first_line
-        if tokens:
-            examples.append(
-                Example(
-                    text=" ".join(tokens),
-                    labels={request.task_name: tuple(tags)},
-                    origin=f"{path}:{first_line}",
-                )
-            )
-        tokens, tags, first_line = [], [], None
-
-    for index, line in enumerate(lines):
-        lineno = index + 1
-        if not line.strip():
-            flush()
-            continue
+    def parse(line, lineno, _):
+        nonlocal expected
         if options.separator is None:
             fields = _COLUMN_SEPARATOR.split(line.strip(" \t\r"))
         else:
@@ -147,8 +170,7 @@ def read_conll(request):
             and token_col < n
             and fields[token_col].strip() == options.docstart
         ):
-            flush()
-            continue
+            return END_OF_SENTENCE
         if n < needed:
             found = f"expected {expected[0]} columns, found {n}; " if expected else ""
             if token_col >= n:
@@ -180,18 +202,11 @@ def read_conll(request):
                 f"{path}:{lineno}: token {token!r} has an empty label in "
                 f"column {label_col}: {line!r}"
             )
-        if first_line is None:
-            first_line = lineno
-        tokens.append(token)
-        tags.append(tag)
-    flush()
+        return token, tag
 
-    if not examples:
-        raise DataError(
-            f"{path}: no sentences found (the file is empty or has only blank "
-            f"or {options.docstart or 'document-start'} lines)"
-        )
-    return examples
+    return tagged_sentences(
+        request, lines, parse, f"blank or {options.docstart or 'document-start'} lines"
+    )
 
 
 register_reader("conll", options=ConllOptions, task_types=("tagging",))(read_conll)

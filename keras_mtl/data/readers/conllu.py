@@ -29,10 +29,11 @@ from typing import Literal
 
 import pydantic
 
-from keras_mtl.data.example import Example
 from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.data.readers.conll import clean_token
+from keras_mtl.data.readers.conll import tagged_sentences
 from keras_mtl.errors import DataError
 
 COLUMNS = {"upos": 3, "xpos": 4, "feats": 5, "deprel": 7}
@@ -41,10 +42,8 @@ _RANGE_ID = re.compile(r"[0-9]+-[0-9]+")
 _EMPTY_ID = re.compile(r"[0-9]+\.[0-9]+")
 
 
-class ConlluOptions(pydantic.BaseModel):
+class ConlluOptions(ReaderOptions):
     """Options of the `conllu` format."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     column: Literal["upos", "xpos", "feats", "deprel"] = pydantic.Field(
         "upos",
@@ -90,30 +89,9 @@ def read_conllu(request):
     col = COLUMNS[options.column]
     strip_subtype = options.column == "deprel" and options.deprel_subtypes == "strip"
 
-    examples = []
-    words, tags, first_line = [], [], None
-
-    def flush():
-        nonlocal words, tags, first_line
-        if words:
-            examples.append(
-                Example(
-                    text=" ".join(words),
-                    labels={request.task_name: tuple(tags)},
-                    origin=f"{path}:{first_line}",
-                )
-            )
-        words, tags, first_line = [], [], None
-
-    for index, line in enumerate(lines):
-        lineno = index + 1
-        if not line.strip():
-            flush()
-            continue
-        if first_line is None:
-            first_line = lineno
+    def parse(line, lineno, words_so_far):
         if line.startswith("#"):
-            continue
+            return None
         fields = line.split("\t")
         if len(fields) != 10:
             raise DataError(
@@ -123,14 +101,14 @@ def read_conllu(request):
             )
         word_id = fields[0]
         if _RANGE_ID.fullmatch(word_id) or _EMPTY_ID.fullmatch(word_id):
-            continue  # multiword token or empty node: not a word of `text`
+            return None  # multiword token or empty node: not a word of `text`
         if not _WORD_ID.fullmatch(word_id):
             raise DataError(
                 f"{path}:{lineno}: malformed ID {word_id!r}: expected an "
                 f"integer word ID, a multiword range like `1-2` or an empty "
                 f"node like `8.1`"
             )
-        expected_id = len(words) + 1
+        expected_id = words_so_far + 1
         if word_id.lstrip("0") != str(expected_id):  # no int(): huge IDs
             raise DataError(
                 f"{path}:{lineno}: word ID {word_id} out of order: expected "
@@ -148,16 +126,9 @@ def read_conllu(request):
                 f"{path}:{lineno}: empty {options.column.upper()} for word "
                 f"{word_id} (use `_` for an unspecified value)"
             )
-        words.append(form)
-        tags.append(tag)
-    flush()
+        return form, tag
 
-    if not examples:
-        raise DataError(
-            f"{path}: no sentences found (the file is empty or has only "
-            f"comments and blank lines)"
-        )
-    return examples
+    return tagged_sentences(request, lines, parse, "comments and blank lines")
 
 
 register_reader("conllu", options=ConlluOptions, task_types=("tagging",))(read_conllu)

@@ -44,6 +44,7 @@ import pydantic
 
 from keras_mtl.data.example import Example
 from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
@@ -52,10 +53,8 @@ SENTENCE_TASK_TYPES = ("classification", "multilabel", "regression")
 Column = Union[pydantic.StrictInt, pydantic.StrictStr]
 
 
-class _LabelledRecordOptions(pydantic.BaseModel):
+class _LabelledRecordOptions(ReaderOptions):
     """The options that `delimited` and `jsonl` share: which labels and texts a record may have."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     labels: Optional[List[str]] = pydantic.Field(
         None,

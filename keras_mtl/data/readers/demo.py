@@ -30,6 +30,7 @@ from typing import Literal
 import pydantic
 
 from keras_mtl.data.example import Example
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
@@ -61,8 +62,7 @@ ADVERBS = ["quickly", "slowly", "again", "today", "finally", "suddenly"]
 PREPOSITIONS = ["in", "near", "after", "before", "with"]
 
 
-class DemoOptions(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
+class DemoOptions(ReaderOptions):
     kind: Literal["topic", "sentiment", "pos"] = pydantic.Field(
         description="which labels to produce: topic, sentiment (classification) or pos (tagging)"
     )

@@ -22,14 +22,13 @@ import pydantic
 
 from keras_mtl.data.example import Example
 from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
 
-class PerLabelOptions(pydantic.BaseModel):
+class PerLabelOptions(ReaderOptions):
     """Options of the `per_label` format."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     skip_blank_lines: bool = pydantic.Field(
         True,

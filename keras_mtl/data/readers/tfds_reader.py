@@ -25,14 +25,13 @@ from typing import Optional
 import pydantic
 
 from keras_mtl.data.example import Example
+from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
 
-class TfdsOptions(pydantic.BaseModel):
+class TfdsOptions(ReaderOptions):
     """Options of the `tfds` format."""
-
-    model_config = pydantic.ConfigDict(extra="forbid")
 
     name: str = pydantic.Field(
         ...,

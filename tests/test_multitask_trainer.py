@@ -16,7 +16,7 @@ from keras import ops
 from keras_mtl.errors import ConfigError
 from keras_mtl.weighting.dwa import dwa_weights
 from keras_mtl.weighting.pcgrad import pcgrad
-from keras_mtl.trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
+from keras_mtl.multitask_trainer import LossWeightLogger, MultiTaskTrainer, check_weighting_supported
 
 BACKEND = keras.backend.backend()
 GRADIENT_BACKENDS = ("tensorflow", "jax")

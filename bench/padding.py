@@ -159,20 +159,13 @@ def main(argv=None):
     run.result["config"] = common._rel(str(config_path))
     if run.skipped_for_missing_data(cfg):
         return 0
-    from keras_mtl.data.load import load_task_data
     from keras_mtl.data.buckets import bucket_lengths, training_bucket_lengths
-    from keras_mtl.data.pipeline import encode_split
-    from keras_mtl.data.tokenize import compute_vocabulary, load_vocabulary, make_encoder
+    from keras_mtl.data.tokenize import load_vocabulary
+    from keras_mtl.prepare import prepare
 
     run.say(f"== {NAME}: {config_path}, {batches_n} batches of {cfg.train.batch_size}")
-    data = load_task_data(cfg)
-    if args.vocab:
-        vocabulary = load_vocabulary(args.vocab)
-    else:
-        texts = sorted({ex.text for ex in data.splits["train"]})
-        vocabulary = compute_vocabulary(texts, cfg.model.vocabulary_size, cfg.model.lowercase, cfg.task_names)
-    encoder = make_encoder(vocabulary, cfg.model)
-    encoded = encode_split(data.splits["train"], encoder, cfg.tasks, data.classes)
+    prepared = prepare(loaded, plan=False, vocabulary=load_vocabulary(args.vocab) if args.vocab else None)
+    encoder, encoded = prepared.encoder, prepared.encoded["train"]
     max_len = cfg.model.max_sequence_length
     buckets = training_bucket_lengths(encoded, cfg.tasks, cfg.train, max_len)
     bucketed, sizes, schedule = draw_lengths(encoded, cfg, encoder.pad_id, buckets, batches_n)

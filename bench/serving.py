@@ -66,16 +66,14 @@ def build_models(tmp, encoder, max_len, tasks=None, embedding=True):
     """{key: (version dir, params, tasks answered)} + test texts + task names."""
     from keras_mtl.compare import subset_raw
     from keras_mtl.config import config_from_dict, load_config
-    from keras_mtl.data.load import load_task_data
-    from keras_mtl.data.tokenize import compute_vocabulary
     from keras_mtl.export import export
+    from keras_mtl.prepare import prepare
 
     model = {k: v for k, v in encoder.items() if k != "vocabulary_size"}
     demo = load_config(common.ROOT / "configs" / "demo.yaml", [f"model.max_sequence_length={max_len}"] +
                        [f"model.{k}={v}" for k, v in model.items()])
-    data = load_task_data(demo.config)
-    train_texts = sorted({ex.text for ex in data.splits["train"]})
-    vocabulary = compute_vocabulary(train_texts, demo.config.model.vocabulary_size, True, demo.config.task_names)
+    prepared = prepare(demo, plan=False)
+    data, vocabulary = prepared.data, prepared.vocabulary
     texts = sorted({ex.text for ex in data.splits["test"]})
     names = list(tasks or demo.config.task_names)
     raw = subset_raw(demo.raw, names)

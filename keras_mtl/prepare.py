@@ -109,7 +109,7 @@ def vocabulary_for(config, data):
     return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
 
 
-def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None):
+def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None):
     """Load, tokenize and encode the data of `config`; with `plan`, the training plan.
 
     Args:
@@ -119,6 +119,8 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None):
             epochs x steps, the sampling schedule and the bucket lengths.
         max_steps: optional cap on the total training steps (`plan_steps`).
         data: the config's `TaskData` when already loaded.
+        vocabulary: a WordPiece vocabulary to encode with (default: learned
+            from the training texts, or the preset's).
 
     Returns:
         PreparedRun.
@@ -133,7 +135,8 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None):
     config = loaded.config
     if data is None:
         data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
-    vocabulary = vocabulary_for(config, data)
+    if vocabulary is None:
+        vocabulary = vocabulary_for(config, data)
     encoder = make_encoder(vocabulary, config.model)
     encoded = {s: encode_split(data.splits[s], encoder, config.tasks, data.classes) for s in SPLITS}
     train_plan = None

@@ -60,3 +60,13 @@ def test_without_a_plan_no_class_weights_are_applied():
     np.testing.assert_allclose(
         planned.encoded["train"].weights["topic"], train.weights["topic"] * factors[train.labels["topic"]]
     )
+
+
+def test_a_given_vocabulary_is_the_one_encoded_with():
+    # bench/padding.py's --vocab: the same chain, another vocabulary.
+    learned = prepare(load_config(DEMO, SMALL), plan=False)
+    vocabulary = learned.vocabulary[:60]
+    given = prepare(load_config(DEMO, SMALL), plan=False, vocabulary=vocabulary)
+    assert given.vocabulary == vocabulary
+    ids = np.concatenate([np.ravel(given.encoded["train"].token_ids[i]) for i in range(len(given.encoded["train"]))])
+    assert ids.max() < len(vocabulary)

@@ -1,7 +1,7 @@
 """The record every reader produces and every pipeline consumes."""
 
 import dataclasses
-from typing import Union
+from typing import Optional, Union
 
 # A label is one of:
 #   classification: str                      (the class name)
@@ -13,16 +13,25 @@ Label = Union[str, float, tuple]
 
 @dataclasses.dataclass
 class Example:
-    """One text and its labels, keyed by task name.
+    """One text (or a pair of texts) and its labels, keyed by task name.
 
     `text` is the raw text the model sees. For tagging tasks it is the words
     joined by single spaces, and `labels[task]` has exactly one tag per
     `text.split()` word. `origin` is "path:line" for error messages.
+    `text_pair` is the second text of a sentence-pair task (entailment,
+    paraphrase, similarity), None for a single-text example; an example of a
+    pair task always has one.
     """
 
     text: str
     labels: dict = dataclasses.field(default_factory=dict)
     origin: str = ""
+    text_pair: Optional[str] = None
+
+    @property
+    def texts(self):
+        """(text, text_pair): the key of identical examples (see `load.merge_by_text`)."""
+        return (self.text, self.text_pair)
 
     @property
     def words(self):

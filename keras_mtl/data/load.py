@@ -5,6 +5,9 @@ from train by a hash of the normalized text (so a sentence shared by two tasks
 lands in the same split in both); then, per split, examples of different tasks
 with the same text are merged into ONE example carrying several labels (POS and
 chunk on the same CoNLL file become one example trained in one forward pass).
+A sentence pair is one example of its (text, text_pair): two tasks with the
+same pair merge, the same first text with another second text does not, and a
+pair never merges with a single text.
 """
 
 import collections
@@ -227,19 +230,39 @@ def _unseen(task, by_split, classes):
     return found
 
 
+def is_pair_task(task):
+    """Whether `task` reads sentence pairs (its data options set a second text)."""
+    return readers.pair_option(reader_options(task)) is not None
+
+
+def _check_pairs(task, by_split):
+    """Every example of a pair task has a non-empty second text."""
+    if not is_pair_task(task):
+        return
+    option = readers.pair_option(reader_options(task))
+    for split in SPLITS:
+        for ex in by_split[split]:
+            if ex.text_pair is None or not ex.text_pair.strip():
+                what = "no" if ex.text_pair is None else "an empty"
+                raise DataError(
+                    f"{ex.origin}: {what} second text in task {task.name!r} ({split}); "
+                    f"a pair task ({option}) needs one on every example"
+                )
+
+
 def merge_by_text(per_task, split):
-    """Merge the examples of all tasks in one split by identical text."""
+    """Merge the examples of all tasks in one split by identical (text, text_pair)."""
     merged, index = [], collections.defaultdict(list)
     for task, by_split in per_task.items():
         for ex in by_split[split]:
             target = None
-            for i in index[ex.text]:
+            for i in index[ex.texts]:
                 if task not in merged[i].labels:
                     target = merged[i]
                     break
             if target is None:
-                index[ex.text].append(len(merged))
-                merged.append(Example(ex.text, dict(ex.labels), ex.origin))
+                index[ex.texts].append(len(merged))
+                merged.append(Example(ex.text, dict(ex.labels), ex.origin, ex.text_pair))
             else:
                 target.labels.update(ex.labels)
     return merged
@@ -266,6 +289,7 @@ def load_task_data(config) -> TaskData:
             for ex in per_task[task.name][split]:
                 if not ex.text.strip():
                     raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
+        _check_pairs(task, per_task[task.name])
         classes[task.name] = _classes(task, train)
         found, needed = classes[task.name], get_task_type(task.type).min_classes
         if len(found) < needed:

@@ -5,7 +5,9 @@ the Pang & Lee subjectivity data are also in the polarity data). If each task
 were split at random on its own, a test sentence of one task would be a
 training sentence of the other. Here the split of a sentence depends only on
 its normalized text and a seed, so a sentence shared by two tasks lands in the
-same split in both.
+same split in both. A sentence pair is keyed by both of its texts (see
+`example_key`); a single text is keyed, and hashed, exactly as before pairs
+existed.
 """
 
 import hashlib
@@ -30,6 +32,23 @@ def normalize_text(text):
     return " ".join(text.lower().split())
 
 
+def example_key(text, text_pair=None):
+    """The normalized key of an example: its text, or both texts of a pair.
+
+    A single text (`text_pair` None) is keyed by `normalize_text(text)`
+    alone, so its split and its leak-report entry are what they were before
+    sentence pairs existed. A pair is keyed by both normalized texts joined
+    by a tab; a normalized text never holds a tab, so a pair's key differs
+    from every single text's key and from every other pair's key.
+
+    >>> example_key("A  man .", "A Dog .")
+    'a man .\\ta dog .'
+    """
+    if text_pair is None:
+        return normalize_text(text)
+    return f"{normalize_text(text)}\t{normalize_text(text_pair)}"
+
+
 def _check_fractions(dev_fraction, test_fraction):
     for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
@@ -41,27 +60,31 @@ def _check_fractions(dev_fraction, test_fraction):
         )
 
 
-def _unit_interval(text, seed):
-    """A number in [0, 1) from a stable hash of `seed` and the normalized text."""
-    key = f"{seed}\x00{normalize_text(text)}".encode("utf-8", "surrogatepass")
+def _unit_interval(text, seed, text_pair=None):
+    """A number in [0, 1) from a stable hash of `seed` and the example's key."""
+    key = f"{seed}\x00{example_key(text, text_pair)}".encode("utf-8", "surrogatepass")
     digest = hashlib.sha256(key).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def split_of(text, seed, dev_fraction, test_fraction):
+def split_of(text, seed, dev_fraction, test_fraction, text_pair=None):
     """The split ("train", "dev" or "test") a text belongs to.
 
     The text's normalized form (see `normalize_text`) and `seed` are hashed
     with SHA-256 to a number u in [0, 1): u < test_fraction is "test",
     u < test_fraction + dev_fraction is "dev", anything else "train". The
     result does not depend on the process, the platform or the task, so the
-    same sentence gets the same split wherever it appears.
+    same sentence gets the same split wherever it appears. A sentence pair
+    hashes both texts (`example_key`), so the same pair lands in the same
+    split in every task.
 
     Args:
         text: the example's text.
         seed: an int; a different seed gives a different split.
         dev_fraction: the expected fraction of texts in "dev".
         test_fraction: the expected fraction of texts in "test".
+        text_pair: the second text of a sentence pair; None (a single
+            text) hashes the text alone, as before pairs existed.
 
     Example:
 
@@ -69,7 +92,7 @@ def split_of(text, seed, dev_fraction, test_fraction):
     'train'
     """
     _check_fractions(dev_fraction, test_fraction)
-    u = _unit_interval(text, seed)
+    u = _unit_interval(text, seed, text_pair)
     if u < test_fraction:
         return "test"
     if u < test_fraction + dev_fraction:
@@ -118,7 +141,7 @@ def carve_splits(examples_by_split, seed, dev_fraction, test_fraction):
     ]
     result = {split: [] for split in SPLITS if split == "train" or split in missing}
     for example in train:
-        split = split_of(example.text, seed, dev_fraction, test_fraction)
+        split = split_of(example.text, seed, dev_fraction, test_fraction, example.text_pair)
         result[split if split in missing else "train"].append(example)
     if not result["train"]:
         origin = train[0].origin.rsplit(":", 1)[0] if train[0].origin else "train"
@@ -137,7 +160,9 @@ def carve_splits(examples_by_split, seed, dev_fraction, test_fraction):
 def overlap_report(task_splits):
     """Count texts shared between tasks and texts leaking across splits.
 
-    Texts are compared by `normalize_text`.
+    Texts are compared by `example_key`: a single text by `normalize_text`,
+    a sentence pair by both of its normalized texts (a pair and a single
+    text are never the same; "texts" below counts pairs for a pair task).
 
     Args:
         task_splits: `{task: {split: [Example, ...]}}`.
@@ -159,7 +184,7 @@ def overlap_report(task_splits):
     """
     texts = {
         task: {
-            split: {normalize_text(ex.text) for ex in examples}
+            split: {example_key(ex.text, ex.text_pair) for ex in examples}
             for split, examples in splits.items()
         }
         for task, splits in task_splits.items()

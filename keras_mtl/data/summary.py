@@ -51,11 +51,18 @@ def _piece_lengths(encoder, data, config, chunk=8192):
     """`{text: (pieces, truncated)}` of every distinct text of every task and split.
 
     Tasks on the same file share their texts: each text is encoded once.
+    Sentence pairs are left out (their encoding does not exist yet).
     """
     from keras_mtl.data.tokenize import encode_texts
 
     texts = list(
-        dict.fromkeys(ex.text for task in config.tasks for split in SPLITS for ex in data.per_task[task.name][split])
+        dict.fromkeys(
+            ex.text
+            for task in config.tasks
+            for split in SPLITS
+            for ex in data.per_task[task.name][split]
+            if ex.text_pair is None
+        )
     )
     lengths = {}
     with progress.step("measuring word-piece lengths", total=len(texts)) as advance:
@@ -84,11 +91,14 @@ def _task_summary(task, data, pieces):
             entry["values"] = _lengths(vals) if vals else {}
         else:
             entry["labels"] = dict(labels.most_common())
-        if pieces is not None and examples:
+        if pieces is not None and examples and all(ex.text_pair is None for ex in examples):
             entry["pieces"] = _lengths([pieces[ex.text][0] for ex in examples])
             entry["truncated"] = int(sum(pieces[ex.text][1] for ex in examples))
         per_split[split] = entry
-    return {"type": task.type, "splits": per_split, "unseen_labels": data.unseen[task.name]}
+    summary = {"type": task.type, "splits": per_split, "unseen_labels": data.unseen[task.name]}
+    if any(ex.text_pair is not None for split in SPLITS for ex in data.per_task[task.name][split]):
+        summary["pairs"] = True  # sentence pairs; "words" counts the first text
+    return summary
 
 
 def format_summary(summary, verbose=False):
@@ -101,7 +111,8 @@ def format_summary(summary, verbose=False):
     """
     lines = [f"data of {summary['name']} (max_sequence_length {summary['max_sequence_length']})", ""]
     for name, task in summary["tasks"].items():
-        lines.append(f"task {name} ({task['type']})")
+        kind = f"{task['type']}, sentence pairs" if task.get("pairs") else task["type"]
+        lines.append(f"task {name} ({kind})")
         for split, e in task["splits"].items():
             pieces = e.get("pieces")
             piece_txt = f", pieces mean {pieces['mean']} / p95 {pieces['p95']} / max {pieces['max']}" if pieces else ""

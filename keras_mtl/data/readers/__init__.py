@@ -65,6 +65,22 @@ class Reader:
 
 READERS = {}
 
+# The reader options that make a task a sentence-pair task when set: the
+# second text's column (`delimited`), field (`jsonl`) or feature (`tfds`).
+PAIR_OPTIONS = ("text_pair_column", "text_pair_field", "text_pair_feature")
+
+
+def pair_option(options):
+    """The name of the second-text option set in a reader's `options`, else None.
+
+    A task whose data options set one is a pair task: every example it reads
+    has a `text_pair`.
+    """
+    for name in PAIR_OPTIONS:
+        if getattr(options, name, None) is not None:
+            return name
+    return None
+
 
 def register_reader(name, options=NoOptions, task_types=TASK_TYPES, source_is_path=True):
     """Decorator registering `fn(request) -> list[Example]` under `name`."""

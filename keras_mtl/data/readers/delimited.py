@@ -20,6 +20,16 @@ Example YAML:
           header: false
           text_column: 3
           label_column: 1
+      - name: rte                   # sentence pairs: two text columns
+        type: classification
+        data:
+          format: delimited
+          train: ../shared/data/rte/train.tsv
+          test: ../shared/data/rte/dev.tsv
+          quoting: none             # its sentences hold `"` that are not CSV quotes
+          text_column: sentence1
+          text_pair_column: sentence2
+          label_column: label
       - name: topics
         type: multilabel
         data:
@@ -27,6 +37,10 @@ Example YAML:
           train: topics.jsonl
           text_field: text
           label_field: label
+
+A task that sets `text_pair_column` (`jsonl`: `text_pair_field`) is a
+sentence-pair task: every row has a second text, and an empty one is an error
+naming the line (or, with `skip_empty_text`, a skipped row).
 
 Labels follow the conventions of `keras_mtl.data.example`: classification
 labels are strings (a label `1` in a file is the class name "1"), multilabel
@@ -66,8 +80,8 @@ class _LabelledRecordOptions(ReaderOptions):
     skip_empty_text: bool = pydantic.Field(
         False,
         description=(
-            "Skip rows (objects) whose text is empty. false (the default): an empty "
-            "text is an error naming the line."
+            "Skip rows (objects) whose text (or, in a pair task, second text) is "
+            "empty. false (the default): an empty text is an error naming the line."
         ),
     )
 
@@ -81,6 +95,14 @@ class DelimitedOptions(_LabelledRecordOptions):
             "The column holding the text: a column name from the header row "
             "(needs `header: true`) or a 0-based column index (allowed with "
             "or without a header)."
+        ),
+    )
+    text_pair_column: Optional[Column] = pydantic.Field(
+        None,
+        description=(
+            "Sentence-pair tasks: the column holding the second text (a header "
+            "name or a 0-based index, as for `text_column`). null (the default): "
+            "a single-text task."
         ),
     )
     label_column: Column = pydantic.Field(
@@ -127,7 +149,7 @@ class DelimitedOptions(_LabelledRecordOptions):
         "utf-8", description="Text encoding of the file, e.g. `latin-1`."
     )
 
-    @pydantic.field_validator("text_column", "label_column")
+    @pydantic.field_validator("text_column", "text_pair_column", "label_column")
     @classmethod
     def _non_negative(cls, value):
         if isinstance(value, int) and value < 0:
@@ -159,6 +181,14 @@ class JsonlOptions(_LabelledRecordOptions):
         "text",
         min_length=1,
         description="The key of each JSON object that holds the text (a string).",
+    )
+    text_pair_field: Optional[str] = pydantic.Field(
+        None,
+        min_length=1,
+        description=(
+            "Sentence-pair tasks: the key that holds the second text (a string). "
+            "null (the default): a single-text task."
+        ),
     )
     label_field: str = pydantic.Field(
         "label",
@@ -299,15 +329,23 @@ def read_delimited(request):
     label_idx = _resolve_column(
         options.label_column, names, header_where, "label_column"
     )
+    pair_idx = None
+    if options.text_pair_column is not None:
+        pair_idx = _resolve_column(
+            options.text_pair_column, names, header_where, "text_pair_column"
+        )
+    columns = [(text_idx, "text_column"), (label_idx, "label_column")]
+    if pair_idx is not None:
+        columns.append((pair_idx, "text_pair_column"))
     if names is not None:
         # Index columns given with a header must exist in the header too.
-        for idx, what in ((text_idx, "text_column"), (label_idx, "label_column")):
+        for idx, what in columns:
             if idx >= len(names):
                 raise DataError(
                     f"{header_where}: {what} is {idx} but the header has only "
                     f"{len(names)} column(s): {', '.join(map(repr, names))}"
                 )
-    needed = max(text_idx, label_idx) + 1
+    needed = max(idx for idx, _ in columns) + 1
     label_desc = (
         f"column {names[label_idx].strip()!r}" if names else f"column {label_idx}"
     )
@@ -328,11 +366,29 @@ def read_delimited(request):
                 f"{where}: empty text in column {text_idx} (set "
                 f"`skip_empty_text: true` to skip such rows)"
             )
+        text_pair = None
+        if pair_idx is not None:
+            text_pair = fields[pair_idx].strip()
+            if not text_pair:
+                if options.skip_empty_text:
+                    continue
+                pair_desc = (
+                    f"column {names[pair_idx].strip()!r}" if names else f"column {pair_idx}"
+                )
+                raise DataError(
+                    f"{where}: empty second text in {pair_desc} (text_pair_column; "
+                    f"set `skip_empty_text: true` to skip such rows)"
+                )
         label = _parse_label(
             fields[label_idx], request.task_type, options, where, label_desc
         )
         examples.append(
-            Example(text=text, labels={request.task_name: label}, origin=where)
+            Example(
+                text=text,
+                labels={request.task_name: label},
+                origin=where,
+                text_pair=text_pair,
+            )
         )
 
     if not examples:
@@ -441,7 +497,10 @@ def read_jsonl(request):
             raise DataError(
                 f"{where}: expected a JSON object, found {_type_name(record)}"
             )
-        for field in (options.text_field, options.label_field):
+        fields = [options.text_field, options.label_field]
+        if options.text_pair_field is not None:
+            fields.insert(1, options.text_pair_field)
+        for field in fields:
             if field not in record:
                 present = ", ".join(map(repr, record)) or "none"
                 raise DataError(
@@ -462,11 +521,33 @@ def read_jsonl(request):
                 f"{where}: field {options.text_field!r} is empty (set "
                 f"`skip_empty_text: true` to skip such lines)"
             )
+        text_pair = None
+        if options.text_pair_field is not None:
+            text_pair = record[options.text_pair_field]
+            if not isinstance(text_pair, str):
+                raise DataError(
+                    f"{where}: field {options.text_pair_field!r} (text_pair_field) "
+                    f"must be a string, found {_type_name(text_pair)}: {text_pair!r:.80}"
+                )
+            text_pair = text_pair.strip()
+            if not text_pair:
+                if options.skip_empty_text:
+                    continue
+                raise DataError(
+                    f"{where}: field {options.text_pair_field!r} (the second text, "
+                    f"text_pair_field) is empty (set `skip_empty_text: true` to skip "
+                    f"such lines)"
+                )
         label = _json_label(
             record[options.label_field], request.task_type, options, where
         )
         examples.append(
-            Example(text=text, labels={request.task_name: label}, origin=where)
+            Example(
+                text=text,
+                labels={request.task_name: label},
+                origin=where,
+                text_pair=text_pair,
+            )
         )
     if not examples:
         raise DataError(f"{path}: no examples found (the file is empty)")

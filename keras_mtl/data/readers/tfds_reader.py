@@ -14,6 +14,9 @@ Example YAML:
           text_feature: sentence
           label_feature: label
 
+A sentence-pair task names its second text with `text_pair_feature` (for
+`glue/rte`: `text_feature: sentence1`, `text_pair_feature: sentence2`).
+
 The sources are TFDS split strings (slicing such as `train[:90%]` works).
 `tensorflow_datasets` is imported only when a `tfds` task is read. A machine
 without network access can read a dataset that was prepared earlier: set
@@ -43,6 +46,14 @@ class TfdsOptions(ReaderOptions):
     )
     text_feature: str = pydantic.Field(
         "sentence", description="The feature holding the text (a `Text` feature)."
+    )
+    text_pair_feature: Optional[str] = pydantic.Field(
+        None,
+        min_length=1,
+        description=(
+            "Sentence-pair tasks: the feature holding the second text (a `Text` "
+            "feature). null (the default): a single-text task."
+        ),
     )
     label_feature: str = pydantic.Field(
         "label",
@@ -147,6 +158,25 @@ def _label(value, task_type, names, where, split):
     return _scalar_name(value, names, where, split)
 
 
+def _text(record, feature, origin):
+    """The decoded string of a text feature of one record."""
+    text = record[feature]
+    if hasattr(text, "item") and getattr(text, "shape", None) == ():
+        text = text.item()
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{origin}: byte offset {e.start}: the text is not valid UTF-8"
+            ) from None
+    if not isinstance(text, str):
+        raise DataError(
+            f"{origin}: feature {feature!r} is not a text feature (found {text!r:.80})"
+        )
+    return text
+
+
 def read_tfds(request):
     """Read one split of a TFDS dataset into `Example`s.
 
@@ -208,10 +238,11 @@ def read_tfds(request):
 
     features = builder.info.features
     available = list(features.keys())
-    for option, feature in (
-        ("text_feature", options.text_feature),
-        ("label_feature", options.label_feature),
-    ):
+    wanted = [("text_feature", options.text_feature)]
+    if options.text_pair_feature is not None:
+        wanted.append(("text_pair_feature", options.text_pair_feature))
+    wanted.append(("label_feature", options.label_feature))
+    for option, feature in wanted:
         if feature not in available:
             raise DataError(
                 f"{where}: {name!r} has no feature {feature!r} ({option}); "
@@ -232,22 +263,15 @@ def read_tfds(request):
     try:
         for index, record in enumerate(tfds.as_numpy(dataset)):
             origin = f"{where}:{index + 1}"
-            text = record[options.text_feature]
-            if hasattr(text, "item") and getattr(text, "shape", None) == ():
-                text = text.item()
-            if isinstance(text, bytes):
-                try:
-                    text = text.decode("utf-8")
-                except UnicodeDecodeError as e:
+            text = _text(record, options.text_feature, origin)
+            text_pair = None
+            if options.text_pair_feature is not None:
+                text_pair = _text(record, options.text_pair_feature, origin).strip()
+                if not text_pair:
                     raise DataError(
-                        f"{origin}: byte offset {e.start}: the text is not "
-                        f"valid UTF-8"
-                    ) from None
-            if not isinstance(text, str):
-                raise DataError(
-                    f"{origin}: feature {options.text_feature!r} is not a text "
-                    f"feature (found {text!r:.80})"
-                )
+                        f"{origin}: feature {options.text_pair_feature!r} (the "
+                        f"second text, text_pair_feature) is empty"
+                    )
             label = _label(
                 record[options.label_feature], request.task_type, names, origin, split
             )
@@ -256,6 +280,7 @@ def read_tfds(request):
                     text=text.strip(),
                     labels={request.task_name: label},
                     origin=origin,
+                    text_pair=text_pair,
                 )
             )
     except DataError:

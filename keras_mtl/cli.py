@@ -3,7 +3,7 @@
     keras-mtl [--verbose] train CONFIG [--workdir DIR] [--set KEY=VALUE ...] [--max-steps N]
     keras-mtl evaluate WORKDIR [--split test] [--json]
     keras-mtl export WORKDIR [--out saved_models/<name>] [--keep N]
-    keras-mtl predict MODEL_DIR|URL TEXT...
+    keras-mtl predict MODEL_DIR|URL TEXT... | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
     keras-mtl data CONFIG [--json]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run]
     keras-mtl compare CONFIG [--seeds N] [--tasks a,b] [--max-steps N]
@@ -149,9 +149,16 @@ def build_parser():
     x.add_argument("--keep", type=int, help="keep only the newest N versions")
     x.set_defaults(fn=_cmd_export)
 
-    pr = sub.add_parser("predict", help="predict every task for some texts")
+    pr = sub.add_parser("predict", help="predict every task for some texts, or for every line of a file")
     pr.add_argument("model", help="saved_models/<name>[/<version>], http://host:8501/v1/models/<name> or grpc://host:8500/<name>")
-    pr.add_argument("texts", nargs="+", help="texts to predict (one JSON object per text is printed)")
+    pr.add_argument("texts", nargs="*", help="texts to predict (one JSON object per text is printed); or --input")
+    pr.add_argument("--input", metavar="FILE", help="predict every line of FILE (.jsonl: {\"text\": ...[, \"text_pair\": ...]}; .tsv: text[<TAB>text_pair]), streaming")
+    pr.add_argument("--output", metavar="FILE", help="with --input: write the JSON lines to FILE (default stdout)")
+    pr.add_argument("--task", help="keep only this task's predictions (and _meta)")
+    pr.add_argument("--batch-size", type=int, help="texts per model call or server request (default 32)")
+    pr.add_argument("--format", choices=["jsonl", "tsv"], help="with --input: the file's format (default: from its extension)")
+    pr.add_argument("--header", action="store_true", help="with --input: the TSV's first line is a header")
+    pr.add_argument("--strict", action="store_true", help="with --input: a bad line is an error (nothing is written) instead of an error line")
     pr.set_defaults(fn=_cmd_predict)
 
     d = sub.add_parser("data", help="counts, labels, lengths and overlaps of a config's data")
@@ -256,15 +263,37 @@ def _cmd_export(args):
 
 
 def _cmd_predict(args):
+    from keras_mtl.errors import ServingError
+
+    if args.input is None:
+        if not args.texts:
+            raise ServingError("the following arguments are required: texts (or --input FILE)")
+        for flag in ("output", "format", "header", "strict"):
+            if getattr(args, flag):
+                raise ServingError(f"--{flag} needs --input FILE")
+    elif args.texts:
+        raise ServingError("give either texts or --input FILE, not both")
+    batch_size = args.batch_size or 32
+    if args.input is not None:
+        from keras_mtl.serving.predict import predict_file
+
+        predict_file(args.model, args.input, args.output, task=args.task, batch_size=batch_size,
+                     strict=args.strict, format=args.format, header=args.header)
+        return 0
     texts = args.texts
     if args.model.startswith(("http://", "https://", "grpc://")):
         from keras_mtl.serving import predict_remote
 
-        results = predict_remote(args.model, texts)
+        results = predict_remote(args.model, texts, max_batch_size=args.batch_size)
     else:
         from keras_mtl.serving.predict import predict
 
-        results = predict(args.model, texts)
+        results = predict(args.model, texts, batch_size=args.batch_size or 64)
+    if args.task is not None:
+        from keras_mtl.serving.predict import _check_task
+
+        _check_task(args.task, [k for k in results[0] if not k.startswith("_")], args.model)
+        results = [{k: v for k, v in r.items() if k in (args.task, "_meta")} for r in results]
     for r in results:
         print(json.dumps(r, ensure_ascii=False))
     return 0
@@ -482,6 +511,9 @@ def main(argv=None):
     except KerasMTLError as e:
         _report(args.command, e)
         return 2
+    except BrokenPipeError:  # `keras-mtl predict ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error when Python flushes stdout
+        return 141
     except OSError as e:
         # A file or directory named on the command line that cannot be read or
         # written is the user's to fix; any other OSError is a bug.

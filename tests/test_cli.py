@@ -242,3 +242,23 @@ def test_console_entry_exit_code_and_clean_error(tmp_path):
         f"keras-mtl data: error: {tmp_path / 'missing.yaml'}: config file not found"
     ]
     assert proc.stdout == ""
+
+
+@pytest.mark.slow
+def test_predict_into_a_closed_pipe_stops_quietly(tiny_run, tmp_path):
+    # `keras-mtl predict ... | head -1`: no BrokenPipeError traceback.
+    import subprocess
+    import sys
+
+    from keras_mtl.export import export
+
+    version = export(tiny_run["workdir"], out=tmp_path / "m", warmup=False)
+    texts = ["a b c ."] * 3000
+    (tmp_path / "in.jsonl").write_text("".join('{"text": "%s"}\n' % t for t in texts), encoding="utf-8")
+    shell = (
+        f"{sys.executable} -m keras_mtl.cli predict {version} --input {tmp_path / 'in.jsonl'} --batch-size 500"
+        " | head -1"
+    )
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True, timeout=300)
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

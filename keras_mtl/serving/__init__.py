@@ -19,7 +19,10 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
   the export lock and temporaries, the config file names); `find_versions`
   and `read_model_info` read it.
 - `keras_mtl.serving.predict.predict`: local predictions from a SavedModel,
-  the same answers as the clients (`keras_mtl.predict`).
+  the same answers as the clients (`keras_mtl.predict`);
+  `keras_mtl.serving.predict.predict_file`: every line of a JSON Lines or TSV
+  file (`keras-mtl predict MODEL --input F`), streaming, in input order, for
+  an export or a URL (input files: `keras_mtl.serving.input_file`).
 - `outputs_to_predictions`: outputs -> per-task JSON (local and remote alike).
 - `write_serving_files`, `serve_command`, `docker_command`, `serve`: config
   files and how to start TF Serving on an export.
@@ -48,6 +51,7 @@ from keras_mtl.serving.server_config import (
     write_serving_files,
 )
 from keras_mtl.serving.layout import find_versions, read_model_info
+from keras_mtl.serving.predict import predict_file
 from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "model_config_text",
     "monitoring_config_text",
     "outputs_to_predictions",
+    "predict_file",
     "predict_grpc",
     "predict_remote",
     "predict_rest",

@@ -1,0 +1,269 @@
+"""Batch prediction from files: `predict_file` and `keras-mtl predict MODEL --input F`.
+
+Most tests use a fake predictor (a callable: texts -> per-text dicts) so they
+run without TensorFlow; the end-to-end tests export the session's tiny run.
+"""
+
+import json
+
+import pytest
+
+from keras_mtl.errors import DataError, ServingError
+from keras_mtl.serving import input_file
+from keras_mtl.serving.predict import PAIR_UNSUPPORTED, predict_file
+
+
+class Fake:
+    """Echoes each text; records the batch sizes it was called with."""
+
+    tasks = None  # unknown up front, like a remote server
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, texts):
+        self.calls.append(len(texts))
+        return [{"echo": {"label": t}, "other": {"value": len(t)}, "_meta": {"num_words": 1}} for t in texts]
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n")[:-1]]
+
+
+def test_order_and_counts_across_batches_and_the_reader_is_lazy(tmp_path, monkeypatch):
+    n, batch = 5000, 64
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": f"t{i}", "id": i}) + "\n" for i in range(n)))
+    parsed = []
+    real_parse = input_file._parse_jsonl
+    monkeypatch.setattr(input_file, "_parse_jsonl", lambda line: (parsed.append(1), real_parse(line))[1])
+    seen_at_call = []
+    fake = Fake()
+
+    def predictor(texts):
+        seen_at_call.append(len(parsed))
+        return fake(texts)
+
+    out = tmp_path / "out.jsonl"
+    counts = predict_file(predictor, src, out, batch_size=batch)
+    assert counts == {"lines": n, "predicted": n, "errors": 0, "output": str(out)}
+    assert [r["echo"]["label"] for r in _lines(out)] == [f"t{i}" for i in range(n)]
+    assert max(fake.calls) == batch and sum(fake.calls) == n
+    # lazy: the first batch is predicted after one batch of lines was parsed, not the whole file
+    assert seen_at_call[0] == batch and seen_at_call[-1] == n
+
+
+def test_bad_lines_are_reported_and_marked_in_place(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    rows = [
+        '{"text": "a"}',
+        '{"text": "b"',  # 2 invalid JSON
+        '{"id": 3}',  # 3 missing text
+        '{"text": "  "}',  # 4 empty text
+        '{"text": 5}',  # 5 not a string
+        '["text"]',  # 6 not an object
+        "",  # 7 empty line
+        '{"text": "c", "text_pair": "d"}',  # 8 pair to a single-text model
+        '{"text": "e"}',
+    ]
+    src.write_text("\n".join(rows) + "\n")
+    err = tmp_path / "err.txt"
+    with err.open("w") as stream:
+        counts = predict_file(Fake(), src, tmp_path / "out.jsonl", batch_size=2, stderr=stream)
+    assert counts["lines"] == 9 and counts["predicted"] == 2 and counts["errors"] == 7
+    out = _lines(tmp_path / "out.jsonl")
+    assert len(out) == 9
+    assert out[0]["echo"]["label"] == "a" and out[8]["echo"]["label"] == "e"
+    assert [o["line"] for o in out[1:8]] == [2, 3, 4, 5, 6, 7, 8]
+    reported = err.read_text().splitlines()
+    assert [r.split(": ", 1)[0] for r in reported] == [f"{src}:{i}" for i in range(2, 9)]
+    assert "invalid JSON" in reported[0] and "missing `text`" in reported[1]
+    assert "empty `text`" in reported[2] and "must be a string" in reported[3]
+    assert "JSON object" in reported[4] and "empty line" in reported[5]
+    assert PAIR_UNSUPPORTED in reported[6] and out[7]["error"] == PAIR_UNSUPPORTED
+
+
+def test_tsv_fields_header_crlf_and_u2028(tmp_path, capsys):
+    src = tmp_path / "in.tsv"
+    src.write_bytes(
+        "text\ttext_pair\r\n"
+        "one\u2028still one\r\n"  # 2: U+2028 is not a line break
+        'say "hi"\rnot a break\n'  # 3: a bare \r and quotes are ordinary characters
+        "a\tb\tc\n"  # 4: three fields
+        "\t\n"  # 5: empty text
+        "last".encode("utf-8")  # 6: no final line end
+    )
+    counts = predict_file(Fake(), src, tmp_path / "out.jsonl", header=True)
+    assert counts == {"lines": 5, "predicted": 3, "errors": 2, "output": str(tmp_path / "out.jsonl")}
+    out = _lines(tmp_path / "out.jsonl")
+    assert out[0]["echo"]["label"] == "one\u2028still one"
+    assert out[1]["echo"]["label"] == 'say "hi"\rnot a break'
+    assert out[2]["line"] == 4 and "got 3" in out[2]["error"]
+    assert out[3]["line"] == 5 and "empty text" in out[3]["error"]
+    assert out[4]["echo"]["label"] == "last"
+    err = capsys.readouterr().err
+    assert f"{src}:4: expected 1 or 2 tab-separated fields" in err and f"{src}:5: empty text" in err
+    # without --header line 1 is a record (with a text_pair: refused by a single-text model)
+    out2 = tmp_path / "out2.jsonl"
+    predict_file(Fake(), src, out2)
+    assert _lines(out2)[0] == {"line": 1, "error": PAIR_UNSUPPORTED}
+
+
+def test_jsonl_crlf_bom_and_u2028(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + '{"text": "x\u2028y"}\r\n{"text": "z"}\r\n'.encode("utf-8"))
+    out = tmp_path / "out.jsonl"
+    assert predict_file(Fake(), src, out)["predicted"] == 2
+    assert [r["echo"]["label"] for r in _lines(out)] == ["x\u2028y", "z"]
+
+
+def test_strict_is_an_error_with_no_output(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(100)) + "{oops\n")
+    out = tmp_path / "out.jsonl"
+    fake = Fake()
+    with pytest.raises(DataError, match=rf"^{src}:101: invalid JSON"):
+        predict_file(fake, src, out, batch_size=10, strict=True)
+    assert fake.calls == [] and list(tmp_path.iterdir()) == [src]  # no output, no temporary
+    assert capsys.readouterr().out == ""
+
+
+def test_a_failure_midway_leaves_no_partial_output(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"text": f"t{i}"}) + "\n" for i in range(50)))
+
+    def failing(texts, calls=[]):
+        calls.append(1)
+        if len(calls) == 3:
+            raise ServingError("server went away")
+        return Fake()(texts)
+
+    with pytest.raises(ServingError):
+        predict_file(failing, src, tmp_path / "out.jsonl", batch_size=10)
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_task_selection_and_unknown_task(tmp_path, capsys):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n')
+    out = tmp_path / "out.jsonl"
+    predict_file(Fake(), src, out, task="echo")
+    assert _lines(out) == [{"echo": {"label": "a"}, "_meta": {"num_words": 1}}]
+    with pytest.raises(ServingError, match="no task 'nope'; the model's tasks are echo, other"):
+        predict_file(Fake(), src, tmp_path / "o2.jsonl", task="nope")
+    assert not (tmp_path / "o2.jsonl").exists()
+
+    def known(texts):  # tasks known up front (a local export's metadata): checked before reading
+        raise AssertionError("not called")
+
+    known.tasks = ["a", "b"]
+    with pytest.raises(ServingError, match="the model's tasks are a, b"):
+        predict_file(known, src, task="c")
+    assert capsys.readouterr().out == ""
+
+
+def test_file_and_format_errors(tmp_path):
+    with pytest.raises(DataError, match="input file not found"):
+        predict_file(Fake(), tmp_path / "missing.jsonl")
+    (tmp_path / "x.csv").write_text("a\n")
+    with pytest.raises(DataError, match="cannot tell the input format"):
+        predict_file(Fake(), tmp_path / "x.csv")
+    (tmp_path / "mac.tsv").write_bytes(b"a\rb\r")
+    with pytest.raises(DataError, match="bare carriage return"):
+        predict_file(Fake(), tmp_path / "mac.tsv")
+    with pytest.raises(ServingError, match="batch_size"):
+        predict_file(Fake(), tmp_path / "x.csv", batch_size=0)
+
+
+def test_output_path_errors(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n')
+    with pytest.raises(ServingError, match="cannot write the output"):
+        predict_file(Fake(), src, tmp_path / "no-such-dir" / "out.jsonl")
+    with pytest.raises(ServingError, match="is a directory"):
+        predict_file(Fake(), src, tmp_path)
+    with pytest.raises(ServingError, match="the output file is the input file"):
+        predict_file(Fake(), src, src)
+    assert src.read_text() == '{"text": "a"}\n'
+
+
+def test_count_lines_matches_the_reader(tmp_path):
+    for data in (b"", b"a", b"a\n", b"a\r\nb", b"a\n\nb\n", b"\n"):
+        path = tmp_path / "f.tsv"
+        path.write_bytes(data)
+        assert input_file.count_lines(path) == len(list(input_file.iter_lines(path))), data
+
+
+def test_cli_argument_errors(tmp_path, capsys):
+    from keras_mtl.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "a"}\n')
+    for argv, message in [
+        (["predict", "m"], "required: texts (or --input FILE)"),
+        (["predict", "m", "a text", "--input", str(src)], "either texts or --input"),
+        (["predict", "m", "a text", "--strict"], "--strict needs --input"),
+        (["predict", "m", "a text", "--output", "o.jsonl"], "--output needs --input"),
+    ]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as info:
+        main(["predict", "m", "--input", str(src), "--batch-size", "0"])
+    assert info.value.code == 2
+
+
+# --------------------------------------------------------------------------
+# End to end: a real export of the session's tiny run
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_run, tmp_path_factory):
+    from keras_mtl.export import export
+
+    base = tmp_path_factory.mktemp("predict-file") / "saved"
+    export(tiny_run["workdir"], out=str(base), warmup=False)
+    return base
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_on_a_real_export(tiny_export, tmp_path, capsys):
+    from keras_mtl.cli import main
+    from keras_mtl.serving.predict import predict
+
+    texts = [f"the market rallied {i} times" for i in range(7)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join([json.dumps({"text": t}) for t in texts[:3]] + ["not json"]
+                             + [json.dumps({"text": t}) for t in texts[3:]]) + "\n")
+    expected = predict(tiny_export, texts)
+
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", str(tiny_export), "--input", str(src), "--output", str(out), "--batch-size", "2"]) == 0
+    got = _lines(out)
+    assert got[:3] == expected[:3] and got[4:] == expected[3:]
+    assert got[3]["line"] == 4 and "invalid JSON" in got[3]["error"]
+    assert f"{src}:4: invalid JSON" in capsys.readouterr().err
+
+    # stdout, one task
+    assert main(["predict", str(tiny_export), "--input", str(src), "--task", "topic"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 8 and lines[0] == {"topic": expected[0]["topic"], "_meta": expected[0]["_meta"]}
+
+    # unknown task: one line naming the model's tasks, exit 2, no output
+    assert main(["predict", str(tiny_export), "--input", str(src), "--task", "nope",
+                 "--output", str(tmp_path / "o2.jsonl")]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and "no task 'nope'" in err[0] and "pos, sentiment, topic" in err[0], err
+    assert not (tmp_path / "o2.jsonl").exists() and captured.out == ""
+
+    # --strict: exit 2 naming file and line, nothing written
+    assert main(["predict", str(tiny_export), "--input", str(src), "--strict",
+                 "--output", str(tmp_path / "o3.jsonl")]) == 2
+    assert f"{src}:4: invalid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o3.jsonl").exists()
+
+    # positional texts take --task too
+    assert main(["predict", str(tiny_export), texts[0], "--task", "pos"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"pos": expected[0]["pos"], "_meta": expected[0]["_meta"]}

@@ -219,26 +219,13 @@ def _add_arguments(parser, module, attr):
 # --------------------------------------------------------------------------
 
 
-def _accepts(fn, name):
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _cmd_train(args):
     from keras_mtl.config import load_config
     from keras_mtl.train import train
 
     loaded = load_config(args.config, args.set)
     workdir = args.workdir or os.path.join("runs", loaded.config.name)
-    options = {}
-    for flag in ("overwrite", "fresh"):  # work dir flags, where the library has them
-        if hasattr(args, flag) and _accepts(train, flag):
-            options[flag] = getattr(args, flag)
-    report = train(loaded, workdir=workdir, max_steps=args.max_steps, verbose=0 if args.quiet else 1, **options)
+    report = train(loaded, workdir=workdir, max_steps=args.max_steps, verbose=0 if args.quiet else 1, fresh=args.fresh)
     print(open(os.path.join(workdir, "report.md"), encoding="utf-8").read())
     print(f"work dir: {workdir}")
     return 0 if report else 1
@@ -304,13 +291,8 @@ def _cmd_data(args):
     from keras_mtl.data.summary import data_summary, format_summary
 
     loaded = load_config(args.config, args.set)
-    options = {"verbose": args.verbose} if _accepts(data_summary, "verbose") else {}
-    summary = data_summary(loaded, **options)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        options = {"verbose": args.verbose} if _accepts(format_summary, "verbose") else {}
-        print(format_summary(summary, **options))
+    summary = data_summary(loaded)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary, verbose=args.verbose))
     return 0
 
 
@@ -372,7 +354,6 @@ def _quiet(verbose):
     for name in ("absl", "tensorflow", "jax", "jax._src.xla_bridge", "h5py"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=_THIRD_PARTY)
-    warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed", category=UserWarning)
     warnings.formatwarning = _one_line_warning
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImport("tensorflow"))

@@ -424,6 +424,8 @@ class LoadedConfig:
     config: ExperimentConfig
     path: Optional[Path]
     raw: dict  # the YAML after overrides, with data paths resolved
+    lines: dict = dataclasses.field(default_factory=dict)  # key path (tuple) -> its line in `path`
+    overridden: frozenset = frozenset()  # key paths (tuples) set by --set: no file line for them
 
 
 def load_config(config, overrides=()) -> LoadedConfig:
@@ -477,7 +479,13 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=(
     if problems:
         raise ConfigError("\n".join(problems))
     raw_resolved = config.model_dump(mode="json")
-    return LoadedConfig(config=config, path=Path(source) if source != "<dict>" else None, raw=raw_resolved)
+    return LoadedConfig(
+        config=config,
+        path=Path(source) if source != "<dict>" else None,
+        raw=raw_resolved,
+        lines=dict(lines),
+        overridden=frozenset(applied),
+    )
 
 
 class _DuplicateKey(yaml.YAMLError):

@@ -43,32 +43,16 @@ class TaskData:
 class ConfigLocator:
     """Says where a task's data source is set: `configs/x.yaml:12: tasks[0].data.train`.
 
-    Built from what `load_task_data` is given: a `LoadedConfig` knows its
-    file, whose YAML is parsed again (cheap) for the line of each field; a
-    bare `ExperimentConfig` (the Python API) gives the field path alone. A
-    field whose value differs from the file's (set by `--set`) is named
-    without a line.
+    Built from what `load_task_data` is given: a `LoadedConfig` knows its file
+    and the line of each key; a bare `ExperimentConfig` (the Python API) gives
+    the field path alone. A field set by `--set` is named without a line.
     """
 
     def __init__(self, loaded=None):
-        self.source = None
-        self.lines = {}
-        self.raw = None
-        self.base_dir = None
         path = getattr(loaded, "path", None)
-        if path is None:
-            return
-        self.source = str(path)
-        self.base_dir = Path(path).parent
-        lines = getattr(loaded, "lines", None)
-        try:
-            from keras_mtl import config as config_lib
-
-            raw, parsed = config_lib._parse_yaml(Path(path).read_text(encoding="utf-8"), self.source)
-        except Exception:  # the file changed or is gone: no line numbers
-            raw, parsed = None, {}
-        self.raw = raw
-        self.lines = lines if isinstance(lines, dict) else parsed
+        self.source = None if path is None else str(path)
+        self.lines = getattr(loaded, "lines", {}) if path is not None else {}
+        self.overridden = getattr(loaded, "overridden", frozenset())
 
     @staticmethod
     def field(index, *keys):
@@ -77,41 +61,15 @@ class ConfigLocator:
             text += f".{key}"
         return text
 
-    def _raw_value(self, index, keys):
-        value = self.raw
-        for key in ("tasks", index, "data", *keys):
-            if isinstance(value, dict) and key in value:
-                value = value[key]
-            elif isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
-                value = value[key]
-            else:
-                return None
-        return value
-
-    def _resolved(self, value):
-        if isinstance(value, dict):
-            return {k: self._resolved(v) for k, v in value.items()}
-        if not isinstance(value, str) or self.base_dir is None:
-            return value
-        p = Path(value).expanduser()
-        return str(p if p.is_absolute() else (self.base_dir / p).resolve())
-
-    def __call__(self, index, *keys, value=None, is_path=True):
-        """`file:line: tasks[i].data.KEY...` (or less, where unknown).
-
-        `value`, if given, is the field's value in the config (paths resolved
-        when `is_path`); when the file says otherwise, `--set` changed it and
-        no line is named.
-        """
+    def __call__(self, index, *keys):
+        """`file:line: tasks[i].data.KEY...` (or less, where unknown)."""
         field = self.field(index, *keys)
         if self.source is None:
             return field
-        if value is not None and self.raw is not None:
-            raw = self._raw_value(index, keys)
-            if (self._resolved(raw) if is_path else raw) != value:
-                return f"{field} (set by --set)"
-        line = None
         loc = ("tasks", index, "data", *keys)
+        if any(loc[:n] in self.overridden for n in range(1, len(loc) + 1)):
+            return f"{field} (set by --set)"
+        line = None
         while loc and line is None:
             line = self.lines.get(loc)
             loc = loc[:-1]
@@ -137,7 +95,7 @@ def _check_files(task, index, split, source, locate):
         elif p.is_dir():
             problem = "is a directory, expected a data file"
         if problem:
-            where = locate(index, split, *keys, value=path)
+            where = locate(index, split, *keys)
             raise DataError(f"{where}: {problem}: {path} (task {task.name!r})")
 
 
@@ -178,7 +136,7 @@ def read_task(task, config: ExperimentConfig, index=None, locate=None):
         with progress.step(what):
             by_split[split] = reader.read(request)
     if not by_split.get("train"):
-        where = locate(index, "train", value=task.data.train, is_path=reader.source_is_path)
+        where = locate(index, "train")
         raise DataError(
             f"{where}: task {task.name!r}: no training examples "
             f"({_describe(task.data.train, reader.source_is_path)})"
@@ -294,7 +252,7 @@ def load_task_data(config) -> TaskData:
         found, needed = classes[task.name], get_task_type(task.type).min_classes
         if len(found) < needed:
             is_path = readers.get_reader(task.data.format).source_is_path
-            where = locate(index, "train", value=task.data.train, is_path=is_path)
+            where = locate(index, "train")
             carved = [
                 split
                 for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))

@@ -204,6 +204,18 @@ class JsonlOptions(_LabelledRecordOptions):
     )
 
 
+def _string_field(record, field, role, where):
+    """`record[field]` stripped; a DataError naming the line unless it is a string."""
+    value = record[field]
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r}{role} must be a string, found {_type_name(value)}: {value!r:.80}")
+    return value.strip()
+
+
+def _empty_field(field, role, where):
+    return DataError(f"{where}: field {field!r}{role} is empty (set `skip_empty_text: true` to skip such lines)")
+
+
 def _check_allowed(labels, allowed, where):
     if allowed is None:
         return
@@ -507,37 +519,18 @@ def read_jsonl(request):
                     f"{where}: no field {field!r}; the object has fields: "
                     f"{present}"
                 )
-        text = record[options.text_field]
-        if not isinstance(text, str):
-            raise DataError(
-                f"{where}: field {options.text_field!r} must be a string, "
-                f"found {_type_name(text)}: {text!r:.80}"
-            )
-        text = text.strip()
+        text = _string_field(record, options.text_field, "", where)
         if not text:
             if options.skip_empty_text:
                 continue
-            raise DataError(
-                f"{where}: field {options.text_field!r} is empty (set "
-                f"`skip_empty_text: true` to skip such lines)"
-            )
+            raise _empty_field(options.text_field, "", where)
         text_pair = None
         if options.text_pair_field is not None:
-            text_pair = record[options.text_pair_field]
-            if not isinstance(text_pair, str):
-                raise DataError(
-                    f"{where}: field {options.text_pair_field!r} (text_pair_field) "
-                    f"must be a string, found {_type_name(text_pair)}: {text_pair!r:.80}"
-                )
-            text_pair = text_pair.strip()
+            text_pair = _string_field(record, options.text_pair_field, " (text_pair_field)", where)
             if not text_pair:
                 if options.skip_empty_text:
                     continue
-                raise DataError(
-                    f"{where}: field {options.text_pair_field!r} (the second text, "
-                    f"text_pair_field) is empty (set `skip_empty_text: true` to skip "
-                    f"such lines)"
-                )
+                raise _empty_field(options.text_pair_field, " (the second text, text_pair_field)", where)
         label = _json_label(
             record[options.label_field], request.task_type, options, where
         )

@@ -3,7 +3,7 @@
     keras-mtl [--verbose] train CONFIG [--workdir DIR] [--set KEY=VALUE ...] [--max-steps N]
     keras-mtl evaluate WORKDIR [--split test] [--json]
     keras-mtl export WORKDIR [--out saved_models/<name>] [--keep N]
-    keras-mtl predict MODEL_DIR|URL TEXT... | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
+    keras-mtl predict MODEL_DIR|URL TEXT... [--text-pair P ...] | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
     keras-mtl data CONFIG [--json]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run]
     keras-mtl compare CONFIG [--seeds N] [--tasks a,b] [--max-steps N]
@@ -147,6 +147,7 @@ def build_parser():
     x.add_argument("workdir", help="a trained work dir")
     x.add_argument("--out", help="model base dir (default saved_models/<name>)")
     x.add_argument("--keep", type=int, help="keep only the newest N versions")
+    x.add_argument("--tasks", help="export only these tasks (comma-separated): their heads and signatures")
     x.set_defaults(fn=_cmd_export)
 
     pr = sub.add_parser("predict", help="predict every task for some texts, or for every line of a file")
@@ -154,7 +155,8 @@ def build_parser():
     pr.add_argument("texts", nargs="*", help="texts to predict (one JSON object per text is printed); or --input")
     pr.add_argument("--input", metavar="FILE", help="predict every line of FILE (.jsonl: {\"text\": ...[, \"text_pair\": ...]}; .tsv: text[<TAB>text_pair]), streaming")
     pr.add_argument("--output", metavar="FILE", help="with --input: write the JSON lines to FILE (default stdout)")
-    pr.add_argument("--task", help="keep only this task's predictions (and _meta)")
+    pr.add_argument("--task", help="predict with this task's own signature: only its predictions (and _meta); a sentence-pair task needs --text-pair (or text_pair in --input)")
+    pr.add_argument("--text-pair", action="append", metavar="PAIR", dest="text_pairs", help="the second text of a sentence pair, once per TEXT, in order (with --task PAIR_TASK)")
     pr.add_argument("--batch-size", type=int, help="texts per model call or server request (default 32)")
     pr.add_argument("--format", choices=["jsonl", "tsv"], help="with --input: the file's format (default: from its extension)")
     pr.add_argument("--header", action="store_true", help="with --input: the TSV's first line is a header")
@@ -245,7 +247,7 @@ def _cmd_evaluate(args):
 def _cmd_export(args):
     from keras_mtl.export import export
 
-    print(export(args.workdir, out=args.out, keep=args.keep))
+    print(export(args.workdir, out=args.out, keep=args.keep, tasks=args.tasks))
     return 0
 
 
@@ -260,6 +262,13 @@ def _cmd_predict(args):
                 raise ServingError(f"--{flag} needs --input FILE")
     elif args.texts:
         raise ServingError("give either texts or --input FILE, not both")
+    elif args.text_pairs is not None:
+        raise ServingError("--text-pair goes with TEXT arguments; with --input FILE give text_pair in the file")
+    pairs = args.text_pairs
+    if pairs is not None and len(pairs) != len(args.texts):
+        raise ServingError(
+            f"{len(pairs)} --text-pair for {len(args.texts)} TEXT: give one --text-pair per TEXT, in order"
+        )
     batch_size = args.batch_size or 32
     if args.input is not None:
         from keras_mtl.serving.predict import predict_file
@@ -269,13 +278,14 @@ def _cmd_predict(args):
         return 0
     texts = args.texts
     if args.model.startswith(("http://", "https://", "grpc://")):
-        from keras_mtl.serving import predict_remote
+        from keras_mtl.serving.predict import RemoteTask
 
-        results = predict_remote(args.model, texts, max_batch_size=args.batch_size)
+        remote = RemoteTask(args.model, args.task, max_batch_size=args.batch_size)
+        results = remote(texts, pairs)
     else:
         from keras_mtl.serving.predict import predict
 
-        results = predict(args.model, texts, batch_size=args.batch_size or 64)
+        results = predict(args.model, texts, batch_size=args.batch_size or 64, task=args.task, text_pairs=pairs)
     if args.task is not None:
         from keras_mtl.serving.predict import _check_task
 

@@ -48,12 +48,15 @@ MODEL_INPUTS = ("token_ids", "padding_mask", "task_ids")
 MODEL_LAYERS = {
     "embedding": "the token and position embedding",
     "embedding_norm": "the embedding layer norm",
+    "segment_ids": "the segment ids of sentence pairs",
+    "segment_embedding": "the segment embedding",
     "embedding_dropout": "the embedding dropout",
     "task_embedding": "the task embedding",
     "task_token": "the task token",
     "experts": "the mixture of experts",
     "task_relation": "the task relation layer",
 }
+SIGNATURES = ("serving_default", "serve_tokens")  # the export's fixed signatures; each task gets its own
 NUMBERED_LAYERS = {"encoder": "transformer layer", "adapter": "task adapter"}  # encoder_0, encoder_1, ...
 TASK_LAYERS = {  # per task `t`: t_pool, t_attention_pool, ...
     "pool": "pooling",
@@ -74,6 +77,8 @@ def model_name_clash(name, task_names=()):
     """
     if name in MODEL_INPUTS:
         return "it is the name of a model input"
+    if name in SIGNATURES:
+        return "it is the name of a serving signature"
     if name in MODEL_LAYERS:
         return f"it is the name of a model layer ({MODEL_LAYERS[name]})"
     for prefix, what in NUMBERED_LAYERS.items():
@@ -157,6 +162,9 @@ class TaskConfig(_Strict):
     class_weights: Literal["none", "balanced"] = pydantic.Field(
         "none", description="balanced: an example's loss times n / (C n_c) for its class c (classification)"
     )
+    positive_class: Optional[str] = pydantic.Field(
+        None, description="the class the `f1` metric scores (a binary classification task's positive class; '1')"
+    )
 
     @pydantic.model_validator(mode="after")
     def _class_weights(self):
@@ -165,6 +173,12 @@ class TaskConfig(_Strict):
                 f"class_weights: {self.class_weights!r} applies to classification tasks, "
                 f"not to a {self.type} task"
             )
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _positive_class(self):
+        if self.positive_class is not None and self.type != "classification":
+            raise ValueError(f"positive_class applies to classification tasks, not to a {self.type} task")
         return self
 
     @pydantic.field_validator("name")
@@ -347,6 +361,9 @@ class SplitConfig(_Strict):
     test_fraction: float = pydantic.Field(
         0.1, ge=0.0, lt=1.0, description="share of train carved off as test for a task without a test source"
     )
+    leaks: Literal["keep", "drop"] = pydantic.Field(
+        "keep", description="drop: remove from every task's train the texts (pairs) any task has in dev or test"
+    )
 
 
 class ExperimentConfig(_Strict):
@@ -410,6 +427,11 @@ class ExperimentConfig(_Strict):
     @property
     def task_names(self):
         return [t.name for t in self.tasks]
+
+    @property
+    def pair_task_names(self):
+        """The tasks that read sentence pairs (`is_pair_task`)."""
+        return [t.name for t in self.tasks if is_pair_task(t)]
 
 
 # --------------------------------------------------------------------------
@@ -765,6 +787,13 @@ def reader_options(task: TaskConfig):
             problems = [f"task {task.name!r}: data.{_loc_str(err['loc'])}: {_message(err)}" for err in e.errors()]
             raise ConfigError("\n".join(problems)) from None
     return opts
+
+
+def is_pair_task(task: TaskConfig):
+    """Whether a task reads sentence pairs: its reader options name a second text."""
+    from keras_mtl.data.readers import pair_option
+
+    return pair_option(reader_options(task)) is not None
 
 
 # --------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def score(config, split, predictions):
         if not idx:
             scores[task.name] = {m: None for m in task.metrics}
             continue
-        scores[task.name] = {m: metrics_lib.compute_metric(m, truth, preds) for m in task.metrics}
+        options = {"positive_class": task.positive_class}
+        scores[task.name] = {m: metrics_lib.compute_metric(m, truth, preds, **options) for m in task.metrics}
     return scores
 
 

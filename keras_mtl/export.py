@@ -5,32 +5,57 @@ Serving layout). Where and how a version is written (temporary directory,
 the lock while the version number is chosen, `assets.extra/`, pruning) is
 `keras_mtl.serving.layout`'s; this module builds what goes in it.
 
-Signature `serving_default`: `text` string [B] -> each task's outputs, as
-its type builds them (`serving_outputs` in keras_mtl.tasks):
+Signatures (`signature_name` in a TF Serving request):
+
+* `serving_default`: `text` string [B] -> the outputs of every single-text
+  task. (A model whose tasks all read sentence pairs: `text` and
+  `text_pair` -> every pair task's outputs.)
+* `<task>`, one per task: `text` [B] (and `text_pair` [B] for a task that
+  reads pairs) -> that task's outputs only. With task conditioning the
+  encoder runs once, with that task's id (`serving_default` runs it once
+  per task).
+* `serve_tokens`: the encoded `token_ids`/`padding_mask`[/`task_ids`]
+  directly (a pair packed `[CLS] a [SEP] b [SEP]`; the model reads the
+  segments off the `[SEP]`).
+
+Outputs of a task, as its type builds them (`serving_outputs` in keras_mtl.tasks):
     <task>_label [B], <task>_probabilities [B, C], <task>_classes [B, C]   classification
     <task>_labels [B, C] ("" where not predicted), _probabilities, _classes  multilabel
     <task>_tags [B, W] (one per whitespace word, "" past each row's end)      tagging
     <task>_value [B]                                                          regression
-    num_words [B] int32, truncated [B] bool (text cut at max_sequence_length)
-Every output has the batch as first dimension (TF Serving's REST row format
-needs that), and every head is float32. A second signature, `serve_tokens`,
-takes the encoded `token_ids`/`padding_mask`[/`task_ids`] directly.
+and with them num_words [B] int32 (words of `text`), truncated [B] bool
+(pieces cut at max_sequence_length). Every output has the batch as first
+dimension (TF Serving's REST row format needs that), and every head is
+float32. `export(..., tasks=[...])` (`keras-mtl export --tasks a,b`) keeps
+only those tasks' heads and signatures.
 """
 
+from keras_mtl.errors import ConfigError
 from keras_mtl.serving import layout
 from keras_mtl.tasks import for_task
 
 
-def _build_serving_fn(model_fn, encoder, tasks, classes, sees_task, fixed_length=None):
+def _serving_functions(model_fn, encoder, tasks, classes, sees_task, pair_tasks, exported, fixed_length=None):
+    """{signature name: tf.function}: `serving_default` and one per exported task.
+
+    Args:
+        model_fn: the model's `serve_tokens` endpoint.
+        encoder: the run's `TextEncoder`.
+        tasks: every task of the run (TaskConfig), in config order (task ids).
+        classes: task -> class names.
+        sees_task: the model takes `task_ids` (one encoder pass per task).
+        pair_tasks: names of the tasks that read sentence pairs.
+        exported: names of the tasks to serve.
+        fixed_length: the padded length (JAX exports are traced at one length).
+    """
     import tensorflow as tf
 
     pad_id = encoder.pad_id
-    heads = [for_task(t, classes[t.name]) for t in tasks]
-    num_tasks = len(tasks)
+    # The task ids are the model's (config order), also when only some tasks are exported.
+    heads = {t.name: (i, for_task(t, classes[t.name])) for i, t in enumerate(tasks) if t.name in exported}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-    def serving_default(text):
-        enc = encoder(text)
+    def serve(text, text_pair, names):
+        enc = encoder(text) if text_pair is None else encoder(text, text_pair)
         # JAX exports are traced at one fixed length (jax2tf cannot bound a symbolic one).
         shape = None if fixed_length is None else [None, fixed_length]
         ids = enc["token_ids"].to_tensor(default_value=pad_id, shape=shape)
@@ -41,19 +66,53 @@ def _build_serving_fn(model_fn, encoder, tasks, classes, sees_task, fixed_length
         length = tf.shape(ids)[1]
         inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}
         if sees_task:  # one pass per task, with its id
-            inputs = {k: tf.tile(v, [num_tasks, 1]) for k, v in inputs.items()}
-            inputs["task_ids"] = tf.repeat(tf.range(num_tasks, dtype=tf.int32), batch)
+            inputs = {k: tf.tile(v, [len(names), 1]) for k, v in inputs.items()}
+            ids_of = tf.constant([heads[n][0] for n in names], tf.int32)
+            inputs["task_ids"] = tf.repeat(ids_of, batch)
         out = model_fn(inputs)
         result = {"num_words": enc["num_words"], "truncated": enc["truncated"]}
         starts = enc["word_starts"].to_tensor(default_value=-1)
-        for t, head in enumerate(heads):
-            ys = {k: tf.cast(out[k], tf.float32) for k in head.output_names}
+        for k, name in enumerate(names):
+            head = heads[name][1]
+            ys = {key: tf.cast(out[key], tf.float32) for key in head.output_names}
             if sees_task:  # the rows run with this task's id
-                ys = {k: y[t * batch : (t + 1) * batch] for k, y in ys.items()}
+                ys = {key: y[k * batch : (k + 1) * batch] for key, y in ys.items()}
             result.update(head.serving_outputs(ys, batch, starts, length))
         return result
 
-    return serving_default
+    text_spec = tf.TensorSpec([None], tf.string, name="text")
+    pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
+
+    def single_text(names):
+        @tf.function(input_signature=[text_spec])
+        def fn(text):
+            return serve(text, None, names)
+
+        return fn
+
+    def text_and_pair(names):
+        @tf.function(input_signature=[text_spec, pair_spec])
+        def fn(text, text_pair):
+            same = tf.debugging.assert_equal(
+                tf.shape(text), tf.shape(text_pair), message="text and text_pair must hold as many strings"
+            )
+            with tf.control_dependencies([same]):
+                return serve(tf.identity(text), tf.identity(text_pair), names)
+
+        return fn
+
+    names = [t.name for t in tasks if t.name in exported]
+    default = default_tasks(names, pair_tasks)
+    functions = {"serving_default": text_and_pair(default) if default[0] in pair_tasks else single_text(default)}
+    for name in names:
+        functions[name] = text_and_pair([name]) if name in pair_tasks else single_text([name])
+    return functions
+
+
+def default_tasks(task_names, pair_tasks):
+    """The tasks `serving_default` answers: the single-text ones, else (all pairs) every task."""
+    singles = [n for n in task_names if n not in pair_tasks]
+    return singles or list(task_names)
 
 
 def _model_signature(model, sees_task, length=None):
@@ -68,41 +127,93 @@ def _model_signature(model, sees_task, length=None):
     return [spec]
 
 
-def build_archive(run, model=None):
-    """An `ExportArchive` holding the model, the tokenizer and both endpoints."""
+def select_tasks(config, tasks=None):
+    """The names of the tasks to export, in config order (`tasks`: names, or None for all)."""
+    names = config.task_names
+    if tasks is None:
+        return list(names)
+    if isinstance(tasks, str):
+        tasks = [t.strip() for t in tasks.split(",")]
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in names]
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        what = (
+            f"no task {unknown[0]!r}" if unknown else "no task named" if not tasks else "a task is named twice"
+        )
+        raise ConfigError(f"tasks (--tasks): {what}; the run's tasks are {', '.join(names)}")
+    return [n for n in names if n in tasks]
+
+
+def _with_heads(model, names, tasks):
+    """The model computing only the heads of tasks `names` (the same layers and weights)."""
+    import keras
+
+    keep = {}
+    for task in tasks:
+        if task.name in names:
+            for key in for_task(task).output_names:
+                keep[key] = model.output[key]
+    if len(keep) == len(model.outputs):
+        return model
+    return keras.Model(inputs=model.input, outputs=keep, name=model.name)
+
+
+def build_archive(run, model=None, tasks=None):
+    """An `ExportArchive` holding the model, the tokenizer and the signatures.
+
+    Args:
+        run: a loaded work dir (`workdir.load_run`).
+        model: the trained model (default: the run's).
+        tasks: names of the tasks to export (default: all).
+    """
     import keras
 
     from keras_mtl.data.tokenize import make_encoder
     from keras_mtl import model as model_lib
 
-    model = model or run.load_model()
-    encoder = make_encoder(run.vocabulary, run.config.model)
-    sees_task = model_lib.sees_task(run.config.model)
+    config = run.config
+    exported = select_tasks(config, tasks)
+    model = _with_heads(model or run.load_model(), exported, config.tasks)
+    encoder = make_encoder(run.vocabulary, config.model)
+    sees_task = model_lib.sees_task(config.model)
     archive = keras.export.ExportArchive()
     kwargs, length = {}, None
     if keras.backend.backend() == "jax":
         kwargs["jax2tf_kwargs"] = {"native_serialization": True}
-        length = run.config.model.max_sequence_length
+        length = config.model.max_sequence_length
     model_fn = archive.track_and_add_endpoint(
         "serve_tokens", model, input_signature=_model_signature(model, sees_task, length), **kwargs
     )
     archive.track(encoder.tokenizer)
-    serving_fn = _build_serving_fn(model_fn, encoder, run.config.tasks, run.classes, sees_task, length)
-    archive.add_endpoint("serving_default", serving_fn)
+    functions = _serving_functions(
+        model_fn, encoder, config.tasks, run.classes, sees_task, config.pair_task_names, exported, length
+    )
+    for name, fn in functions.items():
+        archive.add_endpoint(name, fn)
     return archive
 
 
-def metadata(run):
+def metadata(run, tasks=None):
     import keras
     import tensorflow as tf
 
     from keras_mtl import __version__
 
+    exported = select_tasks(run.config, tasks)
+    pairs = run.config.pair_task_names
     return {
         "name": run.config.name,
         "tasks": {
-            t.name: {"type": t.type, "classes": run.classes[t.name], "metrics": t.metrics} for t in run.config.tasks
+            t.name: {
+                "type": t.type,
+                "classes": run.classes[t.name],
+                "metrics": t.metrics,
+                "inputs": ["text", "text_pair"] if t.name in pairs else ["text"],  # its signature's inputs
+            }
+            for t in run.config.tasks
+            if t.name in exported
         },
+        "serving_default": default_tasks(exported, pairs),  # the tasks serving_default answers
         "max_sequence_length": run.config.model.max_sequence_length,
         "task_conditioning": run.config.model.task_conditioning,
         "backend": keras.backend.backend(),
@@ -113,7 +224,7 @@ def metadata(run):
     }
 
 
-def export(workdir, out=None, keep=None, warmup=True, verbose=False):
+def export(workdir, out=None, keep=None, warmup=True, verbose=False, tasks=None):
     """Export a trained work dir as the next version under `out`.
 
     Args:
@@ -123,6 +234,8 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
             >= 1; checked before anything is written).
         warmup: write `assets.extra/tf_serving_warmup_requests` (needs
             `tensorflow-serving-api`; skipped with a note otherwise).
+        tasks: export only these tasks (names, or one comma-separated
+            string): their heads and signatures. Default: every task.
 
     Concurrent exports to the same `out` each get their own version: the
     SavedModels are written side by side into temporary directories, and the
@@ -137,8 +250,9 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False):
     if out is not None:
         layout.prepare_base(out, create=False)  # an --out naming a file fails before the model loads
     run = load_run(workdir)
+    tasks = select_tasks(run.config, tasks)  # an unknown task fails before anything is written
     base = layout.prepare_base(out if out is not None else layout.default_base(run.config.name))
     with layout.staging_dir(base) as tmp:
-        build_archive(run).write_out(str(tmp), verbose=verbose)
-        layout.write_assets_extra(tmp, metadata(run), warmup=warmup)
+        build_archive(run, tasks=tasks).write_out(str(tmp), verbose=verbose)
+        layout.write_assets_extra(tmp, metadata(run, tasks), warmup=warmup)
         return layout.publish(tmp, base, keep)

@@ -24,11 +24,14 @@ class MetricSpec:
         fn: callable. `fn(y_true, y_pred)` returns the score as a float.
         higher_is_better: bool. Whether a larger score is a better model
             (used to pick the best checkpoint). Defaults to `True`.
+        options: tuple of str. Keyword arguments of `fn` that a task sets
+            (e.g. `positive_class`). Defaults to `()`.
     """
 
     name: str
     fn: Callable
     higher_is_better: bool = True
+    options: tuple = ()  # the task settings `fn` takes as keyword arguments (`positive_class`)
 
 
 # ---------------------------------------------------------------------------
@@ -159,6 +162,22 @@ def _per_label_counts(true_sets, pred_sets):
         fp.update(p - t)
         fn.update(t - p)
     return tp, fp, fn
+
+
+def f1(y_true, y_pred, positive_class="1"):
+    """F1 of one class, the positive class of a binary task (how MRPC and QQP are reported).
+
+    Args:
+        y_true: sequence of class names.
+        y_pred: sequence of class names, as long as `y_true`.
+        positive_class: str. The class scored (a task's `positive_class`).
+            Defaults to `"1"`.
+    """
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    tp = sum(t == positive_class and p == positive_class for t, p in zip(y_true, y_pred))
+    fp = sum(t != positive_class and p == positive_class for t, p in zip(y_true, y_pred))
+    fn = sum(t == positive_class and p != positive_class for t, p in zip(y_true, y_pred))
+    return float(_f1(tp, fp, fn))
 
 
 def macro_f1(y_true, y_pred):
@@ -509,6 +528,7 @@ METRICS = {
     spec.name: spec
     for spec in (
         MetricSpec("accuracy", accuracy),
+        MetricSpec("f1", f1, options=("positive_class",)),
         MetricSpec("macro_f1", macro_f1),
         MetricSpec("micro_f1", micro_f1),
         MetricSpec("mcc", mcc),
@@ -524,13 +544,16 @@ METRICS = {
 }
 
 
-def compute_metric(name, y_true, y_pred):
+def compute_metric(name, y_true, y_pred, **options):
     """Computes the metric called `name`.
 
     Args:
         name: str. A key of `METRICS`.
         y_true: the true labels, in the metric's input convention.
         y_pred: the predictions, in the same convention.
+        **options: task settings; those the metric takes (its
+            `MetricSpec.options`, e.g. `positive_class` of `f1`) are passed
+            to it, others ignored. None means the metric's default.
 
     Returns:
         The score as a Python float.
@@ -544,4 +567,5 @@ def compute_metric(name, y_true, y_pred):
         raise ValueError(
             f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}"
         )
-    return float(spec.fn(y_true, y_pred))
+    kwargs = {k: v for k, v in options.items() if k in spec.options and v is not None}
+    return float(spec.fn(y_true, y_pred, **kwargs))

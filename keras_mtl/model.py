@@ -28,7 +28,7 @@ def sees_task(model_cfg):
     return model_cfg.task_conditioning != "none" or model_cfg.adapter_dim > 0
 
 
-def build_model(config, classes, vocabulary_size, backbone=None):
+def build_model(config, classes, vocabulary_size, backbone=None, separator_id=None):
     """Build the multi-task model.
 
     Args:
@@ -41,6 +41,12 @@ def build_model(config, classes, vocabulary_size, backbone=None):
             rebuilt from its own sublayers so the task enters before its
             transformer layers (`pretrained.backbone_encoder`); otherwise it is
             called as a whole.
+        separator_id: the id of the `[SEP]` piece; needed when a task reads
+            sentence pairs (`config.pair_task_names`). The segments (0 up to
+            the first `[SEP]`, 1 after) are derived from the token ids
+            (`SegmentIds`) and go to the preset's segment embedding, or to a
+            learned one (`segment_embedding`) from scratch. A config without
+            pair tasks builds the model it always did.
     """
     import keras_hub
 
@@ -55,6 +61,14 @@ def build_model(config, classes, vocabulary_size, backbone=None):
     if sees_task(m):
         task_ids = keras.Input(shape=(), dtype="int32", name="task_ids")
         inputs["task_ids"] = task_ids
+
+    segment_ids = None
+    if config.pair_task_names:
+        if separator_id is None:
+            raise ValueError("build_model: tasks read sentence pairs, so separator_id (the [SEP] id) is required")
+        from keras_mtl.layers.segment_ids import SegmentIds
+
+        segment_ids = SegmentIds(separator_id, name="segment_ids")(token_ids)
 
     # === Shared encoder ===
     # The task enters before the transformer layers, with or without a preset:
@@ -73,9 +87,11 @@ def build_model(config, classes, vocabulary_size, backbone=None):
 
         if sees_task(m):
             check_rebuildable(backbone, m)
-            x, mask = backbone_encoder(backbone, token_ids, padding_mask, condition=condition, after_layer=after_layer)
+            x, mask = backbone_encoder(
+                backbone, token_ids, padding_mask, segment_ids=segment_ids, condition=condition, after_layer=after_layer
+            )
         else:  # the backbone as a whole, as it was saved (runs from before the rebuild load the same)
-            x, mask = _backbone_sequence(backbone, token_ids, padding_mask), padding_mask
+            x, mask = _backbone_sequence(backbone, token_ids, padding_mask, segment_ids), padding_mask
     else:
         x = keras_hub.layers.TokenAndPositionEmbedding(
             vocabulary_size=vocabulary_size,
@@ -83,6 +99,8 @@ def build_model(config, classes, vocabulary_size, backbone=None):
             embedding_dim=m.hidden_dim,
             name="embedding",
         )(token_ids)
+        if segment_ids is not None:
+            x = x + keras.layers.Embedding(2, m.hidden_dim, name="segment_embedding")(segment_ids)
         x, mask = condition(x, padding_mask)
         x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
         x = keras.layers.Dropout(m.dropout, name="embedding_dropout")(x)

@@ -98,14 +98,14 @@ def plan_steps(train_cfg, num_train, max_steps=None):
 
 
 def vocabulary_for(config, data):
-    """The preset's vocabulary, or one computed from the training texts."""
+    """The preset's vocabulary, or one computed from the training texts (both texts of a pair)."""
     if config.model.preset:
         from keras_mtl.pretrained import preset_vocabulary
 
         return preset_vocabulary(config.model)
     from keras_mtl.data.tokenize import compute_vocabulary
 
-    texts = sorted({ex.text for ex in data.splits["train"]})
+    texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
     return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
 
 

@@ -98,7 +98,7 @@ def preset_vocabulary(model_cfg):
 
 
 def preset_encoder(model_cfg):
-    from keras_mtl.data.tokenize import CLS, PAD, UNK, TextEncoder
+    from keras_mtl.data.tokenize import CLS, PAD, SEP, UNK, TextEncoder
 
     tok = load_tokenizer(model_cfg)
     vocab = tok.get_vocabulary()
@@ -117,6 +117,7 @@ def preset_encoder(model_cfg):
         cls_id=token_id("cls_token_id", CLS),
         unk_id=vocab.index(UNK) if UNK in vocab else 0,
         pad_id=token_id("pad_token_id", PAD),
+        sep_id=token_id("sep_token_id", SEP),
     )
 
 

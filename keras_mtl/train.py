@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_mtl.callbacks import PerTaskEvaluation, RunBackup, TaskNaNGuard, read_backup_state
 from keras_mtl.config import load_config
-from keras_mtl.data.tokenize import save_vocabulary
+from keras_mtl.data.tokenize import save_vocabulary, separator_id
 from keras_mtl.errors import ConfigError, KerasMTLError
 from keras_mtl.evaluate import write_test_report
 from keras_mtl.model import build_model, loss_for
@@ -167,7 +167,9 @@ def _train(loaded, files, max_steps, verbose, fresh):
             from keras_mtl.pretrained import load_backbone
 
             backbone = load_backbone(config.model)
-        network = build_model(config, data.classes, len(vocabulary), backbone=backbone)
+        network = build_model(
+            config, data.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary)
+        )
         model = compiled_trainer(network, config, epochs * steps)
         if resumed_epoch:
             model.loss_history = _loss_history(stage.metrics_csv, config.task_names, resumed_epoch)
@@ -299,7 +301,8 @@ def _fingerprint(train_examples, vocabulary):
     """A hash of the training examples and the vocabulary: a resume needs the same."""
     digest = hashlib.sha256()
     for ex in train_examples:
-        digest.update(json.dumps([ex.text, ex.labels], sort_keys=True, default=str).encode("utf-8"))
+        fields = [ex.text, ex.labels] if ex.text_pair is None else [ex.text, ex.labels, ex.text_pair]
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode("utf-8"))
         digest.update(b"\n")
     digest.update("\n".join(vocabulary).encode("utf-8"))
     return digest.hexdigest()

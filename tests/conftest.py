@@ -13,6 +13,8 @@ so the helpers are handed out as fixtures:
 * `subprocess_env(backend)` is the environment of a child Python (the repo
   on PYTHONPATH, TensorFlow's start-up logs off);
 * `result_of(proc)` reads the `RESULT <json>` line a child script prints;
+* `tiny_pair_run` mixes two sentence-pair tasks (`nli`, `sts`) with `topic`
+  (jsonl pairs written by `write_pair_data`), trained the same way;
 * `serve_without_keras(dirs, texts, ...)` loads SavedModels in a child that
   can import TensorFlow and the TF Text op libraries only (keras, keras_hub,
   keras_mtl and jax are blocked), which is what TF Serving has, and returns
@@ -67,6 +69,71 @@ def _train_tiny(conditioning, root, max_steps=3):
     workdir = Path(root) / "run"
     report = train(config_from_dict(config), workdir=workdir, max_steps=max_steps, verbose=0)
     return {"workdir": workdir, "report": report, "config": config}
+
+
+_PAIR_WORDS = "the a cat dog sat ran on under mat rug red blue big small bird fish".split()
+
+
+def write_pair_data(root, n=96, seed=0):
+    """Tiny sentence-pair data (jsonl): `label` entailment/other and a 0-5 `score`.
+
+    A pair shares a share of its words: the label says whether it shares most,
+    the score how much. Returns {split: path}.
+    """
+    import random
+
+    rng = random.Random(seed)
+    paths = {}
+    for split, count in (("train", n), ("dev", n // 4), ("test", n // 4)):
+        path = Path(root) / f"pairs_{split}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for _ in range(count):
+                a = rng.choices(_PAIR_WORDS, k=rng.randint(3, 9))
+                shared = rng.randint(0, len(a))
+                b = a[:shared] + rng.choices(_PAIR_WORDS, k=rng.randint(1, 6))
+                score = round(5.0 * shared / len(a), 2)
+                label = "entailment" if shared * 2 > len(a) else "other"
+                f.write(json.dumps({"a": " ".join(a), "b": " ".join(b), "label": label, "score": score}) + "\n")
+        paths[split] = str(path)
+    return paths
+
+
+def make_tiny_pair_config(root, conditioning="embedding", *, name=None, seed=1, **train):
+    """A tiny mixed config: pair tasks `nli` (classification) and `sts` (regression)
+    on `write_pair_data(root)`, and the single-text demo task `topic`."""
+    paths = write_pair_data(root)
+
+    def pair_task(name, type_, label_field, **extra):
+        data = {"format": "jsonl", "text_field": "a", "text_pair_field": "b", "label_field": label_field, **paths}
+        return {"name": name, "type": type_, "data": data, **extra}
+
+    config = make_tiny_config(conditioning, name=name or f"tiny-pairs-{conditioning}", seed=seed, tasks=("topic",),
+                              **train)
+    config["tasks"] += [pair_task("nli", "classification", "label"), pair_task("sts", "regression", "score")]
+    return config
+
+
+def _train_tiny_pairs(conditioning, root, max_steps=3):
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.train import train
+
+    config = make_tiny_pair_config(root, conditioning)
+    workdir = Path(root) / "run"
+    report = train(config_from_dict(config), workdir=workdir, max_steps=max_steps, verbose=0)
+    return {"workdir": workdir, "report": report, "config": config}
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_run(tmp_path_factory):
+    """A tiny run mixing pair tasks (`nli`, `sts`) and a single-text one (`topic`),
+    trained once per session (`task_conditioning: embedding`). Do not write into it."""
+    return _train_tiny_pairs("embedding", tmp_path_factory.mktemp("tiny-pair-run"))
+
+
+@pytest.fixture(scope="session")
+def train_tiny_pairs():
+    """`train_tiny_pairs(conditioning, root, max_steps=3)`: another variant of `tiny_pair_run`."""
+    return _train_tiny_pairs
 
 
 @pytest.fixture(scope="session")
@@ -163,7 +230,8 @@ SERVE_SCRIPT = textwrap.dedent(
     for version_dir in request["dirs"]:
         loaded = tf.saved_model.load(version_dir)
         fn = loaded.signatures["serving_default"]
-        out = fn(text=tf.constant(request["texts"], dtype=tf.string))
+        feed = {name: tf.constant(request["texts"], dtype=tf.string) for name in fn.structured_input_signature[1]}
+        out = fn(**feed)  # `text` (and `text_pair`, the same strings, where serving_default takes pairs)
         answer = {
             "outputs": {k: plain(v.numpy().tolist()) for k, v in out.items()},
             "dtypes": {k: v.dtype.name for k, v in out.items()},
@@ -176,6 +244,18 @@ SERVE_SCRIPT = textwrap.dedent(
             except Exception as e:  # noqa: BLE001 - reported to the test
                 empty = f"{type(e).__name__}: {str(e)[:500]}"
             answer["empty_batch_shapes"] = empty
+        calls = []
+        for call in request.get("calls") or []:  # named signatures, e.g. a pair task's
+            try:
+                sig = loaded.signatures[call["signature"]]
+                got = sig(**{k: tf.constant(v, dtype=tf.string) for k, v in call["inputs"].items()})
+                calls.append({
+                    "outputs": {k: plain(v.numpy().tolist()) for k, v in got.items()},
+                    "inputs": sorted(sig.structured_input_signature[1]),
+                })
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                calls.append({"error": f"{type(e).__name__}: {' '.join(str(e).split())[:500]}"})
+        answer["calls"] = calls
         tokens = request["tokens"]
         if tokens is not None:  # the model alone, on token ids
             feed = {k: tf.constant(v, tf.bool if k == "padding_mask" else tf.int32) for k, v in tokens.items()}
@@ -191,8 +271,9 @@ SERVE_SCRIPT = textwrap.dedent(
 )
 
 
-def _serve_without_keras(dirs, texts, tokens=None, empty_batch=False):
-    request = {"dirs": [str(d) for d in dirs], "texts": list(texts), "tokens": tokens, "empty_batch": empty_batch}
+def _serve_without_keras(dirs, texts, tokens=None, empty_batch=False, calls=()):
+    request = {"dirs": [str(d) for d in dirs], "texts": list(texts), "tokens": tokens, "empty_batch": empty_batch,
+               "calls": list(calls)}
     proc = subprocess.run(
         [sys.executable, "-c", SERVE_SCRIPT], input=json.dumps(request),
         capture_output=True, text=True, env=_subprocess_env(backend=None, repo_on_path=False), cwd="/", timeout=600,
@@ -202,10 +283,12 @@ def _serve_without_keras(dirs, texts, tokens=None, empty_batch=False):
 
 @pytest.fixture(scope="session")
 def serve_without_keras():
-    """`serve_without_keras(dirs, texts, tokens=None, empty_batch=False)` -> {str(dir): answer, "modules": [...]}.
+    """`serve_without_keras(dirs, texts, tokens=None, empty_batch=False, calls=())` -> {str(dir): answer, "modules": [...]}.
 
     Each answer holds `outputs`, `dtypes`, `signatures` and `inputs` of
     `serving_default` on `texts`; `empty_batch_shapes` with `empty_batch`;
+    `calls`: for each `{"signature": name, "inputs": {name: [str, ...]}}` of
+    `calls`, that signature's `outputs` and `inputs`, or its `error`;
     `tokens` (serve_tokens on the given token ids) with `tokens`. `modules`
     lists the blocked modules that were imported anyway (must be empty).
     """

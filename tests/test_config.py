@@ -569,9 +569,10 @@ def test_duplicate_key_in_a_set_value(tmp_path):
 
 
 def _reserved_examples():
-    from keras_mtl.config import MODEL_INPUTS, MODEL_LAYERS, NUMBERED_LAYERS, TASK_LAYERS
+    from keras_mtl.config import MODEL_INPUTS, MODEL_LAYERS, NUMBERED_LAYERS, SIGNATURES, TASK_LAYERS
 
     names = list(MODEL_INPUTS) + list(MODEL_LAYERS) + [f"{p}_{i}" for p in NUMBERED_LAYERS for i in (0, 1, 11)]
+    names += list(SIGNATURES)  # a task's signature is named like the task
     return names + [f"topic_{suffix}" for suffix in TASK_LAYERS]
 
 
@@ -723,3 +724,18 @@ def test_load_config_accepts_a_path_a_dict_or_a_loaded_config():
     assert load_config(loaded, ["train.epochs=7"]).config.train.epochs == 7
     assert load_config(loaded.raw, ["seed=11"]).config.seed == 11
     assert load_config(str(path)).raw == loaded.raw
+
+
+def test_positive_class_is_for_classification_tasks(tmp_path):
+    text = TINY.replace("name: sentiment\n", "name: sentiment\n    positive_class: pos\n")
+    assert load_config(write(tmp_path, text)).config.task("sentiment").positive_class == "pos"
+    regression = {"name": "r", "tasks": [{"name": "r", "type": "regression", "positive_class": "1",
+                                          "data": {"format": "jsonl", "train": "x.jsonl"}}]}
+    with pytest.raises(ConfigError, match="positive_class applies to classification tasks, not to a regression task"):
+        config_from_dict(regression)
+
+
+def test_splits_leaks_is_keep_or_drop(tmp_path):
+    assert load_config(write(tmp_path, TINY)).config.splits.leaks == "keep"
+    with pytest.raises(ConfigError, match="splits.leaks"):
+        load_config(write(tmp_path, TINY), ["splits.leaks=remove"])

@@ -21,6 +21,21 @@ def approx(x):
 # Registry.
 
 
+def test_f1_scores_the_positive_class():
+    y_true = ["1", "1", "0", "0", "1"]
+    y_pred = ["1", "0", "1", "0", "1"]
+    # tp 2, fp 1, fn 1 for "1"; tp 1, fp 1, fn 1 for "0"
+    assert metrics.f1(y_true, y_pred) == approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert metrics.f1(y_true, y_pred, positive_class="0") == approx(2 * 1 / (2 * 1 + 1 + 1))
+    assert metrics.f1(["0", "0"], ["0", "0"]) == 0.0  # no positive example nor prediction
+    assert compute_metric("f1", y_true, y_pred, positive_class="0") == approx(0.5)
+    # None means the default; options a metric does not take are ignored
+    assert compute_metric("f1", y_true, y_pred, positive_class=None) == approx(2 / 3)
+    assert compute_metric("accuracy", y_true, y_pred, positive_class="0") == approx(0.6)
+    with pytest.raises(ValueError, match="same length"):
+        metrics.f1(["1"], [])
+
+
 def test_registry_names():
     # Which metrics a task type uses is the type's (tests/tasks/test_registry.py).
     for name, spec in metrics.METRICS.items():
@@ -47,6 +62,7 @@ def test_unknown_metric_name_is_value_error_listing_known_ones():
 def test_results_are_python_floats():
     cases = {
         "accuracy": (["a", "b"], ["a", "a"]),
+        "f1": (["1", "0"], ["1", "1"]),
         "macro_f1": (["a", "b"], ["a", "a"]),
         "micro_f1": ([("a",), ("b",)], [("a",), ()]),
         "mcc": (["a", "b"], ["a", "a"]),

@@ -15,7 +15,7 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from keras_mtl.config import ExperimentConfig, reader_options
+from keras_mtl.config import ExperimentConfig, is_pair_task, reader_options
 from keras_mtl.data import checks, progress, readers
 from keras_mtl.data import splits as splits_lib
 from keras_mtl.data.example import Example
@@ -34,6 +34,7 @@ class TaskData:
     per_task: dict  # task -> split -> list[Example] (unmerged, as read)
     overlap: dict  # splits.overlap_report(per_task)
     unseen: dict  # task -> split -> {label: count} of dev/test labels not in train
+    dropped: dict = dataclasses.field(default_factory=dict)  # task -> train examples removed (`splits.leaks: drop`)
 
     def examples(self, split, task):
         """The merged examples of `split` that carry a label for `task`."""
@@ -158,6 +159,19 @@ def _classes(task, train):
     return sorted({v for ex in train for v in values(ex.labels[task.name])})
 
 
+def _check_positive_class(task, index, classes, locate):
+    """The class the `f1` metric scores is one of the task's classes."""
+    if "f1" not in task.metrics:
+        return
+    positive = task.positive_class or "1"
+    if positive not in classes:
+        how = "positive_class" if task.positive_class else "positive_class (default '1')"
+        raise DataError(
+            f"{locate(index, 'train')}: tasks[{index}].{how}: {positive!r} is not a class of task "
+            f"{task.name!r} (its classes: {', '.join(classes)}); the f1 metric scores that class"
+        )
+
+
 def _unseen(task, by_split, classes):
     known = set(classes)
     values = get_task_type(task.type).label_values
@@ -186,11 +200,6 @@ def _unseen(task, by_split, classes):
             stacklevel=2,
         )
     return found
-
-
-def is_pair_task(task):
-    """Whether `task` reads sentence pairs (its data options set a second text)."""
-    return readers.pair_option(reader_options(task)) is not None
 
 
 def _check_pairs(task, by_split):
@@ -240,6 +249,10 @@ def load_task_data(config) -> TaskData:
     per_task = {
         task.name: read_task(task, config, index, locate) for index, task in enumerate(config.tasks)
     }
+    dropped = {}
+    if config.splits.leaks == "drop":
+        with progress.step("removing held-out texts from the training data (splits.leaks: drop)"):
+            dropped = splits_lib.drop_held_out_from_train(per_task)
     classes, unseen = {}, {}
     for index, task in enumerate(config.tasks):
         train = per_task[task.name]["train"]
@@ -265,8 +278,11 @@ def load_task_data(config) -> TaskData:
                 f"{'class' if len(found) == 1 else 'classes'}{after} "
                 f"({', '.join(found) or 'none'}); a {task.type} task needs at least {needed}"
             )
+        _check_positive_class(task, index, classes[task.name], locate)
         unseen[task.name] = _unseen(task, per_task[task.name], classes[task.name])
     merged = {split: merge_by_text(per_task, split) for split in SPLITS}
     with progress.step("comparing the texts of all tasks and splits (shared texts, leaks)"):
         overlap = splits_lib.overlap_report(per_task)
-    return TaskData(splits=merged, classes=classes, per_task=per_task, overlap=overlap, unseen=unseen)
+    return TaskData(
+        splits=merged, classes=classes, per_task=per_task, overlap=overlap, unseen=unseen, dropped=dropped
+    )

@@ -40,7 +40,7 @@ class EncodedSplit:
     """A split's examples, tokenized, with per-task label ids."""
 
     examples: list
-    token_ids: list  # list of int32 arrays, [CLS] first
+    token_ids: list  # list of int32 arrays: [CLS] text, or [CLS] text [SEP] text_pair [SEP]
     word_starts: list  # list of int32 arrays
     truncated: np.ndarray  # bool [N]
     labels: dict  # task -> encoded labels (see `encode_labels`)
@@ -65,32 +65,12 @@ def encode_labels(task, classes, examples, token_ids, word_starts):
     return for_task(task, classes).encode_labels(examples, token_ids, word_starts)
 
 
-def refuse_pairs(examples, tasks):
-    """A ConfigError if an example is a sentence pair: pair encoding does not exist yet.
-
-    Encoding only `text` would silently drop the second text, so a pair task
-    stops here with one line naming it.
-    """
-    pair = next((ex for ex in examples if ex.text_pair is not None), None)
-    if pair is None:
-        return
-    from keras_mtl.config import reader_options
-    from keras_mtl.data.readers import pair_option
-    from keras_mtl.errors import ConfigError
-
-    names = [task.name for task in tasks if task.name in pair.labels] or sorted(pair.labels)
-    task = next((t for t in tasks if t.name in names), None)
-    option = (pair_option(reader_options(task)) if task is not None else None) or "text_pair"
-    name = names[0] if names else "?"
-    raise ConfigError(f"task {name!r} has sentence pairs ({option}); pair encoding is not implemented yet")
-
-
 def encode_split(examples, encoder, tasks, classes):
-    """Tokenize a split and encode every task's labels."""
-    from keras_mtl.data.tokenize import encode_texts
+    """Tokenize a split (single texts and sentence pairs) and encode every task's labels."""
+    from keras_mtl.data.tokenize import encode_examples
 
-    refuse_pairs(examples, tasks)
-    token_ids, word_starts, truncated = encode_texts(encoder, [ex.text for ex in examples])
+    encoding = encode_examples(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples])
+    token_ids, word_starts, truncated = encoding.token_ids, encoding.word_starts, encoding.truncated
     labels, weights = {}, {}
     for task in tasks:
         labels[task.name], weights[task.name] = encode_labels(

@@ -157,6 +157,34 @@ def carve_splits(examples_by_split, seed, dev_fraction, test_fraction):
     return {split: result[split] for split in SPLITS if split in result}
 
 
+def drop_held_out_from_train(task_splits):
+    """Remove from every task's train split the texts that any task holds out.
+
+    A text (a pair: both texts, `example_key`) in some task's dev or test
+    split is taken out of the train split of every task, so that no model is
+    scored on a text it trained on (`splits.leaks: drop`). Works in place.
+
+    Args:
+        task_splits: `{task: {split: [Example, ...]}}`.
+
+    Returns:
+        `{task: number of training examples removed}`.
+    """
+    held_out = {
+        example_key(ex.text, ex.text_pair)
+        for splits in task_splits.values()
+        for split in ("dev", "test")
+        for ex in splits.get(split, ())
+    }
+    dropped = {}
+    for task, splits in task_splits.items():
+        train = splits.get("train", [])
+        kept = [ex for ex in train if example_key(ex.text, ex.text_pair) not in held_out]
+        dropped[task] = len(train) - len(kept)
+        splits["train"] = kept
+    return dropped
+
+
 def overlap_report(task_splits):
     """Count texts shared between tasks and texts leaking across splits.
 

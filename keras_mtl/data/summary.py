@@ -23,18 +23,15 @@ def data_summary(config, tokenize=True):
         config: a LoadedConfig or ExperimentConfig.
         tokenize: also compute word-piece lengths (builds the vocabulary).
     """
-    from keras_mtl.data.tokenize import compute_vocabulary, make_encoder
+    from keras_mtl.data.tokenize import make_encoder
+    from keras_mtl.prepare import vocabulary_for
 
     data = load_task_data(config)  # a LoadedConfig: errors name the config line
     config = getattr(config, "config", config)
     encoder = None
     if tokenize:
-        if config.model.preset:
-            encoder = make_encoder(None, config.model)
-        else:
-            texts = sorted({ex.text for ex in data.splits["train"]})
-            vocab = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
-            encoder = make_encoder(vocab, config.model)
+        vocabulary = None if config.model.preset else vocabulary_for(config, data)
+        encoder = make_encoder(vocabulary, config.model)
     pieces = _piece_lengths(encoder, data, config) if encoder is not None else None
     tasks = {task.name: _task_summary(task, data, pieces) for task in config.tasks}
     merged = {split: len(data.splits[split]) for split in SPLITS}
@@ -44,38 +41,37 @@ def data_summary(config, tokenize=True):
         "tasks": tasks,
         "merged_examples": merged,
         "overlap": data.overlap,
+        "dropped_from_train": data.dropped,
     }
 
 
 def _piece_lengths(encoder, data, config, chunk=8192):
-    """`{text: (pieces, truncated)}` of every distinct text of every task and split.
+    """`{(text, text_pair): (pieces, cut text, cut text_pair)}` of every distinct
+    text (or pair) of every task and split.
 
-    Tasks on the same file share their texts: each text is encoded once.
-    Sentence pairs are left out (their encoding does not exist yet).
+    Tasks on the same file share their texts: each is encoded once.
     """
-    from keras_mtl.data.tokenize import encode_texts
+    from keras_mtl.data.tokenize import encode_examples
 
-    texts = list(
+    keys = list(
         dict.fromkeys(
-            ex.text
-            for task in config.tasks
-            for split in SPLITS
-            for ex in data.per_task[task.name][split]
-            if ex.text_pair is None
+            ex.texts for task in config.tasks for split in SPLITS for ex in data.per_task[task.name][split]
         )
     )
     lengths = {}
-    with progress.step("measuring word-piece lengths", total=len(texts)) as advance:
-        for i in range(0, len(texts), chunk):
-            part = texts[i : i + chunk]
-            ids, _, truncated = encode_texts(encoder, part)
-            lengths.update(zip(part, zip((len(x) for x in ids), truncated.tolist())))
+    with progress.step("measuring word-piece lengths", total=len(keys)) as advance:
+        for i in range(0, len(keys), chunk):
+            part = keys[i : i + chunk]
+            out = encode_examples(encoder, [a for a, _ in part], [b for _, b in part])
+            cuts = zip(out.truncated_text.tolist(), out.truncated_text_pair.tolist())
+            lengths.update(zip(part, ((len(ids), *cut) for ids, cut in zip(out.token_ids, cuts))))
             advance(len(part))
     return lengths
 
 
 def _task_summary(task, data, pieces):
     kind = get_task_type(task.type)
+    pairs = any(ex.text_pair is not None for split in SPLITS for ex in data.per_task[task.name][split])
     per_split = {}
     for split in SPLITS:
         examples = data.per_task[task.name][split]
@@ -91,12 +87,16 @@ def _task_summary(task, data, pieces):
             entry["values"] = _lengths(vals) if vals else {}
         else:
             entry["labels"] = dict(labels.most_common())
-        if pieces is not None and examples and all(ex.text_pair is None for ex in examples):
-            entry["pieces"] = _lengths([pieces[ex.text][0] for ex in examples])
-            entry["truncated"] = int(sum(pieces[ex.text][1] for ex in examples))
+        if pieces is not None and examples:
+            measured = [pieces[ex.texts] for ex in examples]
+            entry["pieces"] = _lengths([m[0] for m in measured])
+            entry["truncated"] = int(sum(m[1] or m[2] for m in measured))
+            if pairs:  # which side lost pieces (a pair may lose on both)
+                entry["truncated_text"] = int(sum(m[1] for m in measured))
+                entry["truncated_text_pair"] = int(sum(m[2] for m in measured))
         per_split[split] = entry
     summary = {"type": task.type, "splits": per_split, "unseen_labels": data.unseen[task.name]}
-    if any(ex.text_pair is not None for split in SPLITS for ex in data.per_task[task.name][split]):
+    if pairs:
         summary["pairs"] = True  # sentence pairs; "words" counts the first text
     return summary
 
@@ -117,6 +117,8 @@ def format_summary(summary, verbose=False):
             pieces = e.get("pieces")
             piece_txt = f", pieces mean {pieces['mean']} / p95 {pieces['p95']} / max {pieces['max']}" if pieces else ""
             trunc = f", truncated {e['truncated']}" if "truncated" in e else ""
+            if "truncated_text_pair" in e:
+                trunc += f" (cut in text {e['truncated_text']}, in text_pair {e['truncated_text_pair']})"
             lines.append(
                 f"  {split:5s} {e['examples']:7d} examples, words mean {e['words']['mean']} / max {e['words']['max']}"
                 f"{piece_txt}{trunc}"
@@ -133,6 +135,12 @@ def format_summary(summary, verbose=False):
     shared = overlap.get("shared", {})
     if shared:
         lines.append("texts shared between tasks: " + ", ".join(f"{k}: {v}" for k, v in shared.items()))
+    dropped = {task: n for task, n in summary.get("dropped_from_train", {}).items() if n}
+    if dropped:
+        lines.append(
+            "removed from train (splits.leaks: drop; their texts are in some task's dev or test): "
+            + ", ".join(f"{k}: {v}" for k, v in dropped.items())
+        )
     lines += leak_lines(overlap, verbose)
     return "\n".join(lines)
 
@@ -153,7 +161,8 @@ def leak_lines(overlap, verbose=False):
         hint = "" if verbose else "; --verbose lists the task pairs"
         lines.append(
             f"WARNING: {entry['texts']} {split} {noun} in training data too, so a model "
-            f"is scored on texts it trained on (per task: {per_task}{hint})"
+            f"is scored on texts it trained on (per task: {per_task}{hint}; "
+            "splits.leaks: drop removes them from training)"
         )
         if verbose:
             for leak in leaks:

@@ -7,6 +7,8 @@ whitespace into words; each word is cut into word pieces by a keras-hub
 predict) a word on its first piece.
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -19,6 +21,12 @@ RESERVED = [PAD, UNK, CLS, SEP, MASK]
 def task_token(name):
     """The reserved vocabulary entry of a task (for `task_conditioning: token`)."""
     return f"[TASK:{name}]"
+
+
+def separator_id(vocabulary):
+    """The id of `[SEP]` in a vocabulary (a learned one or a preset's), else None."""
+    vocabulary = list(vocabulary)
+    return vocabulary.index(SEP) if SEP in vocabulary else None
 
 
 # Vocabularies computed in this process, by a digest of their inputs:
@@ -87,36 +95,57 @@ def load_vocabulary(path):
 
 
 class TextEncoder:
-    """Encodes a batch of strings into word pieces (TF ops only).
+    """Encodes a batch of strings, or of string pairs, into word pieces (TF ops only).
 
     Args:
         tokenizer: a keras-hub tokenizer splitting one word into pieces.
-        max_length: int. Length cap including the leading `[CLS]`; longer
-            texts are truncated and flagged.
+        max_length: int. Length cap including `[CLS]` (and the two `[SEP]`
+            of a pair); longer texts are truncated and flagged.
         cls_id, unk_id, pad_id: ids of the `[CLS]`, `[UNK]`, `[PAD]` pieces.
+        sep_id: id of the `[SEP]` piece (needed to encode pairs).
 
-    `__call__(text)` takes a `[batch]` string tensor and returns a dict:
-    `token_ids` (ragged `[batch, pieces]`, int32, `[CLS]` first, at most
-    `max_length`), `word_starts` (ragged `[batch, words]`, int32: the position
-    of each word's first piece; may be >= max_length for truncated words),
-    `num_words` (`[batch]` int32), `truncated` (`[batch]` bool).
+    `__call__(text)` takes a `[batch]` string tensor; `__call__(text,
+    text_pair)` two of them. Both return a dict: `token_ids` (ragged
+    `[batch, pieces]`, int32, at most `max_length`): `[CLS] a` for one text,
+    `[CLS] a [SEP] b [SEP]` for a pair; `word_starts` (ragged `[batch,
+    words]`, int32: the position of each word's first piece in `text`; may be
+    >= max_length for truncated words), `num_words` (`[batch]` int32, words of
+    `text`), `truncated` (`[batch]` bool: a piece was cut). A pair also gets
+    `truncated_text` and `truncated_text_pair` (`[batch]` bool: which side
+    was cut).
+
+    A pair longer than `max_length` is cut longest-first: pieces come off the
+    end of the longer text until both fit, the first text keeping the extra
+    piece when both are cut (`pair_lengths`; the same lengths as keras-hub's
+    `MultiSegmentPacker(truncate="round_robin")`, computed with core TF ops
+    so that the export needs no `RoundRobinTrim` op).
     """
 
-    def __init__(self, tokenizer, max_length, cls_id, unk_id, pad_id=0):
+    def __init__(self, tokenizer, max_length, cls_id, unk_id, pad_id=0, sep_id=None):
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.cls_id = int(cls_id)
         self.unk_id = int(unk_id)
         self.pad_id = int(pad_id)
+        self.sep_id = None if sep_id is None else int(sep_id)
         # Graph mode always: keras-hub tokenizers return Python lists eagerly.
         self._encode_fn = tf.function(
             self._encode, input_signature=[tf.TensorSpec([None], tf.string)]
         )
+        self._encode_pair_fn = tf.function(
+            self._encode_pair, input_signature=[tf.TensorSpec([None], tf.string)] * 2
+        )
 
-    def __call__(self, text):
-        return self._encode_fn(tf.convert_to_tensor(text, tf.string))
+    def __call__(self, text, text_pair=None):
+        text = tf.convert_to_tensor(text, tf.string)
+        if text_pair is None:
+            return self._encode_fn(text)
+        if self.sep_id is None:
+            raise ValueError("this TextEncoder has no sep_id: it cannot encode sentence pairs")
+        return self._encode_pair_fn(text, tf.convert_to_tensor(text_pair, tf.string))
 
-    def _encode(self, text):
+    def _pieces(self, text):
+        """(pieces ragged [B, P] int32, words ragged [B, W], word_starts ragged [B, W] from 0)."""
         # Invalid UTF-8 is replaced (U+FFFD) rather than failing the batch.
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
@@ -134,23 +163,78 @@ class TextEncoder:
         pieces = tf.concat([pieces, filler], axis=1)
         piece_counts = tf.cast(pieces.row_lengths(), tf.int32)  # [N_words]
         per_text = tf.RaggedTensor.from_row_splits(pieces.values, _word_piece_splits(pieces, words))
-        batch = tf.shape(text)[0]
-        cls = tf.fill([batch, 1], self.cls_id)
-        token_ids = tf.concat([tf.RaggedTensor.from_tensor(cls), per_text], axis=1)
-        full_length = token_ids.row_lengths()
-        token_ids = token_ids[:, : self.max_length]
         # Position of each word's first piece: exclusive cumsum within a text.
         cum = tf.cumsum(piece_counts, exclusive=True)
         totals = tf.concat([cum, [tf.reduce_sum(piece_counts)]], axis=0)
         row_base = tf.gather(totals, words.row_splits[:-1])
-        starts = cum - tf.gather(row_base, words.value_rowids()) + 1
+        starts = cum - tf.gather(row_base, words.value_rowids())
         word_starts = tf.RaggedTensor.from_row_splits(starts, words.row_splits)
+        return per_text, words, word_starts
+
+    def _encode(self, text):
+        per_text, words, word_starts = self._pieces(text)
+        cls = tf.fill([tf.shape(text)[0], 1], self.cls_id)
+        token_ids = tf.concat([tf.RaggedTensor.from_tensor(cls), per_text], axis=1)
+        full_length = token_ids.row_lengths()
         return {
-            "token_ids": token_ids,
-            "word_starts": word_starts,
+            "token_ids": token_ids[:, : self.max_length],
+            "word_starts": word_starts + 1,
             "num_words": tf.cast(words.row_lengths(), tf.int32),
             "truncated": full_length > self.max_length,
         }
+
+    def _encode_pair(self, text, text_pair):
+        first, words, word_starts = self._pieces(text)
+        second, _, _ = self._pieces(text_pair)
+        len_a = tf.cast(first.row_lengths(), tf.int32)
+        len_b = tf.cast(second.row_lengths(), tf.int32)
+        keep_a, keep_b = pair_lengths(len_a, len_b, self.max_length - 3)
+        batch = tf.shape(text)[0]
+
+        def column(value):
+            return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], value))
+
+        sep = column(self.sep_id)
+        token_ids = tf.concat(
+            [column(self.cls_id), _keep_first(first, keep_a), sep, _keep_first(second, keep_b), sep], axis=1
+        )
+        cut_a, cut_b = keep_a < len_a, keep_b < len_b
+        return {
+            "token_ids": token_ids,
+            "word_starts": word_starts + 1,
+            "num_words": tf.cast(words.row_lengths(), tf.int32),
+            "truncated": tf.logical_or(cut_a, cut_b),
+            "truncated_text": cut_a,
+            "truncated_text_pair": cut_b,
+        }
+
+
+def pair_lengths(len_a, len_b, budget):
+    """Longest-first truncation of a pair: how many pieces of each text to keep.
+
+    Pieces come off the longer text until the two fit in `budget`; when both
+    must be cut, the first keeps ceil(budget / 2) and the second the rest
+    (Hugging Face's `longest_first`, and the lengths keras-hub's round-robin
+    trimmer gives). Works on ints, numpy arrays and tensors alike.
+    """
+    half = (budget + 1) // 2
+    keep_a = _minimum(len_a, _maximum(budget - len_b, half))
+    keep_b = _minimum(len_b, budget - keep_a)
+    return keep_a, keep_b
+
+
+def _minimum(a, b):
+    return tf.minimum(a, b) if isinstance(a, tf.Tensor) or isinstance(b, tf.Tensor) else np.minimum(a, b)
+
+
+def _maximum(a, b):
+    return tf.maximum(a, b) if isinstance(a, tf.Tensor) or isinstance(b, tf.Tensor) else np.maximum(a, b)
+
+
+def _keep_first(pieces, keep):
+    """The first `keep[i]` pieces of each row of a ragged `[B, P]` tensor."""
+    positions = tf.ragged.range(tf.cast(pieces.row_lengths(), tf.int32))
+    return tf.ragged.boolean_mask(pieces, positions < keep[:, None])
 
 
 def _word_piece_splits(pieces, words):
@@ -159,20 +243,56 @@ def _word_piece_splits(pieces, words):
     return tf.gather(piece_splits, words.row_splits)
 
 
+@dataclasses.dataclass
+class Encoded:
+    """Encoded texts (one or two each), as numpy arrays per example."""
+
+    token_ids: list  # int32 arrays, [CLS] first
+    word_starts: list  # int32 arrays: first piece of each word of `text`
+    truncated: np.ndarray  # bool [N]: a piece was cut
+    truncated_text: np.ndarray  # bool [N]: `text` was cut
+    truncated_text_pair: np.ndarray  # bool [N]: `text_pair` was cut (False without one)
+
+
+def _rows(ragged):
+    splits, values = ragged.row_splits.numpy(), ragged.values.numpy()
+    return [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
+
+
+def encode_examples(encoder, texts, text_pairs=None, batch_size=2048):
+    """Eagerly encode Python strings, with an optional second text each (None: single text).
+
+    Single texts and pairs may be mixed; the result keeps the input order.
+    """
+    n = len(texts)
+    text_pairs = [None] * n if text_pairs is None else list(text_pairs)
+    if len(text_pairs) != n:
+        raise ValueError(f"{n} texts but {len(text_pairs)} text pairs")
+    token_ids, word_starts = [None] * n, [None] * n
+    cut = {key: np.zeros([n], bool) for key in ("truncated", "truncated_text", "truncated_text_pair")}
+    singles = [i for i in range(n) if text_pairs[i] is None]
+    pairs = [i for i in range(n) if text_pairs[i] is not None]
+    for rows, is_pair in ((singles, False), (pairs, True)):
+        for start in range(0, len(rows), batch_size):
+            part = rows[start : start + batch_size]
+            text = tf.constant([texts[i] for i in part], dtype=tf.string)
+            if is_pair:
+                out = encoder(text, tf.constant([text_pairs[i] for i in part], dtype=tf.string))
+            else:
+                out = encoder(text)
+            for i, ids, starts in zip(part, _rows(out["token_ids"]), _rows(out["word_starts"])):
+                token_ids[i], word_starts[i] = ids, starts
+            for key in cut:
+                source = out.get(key, out["truncated"] if key == "truncated_text" else None)
+                if source is not None:
+                    cut[key][part] = source.numpy()
+    return Encoded(token_ids, word_starts, **cut)
+
+
 def encode_texts(encoder, texts, batch_size=2048):
-    """Eagerly encode a list of Python strings -> lists of numpy arrays."""
-    token_ids, word_starts, truncated = [], [], []
-    for i in range(0, len(texts), batch_size):
-        out = encoder(tf.constant(texts[i : i + batch_size], dtype=tf.string))
-        splits = out["token_ids"].row_splits.numpy()
-        values = out["token_ids"].values.numpy()
-        token_ids += [values[a:b] for a, b in zip(splits[:-1], splits[1:])]
-        wsplits = out["word_starts"].row_splits.numpy()
-        wvalues = out["word_starts"].values.numpy()
-        word_starts += [wvalues[a:b] for a, b in zip(wsplits[:-1], wsplits[1:])]
-        truncated.append(out["truncated"].numpy())
-    truncated = np.concatenate(truncated) if truncated else np.zeros([0], bool)
-    return token_ids, word_starts, truncated
+    """Eagerly encode a list of Python strings -> (token_ids, word_starts, truncated)."""
+    encoded = encode_examples(encoder, texts, batch_size=batch_size)
+    return encoded.token_ids, encoded.word_starts, encoded.truncated
 
 
 def make_encoder(vocabulary, model_cfg):
@@ -188,4 +308,5 @@ def make_encoder(vocabulary, model_cfg):
         cls_id=vocabulary.index(CLS),
         unk_id=vocabulary.index(UNK),
         pad_id=vocabulary.index(PAD),
+        sep_id=separator_id(vocabulary),
     )

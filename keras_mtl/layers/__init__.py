@@ -1,6 +1,7 @@
 """Keras layers of keras-mtl (keras + keras.ops only; all serializable)."""
 
 from keras_mtl.layers.pooling import SequencePooling
+from keras_mtl.layers.segment_ids import SegmentIds
 from keras_mtl.layers.task_embedding import TaskEmbedding
 
 try:  # the multi-task method layers (issue 4); imported to register them

@@ -296,6 +296,7 @@ class Adapter:
         """A network initialized for `seed`, with the shared weights copied in (pretrained)."""
         import keras
 
+        from keras_mtl.data.tokenize import separator_id
         from keras_mtl.model import build_model
 
         keras.utils.set_random_seed(seed)
@@ -304,7 +305,10 @@ class Adapter:
             from keras_mtl.pretrained import load_backbone
 
             backbone = load_backbone(self.cfg.model)
-        model = build_model(self.cfg, self.classes, len(self.run_files.vocabulary), backbone=backbone)
+        vocabulary = self.run_files.vocabulary
+        model = build_model(
+            self.cfg, self.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary)
+        )
         copied, fresh = [], [layer.name for layer in model.layers if layer.weights]
         if self.source is not None:
             copied, fresh = transfer_weights(self.source, model, self.run_files.config.task_names, [self.target.name])

@@ -210,7 +210,7 @@ def _meta_train_staged(
     import keras
 
     from keras_mtl.data import sampling
-    from keras_mtl.data.tokenize import save_vocabulary
+    from keras_mtl.data.tokenize import save_vocabulary, separator_id
     from keras_mtl.evaluate import evaluate_split, write_test_report
     from keras_mtl.model import build_model
     from keras_mtl.prepare import prepare
@@ -249,7 +249,7 @@ def _meta_train_staged(
         from keras_mtl.pretrained import load_backbone
 
         backbone = load_backbone(config.model)
-    model = build_model(config, data.classes, len(vocabulary), backbone=backbone)
+    model = build_model(config, data.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary))
     reptile = Reptile(model, config, inner_lr=inner_lr, inner_optimizer=inner_optimizer)
 
     # === Meta-train ===

@@ -1,8 +1,16 @@
 """Serving a keras-mtl export with TF Serving, and talking to it.
 
 The export contract: `saved_models/<name>/<version>/` (integer versions) is a
-SavedModel whose `serving_default` signature takes `text`: tf.string [None]
-(raw UTF-8) and returns, all with the batch as dim 0:
+SavedModel with these signatures (`signature_name` in a request):
+
+- `serving_default`: `text`: tf.string [None] (raw UTF-8) -> the outputs of
+  every single-text task (a model whose tasks all read pairs: `text` and
+  `text_pair` -> every pair task's);
+- `<task>`, one per task: `text` (and `text_pair` for a sentence-pair task)
+  -> that task's outputs only;
+- `serve_tokens`: encoded token ids, for clients that tokenize themselves.
+
+The outputs, all with the batch as dim 0:
 
 - classification task T: `T_label` string [B], `T_probabilities` float32
   [B, C], `T_classes` string [B, C] (class names tiled per row: TF Serving's
@@ -13,7 +21,8 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
   `T_probabilities`, `T_classes`;
 - common: `num_words` int32 [B], `truncated` bool [B].
 
-`<version>/assets.extra/keras_mtl.json` holds {"name", "tasks", "backend", ...}.
+`<version>/assets.extra/keras_mtl.json` holds {"name", "tasks" (each with its
+signature's "inputs"), "serving_default" (the tasks it answers), "backend", ...}.
 
 - `layout`: the on-disk layout of a model base (versions, `assets.extra/`,
   the export lock and temporaries, the config file names); `find_versions`
@@ -24,6 +33,9 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
   file (`keras-mtl predict MODEL --input F`), streaming, in input order, for
   an export or a URL (input files: `keras_mtl.serving.input_file`).
 - `outputs_to_predictions`: outputs -> per-task JSON (local and remote alike).
+- `keras_mtl.serving.ops`: the ops of an export's graph (`graph_ops`) and the
+  TF Text ops it is promised to use (`TF_TEXT_OPS`, all in TF Text 2.12, so
+  TF Serving 2.16 and later load it; `check_ops`).
 - `write_serving_files`, `serve_command`, `docker_command`, `serve`: config
   files and how to start TF Serving on an export.
 - `predict_rest`, `predict_grpc`, `predict_remote`: clients; they send at
@@ -33,6 +45,7 @@ SavedModel whose `serving_default` signature takes `text`: tf.string [None]
 """
 
 from keras_mtl.serving.client import (
+    UnknownSignature,
     predict_grpc,
     predict_remote,
     predict_rest,
@@ -52,11 +65,12 @@ from keras_mtl.serving.server_config import (
 )
 from keras_mtl.serving.layout import find_versions, read_model_info
 from keras_mtl.serving.predict import predict_file
-from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
+from keras_mtl.serving.outputs import outputs_to_predictions, validate_text_pairs, validate_texts
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",
     "JAX_BACKEND_NOTE",
+    "UnknownSignature",
     "batching_config_text",
     "docker_command",
     "find_versions",
@@ -72,6 +86,7 @@ __all__ = [
     "rest_request_body",
     "serve",
     "serve_command",
+    "validate_text_pairs",
     "validate_texts",
     "write_serving_files",
 ]

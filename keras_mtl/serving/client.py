@@ -8,6 +8,16 @@ REST request bodies (https://www.tensorflow.org/tfx/serving/api_rest):
     row:      {"signature_name": "serving_default", "instances": [{"text": "..."}, ...]}
     columnar: {"signature_name": "serving_default", "inputs": {"text": ["...", ...]}}
 
+A sentence-pair task's signature (named like the task) takes a second
+string input, `text_pair`, one per text:
+
+    row:      {"signature_name": "rte", "instances": [{"text": "a", "text_pair": "b"}, ...]}
+    columnar: {"signature_name": "rte", "inputs": {"text": ["a", ...], "text_pair": ["b", ...]}}
+
+and a gRPC PredictRequest carries `model_spec.signature_name` and two string
+tensors, `text` and `text_pair`. A single-text task's signature takes `text`
+alone, like `serving_default`.
+
 JSON strings must be valid Unicode: texts given as `bytes` are sent as
 `{"b64": "<base64>"}`, which TF Serving decodes into the raw bytes of the
 string tensor (so any byte string reaches the model unchanged).
@@ -35,10 +45,11 @@ from typing import Any
 
 from keras_mtl.errors import ServingError
 from keras_mtl.serving.server_config import DEFAULT_MAX_BATCH_SIZE
-from keras_mtl.serving.outputs import outputs_to_predictions, validate_texts
+from keras_mtl.serving.outputs import outputs_to_predictions, validate_text_pairs, validate_texts
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "text"
+PAIR_INPUT_NAME = "text_pair"
 GRPC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 _REST_URL_RE = re.compile(
@@ -47,10 +58,46 @@ _REST_URL_RE = re.compile(
 )
 # TF Serving's answer to a request above max_batch_size (shared_batch_scheduler.h)
 _TOO_LARGE_RE = re.compile(r"Task size \d+ is larger than maximum input batch size (?P<limit>\d+)")
+# TF Serving's answer to a signature the model lacks (tensorflow_serving/servables/tensorflow/util.cc)
+_NO_SIGNATURE_RE = re.compile(r'signature name: "(?P<name>[^"]*)" not found', re.IGNORECASE)
+# ... and to inputs that are not the signature's (predict_util.cc: "input size does not
+# match signature: 1!=2 len({text}) != len({text,text_pair}). Sent extra: {}. Missing but
+# required: {text_pair}.")
+_MISSING_PAIR_RE = re.compile(r"Missing but required: \{[^}]*\btext_pair\b")
+_EXTRA_PAIR_RE = re.compile(r"Sent extra: \{[^}]*\btext_pair\b")
 _GRPC_URL_RE = re.compile(
     r"^grpc://(?P<target>[^/?#]+)/(?P<name>[^/:?#]+)"
     r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:?#]+))?/?$"
 )
+
+
+class UnknownSignature(ServingError):
+    """TF Serving answered that the model has no signature `signature_name`
+    (an export older than per-task signatures, or a task it does not have)."""
+
+    def __init__(self, message: str, signature_name: str):
+        super().__init__(message)
+        self.signature_name = signature_name
+
+
+def _server_error(message: str, signature_name: str, pairs_given: bool) -> ServingError:
+    """The error for a server's refusal: `UnknownSignature` when the model lacks the
+    signature; a hint when the inputs were not the signature's (text_pair or not)."""
+    match = _NO_SIGNATURE_RE.search(message)
+    if match and match["name"] == signature_name:
+        return UnknownSignature(message, signature_name)
+    if not pairs_given and _MISSING_PAIR_RE.search(message):
+        message += (f" (signature {signature_name!r} takes sentence pairs: "
+                    "give a text_pair for every text)")
+    elif pairs_given and _EXTRA_PAIR_RE.search(message):
+        message += f" (signature {signature_name!r} takes single texts: leave text_pair out)"
+    return ServingError(message)
+
+
+def _check_signature_name(signature_name: Any) -> str:
+    if not isinstance(signature_name, str) or not signature_name:
+        raise ServingError(f"signature_name must be a non-empty string, got {signature_name!r}")
+    return signature_name
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -101,15 +148,45 @@ def _where(offset: int, chunk: list, total: int) -> str:
 
 
 def rest_request_body(texts: Sequence[str | bytes], format: str = "instances",
-                      signature_name: str = SIGNATURE) -> dict:
-    """The JSON body of a REST predict request (texts already validated)."""
+                      signature_name: str = SIGNATURE,
+                      text_pairs: Sequence[str | bytes] | None = None) -> dict:
+    """The JSON body of a REST predict request (texts and text_pairs already validated).
+
+    With `text_pairs` (one per text) every instance, or the columnar inputs,
+    also carry `text_pair`, the second input of a sentence-pair signature.
+    """
     values = [_json_text(t) for t in texts]
+    pairs = None if text_pairs is None else [_json_text(t) for t in text_pairs]
+    if pairs is not None and len(pairs) != len(values):
+        raise ServingError(
+            f"{len(pairs)} text_pairs for {len(values)} texts: give one text_pair per text, in order")
     if format == "instances":
-        return {"signature_name": signature_name,
-                "instances": [{INPUT_NAME: v} for v in values]}
+        if pairs is None:
+            instances = [{INPUT_NAME: v} for v in values]
+        else:
+            instances = [{INPUT_NAME: v, PAIR_INPUT_NAME: p} for v, p in zip(values, pairs)]
+        return {"signature_name": signature_name, "instances": instances}
     if format == "inputs":
-        return {"signature_name": signature_name, "inputs": {INPUT_NAME: values}}
+        inputs = {INPUT_NAME: values}
+        if pairs is not None:
+            inputs[PAIR_INPUT_NAME] = pairs
+        return {"signature_name": signature_name, "inputs": inputs}
     raise ServingError(f"format must be 'instances' (row) or 'inputs' (columnar), got {format!r}")
+
+
+def _signature_tasks(tasks: Mapping[str, Any] | None, signature_name: str) -> Mapping[str, Any] | None:
+    """The part of keras_mtl.json's `tasks` that a signature answers: a task's own
+    signature, that task; `serving_default`, the single-text tasks (every task when
+    there are none, or in an export without per-task `inputs`)."""
+    if tasks is None:
+        return None
+    if signature_name in tasks:
+        return {signature_name: tasks[signature_name]}
+    if signature_name == SIGNATURE:
+        single = {name: spec for name, spec in tasks.items()
+                  if not isinstance(spec, Mapping) or list(spec.get("inputs") or [INPUT_NAME]) == [INPUT_NAME]}
+        return single or tasks
+    return tasks
 
 
 def _chunk_predictions(outputs, tasks, chunk: list, server: str, where: str) -> list[dict]:
@@ -159,6 +236,7 @@ def predict_rest(
     signature_name: str = SIGNATURE,
     tasks: Mapping[str, Any] | None = None,
     max_batch_size: int | None = None,
+    text_pairs: Sequence[str | bytes] | None = None,
 ) -> list[dict]:
     """Predict through TF Serving's REST API.
 
@@ -168,13 +246,21 @@ def predict_rest(
       texts: str (sent as JSON strings) or bytes (sent as {"b64": ...}).
       format: "instances" (row format, answered as "predictions") or "inputs"
         (columnar, answered as "outputs"); the answers are identical.
-      tasks: passed to `outputs_to_predictions` (default: inferred).
+      signature_name: `serving_default`, or a task's own signature (named
+        like the task). A signature the model lacks raises `UnknownSignature`.
+      tasks: keras_mtl.json's `tasks`, passed to `outputs_to_predictions`
+        (default: inferred), narrowed to those the signature answers.
       max_batch_size: at most this many texts per request (default 32, what
         `keras-mtl serve` writes; TF Serving refuses larger requests).
         `timeout` applies to each request.
+      text_pairs: the second texts of a sentence-pair signature, one per
+        text (sent as the `text_pair` input, in the same requests).
     """
     items = validate_texts(texts)
+    pairs = validate_text_pairs(items, text_pairs)
     size = _request_size(max_batch_size)
+    signature_name = _check_signature_name(signature_name)
+    tasks = _signature_tasks(tasks, signature_name)
     base = url.strip()
     if base.endswith(":predict"):
         base = base[: -len(":predict")]
@@ -193,9 +279,10 @@ def predict_rest(
     predictions: list[dict] = []
     for offset, chunk in _chunks(items, size):
         where = _where(offset, chunk, len(items))
-        payload = json.dumps(rest_request_body(chunk, format, signature_name),
+        pair_chunk = None if pairs is None else pairs[offset:offset + len(chunk)]
+        payload = json.dumps(rest_request_body(chunk, format, signature_name, pair_chunk),
                              ensure_ascii=False).encode("utf-8")
-        raw = _post(opener, endpoint, payload, timeout, where)
+        raw = _post(opener, endpoint, payload, timeout, where, signature_name, pairs is not None)
         try:
             body = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -206,7 +293,8 @@ def predict_rest(
     return predictions
 
 
-def _post(opener, endpoint: str, payload: bytes, timeout: float, where: str) -> bytes:
+def _post(opener, endpoint: str, payload: bytes, timeout: float, where: str,
+          signature_name: str = SIGNATURE, pairs_given: bool = False) -> bytes:
     request = urllib.request.Request(
         endpoint, data=payload, method="POST",
         headers={"Content-Type": "application/json", "Accept": "application/json"},
@@ -216,10 +304,9 @@ def _post(opener, endpoint: str, payload: bytes, timeout: float, where: str) -> 
             return response.read()
     except urllib.error.HTTPError as err:
         raw = err.read() if err.fp is not None else b""
-        raise ServingError(
-            f"TF Serving at {endpoint} answered HTTP {err.code}{where}: "
-            f"{_one_line(_error_text(raw) or str(err.reason))}"
-        ) from None
+        message = (f"TF Serving at {endpoint} answered HTTP {err.code}{where}: "
+                   f"{_one_line(_error_text(raw) or str(err.reason))}")
+        raise _server_error(message, signature_name, pairs_given) from None
     except urllib.error.URLError as err:
         if isinstance(err.reason, (TimeoutError, socket.timeout)):
             raise ServingError(f"TF Serving at {endpoint} did not answer within {timeout} s{where}") from None
@@ -264,19 +351,27 @@ def predict_grpc(
     version_label: str | None = None,
     tasks: Mapping[str, Any] | None = None,
     max_batch_size: int | None = None,
+    text_pairs: Sequence[str | bytes] | None = None,
 ) -> list[dict]:
     """Predict through TF Serving's gRPC PredictionService.Predict.
 
     Args:
       target: `host:port` of the gRPC port (8500 by default; insecure channel).
       model_name: the served model name.
+      signature_name: `serving_default`, or a task's own signature (named
+        like the task). A signature the model lacks raises `UnknownSignature`.
       version / version_label: pin a version or a label (default: latest).
       max_batch_size: at most this many texts per request (default 32, what
         `keras-mtl serve` writes; TF Serving refuses larger requests).
         `timeout` applies to each request.
+      text_pairs: the second texts of a sentence-pair signature, one per
+        text (a second string tensor input, `text_pair`).
     """
     items = validate_texts(texts)
+    pairs = validate_text_pairs(items, text_pairs)
     size = _request_size(max_batch_size)
+    signature_name = _check_signature_name(signature_name)
+    tasks = _signature_tasks(tasks, signature_name)
     if version is not None and version_label is not None:
         raise ServingError("give either version or version_label, not both")
     grpc, tf, predict_pb2, prediction_service_pb2_grpc = _grpc_modules()
@@ -284,7 +379,12 @@ def predict_grpc(
 
     target = target[len("grpc://"):] if target.startswith("grpc://") else target
 
-    def request_for(chunk):
+    def strings(values):
+        data = np.array([t.encode("utf-8") if isinstance(t, str) else t for t in values],
+                        dtype=object)
+        return tf.make_tensor_proto(data, dtype=tf.string, shape=[len(values)])
+
+    def request_for(chunk, pair_chunk):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model_name
         request.model_spec.signature_name = signature_name
@@ -292,10 +392,9 @@ def predict_grpc(
             request.model_spec.version.value = int(version)
         elif version_label is not None:
             request.model_spec.version_label = version_label
-        data = np.array([t.encode("utf-8") if isinstance(t, str) else t for t in chunk],
-                        dtype=object)
-        request.inputs[INPUT_NAME].CopyFrom(
-            tf.make_tensor_proto(data, dtype=tf.string, shape=[len(chunk)]))
+        request.inputs[INPUT_NAME].CopyFrom(strings(chunk))
+        if pair_chunk is not None:
+            request.inputs[PAIR_INPUT_NAME].CopyFrom(strings(pair_chunk))
         return request
 
     options = [("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES),
@@ -311,8 +410,9 @@ def predict_grpc(
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         for offset, chunk in _chunks(items, size):
             where = _where(offset, chunk, len(items))
+            pair_chunk = None if pairs is None else pairs[offset:offset + len(chunk)]
             try:
-                response = stub.Predict(request_for(chunk), timeout=timeout)
+                response = stub.Predict(request_for(chunk, pair_chunk), timeout=timeout)
             except grpc.RpcError as err:
                 code = err.code() if hasattr(err, "code") else None
                 details = _one_line(str(err.details() if hasattr(err, "details") else err))
@@ -322,7 +422,8 @@ def predict_grpc(
                 if code == grpc.StatusCode.UNAVAILABLE:
                     raise ServingError(f"cannot reach TF Serving at {target}: {details}") from None
                 name = code.name if code is not None else "error"
-                raise ServingError(f"TF Serving at {target} answered {name}{where}: {details}") from None
+                message = f"TF Serving at {target} answered {name}{where}: {details}"
+                raise _server_error(message, signature_name, pairs is not None) from None
             outputs = {key: tf.make_ndarray(proto) for key, proto in response.outputs.items()}
             predictions += _chunk_predictions(outputs, tasks, chunk, target, where)
     return predictions
@@ -337,13 +438,16 @@ def predict_remote(
     format: str = "instances",
     signature_name: str = SIGNATURE,
     max_batch_size: int | None = None,
+    text_pairs: Sequence[str | bytes] | None = None,
 ) -> list[dict]:
     """Predict on a TF Serving given by URL.
 
     `http(s)://host:8501/v1/models/<name>[/versions/N|/labels/L]` -> REST;
     `grpc://host:8500/<name>[/versions/N|/labels/L]` -> gRPC. Texts go in
     requests of at most `max_batch_size` (default 32, as `keras-mtl serve`
-    configures TF Serving).
+    configures TF Serving). `signature_name` picks a task's own signature
+    (`"rte"`); `text_pairs` (one per text) are the second texts of a
+    sentence-pair task's signature.
     """
     if not isinstance(url, str):
         raise ServingError(f"serving url must be a string, got {type(url).__name__}")
@@ -351,7 +455,7 @@ def predict_remote(
     if scheme in ("http", "https"):
         return predict_rest(url, texts, format=format, timeout=timeout,
                             signature_name=signature_name, tasks=tasks,
-                            max_batch_size=max_batch_size)
+                            max_batch_size=max_batch_size, text_pairs=text_pairs)
     if scheme == "grpc":
         match = _GRPC_URL_RE.match(url.strip())
         if not match:
@@ -364,7 +468,7 @@ def predict_remote(
                             signature_name=signature_name,
                             version=int(version) if version else None,
                             version_label=match["label"], tasks=tasks,
-                            max_batch_size=max_batch_size)
+                            max_batch_size=max_batch_size, text_pairs=text_pairs)
     raise ServingError(
         f"unsupported serving url {url!r}: use http(s)://host:8501/v1/models/<name> "
         "(REST) or grpc://host:8500/<name> (gRPC)"

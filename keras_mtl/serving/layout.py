@@ -170,11 +170,28 @@ def write_assets_extra(version_dir, metadata, warmup=True):
     extra.mkdir(exist_ok=True)
     write_json(metadata_path(version_dir), metadata)
     if warmup:
-        write_warmup(version_dir)
+        write_warmup(version_dir, signature_inputs(metadata))
 
 
-def write_warmup(version_dir, texts=WARMUP_TEXTS):
-    """TF Serving warmup records (PredictionLog protos in a TFRecord file); its path, or None."""
+def signature_inputs(metadata):
+    """{signature name: its input names} of an export, from its metadata.
+
+    `serving_default` and one signature per task; an export from before
+    per-task signatures has `serving_default` (`text`) only.
+    """
+    tasks = (metadata or {}).get("tasks") or {}
+    if not all("inputs" in t for t in tasks.values()):
+        return {"serving_default": ["text"]}
+    default = metadata.get("serving_default") or list(tasks)
+    out = {"serving_default": list(tasks[default[0]]["inputs"]) if default and default[0] in tasks else ["text"]}
+    out.update({name: list(t["inputs"]) for name, t in tasks.items()})
+    return out
+
+
+def write_warmup(version_dir, signatures=None, texts=WARMUP_TEXTS):
+    """TF Serving warmup records (PredictionLog protos in a TFRecord file): one
+    request per signature (`signature_inputs`; default: `serving_default` with
+    `text`), so that TF Serving traces each before it serves. Its path, or None."""
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError:
@@ -184,12 +201,13 @@ def write_warmup(version_dir, texts=WARMUP_TEXTS):
 
     path = warmup_path(version_dir)
     with tf.io.TFRecordWriter(str(path)) as writer:
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(signature_name="serving_default"),
-            inputs={"text": tf.make_tensor_proto(list(texts), dtype=tf.string)},
-        )
-        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-        writer.write(log.SerializeToString())
+        for name, inputs in (signatures or {"serving_default": ["text"]}).items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=name),
+                inputs={key: tf.make_tensor_proto(list(texts), dtype=tf.string) for key in inputs},
+            )
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
     return path
 
 

@@ -31,27 +31,29 @@ from keras_mtl.tasks.values import scalar
 META_KEYS = ("num_words", "truncated")
 
 
-def validate_texts(texts: Any) -> list[str | bytes]:
+def validate_texts(texts: Any, what: str = "text") -> list[str | bytes]:
     """Check a request batch; returns it as a list of str/bytes.
 
     str is sent as UTF-8 text; bytes are sent as they are (REST: base64 in a
     `{"b64": ...}` object, since JSON can only carry valid Unicode strings).
+    Empty strings are valid (the model encodes them). `what` names the items
+    in errors ("text", or "text_pair" for the second texts of pairs).
     """
     if isinstance(texts, (str, bytes)):
         raise ServingError(
-            f"texts must be a list of strings, got a single {type(texts).__name__}; "
+            f"{what}s must be a list of strings, got a single {type(texts).__name__}; "
             "wrap it in a list"
         )
     if texts is None:
-        raise ServingError("no texts given")
+        raise ServingError(f"no {what}s given")
     try:
         items = list(texts)
     except TypeError:
         raise ServingError(
-            f"texts must be a list of strings, got {type(texts).__name__}"
+            f"{what}s must be a list of strings, got {type(texts).__name__}"
         ) from None
     if not items:
-        raise ServingError("no texts given")
+        raise ServingError(f"no {what}s given")
     out: list[str | bytes] = []
     for i, text in enumerate(items):
         if isinstance(text, (bytearray, memoryview)):
@@ -63,15 +65,42 @@ def validate_texts(texts: Any) -> list[str | bytes]:
                 text.encode("utf-8")
             except UnicodeEncodeError as err:
                 raise ServingError(
-                    f"text at index {i} is not valid Unicode ({err.reason} at "
+                    f"{what} at index {i} is not valid Unicode ({err.reason} at "
                     f"character {err.start}); pass it as bytes instead"
                 ) from None
             out.append(str(text))
         else:
             raise ServingError(
-                f"text at index {i} is {type(text).__name__}, not str or bytes"
+                f"{what} at index {i} is {type(text).__name__}, not str or bytes"
             )
     return out
+
+
+def validate_text_pairs(texts: Sequence[str | bytes], text_pairs: Any) -> list[str | bytes] | None:
+    """None when `text_pairs` is None; else the second texts, checked like
+    `validate_texts`, one per text of `texts` (already validated)."""
+    if text_pairs is None:
+        return None
+    pairs = validate_texts(text_pairs, "text_pair")
+    if len(pairs) != len(texts):
+        raise ServingError(
+            f"{len(pairs)} text_pairs for {len(texts)} texts: give one text_pair per text, in order"
+        )
+    return pairs
+
+
+def task_outputs(outputs: Mapping[str, Any], task: str, task_names: Sequence[str]) -> dict[str, Any]:
+    """The outputs of one task (`<task>_label`, `<task>_tags`, ...) and the
+    common `num_words` / `truncated`, out of a signature's outputs for several
+    tasks. A key belongs to the longest task name it starts with, so with
+    tasks `pos` and `pos_fine`, `pos_fine_tags` is pos_fine's.
+    """
+    def owner(key: str) -> str | None:
+        found = [name for name in task_names if key.startswith(f"{name}_")]
+        return max(found, key=len) if found else None
+
+    return {key: value for key, value in outputs.items()
+            if key in META_KEYS or owner(key) == task}
 
 
 def _primary_suffixes() -> dict[str, str]:
@@ -99,6 +128,11 @@ def _task_types(tasks: Mapping[str, Any] | None, keys: Sequence[str]) -> dict[st
         types[str(name)] = task_type
     # sorted like the inferred case, so JSON text is identical either way
     return {name: types[name] for name in sorted(types)}
+
+
+def output_task_names(keys: Sequence[str]) -> list[str]:
+    """The task names that output names show (`T_label`, `T_tags`, ...), sorted."""
+    return list(_task_types(None, list(keys)))
 
 
 def outputs_to_predictions(

@@ -62,7 +62,7 @@ class Classification(ClassScores):
     name = "classification"
     single_class = True
     min_classes = 2
-    metrics = ("accuracy", "macro_f1", "mcc")
+    metrics = ("accuracy", "f1", "macro_f1", "mcc")
     default_metric = "accuracy"
     primary_output = "_label"
     cardinality = ("rows", "Is `label_column` pointing at the text?")

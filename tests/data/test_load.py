@@ -306,3 +306,25 @@ def test_one_class_error_names_the_file_and_the_config_line(tmp_path):
         f"{path}:{_line_of(path, 'train: data/train.tsv')}: tasks[0].data.train: task 'sst': the training "
         f"data ({train}) has 1 class after carving dev out of it (pos); a classification task needs at least 2"
     )
+
+
+# ------------------------------------------------------------------ the f1 metric's positive class
+
+
+def _sentiment_with(**task_fields):
+    return config_from_dict({"name": "t", "tasks": [
+        {"name": "sentiment", "type": "classification",
+         "data": {"format": "demo", "kind": "sentiment", "train": 40, "dev": 8, "test": 8}, **task_fields}]}).config
+
+
+def test_f1_needs_a_positive_class_the_task_has():
+    with pytest.raises(DataError) as e:
+        load_task_data(_sentiment_with(metrics=["f1"]))
+    assert "tasks[0].positive_class (default '1'): '1' is not a class of task 'sentiment' " \
+        "(its classes: negative, positive); the f1 metric scores that class" in str(e.value)
+    with pytest.raises(DataError, match=r"tasks\[0\].positive_class: 'pos' is not a class"):
+        load_task_data(_sentiment_with(metrics=["f1"], positive_class="pos"))
+    data = load_task_data(_sentiment_with(metrics=["f1", "accuracy"], positive_class="positive"))
+    assert data.classes["sentiment"] == ["negative", "positive"]
+    # without f1 the positive class is not needed
+    load_task_data(_sentiment_with(metrics=["accuracy"]))

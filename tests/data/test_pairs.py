@@ -9,7 +9,8 @@ import pytest
 from keras_mtl.config import config_from_dict
 from keras_mtl.data import readers
 from keras_mtl.data.example import Example
-from keras_mtl.data.load import is_pair_task, load_task_data, merge_by_text
+from keras_mtl.config import is_pair_task
+from keras_mtl.data.load import load_task_data, merge_by_text
 from keras_mtl.data.pipeline import encode_split
 from keras_mtl.data.readers import ReadRequest, get_reader
 from keras_mtl.data.splits import carve_splits, example_key, normalize_text, overlap_report, split_of
@@ -239,16 +240,28 @@ def test_config_mixes_pair_and_single_text_tasks(tmp_path):
         assert nli == {ex.texts for ex in data.per_task["sts"][split]}
 
 
-def test_encoding_refuses_pairs_clearly(tmp_path):
+def test_a_mixed_split_encodes_pairs_and_single_texts(tmp_path):
+    from keras_mtl.data.tokenize import CLS, SEP, make_encoder
+    from keras_mtl.prepare import vocabulary_for
+
     config = _pair_config(tmp_path)
     data = load_task_data(config)
-    with pytest.raises(ConfigError) as e:
-        encode_split(data.splits["train"], None, config.tasks, data.classes)
-    assert str(e.value) == "task 'nli' has sentence pairs (text_pair_column); pair encoding is not implemented yet"
-    sts_only = [ex for ex in data.splits["train"] if set(ex.labels) == {"sts"}] or [
-        Example("a", {"sts": 1.0}, "m:1", "b")]
-    with pytest.raises(ConfigError, match=r"^task 'sts' has sentence pairs \(text_pair_field\); pair encoding"):
-        encode_split(sts_only, None, config.tasks, data.classes)
+    vocabulary = vocabulary_for(config, data)
+    encoder = make_encoder(vocabulary, config.model)
+    examples = data.splits["train"]
+    split = encode_split(examples, encoder, config.tasks, data.classes)
+    cls, sep = vocabulary.index(CLS), vocabulary.index(SEP)
+    for ex, ids in zip(examples, split.token_ids):
+        assert ids[0] == cls
+        if ex.text_pair is None:
+            assert sep not in ids.tolist()
+        else:  # [CLS] a [SEP] b [SEP], each text encoded as on its own
+            first = encoder([ex.text])["token_ids"].to_list()[0][1:]
+            second = encoder([ex.text_pair])["token_ids"].to_list()[0][1:]
+            assert ids.tolist() == [cls] + first + [sep] + second + [sep]
+    assert any(ex.text_pair is None for ex in examples) and any(ex.text_pair is not None for ex in examples)
+    # the vocabulary is learned from both texts of a pair
+    assert config.pair_task_names == ["nli", "sts"]
 
 
 def test_a_pair_task_needs_a_second_text_on_every_example(monkeypatch):

@@ -43,11 +43,37 @@ def test_one_warning_line_per_split_with_counts(tmp_path):
     warnings = [line for line in text.split("\n") if "WARNING" in line]
     assert warnings == [
         "WARNING: 3 dev texts occur in training data too, so a model is scored on texts it trained on "
-        "(per task: pos 3, chunk 3, pos2 3; --verbose lists the task pairs)",
+        "(per task: pos 3, chunk 3, pos2 3; --verbose lists the task pairs; "
+        "splits.leaks: drop removes them from training)",
         "WARNING: 1 test text occurs in training data too, so a model is scored on texts it trained on "
-        "(per task: pos 1, chunk 1, pos2 1; --verbose lists the task pairs)",
+        "(per task: pos 1, chunk 1, pos2 1; --verbose lists the task pairs; "
+        "splits.leaks: drop removes them from training)",
     ]
     assert "texts of" not in text
+
+
+def test_leaks_drop_removes_held_out_texts_from_every_train_split(tmp_path):
+    def summary(leaks):
+        (tmp_path / "train.txt").write_text(CONLL, encoding="utf-8")
+        (tmp_path / "test.txt").write_text(CONLL.split("\n\n")[0] + "\n", encoding="utf-8")  # a train sentence
+        tasks = [
+            {"name": name, "type": "tagging",
+             "data": {"format": "conll", "train": "train.txt", "test": "test.txt", "label_column": col}}
+            for name, col in (("pos", 1), ("chunk", 2))
+        ]
+        config = {"name": "tb", "tasks": tasks, "splits": {"dev_fraction": 0.0, "leaks": leaks}}
+        return data_summary(config_from_dict(config, base_dir=tmp_path), tokenize=False)
+
+    before, after = summary("keep"), summary("drop")
+    assert before["overlap"]["leaks_by_split"]["test"]["texts"] == 1
+    assert after["overlap"]["leaks"] == [] and not after["overlap"].get("leaks_by_split")
+    assert after["dropped_from_train"] == {"pos": 1, "chunk": 1}
+    for task in ("pos", "chunk"):
+        examples = [s["tasks"][task]["splits"]["train"]["examples"] for s in (before, after)]
+        assert examples[1] == examples[0] - 1
+    text = format_summary(after)
+    assert "WARNING" not in text
+    assert "removed from train (splits.leaks: drop; their texts are in some task's dev or test): pos: 1, chunk: 1" in text
 
 
 def test_verbose_lists_every_pair_under_its_split(tmp_path):

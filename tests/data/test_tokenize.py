@@ -9,13 +9,16 @@ from keras_mtl.data.tokenize import (
     CLS,
     PAD,
     RESERVED,
+    SEP,
     UNK,
     TextEncoder,
     compute_vocabulary,
+    encode_examples,
     encode_texts,
     load_vocabulary,
     make_encoder,
     make_tokenizer,
+    pair_lengths,
     save_vocabulary,
     task_token,
 )
@@ -156,6 +159,10 @@ def test_make_encoder_uses_the_vocabulary_ids():
     enc = make_encoder(vocab + ["cat"], model_cfg)
     assert (enc.pad_id, enc.unk_id, enc.cls_id, enc.max_length) == (2, 3, 4, 8)
     assert encode(enc, ["cat dog"])["token_ids"] == [[4, 5, 3]]
+    assert enc.sep_id is None  # no [SEP]: single texts only
+    with pytest.raises(ValueError, match="cannot encode sentence pairs"):
+        enc(["cat"], ["dog"])
+    assert make_encoder(vocab + ["cat", SEP], model_cfg).sep_id == 6
 
 
 def test_compute_vocabulary_is_memoized_by_its_inputs(monkeypatch):
@@ -180,3 +187,78 @@ def test_compute_vocabulary_is_memoized_by_its_inputs(monkeypatch):
     tokenize.compute_vocabulary(texts, 41, True, ["t"])
     tokenize.compute_vocabulary(texts, 40, True, ["u"])
     assert len(calls) == 4
+
+
+# --- sentence pairs ---------------------------------------------------------
+
+SEP_ID = ID[SEP]
+
+
+def pair_encoder(max_length):
+    return TextEncoder(make_tokenizer(VOCAB), max_length, CLS_ID, UNK_ID, PAD_ID, sep_id=SEP_ID)
+
+
+def test_a_pair_is_packed_cls_a_sep_b_sep():
+    out = pair_encoder(16)(["the cat", ""], ["a dog sat", "the"])
+    assert out["token_ids"].to_list() == [
+        [CLS_ID, ID["the"], ID["cat"], SEP_ID, ID["a"], ID["dog"], ID["sat"], SEP_ID],
+        [CLS_ID, SEP_ID, ID["the"], SEP_ID],
+    ]
+    # word starts and word counts are those of the first text, as for a single text
+    assert out["word_starts"].to_list() == [[1, 2], []]
+    assert out["num_words"].numpy().tolist() == [2, 0]
+    for key in ("truncated", "truncated_text", "truncated_text_pair"):
+        assert out[key].numpy().tolist() == [False, False]
+
+
+def test_a_long_pair_is_cut_longest_first_and_says_which_side():
+    # budget 8 - 3 = 5 pieces: "unbelievable" is 3 pieces
+    out = pair_encoder(8)(
+        ["the cat sat the cat sat", "the", "unbelievable cat sat"],
+        ["a", "a dog sat the cat sat the", "unbelievable dog"],
+    )
+    ids = out["token_ids"].to_list()
+    assert ids[0] == [CLS_ID] + [ID[w] for w in "the cat sat the".split()] + [SEP_ID, ID["a"], SEP_ID]
+    assert ids[1] == [CLS_ID, ID["the"], SEP_ID] + [ID[w] for w in "a dog sat the".split()] + [SEP_ID]
+    # both long: the first text keeps ceil(5 / 2) = 3 pieces, the second 2
+    assert ids[2] == [CLS_ID, ID["un"], ID["##believ"], ID["##able"], SEP_ID, ID["un"], ID["##believ"], SEP_ID]
+    assert all(len(row) <= 8 for row in ids)
+    assert out["truncated_text"].numpy().tolist() == [True, False, True]
+    assert out["truncated_text_pair"].numpy().tolist() == [False, True, True]
+    assert out["truncated"].numpy().tolist() == [True, True, True]
+
+
+def test_pair_lengths_match_keras_hub_round_robin_packing():
+    """The longest-first lengths equal those of keras-hub's MultiSegmentPacker
+    (which the export cannot use: its RoundRobinTrim op is missing from TF Text 2.12)."""
+    import keras_hub
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        len_a, len_b, length = (int(v) for v in (rng.integers(0, 12), rng.integers(0, 12), rng.integers(4, 14)))
+        packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=length, start_value=1, end_value=2, pad_value=0, truncate="round_robin"
+        )
+        a = tf.ragged.constant([list(range(10, 10 + len_a))], dtype=tf.int32, ragged_rank=1)
+        b = tf.ragged.constant([list(range(30, 30 + len_b))], dtype=tf.int32, ragged_rank=1)
+        packed = [int(v) for v in packer((a, b))[0].numpy()[0] if v != 0]
+        keep_a, keep_b = pair_lengths(len_a, len_b, length - 3)
+        assert packed == [1, *range(10, 10 + keep_a), 2, *range(30, 30 + keep_b), 2], (len_a, len_b, length)
+        # the TF version of the same formula
+        tf_a, tf_b = pair_lengths(tf.constant([len_a]), tf.constant([len_b]), length - 3)
+        assert (int(tf_a[0]), int(tf_b[0])) == (keep_a, keep_b)
+
+
+def test_encode_examples_mixes_pairs_and_single_texts_in_order():
+    enc = pair_encoder(6)
+    out = encode_examples(enc, ["the cat", "the cat sat a dog", "a"], [None, "dog", "the cat sat a dog"])
+    assert [ids.tolist() for ids in out.token_ids] == [
+        [CLS_ID, ID["the"], ID["cat"]],
+        [CLS_ID, ID["the"], ID["cat"], SEP_ID, ID["dog"], SEP_ID],
+        [CLS_ID, ID["a"], SEP_ID, ID["the"], ID["cat"], SEP_ID],
+    ]
+    assert out.truncated.tolist() == [False, True, True]
+    assert out.truncated_text.tolist() == [False, True, False]
+    assert out.truncated_text_pair.tolist() == [False, False, True]
+    with pytest.raises(ValueError, match="2 texts but 1 text pairs"):
+        encode_examples(enc, ["a", "b"], ["c"])

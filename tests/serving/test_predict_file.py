@@ -4,6 +4,7 @@ Most tests use a fake predictor (a callable: texts -> per-text dicts) so they
 run without TensorFlow; the end-to-end tests export the session's tiny run.
 """
 
+import io
 import json
 
 import pytest
@@ -267,3 +268,226 @@ def test_cli_end_to_end_on_a_real_export(tiny_export, tmp_path, capsys):
     # positional texts take --task too
     assert main(["predict", str(tiny_export), texts[0], "--task", "pos"]) == 0
     assert json.loads(capsys.readouterr().out) == {"pos": expected[0]["pos"], "_meta": expected[0]["_meta"]}
+
+
+# --------------------------------------------------------------------------
+# Sentence pairs and per-task signatures: fake exports (built by
+# tests/serving/test_predict.py's build_fake_exports) and a fake TF Serving
+# --------------------------------------------------------------------------
+
+
+def _test_predict_module():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_fake_exports", Path(__file__).with_name("test_predict.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FAKES = _test_predict_module()
+
+
+@pytest.fixture(scope="module")
+def fakes(tmp_path_factory):
+    pytest.importorskip("tensorflow")
+    return FAKES.build_fake_exports(tmp_path_factory.mktemp("fake-exports"))
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_pair_task_lines_from_a_local_export(fakes, tmp_path):
+    rows = [
+        {"text": "the good dog ran", "text_pair": "the good"},
+        {"text": "a cat", "text_pair": "dog", "id": 7},
+        {"text": "no pair here"},  # 3: a pair task needs text_pair
+        {"text": "x y", "text_pair": "x"},
+        {"text": "empty pair", "text_pair": "   "},  # 5: as `text`, an empty text_pair is a bad line
+    ]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    err = io.StringIO()
+    out = tmp_path / "out.jsonl"
+    counts = predict_file(fakes["mixed"], src, out, task="rte", batch_size=2, stderr=err)
+    assert counts == {"lines": 5, "predicted": 3, "errors": 2, "output": str(out)}
+    got = _lines(out)
+    for i in (0, 1, 3):
+        text, pair = rows[i]["text"], rows[i]["text_pair"]
+        assert got[i] == {"rte": FAKES.rte_of(text, pair), "_meta": FAKES.meta_of(text, pair)}
+    missing = "missing `text_pair`: task 'rte' takes sentence pairs: it needs a `text_pair` for every text"
+    assert got[2] == {"line": 3, "error": missing}
+    assert got[4] == {"line": 5, "error": "empty `text_pair`"}
+    assert err.getvalue().splitlines() == [f"{src}:3: {missing}", f"{src}:5: empty `text_pair`"]
+
+
+def test_pair_task_lines_from_a_tsv(fakes, tmp_path):
+    src = tmp_path / "in.tsv"
+    src.write_text("text\ttext_pair\nthe dog ran\tthe dog\na cat\tdog\nalone\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    counts = predict_file(fakes["mixed"], src, out, task="stsb", header=True, stderr=io.StringIO())
+    assert counts["predicted"] == 2 and counts["errors"] == 1
+    got = _lines(out)
+    assert [g["stsb"]["value"] for g in got[:2]] == [pytest.approx(3.2), pytest.approx(2.1)]
+    assert got[2]["line"] == 4 and got[2]["error"].startswith("missing `text_pair`: task 'stsb'")
+
+
+def test_text_pair_on_a_single_text_task_or_serving_default_is_a_bad_line(fakes, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": "a good day"}, {"text": "b", "text_pair": "c"}])
+    out = tmp_path / "out.jsonl"
+    predict_file(fakes["mixed"], src, out, task="sentiment", stderr=io.StringIO())
+    got = _lines(out)
+    assert got[0] == {"sentiment": FAKES.sentiment_of("a good day"), "_meta": FAKES.meta_of("a good day")}
+    assert got[1] == {"line": 2, "error": "`text_pair` given, but task 'sentiment' takes single texts"}
+    # no task: serving_default (the single-text tasks); the message points at the pair tasks
+    predict_file(fakes["mixed"], src, out, stderr=io.StringIO())
+    got = _lines(out)
+    assert sorted(got[0]) == ["_meta", "chunk", "sentiment"]
+    assert got[1]["line"] == 2 and got[1]["error"] == (
+        "`text_pair` given, but serving_default takes single texts; the sentence-pair tasks (rte, stsb) "
+        "have their own signatures: choose one as the task")
+    # an old export (no pair tasks): the message of before
+    predict_file(fakes["old"], src, out, stderr=io.StringIO())
+    assert _lines(out)[1] == {"line": 2, "error": PAIR_UNSUPPORTED}
+
+
+def test_strict_pair_lines(fakes, tmp_path, capsys):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": "a b", "text_pair": "a"}, {"text": "c"}])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(DataError) as info:
+        predict_file(fakes["mixed"], src, out, task="rte", strict=True)
+    assert str(info.value) == (f"{src}:2: missing `text_pair`: task 'rte' takes sentence pairs: "
+                               "it needs a `text_pair` for every text")
+    assert not out.exists()
+    with pytest.raises(DataError, match=rf"^{src}:1: `text_pair` given, but task 'sentiment' takes single texts"):
+        predict_file(fakes["mixed"], src, out, task="sentiment", strict=True)
+    assert not out.exists() and capsys.readouterr().out == ""
+
+
+def test_pairs_only_model_without_task(fakes, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": "a b c", "text_pair": "a b"}, {"text": "d"}])
+    out = tmp_path / "out.jsonl"
+    predict_file(fakes["pairs_only"], src, out, stderr=io.StringIO())
+    got = _lines(out)
+    assert got[0]["rte"] == FAKES.rte_of("a b c", "a b") and got[0]["stsb"] == {"value": pytest.approx(3.2)}
+    assert got[1] == {"line": 2, "error": "missing `text_pair`: serving_default answers the sentence-pair "
+                                          "tasks rte, stsb only: it needs a `text_pair` for every text"}
+
+
+def test_unknown_task_of_a_local_export_is_refused_before_reading(fakes, tmp_path):
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": "a"}])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ServingError) as info:
+        predict_file(fakes["mixed"], src, out, task="nope")
+    assert str(info.value) == f"{fakes['mixed']}: no task 'nope'; the model's tasks are chunk, rte, sentiment, stsb"
+    assert not out.exists()
+
+
+def test_cli_input_with_a_pair_task(fakes, tmp_path, capsys):
+    from keras_mtl.cli import main
+
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": "the dog", "text_pair": "the"}, {"text": "lonely"}])
+    assert main(["predict", str(fakes["mixed"]), "--input", str(src), "--task", "rte"]) == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert lines[0] == {"rte": FAKES.rte_of("the dog", "the"), "_meta": FAKES.meta_of("the dog", "the")}
+    assert lines[1]["line"] == 2 and f"{src}:2: missing `text_pair`: task 'rte'" in captured.err
+    # unknown task: one line naming the model's tasks, exit 2
+    assert main(["predict", str(fakes["mixed"]), "--input", str(src), "--task", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("no task 'nope'; the model's tasks are chunk, rte, sentiment, stsb")
+    # --strict on a pair file missing a pair
+    assert main(["predict", str(fakes["mixed"]), "--input", str(src), "--task", "rte", "--strict"]) == 2
+    assert f"{src}:2: missing `text_pair`" in capsys.readouterr().err
+
+
+class _FakeServing:
+    """urllib's opener for TF Serving REST: signature -> inputs, answers as TF Serving.
+
+    Every task's value is 10 * len(text) + len(text_pair), so an answer shows which
+    text and pair it was computed from."""
+
+    SIGNATURES = {"serving_default": ("text",), "topic": ("text",), "rte": ("text", "text_pair")}
+
+    def __init__(self, signatures=None):
+        self.signatures = signatures or self.SIGNATURES
+        self.bodies = []
+
+    def open(self, request, timeout):
+        import urllib.error
+
+        body = json.loads(request.data)
+        self.bodies.append(body)
+        name = body["signature_name"]
+        rows = body["instances"]
+
+        def fail(message):
+            raise urllib.error.HTTPError(request.full_url, 400, "Bad Request", {},
+                                         io.BytesIO(json.dumps({"error": message}).encode()))
+
+        if name not in self.signatures:
+            fail(f'Serving signature name: "{name}" not found in signature def')
+        if set(rows[0]) != set(self.signatures[name]):
+            fail(f"input size does not match signature: Missing but required: {{{','.join(self.signatures[name])}}}.")
+        tasks = ["topic", "other"] if name == "serving_default" else [name]
+        predictions = [{**{f"{t}_value": float(10 * len(r["text"]) + len(r.get("text_pair", ""))) for t in tasks},
+                        "num_words": len(r["text"].split())} for r in rows]
+        return _Response(json.dumps({"predictions": predictions}).encode())
+
+
+class _Response(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_a_url_with_a_task_uses_its_signature_and_the_first_line_decides_pairs(tmp_path, monkeypatch):
+    import urllib.request
+
+    fake = _FakeServing()
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: fake)
+    url = "http://127.0.0.1:1/v1/models/m"
+    rows = [{"text": "abc", "text_pair": "de"}, {"text": "fghi", "text_pair": "j"}, {"text": "no pair"},
+            {"text": "k", "text_pair": "lmn"}]
+    src = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    err = io.StringIO()
+    counts = predict_file(url, src, out, task="rte", batch_size=2, stderr=err)
+    assert counts["predicted"] == 3 and counts["errors"] == 1
+    got = _lines(out)
+    assert [g.get("rte") for g in got] == [{"value": 32.0}, {"value": 41.0}, None, {"value": 13.0}]
+    assert got[2] == {"line": 3, "error": "missing `text_pair`, but line 1 has one: the lines of a file are all "
+                                          "single texts or all sentence pairs"}
+    assert [b["signature_name"] for b in fake.bodies] == ["rte", "rte"]
+    assert [[(r["text"], r["text_pair"]) for r in b["instances"]] for b in fake.bodies] == [
+        [("abc", "de"), ("fghi", "j")], [("k", "lmn")]]
+
+    # without a task a text_pair is a bad line (serving_default takes single texts)
+    fake.bodies.clear()
+    predict_file(url, src, out, stderr=io.StringIO())
+    got = _lines(out)
+    assert got[2]["topic"] == {"value": 70.0} and got[0]["line"] == 1
+    assert "choose it as the task (--task)" in got[0]["error"]
+    assert [b["signature_name"] for b in fake.bodies] == ["serving_default"]
+
+
+def test_a_url_whose_server_predates_task_signatures(tmp_path, monkeypatch):
+    import urllib.request
+
+    fake = _FakeServing({"serving_default": ("text",)})
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: fake)
+    url = "http://127.0.0.1:1/v1/models/m"
+    src = _write_jsonl(tmp_path / "in.jsonl", [{"text": f"t{i}"} for i in range(5)])
+    out = tmp_path / "out.jsonl"
+    predict_file(url, src, out, task="topic", batch_size=2)
+    assert _lines(out) == [{"topic": {"value": 20.0}, "_meta": {"num_words": 1}}] * 5
+    # the missing signature is found out once; then serving_default, that task's outputs only
+    assert [b["signature_name"] for b in fake.bodies] == ["topic"] + ["serving_default"] * 3
+    with pytest.raises(ServingError, match="no task 'nope': the served model has no signature 'nope', "
+                                           "and its serving_default answers other, topic"):
+        predict_file(url, src, tmp_path / "o2.jsonl", task="nope")
+    assert not (tmp_path / "o2.jsonl").exists()

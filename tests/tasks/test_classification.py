@@ -20,7 +20,7 @@ def test_type_attributes():
     assert get_task_type("classification") is Classification
     assert not Classification.token_level and Classification.single_class and Classification.has_classes
     assert Classification.min_classes == 2
-    assert Classification.metrics == ("accuracy", "macro_f1", "mcc")
+    assert Classification.metrics == ("accuracy", "f1", "macro_f1", "mcc")
     assert Classification.default_metric == "accuracy"
     assert Classification.label_values("pos") == ["pos"]
 

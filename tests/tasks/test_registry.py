@@ -120,7 +120,7 @@ def test_a_new_type_with_two_outputs_builds_exports_and_serves(scored, tiny_conf
     from keras_mtl.serving.outputs import outputs_to_predictions
 
     config = config_from_dict(tiny_config("none", tasks=("topic", "pos"))).config
-    config = config.model_copy(update={"tasks": [*config.tasks, SimpleNamespace(name="q", type="scored")]})
+    config = config.model_copy(update={"tasks": [*config.tasks, SimpleNamespace(name="q", type="scored", data=SimpleNamespace(_options=SimpleNamespace()))]})
     classes = {"topic": ["a", "b"], "pos": ["D", "N", "V"], "q": ["lo", "hi"]}
     model = build_model(config, classes, vocabulary_size=50)
     assert list(model.output) == ["topic", "pos", "q", "q_confidence"]  # the built-in outputs keep their keys

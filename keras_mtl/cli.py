@@ -483,6 +483,10 @@ def _report(command, message):
 def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if args.command == "predict" and extra and not any(a.startswith("-") for a in extra):
+        # TEXTs after an option (`predict MODEL --task t TEXT`): argparse leaves them over
+        args.texts = [*args.texts, *extra]
+        extra = []
     if extra:  # blamed on the command they were given to
         args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     del args.commands

@@ -131,6 +131,12 @@ def tiny_pair_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pair_config():
+    """`make_tiny_pair_config(root, conditioning="embedding", *, name, seed, **train)` (writes the pair data)."""
+    return make_tiny_pair_config
+
+
+@pytest.fixture(scope="session")
 def train_tiny_pairs():
     """`train_tiny_pairs(conditioning, root, max_steps=3)`: another variant of `tiny_pair_run`."""
     return _train_tiny_pairs

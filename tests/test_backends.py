@@ -37,6 +37,26 @@ def test_jax_backend_trains_from_the_cli(tmp_path, tiny_config, subprocess_env):
     assert (workdir / "model.keras").is_file()
 
 
+def test_jax_backend_trains_and_exports_sentence_pairs(tmp_path, tiny_pair_config, subprocess_env,
+                                                      serve_without_keras):
+    pytest.importorskip("jax")
+    raw = tiny_pair_config(tmp_path, "embedding", name="backend-pairs", bucket_lengths=[16], jit_compile="auto")
+    config = tmp_path / "pairs.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    workdir, base = tmp_path / "run", tmp_path / "saved"
+    for argv in (["train", str(config), "--workdir", str(workdir), "--max-steps", "3", "--quiet"],
+                 ["export", str(workdir), "--out", str(base)]):
+        proc = subprocess.run([sys.executable, "-m", "keras_mtl.cli", *argv], capture_output=True, text=True,
+                              env=subprocess_env("jax"), cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["backend"] == "jax" and set(report["tasks"]) == {"topic", "nli", "sts"}
+    call = {"signature": "nli", "inputs": {"text": ["the cat sat", "a dog"], "text_pair": ["the cat", "a bird"]}}
+    served = serve_without_keras([base / "1"], ["the cat"], calls=[call])[str(base / "1")]
+    probabilities = served["calls"][0]["outputs"]["nli_probabilities"]
+    assert len(probabilities) == 2 and all(abs(sum(row) - 1.0) < 1e-5 for row in probabilities)
+
+
 TORCH_SCRIPT = textwrap.dedent(
     """
     import json, math

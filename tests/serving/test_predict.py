@@ -372,6 +372,10 @@ def test_cli_pairs_and_task_signatures(fakes, capsys):
     assert code == 0 and sorted(out[0]) == ["_meta", "chunk", "sentiment"]
     code, out, _ = _run(capsys, "predict", fakes["old"], TEXTS[0], "--task", "chunk")
     assert code == 0 and out == [{"chunk": {"tags": ["O"] * 5}, "_meta": meta_of(TEXTS[0])}]
+    # TEXTs may also follow the options, in order
+    code, out, _ = _run(capsys, "predict", model, "--task", "rte", TEXTS[0], "--text-pair", PAIRS[0], TEXTS[1],
+                        "--text-pair", PAIRS[1])
+    assert code == 0 and [o["rte"] for o in out] == [rte_of(TEXTS[0], PAIRS[0]), rte_of(TEXTS[1], PAIRS[1])]
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -291,3 +291,30 @@ def test_a_task_named_like_a_preset_layer_is_a_config_error():
     classes = {("transformer_layer_0" if k == "topic" else k): v for k, v in CLASSES.items()}
     with pytest.raises(ConfigError, match=r"'transformer_layer_0' clashes with a layer of the model \(preset 'tiny-bert'\)"):
         build_model(config, classes, vocabulary_size=64, backbone=_tiny_bert())
+
+
+@pytest.mark.parametrize("conditioning", ["none", "embedding"])
+def test_a_preset_gets_the_segment_ids_of_a_pair(conditioning):
+    """[CLS] a [SEP] b [SEP]: the backbone's segment embedding sees 0 up to the first [SEP], 1 after."""
+    import numpy as np
+
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.model import build_model
+
+    config = _config(task_conditioning=conditioning).model_dump()
+    config["tasks"].append({"name": "nli", "type": "classification",
+                            "data": {"format": "jsonl", "train": "pairs.jsonl", "text_pair_field": "b"}})
+    config = config_from_dict(config).config
+    assert config.pair_task_names == ["nli"]
+    backbone = _tiny_bert()
+    model = build_model(config, {**CLASSES, "nli": ["yes", "no"]}, vocabulary_size=64, backbone=backbone,
+                        separator_id=3)
+    if conditioning != "none":
+        layer = model.get_layer("task_embedding")
+        layer.embeddings.assign(np.zeros(layer.embeddings.shape, "float32"))
+    ids = np.array([[2, 10, 11, 3, 12, 13, 3, 0]], "int32")
+    states = _np(_probe(model, "pos_dropout")(_feed(ids, None if conditioning == "none" else 2)))
+    segments = np.array([[0, 0, 0, 0, 1, 1, 1, 1]], "int32")
+    expected = _np(backbone({"token_ids": ids, "segment_ids": segments, "padding_mask": ids != 0})["sequence_output"])
+    np.testing.assert_allclose(states, expected, atol=1e-5)
+    assert not np.allclose(states, _backbone_states(backbone, ids), atol=1e-4)  # not all-zero segments

@@ -1,5 +1,6 @@
 """Training callbacks: per-task dev metrics, the metrics CSV, NaN guard, the
-per-epoch backup a killed run resumes from."""
+best epoch's weights (`train.keep: best`), the per-epoch backup a killed run
+resumes from."""
 
 import csv
 import json
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_mtl.evaluate import evaluate_split
 
@@ -96,6 +98,107 @@ class PerTaskEvaluation(keras.callbacks.Callback):
         os.replace(tmp, self.csv_path)
 
 
+def dev_score(config, row):
+    """The dev score of an epoch: the mean over tasks of each task's primary
+    dev metric (`metrics[0]`), negated where lower is better (mse), so that a
+    higher score is better; over the tasks scored on dev.
+
+    Args:
+        config: ExperimentConfig.
+        row: the epoch's logs or `metrics.csv` row (`dev_<task>_<metric>`).
+
+    Returns:
+        float, or None when no task has a dev score.
+    """
+    from keras_mtl.metrics import METRICS
+
+    values = []
+    for task in config.tasks:
+        metric = task.primary_metric
+        value = row.get(f"dev_{task.name}_{metric}")
+        if value is None or value == "":
+            continue
+        value = float(value)
+        values.append(value if METRICS[metric].higher_is_better else -value)
+    return sum(values) / len(values) if values else None
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best dev score (`dev_score`).
+
+    Reads the epoch's dev metrics from the logs, so it runs after
+    `PerTaskEvaluation`, and before `RunBackup(keep_best=this)`, which
+    commits the best weights (`best-<epoch>.weights.npz`) and score with the
+    epoch's backup, in the same atomic step; at `fit` start a resumed run
+    reads them back from there. The first of equal scores wins; a NaN score
+    never does. After `fit`, `restore()` puts the best weights into the
+    network.
+
+    Args:
+        config: ExperimentConfig.
+        network: the model whose weights are kept (default: the fitted model).
+        directory: the `RunBackup` directory to resume from (None: no resume).
+    """
+
+    def __init__(self, config, network=None, directory=None):
+        super().__init__()
+        self.config = config
+        self.network = network
+        self.directory = Path(directory) if directory is not None else None
+        self.best_epoch = None  # 1-based
+        self.best_score = None
+        self.best_weights = None  # host copies of `network.get_weights()`
+
+    @property
+    def _network(self):
+        return self.network if self.network is not None else self.model
+
+    def on_train_begin(self, logs=None):
+        self.best_epoch = self.best_score = self.best_weights = None
+        state = read_backup_state(self.directory) if self.directory is not None else None
+        best = (state or {}).get("best")
+        if best:
+            self.best_weights = load_weights_file(self.directory / best["weights"])
+            self.best_epoch, self.best_score = int(best["epoch"]), float(best["score"])
+
+    def on_epoch_end(self, epoch, logs=None):
+        score = dev_score(self.config, logs or {})
+        if score is None or not math.isfinite(score):
+            return
+        if self.best_score is None or score > self.best_score:
+            # Copies: JAX may donate (reuse) the buffers of the variables in the next step.
+            self.best_weights = [np.array(w, copy=True) for w in self._network.get_weights()]
+            self.best_epoch, self.best_score = epoch + 1, score
+
+    def save(self, path):
+        """Write the best weights to `path` (whole or not at all)."""
+        save_weights_file(self.best_weights, path)
+
+    def restore(self):
+        """Set the network's weights to the best epoch's; returns that epoch (None: no epoch had a dev score)."""
+        if self.best_weights is None:
+            return None
+        self._network.set_weights(self.best_weights)
+        return self.best_epoch
+
+
+def save_weights_file(weights, path):
+    """A list of arrays (`get_weights()`) to an `.npz` file, atomically (`.tmp` + `os.replace`)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, *weights)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_weights_file(path):
+    """The list of arrays `save_weights_file` wrote (for `set_weights()`)."""
+    with np.load(path) as data:
+        return [data[f"arr_{i}"] for i in range(len(data.files))]
+
+
 class TaskNaNGuard(keras.callbacks.Callback):
     """Stops training at the first NaN/inf loss and names the task(s).
 
@@ -139,16 +242,21 @@ class RunBackup(keras.callbacks.Callback):
       `epoch-<n>.weights.h5`, then `training_metadata.json` (epoch, weights
       file, seed states) replaces the previous one with `os.replace`, then
       the older weights file is removed. A kill at any point leaves a
-      consistent (epoch, weights, seeds) triple.
+      consistent (epoch, weights, seeds) triple;
+    * with `keep_best` (a `KeepBest` callback that runs before this one):
+      the best epoch so far, its dev score and weights
+      (`best-<epoch>.weights.npz`, written when that epoch ends) in the same
+      commit, so a resumed run keeps the best of the epochs before the kill.
 
     The directory is removed by `train()` once the run is complete, not here.
     """
 
     METADATA = "training_metadata.json"
 
-    def __init__(self, directory):
+    def __init__(self, directory, keep_best=None):
         super().__init__()
         self.directory = Path(directory)
+        self.keep_best = keep_best
         self._global_rng = None
 
     def on_train_begin(self, logs=None):
@@ -190,6 +298,12 @@ class RunBackup(keras.callbacks.Callback):
             ],
             "global_rng": _global_rng_state(),
         }
+        best = self.keep_best
+        if best is not None and best.best_epoch is not None:
+            best_name = f"best-{best.best_epoch}.weights.npz"
+            if best.best_epoch == epoch + 1 or not (self.directory / best_name).is_file():
+                best.save(self.directory / best_name)  # a new best (a committed one stays as it is)
+            state["best"] = {"epoch": best.best_epoch, "score": best.best_score, "weights": best_name}
         tmp = self.directory / (self.METADATA + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(json.dumps(state))
@@ -199,18 +313,27 @@ class RunBackup(keras.callbacks.Callback):
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+        for old in self.directory.glob("best-*.weights.npz"):
+            if old.name != state.get("best", {}).get("weights"):
+                old.unlink(missing_ok=True)
 
 
 def read_backup_state(directory):
     """The committed state of a `RunBackup` directory: a dict with `epoch`,
-    `weights` and `seed_states`, or None when no epoch was finished."""
+    `weights` and `seed_states` (and `best`: `epoch`, `score`, `weights`, with
+    `KeepBest`), or None when no epoch was finished."""
     path = Path(directory) / RunBackup.METADATA
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
         epoch = int(state["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
+        best = state.get("best")
+        if best is not None:
+            int(best["epoch"]), float(best["score"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if epoch < 1 or not (Path(directory) / str(state.get("weights", ""))).is_file():
+        return None
+    if best is not None and not (Path(directory) / str(best.get("weights", ""))).is_file():
         return None
     return state
 

@@ -165,6 +165,9 @@ class TaskConfig(_Strict):
     positive_class: Optional[str] = pydantic.Field(
         None, description="the class the `f1` metric scores (a binary classification task's positive class; '1')"
     )
+    teacher: Optional[str] = pydantic.Field(
+        None, description="a trained run (work dir) or export of this task to distill from, annealed to gold (BAM!)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _class_weights(self):
@@ -284,6 +287,9 @@ class TrainConfig(_Strict):
     epochs: int = pydantic.Field(3, ge=1, description="training epochs")
     steps_per_epoch: Optional[int] = pydantic.Field(
         None, ge=1, description="steps per epoch; empty: one pass over the unique training examples"
+    )
+    keep: Literal["last", "best"] = pydantic.Field(
+        "last", description="the weights kept: last (the last epoch's) or best (the epoch with the best mean dev score)"
     )
     learning_rate: float = pydantic.Field(
         1e-3, gt=0.0, description="peak AdamW learning rate: linear warmup to it, then cosine decay to a tenth"
@@ -498,6 +504,8 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=(
     problems = []
     for i, task in enumerate(config.tasks):
         problems += _check_data(task, i, Path(base_dir), source, lines, applied)
+        if task.teacher is not None:  # relative to the config file, like data paths
+            task.teacher = _resolve(task.teacher, Path(base_dir))
     if problems:
         raise ConfigError("\n".join(problems))
     raw_resolved = config.model_dump(mode="json")

@@ -216,4 +216,5 @@ def loss_for(task, normalizer="batch"):
     if normalizer not in ("batch", "expected"):
         raise ValueError(f"normalizer must be 'batch' or 'expected'. Received: normalizer={normalizer!r}")
     reduction = "sum" if normalizer == "expected" else "mean_with_sample_weight"
-    return for_task(task).loss(reduction)
+    # A task with a teacher learns from annealed soft targets (keras_mtl.distill).
+    return for_task(task).loss(reduction, soft=bool(getattr(task, "teacher", None)))

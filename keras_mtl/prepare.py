@@ -109,7 +109,7 @@ def vocabulary_for(config, data):
     return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
 
 
-def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None):
+def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None, cache_dir=None):
     """Load, tokenize and encode the data of `config`; with `plan`, the training plan.
 
     Args:
@@ -121,6 +121,9 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
         data: the config's `TaskData` when already loaded.
         vocabulary: a WordPiece vocabulary to encode with (default: learned
             from the training texts, or the preset's).
+        cache_dir: where the teachers' predictions of distilled tasks
+            (`tasks[i].teacher`, keras_mtl.distill) are cached; with `plan`
+            they are put on the training split.
 
     Returns:
         PreparedRun.
@@ -143,6 +146,10 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
     if plan:
         train = encoded["train"]
         class_weights = apply_class_weights(train, config.tasks, data.classes)
+        if any(t.teacher for t in config.tasks):
+            from keras_mtl.distill import attach_teachers
+
+            attach_teachers(train, config, data.classes, cache_dir)
         epochs, steps = plan_steps(config.train, len(train), max_steps)
         planned = config.train.model_copy(update={"epochs": epochs})
         schedule = sampling.training_schedule(train, config.tasks, planned)

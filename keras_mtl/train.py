@@ -13,7 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mtl.callbacks import PerTaskEvaluation, RunBackup, TaskNaNGuard, read_backup_state
+from keras_mtl.callbacks import KeepBest, PerTaskEvaluation, RunBackup, TaskNaNGuard, dev_score, read_backup_state
 from keras_mtl.config import load_config
 from keras_mtl.data.tokenize import save_vocabulary, separator_id
 from keras_mtl.errors import ConfigError, KerasMTLError
@@ -129,11 +129,17 @@ def _train(loaded, files, max_steps, verbose, fresh):
     started = time.time()
 
     # === Data === (nothing in the work dir is touched until this succeeded)
-    prepared = prepare(loaded, max_steps=max_steps)
+    # Teachers' predictions (distillation) are cached by content in WORKDIR/teachers/.
+    prepared = prepare(loaded, max_steps=max_steps, cache_dir=files.root / "teachers")
     data, vocabulary, encoder, encoded, plan = (
         prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded, prepared.plan
     )
     epochs, steps, schedule = plan.epochs, plan.steps_per_epoch, plan.schedule
+    if config.train.keep == "best" and not any(len(encoded["dev"].indices(t)) for t in config.task_names):
+        raise ConfigError(
+            "train.keep: best keeps the epoch with the best dev score, but no task has dev examples: "
+            "give a task dev data (data.dev, or splits.dev_fraction > 0) or use train.keep: last"
+        )
     dataset = prepared.train_dataset()
     run_state = {
         "config": loaded.raw,
@@ -188,11 +194,14 @@ def _train(loaded, files, max_steps, verbose, fresh):
         verbose=verbose,
     )
     nan_guard = TaskNaNGuard(config.task_names)
+    keep_best = KeepBest(config, network, files.checkpoint) if config.train.keep == "best" else None
     callbacks = [
         nan_guard,
         LossWeightLogger(model),  # adds lambda_<task> to the epoch logs (before the CSV row); DWA's next weights
         monitor,  # the CSV row of the epoch, before the backup commits it
-        RunBackup(files.checkpoint),  # weights, optimizer, seed states: after everything that changes them
+        *([keep_best] if keep_best else []),  # the best epoch's weights (from the dev metrics in the logs)
+        # weights, optimizer, seed states (and the best epoch's weights): after everything that changes them
+        RunBackup(files.checkpoint, keep_best=keep_best),
         keras.callbacks.TensorBoard(str(files.logs), write_graph=False),
     ]
     fit_started = time.time()
@@ -204,6 +213,15 @@ def _train(loaded, files, max_steps, verbose, fresh):
         raise TrainingFailed(nan_guard.failure)
 
     # === Save and report === (into backup/, then over the work dir's files)
+    kept_epoch = keep_best.restore() if keep_best else None  # train.keep: best -> the best epoch's weights
+    if kept_epoch is None:  # train.keep: last (or no epoch had a finite dev score)
+        kept_epoch = epochs
+    kept_row = next((r for r in monitor.history if r.get("epoch") == kept_epoch), {})
+    kept_score = dev_score(config, kept_row)
+    kept_score = kept_score if kept_score is not None and np.isfinite(kept_score) else None
+    kept = f"Kept the weights of epoch {kept_epoch} ({config.train.keep}" + (
+        f", mean dev score {kept_score:.4f})." if kept_score is not None else ")."
+    )
     network.save(stage.model)  # the plain functional network, no trainer class inside
     RunRecord.for_config(
         config,
@@ -219,6 +237,9 @@ def _train(loaded, files, max_steps, verbose, fresh):
         loss_weighting=config.train.loss_weighting,
         final_loss_weights={k: float(v) for k, v in model.current_weights().items()},
         history=monitor.history,
+        keep=config.train.keep,
+        kept_epoch=kept_epoch,
+        kept_dev_score=kept_score,
     ).write(stage.run)
     report = write_test_report(
         stage,
@@ -228,10 +249,12 @@ def _train(loaded, files, max_steps, verbose, fresh):
         data.classes,
         encoder.pad_id,
         f"{config.name}: test metrics",
-        f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s.",
+        f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s. {kept}",
         seconds={"data": round(data_seconds, 1), "fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
         epochs=epochs,
         steps_per_epoch=steps,
+        kept_epoch=kept_epoch,
+        kept_dev_score=kept_score,
     )
     files.complete_marker.write_text("", encoding="utf-8")
     promote_staged(files)
@@ -260,7 +283,8 @@ def _check_resume(files, killed, current):
     if "config" in current:
         changes += [
             f"{field}: {_shown(old)} -> {_shown(new)}"
-            for field, old, new in config_changes(killed.get("config"), current["config"], RESUME_IGNORES)
+            for field, old, new in config_changes(_with_defaults(killed.get("config")), current["config"],
+                                                  RESUME_IGNORES)
         ]
     labels = {
         "backend": "Keras backend",
@@ -281,6 +305,17 @@ def _check_resume(files, killed, current):
         f"{f' of {total}' if total else ''} done): it was started with another setup: {shown}. "
         f"Rerun it as started to resume, or pass --fresh (or delete {files.backup}) to train from scratch"
     )
+
+
+def _with_defaults(raw):
+    """A saved config with the fields a newer keras-mtl added filled in with their
+    defaults (a backup from before them resumes unless a new field was set)."""
+    from keras_mtl.config import config_from_dict
+
+    try:
+        return config_from_dict(raw).raw
+    except Exception:  # noqa: BLE001 - compare it as it was saved
+        return raw
 
 
 def _shown(value, limit=60):

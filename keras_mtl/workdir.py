@@ -200,6 +200,9 @@ class RunRecord:
     steps_per_epoch: Optional[int] = None  # optimizer steps per epoch
     replicas: Optional[int] = None  # data-parallel replicas the run trained on
     history: list = dataclasses.field(default_factory=list)  # per epoch: losses and dev metrics
+    keep: Optional[str] = None  # train.keep: last | best
+    kept_epoch: Optional[int] = None  # the epoch whose weights model.keras holds (1-based)
+    kept_dev_score: Optional[float] = None  # its mean primary dev metric (negated where lower is better)
     class_weights: Optional[dict] = None  # task -> per-class loss weights (class_weights: balanced)
     sampling_schedule: Optional[dict] = None  # {"tasks", "probabilities": per epoch}
     bucket_lengths: Optional[list] = None  # padded lengths of the training batches

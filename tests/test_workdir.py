@@ -16,6 +16,7 @@ All in-process on tiny models (a few steps each); the lock tests need no model.
 """
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -281,6 +282,14 @@ def test_resume_with_another_config_is_refused_in_one_line(tmp_path, interrupt_a
     with pytest.raises(ConfigError, match=r"epochs \(train.epochs, --max-steps\): 3 -> 1"):
         train(tiny_raw(tmp_path), workdir=workdir, max_steps=4, verbose=0)
     assert sorted(p.relative_to(workdir) for p in (workdir / "backup").rglob("*")) == backup  # untouched
+
+    # a backup from before a field existed (here: train.keep, tasks[].teacher) resumes with its default
+    state_path = workdir / "backup" / "run_state.json"
+    state = json.loads(state_path.read_text())
+    del state["config"]["train"]["keep"]
+    for task in state["config"]["tasks"]:
+        del task["teacher"]
+    state_path.write_text(json.dumps(state))
 
     # still resumable as started ...
     report = train(tiny_raw(tmp_path), workdir=workdir, verbose=0)

@@ -66,8 +66,35 @@ class TaskType(abc.ABC):
         """{output name: float32 tensor} of the head(s) on the representation `h`."""
 
     @abc.abstractmethod
-    def loss(self, reduction):
-        """The `keras.losses.Loss` on output `self.task`, named `<task>_loss`."""
+    def loss(self, reduction, soft=False):
+        """The `keras.losses.Loss` on output `self.task`, named `<task>_loss`; with
+        `soft`, on the distillation targets (`distillation_columns` mixed: class
+        distributions instead of class ids)."""
+
+    # --- distillation from a teacher (keras_mtl.distill) ---
+
+    def teacher_target(self, outputs, row, word_starts=None):
+        """A teacher model's target for example `row` from its numpy outputs (its class order)."""
+        return np.asarray(outputs[self.task][row], np.float32)
+
+    def teacher_target_from_json(self, prediction, classes):
+        """A teacher export's target from its JSON prediction (`prediction()`), in `classes` order."""
+        probabilities = prediction["probabilities"]
+        return np.asarray([float(probabilities.get(c, 0.0)) for c in classes], np.float32)
+
+    def teacher_blank(self, length):
+        """The teacher target of an example without the task's label (weight 0: never trained on)."""
+        return np.zeros([len(self.classes)], np.float32)
+
+    def teacher_on_pieces(self, target, word_starts, length):
+        """The target placed on the student's encoding of the example (per text: as it is)."""
+        return np.asarray(target, np.float32)
+
+    def distillation_columns(self, y, teacher):
+        """`[gold | teacher]` on the last axis, from `dataset_columns`' y and the examples' teacher targets."""
+        teacher = np.stack(teacher).astype(np.float32)  # [n, C]
+        gold = np.eye(teacher.shape[-1], dtype=np.float32)[np.asarray(y)]
+        return np.concatenate([gold, teacher], axis=-1)
 
     # --- predictions ---
 

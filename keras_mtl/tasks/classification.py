@@ -51,10 +51,13 @@ class ClassScores(TaskType):
     def build_heads(self, h):
         return {self.task: dense_head(self.task, len(self.classes), self.head_activation, h)}
 
-    def loss(self, reduction):
+    soft_loss_name = "CategoricalCrossentropy"  # on class distributions (distillation)
+
+    def loss(self, reduction, soft=False):
         import keras
 
-        return getattr(keras.losses, self.loss_name)(reduction=reduction, name=f"{self.task}_loss")
+        name = self.soft_loss_name if soft else self.loss_name
+        return getattr(keras.losses, name)(reduction=reduction, name=f"{self.task}_loss")
 
 
 @register_task_type

@@ -24,6 +24,10 @@ class Multilabel(ClassScores):
     primary_output = "_labels"
     head_activation = "sigmoid"
     loss_name = "BinaryCrossentropy"
+    soft_loss_name = "BinaryCrossentropy"  # soft targets: the same loss
+
+    def distillation_columns(self, y, teacher):
+        return np.concatenate([np.asarray(y, np.float32), np.stack(teacher).astype(np.float32)], axis=-1)
 
     @classmethod
     def label_values(cls, label):

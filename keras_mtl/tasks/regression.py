@@ -34,10 +34,19 @@ class Regression(TaskType):
         value = keras.layers.Dense(1, dtype="float32", name=f"{self.task}_value")(h)
         return {self.task: keras.layers.Reshape((), name=self.task)(value)}
 
-    def loss(self, reduction):
+    def loss(self, reduction, soft=False):
         import keras
 
-        return keras.losses.MeanSquaredError(reduction=reduction, name=f"{self.task}_loss")
+        return keras.losses.MeanSquaredError(reduction=reduction, name=f"{self.task}_loss")  # a mixed value when soft
+
+    def teacher_blank(self, length):
+        return np.zeros([], np.float32)
+
+    def teacher_target_from_json(self, prediction, classes):
+        return np.asarray(float(prediction["value"]), np.float32)
+
+    def distillation_columns(self, y, teacher):
+        return np.stack([np.asarray(y, np.float32), np.asarray(teacher, np.float32).reshape(-1)], axis=-1)
 
     def decode(self, outputs, row, word_starts=None):
         return float(outputs[self.task][row])

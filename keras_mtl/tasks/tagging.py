@@ -47,6 +47,34 @@ class Tagging(ClassScores):
         w = [((a >= 0) * wi).astype(np.float32) for a, wi in zip(rows, weights)]
         return y, w
 
+    def teacher_target(self, outputs, row, word_starts=None):
+        """Per word (on its first piece; words cut off by truncation are left out): [W, C]."""
+        probabilities = np.asarray(outputs[self.task][row], np.float32)
+        starts = np.asarray(word_starts, np.int64)
+        return probabilities[starts[starts < len(probabilities)]]
+
+    def teacher_target_from_json(self, prediction, classes):
+        index = {c: i for i, c in enumerate(classes)}
+        target = np.zeros([len(prediction["tags"]), len(classes)], np.float32)
+        for w, tag in enumerate(prediction["tags"]):
+            if tag in index:  # an export answers tags, not probabilities: one-hot
+                target[w, index[tag]] = 1.0
+        return target
+
+    def teacher_blank(self, length):
+        return np.zeros([length, len(self.classes)], np.float32)
+
+    def teacher_on_pieces(self, target, word_starts, length):
+        pieces = np.zeros([length, len(self.classes)], np.float32)
+        for w, pos in enumerate(np.asarray(word_starts)[: len(target)]):
+            if pos < length:
+                pieces[pos] = target[w]
+        return pieces
+
+    def distillation_columns(self, y, teacher):
+        return [np.concatenate([np.eye(t.shape[-1], dtype=np.float32)[np.asarray(a)], t], axis=-1)
+                for a, t in zip(y, teacher)]
+
     def label_units(self, labels, idx, weights):
         return np.asarray([float((labels[i] >= 0).sum()) for i in idx], np.float64) * weights
 

@@ -6,7 +6,7 @@
     keras-mtl predict MODEL_DIR|URL TEXT... [--text-pair P ...] | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
     keras-mtl data CONFIG [--json]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run]
-    keras-mtl compare CONFIG [--seeds N] [--tasks a,b] [--max-steps N]
+    keras-mtl compare CONFIG [--seeds 3] [--tasks a,b] [--max-steps N] [--budget labelled|drawn] [--bootstrap 1000]
     keras-mtl meta-train CONFIG / keras-mtl adapt WORKDIR NEW_TASK_CONFIG --shots K
     keras-mtl search CONFIG [--algorithm random|grid|bayesian] [--trials N]
     keras-mtl bench [--tiny]
@@ -178,7 +178,7 @@ def build_parser():
     # Commands whose arguments are defined next to their implementation.
     for name, module, add, run, text in (
         ("compare", "keras_mtl.compare", "add_compare_arguments", "run_compare_cli",
-         "single-task baselines vs the multi-task model: per-task deltas and delta-m"),
+         "single-task baselines vs the multi-task model: per-task deltas and delta-m with 95%% bootstrap CIs"),
         ("meta-train", "keras_mtl.meta.reptile", "add_meta_train_arguments", "run_meta_train_cli",
          "Reptile meta-training of the shared encoder across the configured tasks"),
         ("adapt", "keras_mtl.meta.adapt", "add_adapt_arguments", "run_adapt_cli",

@@ -3,10 +3,13 @@
     from keras_mtl.compare import compare
     result = compare("configs/glue_conll.yaml", "runs/glue_conll-compare", seeds=3)
 
-For every seed it trains the config's multi-task model and one single-task
-model per task at the same per-task example budget, exports them, and writes
-`compare.json`, `compare.md` and plots with per-task metrics, parameters,
-time, serving throughput and delta_m. The budget rule, the files and the
+For every seed (default 3) it trains the config's multi-task model and one
+single-task model per task at the same per-task budget (default: the task
+labels the multi-task run sees), exports them, and writes `compare.json`,
+`compare.md` and plots with per-task metrics, parameters, time, serving
+throughput and delta_m, each difference with a 95% paired bootstrap
+confidence interval over the test examples and a verdict (better / worse /
+not distinguishable). The budget rule, the files, the bootstrap and the
 delta_m formula: docs/compare.md.
 """
 
@@ -16,16 +19,30 @@ import math
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from keras_mtl.config import load_config
 from keras_mtl.workdir import RunRecord
-from keras_mtl.errors import ConfigError
+from keras_mtl.errors import ConfigError, ModelError
 
 NEAR_ZERO = 0.05
-BUDGETS = ("drawn", "labelled")
+BUDGETS = ("labelled", "drawn")
+DEFAULT_SEEDS = 3
+DEFAULT_BUDGET = "labelled"
+DEFAULT_REPLICATES = 1000
+BOOTSTRAP_SEED = 0
+LEVEL = 0.95
+BETTER, WORSE, UNDECIDED = "better", "worse", "not distinguishable"
+BOOTSTRAP_METHOD = (
+    "paired percentile bootstrap over the test examples: per task and replicate one resample of the task's "
+    "test examples (with replacement, as many as it has), the same for the multi-task and the single-task "
+    "predictions; the task's primary metric is recomputed on it for every seed's predictions and averaged "
+    "over seeds; delta_m is recomputed per replicate from the replicate's per-task values (over the tasks "
+    "delta_m includes); the interval is the 2.5th..97.5th percentile of the replicates"
+)
 SIGN_CONVENTION = (
     "delta_m% = (100/T) * sum_t (-1)^l_t * (M_t - B_t) / |B_t| over each task's primary metric; "
     "M = multi-task, B = single-task (means over seeds), l_t = 1 where lower is better. "
@@ -139,6 +156,167 @@ def mean_std(values):
     }
 
 
+def verdict(low, high):
+    """`"better"` when the interval of the sign-adjusted gain lies above 0,
+    `"worse"` when below, else `"not distinguishable"` (`"n/a"` without one)."""
+    if low is None or high is None:
+        return "n/a"
+    if low > 0:
+        return BETTER
+    if high < 0:
+        return WORSE
+    return UNDECIDED
+
+
+def resample_indices(n, replicates, seed, key=""):
+    """The `replicates` index resamples of a task with `n` test examples.
+
+    Each is `n` indices drawn uniformly with replacement. The stream depends
+    on (`seed`, `key`) only (`key` is the task name), so a task's intervals
+    do not change with the other tasks compared.
+    """
+    rng = np.random.default_rng([int(seed), zlib.crc32(str(key).encode("utf-8"))])
+    for _ in range(int(replicates)):
+        yield rng.integers(0, n, size=n)
+
+
+def _objects(values):
+    values = list(values)
+    out = np.empty(len(values), dtype=object)  # tuples (tag sequences, label sets) stay one element each
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
+
+
+def _seed_mean(metric, truth, per_seed, idx, options):
+    from keras_mtl.metrics import compute_metric
+
+    t = (truth if idx is None else truth[idx]).tolist()
+    return float(np.mean([compute_metric(metric, t, (p if idx is None else p[idx]).tolist(), **options) for p in per_seed]))
+
+
+def _interval(values, level):
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None, None
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_compare(
+    samples,
+    replicates=DEFAULT_REPLICATES,
+    seed=BOOTSTRAP_SEED,
+    level=LEVEL,
+    near_zero=NEAR_ZERO,
+    keep_replicates=False,
+):
+    """Paired bootstrap confidence intervals of the per-task gains and of delta_m.
+
+    For every task and replicate, one resample of the task's test examples
+    (indices drawn with replacement, `resample_indices`) is scored with
+    `keras_mtl.metrics.compute_metric` for every seed's multi-task and
+    single-task predictions, and each side is averaged over its seeds. The
+    gain of a replicate is `sign * (M - S)` (sign -1 where lower is better);
+    delta_m of a replicate is `delta_m`'s formula on the replicate's values,
+    over the tasks the full-sample delta_m includes. Intervals are the
+    percentiles `(1 - level) / 2` and `(1 + level) / 2` of the replicates.
+
+    Args:
+        samples: dict task -> {`metric`: name, `truth`: the n true labels,
+            `mtl` and `single`: lists (one per seed) of n predictions aligned
+            with `truth`, optional `options`: metric options such as
+            `positive_class`}.
+        replicates: int >= 1, number of bootstrap replicates.
+        seed: int, the seed of the resampling.
+        level: the interval's coverage (0.95).
+        near_zero: delta_m leaves out tasks whose baseline |S| < near_zero.
+        keep_replicates: also return the replicate values (key
+            `replicates_values`: task -> {`mtl`, `single`, `gain`} lists,
+            and `delta_m`: a list).
+
+    Returns:
+        dict: `tasks`: task -> {`metric`, `n`, `higher_is_better`, `mtl`,
+        `single`, `gain` (each {`point`, `low`, `high`}), `verdict`};
+        `delta_m`: {`point`, `low`, `high`, `verdict`, `included`,
+        `excluded`, `replicates_used`}; `replicates`, `seed`, `level`,
+        `method`.
+    """
+    if int(replicates) < 1:
+        raise ConfigError(f"--bootstrap must be >= 1. Received: {replicates}")
+    if not 0.0 < float(level) < 1.0:
+        raise ConfigError(f"bootstrap level must be in (0, 1). Received: {level}")
+    tasks, reps, higher = {}, {}, {}
+    for t, sample in samples.items():
+        metric = sample["metric"]
+        higher[t] = higher_is_better(metric)
+        sign = 1.0 if higher[t] else -1.0
+        options = dict(sample.get("options") or {})
+        truth = _objects(sample["truth"])
+        n = len(truth)
+        mtl = [_objects(p) for p in sample["mtl"]]
+        single = [_objects(p) for p in sample["single"]]
+        for kind, preds in (("mtl", mtl), ("single", single)):
+            if not preds or any(len(p) != n for p in preds):
+                raise ValueError(f"bootstrap: task {t!r}: every {kind} prediction list must have the {n} test examples")
+        row = {"metric": metric, "n": n, "higher_is_better": higher[t]}
+        if n == 0:
+            empty = {"point": None, "low": None, "high": None}
+            row.update(mtl=dict(empty), single=dict(empty), gain=dict(empty), verdict="n/a")
+            tasks[t] = row
+            continue
+        pm, ps = _seed_mean(metric, truth, mtl, None, options), _seed_mean(metric, truth, single, None, options)
+        rm, rs = np.empty(int(replicates)), np.empty(int(replicates))
+        for b, idx in enumerate(resample_indices(n, replicates, seed, t)):
+            rm[b] = _seed_mean(metric, truth, mtl, idx, options)
+            rs[b] = _seed_mean(metric, truth, single, idx, options)
+        gains = sign * (rm - rs)
+        reps[t] = {"mtl": rm, "single": rs, "gain": gains, "sign": sign}
+        for kind, point, values in (("mtl", pm, rm), ("single", ps, rs), ("gain", sign * (pm - ps), gains)):
+            low, high = _interval(values, level)
+            row[kind] = {"point": point, "low": low, "high": high}
+        row["verdict"] = verdict(row["gain"]["low"], row["gain"]["high"])
+        tasks[t] = row
+
+    point = delta_m(
+        {t: tasks[t]["mtl"]["point"] for t in tasks},
+        {t: tasks[t]["single"]["point"] for t in tasks},
+        higher,
+        near_zero,
+    )
+    included = point["included"]
+    dm_reps = np.full(int(replicates), np.nan)
+    if included:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.stack([100.0 * reps[t]["gain"] / np.abs(reps[t]["single"]) for t in included])
+        dm_reps = rel.mean(axis=0)  # a replicate with a zero baseline is not finite: left out
+    dm_low, dm_high = _interval(dm_reps, level) if included else (None, None)
+    out = {
+        "method": BOOTSTRAP_METHOD,
+        "replicates": int(replicates),
+        "seed": int(seed),
+        "level": float(level),
+        "tasks": tasks,
+        "delta_m": {
+            "point": point["delta_m"],
+            "low": dm_low,
+            "high": dm_high,
+            "verdict": verdict(dm_low, dm_high),
+            "included": included,
+            "excluded": point["excluded"],
+            "replicates_used": int(np.isfinite(dm_reps).sum()) if included else 0,
+        },
+    }
+    if keep_replicates:
+        out["replicates_values"] = {
+            t: {k: v.tolist() for k, v in r.items() if k != "sign"} for t, r in reps.items()
+        }
+        out["replicates_values"]["delta_m"] = dm_reps.tolist()
+    return out
+
+
 # --------------------------------------------------------------------------
 # Configs of the runs
 # --------------------------------------------------------------------------
@@ -186,8 +364,9 @@ def _run_dir_ok(path, marker):
         return False
 
 
-def _train_run(loaded, path, verbose, reuse, log):
-    """Train one run into `path` (or reuse a finished identical one); its results."""
+def _train_run(loaded, path, verbose, reuse, log, test_examples=None):
+    """Train one run into `path` (or reuse a finished identical one); its results,
+    with its parameter count and (given `test_examples`) its predictions on them."""
     from keras_mtl.train import train
     from keras_mtl.workdir import write_json
 
@@ -205,14 +384,60 @@ def _train_run(loaded, path, verbose, reuse, log):
         log(f"  trained {path} in {time.time() - started:.0f} s")
         write_json(path / "compare_run.json", marker)
     info = RunRecord.read(path / "run.json")
-    return {"report": report, "info": info, "params": _count_params(path)}
+    params, predictions = _params_and_predictions(path, test_examples)
+    return {"report": report, "info": info, "params": params, "predictions": predictions}
 
 
-def _count_params(path):
+def _params_and_predictions(path, test_examples):
+    """The parameter count of the run in `path`, and its per-example predictions
+    on `test_examples` (the multi-task config's test split, so every run of a
+    comparison is scored on the same indices): {task: {index: prediction}}
+    (None without `test_examples`)."""
+    import keras
+
+    from keras_mtl.data.pipeline import encode_split
+    from keras_mtl.data.tokenize import make_encoder
+    from keras_mtl.evaluate import predict_split
     from keras_mtl.workdir import load_run
 
-    model = load_run(path).load_model()
-    return int(model.count_params())
+    keras.backend.clear_session()
+    run = load_run(path)
+    model = run.load_model()
+    if test_examples is None:
+        return int(model.count_params()), None
+    encoder = make_encoder(run.vocabulary, run.config.model)
+    encoded = encode_split(test_examples, encoder, run.config.tasks, run.classes)
+    predicted = predict_split(model, encoded, run.config, run.classes, encoder.pad_id) if len(test_examples) else {}
+    predictions = {t: dict(zip((int(i) for i in idx), preds)) for t, (idx, preds) in predicted.items()}
+    return int(model.count_params()), predictions
+
+
+def _samples(runs, names, primary, tasks_cfg, test_examples):
+    """The `bootstrap_compare` samples: per task the true labels of its test
+    examples and every seed's multi-task and single-task predictions, on the
+    same (sorted) example indices."""
+    out = {}
+    for t in names:
+        idx = sorted(runs[0]["mtl"]["predictions"].get(t, {}))
+        mtl, single = [], []
+        for s in runs:
+            for kind, side in (("mtl", mtl), (t, single)):
+                got = runs[s][kind]["predictions"].get(t, {})
+                if sorted(got) != idx:
+                    raise ModelError(
+                        f"compare: task {t!r}: the {'multi' if kind == 'mtl' else 'single'}-task run of seed {s} "
+                        f"predicted {len(got)} test examples, the multi-task run of seed 0 {len(idx)}"
+                    )
+                side.append([got[i] for i in idx])
+        out[t] = {
+            "metric": primary[t],
+            "truth": [test_examples[i].labels[t] for i in idx],
+            "indices": idx,
+            "mtl": mtl,
+            "single": single,
+            "options": {"positive_class": tasks_cfg[t].positive_class},
+        }
+    return out
 
 
 def serving_throughput(version_dirs, texts, batch_size=32, repeats=5):
@@ -258,11 +483,12 @@ def _fixed_texts(data, n):
 def compare(
     config,
     workdir,
-    seeds=1,
+    seeds=DEFAULT_SEEDS,
     tasks=None,
     max_steps=None,
     overrides=(),
-    budget="drawn",
+    budget=DEFAULT_BUDGET,
+    bootstrap=DEFAULT_REPLICATES,
     serving_texts=256,
     serving_batch=32,
     verbose=0,
@@ -274,14 +500,18 @@ def compare(
     Args:
         config: a config path, `LoadedConfig` or dict.
         workdir: output directory.
-        seeds: int. Seeds 0..seeds-1 (each run gets `--set seed=S`).
+        seeds: int. Seeds 0..seeds-1 (each run gets `--set seed=S`);
+            default 3.
         tasks: optional list (or comma string) of task names to compare;
             the multi-task run then uses only these tasks.
         max_steps: cap on the multi-task run's total steps (the epoch count
             is kept; steps per epoch shrink). The single-task budgets follow.
         overrides: `KEY=VALUE` strings applied to the config first.
-        budget: `"drawn"` (examples drawn for the task) or `"labelled"`
-            (task labels seen, counting examples shared by tasks).
+        budget: `"labelled"` (default: task-t labels the multi-task run
+            sees, counting examples shared by tasks) or `"drawn"` (examples
+            drawn for the task).
+        bootstrap: int >= 1, the number of paired bootstrap replicates of
+            the 95% confidence intervals (`bootstrap_compare`).
         serving_texts: number of fixed test texts timed through each
             exported SavedModel (0 skips the serving comparison).
         serving_batch: batch size of the serving measurement.
@@ -294,12 +524,15 @@ def compare(
         dict: the content of `compare.json`.
     """
     from keras_mtl.data.load import load_task_data  # the plan needs the example count only: no vocabulary
+    from keras_mtl.model import sees_task
     from keras_mtl.prepare import plan_steps
 
     if budget not in BUDGETS:
         raise ConfigError(f"budget must be one of {', '.join(BUDGETS)}. Received: budget={budget!r}")
     if int(seeds) < 1:
         raise ConfigError(f"--seeds must be >= 1. Received: {seeds}")
+    if int(bootstrap) < 1:
+        raise ConfigError(f"--bootstrap must be >= 1. Received: {bootstrap}")
     if max_steps is not None and int(max_steps) < 1:
         raise ConfigError(f"--max-steps must be >= 1. Received: {max_steps}")
     root = Path(workdir)
@@ -321,8 +554,11 @@ def compare(
     data = load_task_data(base)
     epochs, spe = capped_plan(*plan_steps(cfg.train, len(data.splits["train"])), max_steps)
     mtl_overrides = [f"train.epochs={epochs}", f"train.steps_per_epoch={spe}"]
-    overlap = _label_overlap(data, names) if budget == "labelled" else None
+    # With task conditioning or adapters an example trains only the task it was
+    # drawn for (one pass per task), so the labels seen are the examples drawn.
+    overlap = _label_overlap(data, names) if budget == "labelled" and not sees_task(cfg.model) else None
     texts = _fixed_texts(data, serving_texts) if serving_texts else []
+    test_examples = data.splits["test"]  # every run predicts these: paired samples
     del data
 
     runs = {}  # seed -> {"mtl": result, task: result}
@@ -330,7 +566,7 @@ def compare(
     for seed in range(int(seeds)):
         sdir = root / f"seed{seed}"
         log(f"seed {seed}: multi-task ({', '.join(names)}), {epochs} x {spe} steps")
-        runs[seed] = {"mtl": _train_run(_with(raw, [f"seed={seed}", *mtl_overrides]), sdir / "mtl", verbose, reuse, log)}
+        runs[seed] = {"mtl": _train_run(_with(raw, [f"seed={seed}", *mtl_overrides]), sdir / "mtl", verbose, reuse, log, test_examples)}
         info = runs[seed]["mtl"]["info"]
         if budgets is None:
             sched = info.sampling_schedule
@@ -341,7 +577,7 @@ def compare(
             single_raw = subset_raw(raw, [t])
             single_raw["name"] = f"{cfg.name}-{t}"[:64]
             over = [f"seed={seed}", f"train.epochs={b['epochs']}", f"train.steps_per_epoch={b['steps_per_epoch']}"]
-            runs[seed][t] = _train_run(_with(single_raw, over), sdir / f"single-{t}", verbose, reuse, log)
+            runs[seed][t] = _train_run(_with(single_raw, over), sdir / f"single-{t}", verbose, reuse, log, test_examples)
 
     # === Metrics ===
     metrics = {}
@@ -370,6 +606,17 @@ def compare(
         for s in runs
     ]
 
+    # === Confidence intervals (paired bootstrap over the test examples) ===
+    boot_started = time.time()
+    samples = _samples(runs, names, primary, {t: cfg.task(t) for t in names}, test_examples)
+    log(f"bootstrap: {int(bootstrap)} paired replicates over {sum(len(x['truth']) for x in samples.values())} test labels")
+    boot = bootstrap_compare(samples, replicates=int(bootstrap), seed=BOOTSTRAP_SEED, level=LEVEL)
+    boot_seconds = round(time.time() - boot_started, 1)
+    for t in names:
+        metrics[t]["ci"] = boot["tasks"][t]
+        metrics[t]["verdict"] = boot["tasks"][t]["verdict"]
+    _write_predictions(root / "test_predictions.json", samples, list(runs))
+
     # === Cost ===
     params = {"mtl": runs[0]["mtl"]["params"], "single": {t: runs[0][t]["params"] for t in names}}
     params["single_total"] = sum(params["single"].values())
@@ -396,7 +643,11 @@ def compare(
         "seeds": list(runs),
         "backend": runs[0]["mtl"]["report"].get("backend"),
         "split": "test",
-        "budget": {"mode": budget, "per_task": budgets},
+        "budget": {
+            "mode": budget,
+            "per_task": budgets,
+            "labels_are_examples": budget == "labelled" and overlap is None,  # task conditioning: one task a pass
+        },
         "mtl_plan": {"epochs": epochs, "steps_per_epoch": spe, "total_steps": epochs * spe, "batch_size": cfg.train.batch_size},
         "max_steps": max_steps,
         "overrides": list(overrides),
@@ -410,6 +661,16 @@ def compare(
             "included": dm["included"],
             "excluded": dm["excluded"],
             "per_task": dm["per_task"],
+            "ci": boot["delta_m"],
+            "verdict": boot["delta_m"]["verdict"],
+        },
+        "bootstrap": {
+            "method": boot["method"],
+            "replicates": boot["replicates"],
+            "seed": boot["seed"],
+            "level": boot["level"],
+            "seconds": boot_seconds,
+            "predictions": "test_predictions.json",
         },
         "params": params,
         "fit_seconds": fit,
@@ -425,6 +686,30 @@ def compare(
     (root / "compare.md").write_text(compare_markdown(result), encoding="utf-8")
     log(f"wrote {root / 'compare.json'}, {root / 'compare.md'}, {', '.join(p.name for p in plots)}")
     return result
+
+
+def _write_predictions(path, samples, seeds):
+    """test_predictions.json: the paired samples the intervals were computed from."""
+    from keras_mtl.workdir import write_json
+
+    write_json(
+        path,
+        {
+            "split": "test",
+            "seeds": seeds,
+            "tasks": {
+                t: {
+                    "metric": x["metric"],
+                    "indices": x["indices"],
+                    "truth": x["truth"],
+                    "mtl": x["mtl"],
+                    "single": x["single"],
+                    "options": x["options"],
+                }
+                for t, x in samples.items()
+            },
+        },
+    )
 
 
 def _serving(root, seed_runs, names, texts, batch):
@@ -492,36 +777,70 @@ def _fmt(stat, metric):
     return text
 
 
+def _ci(low, high, k=1.0, digits=2, signed=True):
+    if low is None or high is None:
+        return "n/a"
+    f = "+" if signed else ""
+    return f"[{k * low:{f}.{digits}f}, {k * high:{f}.{digits}f}]"
+
+
+BUDGET_TEXT = {
+    "labelled": "task-t labels the multi-task run sees, counting examples shared by tasks",
+    "drawn": "examples drawn for the task: p_t x batch x total steps",
+}
+
+
 def compare_markdown(result):
     names = result["tasks"]
     n = len(result["seeds"])
     dm = result["delta_m"]
+    boot = result.get("bootstrap")
+    pct = f"{100 * boot['level']:g}%" if boot else "95%"
     lines = [
         f"# {result['name']}: multi-task vs single-task",
         "",
         f"Test split; mean ± std over {n} seed{'s' if n > 1 else ''} ({', '.join(map(str, result['seeds']))})"
         + ("" if n > 1 else " (one seed: no std)")
+        + f"; per-task budget `{result['budget']['mode']}` ({BUDGET_TEXT[result['budget']['mode']]})"
         + f"; backend {result['backend']}. Scores in % (mse raw).",
+    ]
+    if boot:
+        lines += [
+            "",
+            f"{pct} CI: paired bootstrap over the test examples ({boot['replicates']} replicates, seed {boot['seed']}; "
+            "the same resample for both models, the metric averaged over the seeds within each replicate). "
+            f"Verdict: `{BETTER}` / `{WORSE}` when the interval of the gain lies above / below 0, "
+            f"else `{UNDECIDED}`.",
+        ]
+    lines += [
         "",
-        "| task | metric | multi-task | single-task | Δ abs (points) | Δ rel % | in Δm |",
-        "|---|---|---|---|---|---|---|",
+        f"| task | metric | multi-task | single-task | Δ abs (points) | {pct} CI of Δ abs | verdict | Δ rel % | in Δm |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in names:
         row = result["metrics"][t]
         pt = dm["per_task"][t]
         m = row["metric"]
         k = _scale(m)
+        digits = 4 if m == "mse" else 2
         arrow = "" if row["higher_is_better"] else " (lower is better)"
-        gain = "n/a" if pt["gain"] is None else f"{k * pt['gain']:+.2f}"
+        gain = "n/a" if pt["gain"] is None else f"{k * pt['gain']:+.{digits}f}"
         rel = "n/a" if pt["relative_pct"] is None else f"{pt['relative_pct']:+.2f}"
+        ci = row.get("ci")
+        interval = _ci(ci["gain"]["low"], ci["gain"]["high"], k, digits) if ci else "n/a"
         lines.append(
-            f"| {t} | {m}{arrow} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {rel} | "
-            f"{'yes' if pt['included'] else 'no'} |"
+            f"| {t} | {m}{arrow} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {interval} | "
+            f"{row.get('verdict', 'n/a')} | {rel} | {'yes' if pt['included'] else 'no'} |"
         )
     value = dm["value_pct"]
+    dci = dm.get("ci")
     lines += [
         "",
-        f"**Δm = {value:+.2f}%** over {len(dm['included'])} of {len(names)} tasks"
+        (
+            f"**Δm = {value:+.2f}%**"
+            + (f", {pct} CI {_ci(dci['low'], dci['high'])}%: **{dci['verdict']}**," if dci and dci["low"] is not None else "")
+            + f" over {len(dm['included'])} of {len(names)} tasks"
+        )
         if value is not None
         else "**Δm = n/a** (no task has a usable baseline)",
         "",
@@ -535,6 +854,37 @@ def compare_markdown(result):
     others = [
         (t, m, v) for t in names for m, v in result["metrics"][t]["all"].items() if m != result["metrics"][t]["metric"]
     ]
+    if boot:
+        lines += [
+            "",
+            f"## Confidence intervals ({pct}, primary metric)",
+            "",
+            f"| task | test examples | multi-task | {pct} CI | single-task | {pct} CI | Δ abs | {pct} CI | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for t in names:
+            ci = result["metrics"][t].get("ci") or {}
+            m = result["metrics"][t]["metric"]
+            k, digits = _scale(m), (4 if m == "mse" else 2)
+
+            def point(x, signed=False):
+                return "n/a" if x["point"] is None else f"{k * x['point']:{'+' if signed else ''}.{digits}f}"
+
+            if not ci or ci["mtl"]["point"] is None:
+                lines.append(f"| {t} | {ci.get('n', 0)} | n/a | | n/a | | n/a | | n/a |")
+                continue
+            lines.append(
+                f"| {t} | {ci['n']} | {point(ci['mtl'])} | {_ci(ci['mtl']['low'], ci['mtl']['high'], k, digits, False)} | "
+                f"{point(ci['single'])} | {_ci(ci['single']['low'], ci['single']['high'], k, digits, False)} | "
+                f"{point(ci['gain'], True)} | {_ci(ci['gain']['low'], ci['gain']['high'], k, digits)} | {ci['verdict']} |"
+            )
+        lines += [
+            "",
+            "Points: the mean over seeds of each seed's test score (the means of the first table). "
+            f"Δm's interval uses {dci['replicates_used'] if dci else 0} of {boot['replicates']} replicates "
+            "(a replicate whose baseline is 0 has no relative change). The paired samples: "
+            f"`{boot['predictions']}`.",
+        ]
     if others:
         lines += ["", "Other metrics (not in Δm):", "", "| task | metric | multi-task | single-task |", "|---|---|---|---|"]
         for t, m, v in others:
@@ -548,11 +898,12 @@ def compare_markdown(result):
         f"Multi-task run: {plan['epochs']} epochs x {plan['steps_per_epoch']} steps = {plan['total_steps']} steps "
         f"at batch {plan['batch_size']}"
         + (f" (capped by --max-steps {result['max_steps']})" if result.get("max_steps") else "")
-        + f". Per-task budget mode: `{b['mode']}` "
+        + f". Per-task budget mode: `{b['mode']}` ({BUDGET_TEXT[b['mode']]})."
         + (
-            "(examples drawn for the task: p_t x batch x total steps)."
-            if b["mode"] == "drawn"
-            else "(task labels seen, counting examples shared by tasks)."
+            " The encoder sees the task (task conditioning or adapters), so an example trains only the task "
+            "it was drawn for: the labels seen are the examples drawn."
+            if b.get("labels_are_examples")
+            else ""
         ),
         "",
         "| task | mean p_t | examples | single-task steps (epochs x steps) |",
@@ -656,7 +1007,10 @@ def write_plots(result, root):
         else:
             a1.text(xi, v, f"{v:+.1f}", ha="center", va="bottom" if v >= 0 else "top", fontsize=7)
     a1.axhline(0, color="black", lw=0.8)
-    title = "relative Δ % (Δm = " + ("n/a" if dm["value_pct"] is None else f"{dm['value_pct']:+.2f}%") + ")"
+    dci = dm.get("ci") or {}
+    title = "relative Δ % (Δm = " + ("n/a" if dm["value_pct"] is None else f"{dm['value_pct']:+.2f}%") + (
+        f", 95% CI [{dci['low']:+.2f}, {dci['high']:+.2f}]" if dci.get("low") is not None else ""
+    ) + ")"
     a1.set_title(title, fontsize=9)
     gains = [dm["per_task"][t]["gain"] for t in names]
     a2.bar(
@@ -664,12 +1018,21 @@ def write_plots(result, root):
         [0.0 if g is None else _scale(result["metrics"][t]["metric"]) * g for t, g in zip(names, gains)],
         color=["lightgray" if g is None else ("tab:green" if g >= 0 else "tab:red") for g in gains],
     )
+    has_ci = False
     for xi, t, g in zip(x, names, gains):
         if g is not None:
-            v = _scale(result["metrics"][t]["metric"]) * g
-            a2.text(xi, v, f"{v:+.2f}", ha="center", va="bottom" if v >= 0 else "top", fontsize=7)
+            k = _scale(result["metrics"][t]["metric"])
+            v = k * g
+            ci = (result["metrics"][t].get("ci") or {}).get("gain") or {}
+            if ci.get("low") is not None:  # the 95% interval of the gain as an error bar
+                has_ci = True
+                a2.errorbar(
+                    xi, v, yerr=[[max(0.0, v - k * ci["low"])], [max(0.0, k * ci["high"] - v)]],
+                    color="black", capsize=3, lw=0.8,
+                )
+            a2.text(xi + 0.08, v, f"{v:+.2f}", ha="left", va="bottom" if v >= 0 else "top", fontsize=7)
     a2.axhline(0, color="black", lw=0.8)
-    a2.set_title("absolute Δ (points)", fontsize=9)
+    a2.set_title("absolute Δ (points)" + (", 95% CI bars" if has_ci else ""), fontsize=9)
     for ax in (a1, a2):
         ax.set_xticks(x)
         ax.set_xticklabels(names, fontsize=8, rotation=20)
@@ -689,15 +1052,35 @@ def write_plots(result, root):
 # --------------------------------------------------------------------------
 
 
+def _at_least_one(text):
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_compare_arguments(parser):
     """Add the `keras-mtl compare` arguments to an argparse (sub)parser."""
     parser.add_argument("config", help="experiment YAML")
     parser.add_argument("--workdir", help="output dir (default runs/<name>-compare)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 (default 1)")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, help=f"seeds 0..N-1 (default {DEFAULT_SEEDS})")
     parser.add_argument("--tasks", help="comma-separated subset of the tasks (the multi-task run uses only these)")
     parser.add_argument("--max-steps", type=int, help="cap the multi-task run's total steps (quick runs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    parser.add_argument("--budget", choices=BUDGETS, default="drawn", help="per-task budget: examples drawn (default) or labels seen")
+    parser.add_argument(
+        "--budget", choices=BUDGETS, default=DEFAULT_BUDGET,
+        help="per-task budget of the single-task runs: task labels the multi-task run sees (labelled, default) "
+        "or examples drawn for the task (drawn)",
+    )
+    parser.add_argument(
+        "--bootstrap", type=_at_least_one, default=DEFAULT_REPLICATES, metavar="N",
+        help=f"paired bootstrap replicates of the 95%% confidence intervals (default {DEFAULT_REPLICATES})",
+    )
     parser.add_argument("--serving-texts", type=int, default=256, help="test texts timed through the SavedModels (0: skip)")
     parser.add_argument("--no-reuse", action="store_true", help="retrain sub-runs even if an identical finished one exists")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
@@ -716,6 +1099,7 @@ def run_compare_cli(args):
         tasks=args.tasks,
         max_steps=args.max_steps,
         budget=args.budget,
+        bootstrap=args.bootstrap,
         serving_texts=args.serving_texts,
         verbose=0 if args.quiet else 1,
         reuse=not args.no_reuse,

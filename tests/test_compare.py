@@ -1,4 +1,5 @@
-"""keras-mtl compare: delta_m, the per-task budgets, and one tiny end-to-end comparison."""
+"""keras-mtl compare: delta_m, the per-task budgets, the paired bootstrap intervals and
+verdicts, the defaults, and tiny end-to-end comparisons (from scratch and with a preset)."""
 
 import json
 import math
@@ -9,12 +10,15 @@ import pytest
 
 from keras_mtl.compare import (
     NEAR_ZERO,
+    bootstrap_compare,
     capped_plan,
     delta_m,
     higher_is_better,
     mean_std,
+    resample_indices,
     subset_raw,
     task_budgets,
+    verdict,
 )
 from keras_mtl.errors import ConfigError
 
@@ -151,6 +155,270 @@ def test_compare_bad_tasks_leaves_no_work_dir(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# the paired bootstrap
+
+
+def _sample(truth, mtl, single, metric="accuracy", **options):
+    """A bootstrap sample; `mtl` / `single` are lists of per-seed prediction lists."""
+    return {"metric": metric, "truth": list(truth), "mtl": [list(p) for p in mtl], "single": [list(p) for p in single],
+            "options": options}
+
+
+def test_verdict():
+    assert verdict(0.01, 0.2) == "better"
+    assert verdict(-0.3, -0.001) == "worse"
+    assert verdict(-0.1, 0.1) == "not distinguishable"
+    assert verdict(0.0, 0.0) == "not distinguishable"  # touching 0 is not above it
+    assert verdict(0.0, 0.5) == "not distinguishable" and verdict(-0.5, 0.0) == "not distinguishable"
+    assert verdict(None, None) == "n/a"
+
+
+def test_bootstrap_identical_predictions_give_a_zero_interval():
+    rng = np.random.default_rng(3)
+    truth = rng.choice(["a", "b", "c"], 50).tolist()
+    preds = [rng.choice(["a", "b", "c"], 50).tolist() for _ in range(3)]  # 3 seeds
+    out = bootstrap_compare({"t": _sample(truth, preds, preds, "macro_f1")}, replicates=200)
+    row = out["tasks"]["t"]
+    assert row["gain"] == {"point": 0.0, "low": 0.0, "high": 0.0}
+    assert row["verdict"] == "not distinguishable"
+    assert row["mtl"]["low"] < row["mtl"]["point"] < row["mtl"]["high"]  # the scores themselves vary
+    assert out["delta_m"]["point"] == 0.0
+    assert (out["delta_m"]["low"], out["delta_m"]["high"]) == (0.0, 0.0)
+    assert out["delta_m"]["verdict"] == "not distinguishable"
+
+
+def test_bootstrap_always_right_vs_always_wrong():
+    truth = ["a", "b"] * 15
+    wrong = ["b", "a"] * 15
+    out = bootstrap_compare({"t": _sample(truth, [truth], [wrong])}, replicates=100)
+    row = out["tasks"]["t"]
+    assert row["gain"] == {"point": 1.0, "low": 1.0, "high": 1.0}
+    assert row["verdict"] == "better"
+    flipped = bootstrap_compare({"t": _sample(truth, [wrong], [truth])}, replicates=100)["tasks"]["t"]
+    assert flipped["gain"]["high"] == -1.0 and flipped["verdict"] == "worse"
+    # the baseline scores 0: no relative change, so delta_m has no task
+    assert out["delta_m"]["point"] is None and out["delta_m"]["verdict"] == "n/a"
+    assert "t" in out["delta_m"]["excluded"]
+
+
+def test_bootstrap_lower_is_better_metric_is_sign_adjusted():
+    truth = [0.0] * 20
+    good, bad = [0.1] * 20, [0.5] * 20  # mse 0.01 vs 0.25: the multi-task model is better
+    row = bootstrap_compare({"r": _sample(truth, [good], [bad], "mse")}, replicates=50)["tasks"]["r"]
+    assert row["higher_is_better"] is False
+    assert row["gain"]["point"] == pytest.approx(0.24)
+    assert row["gain"]["low"] == pytest.approx(0.24) and row["verdict"] == "better"
+
+
+def test_bootstrap_two_examples_by_hand():
+    # The multi-task model is right on both examples, the single-task model on the
+    # first only. A resample of 2 holds the second example 0, 1 or 2 times
+    # (p = 1/4, 1/2, 1/4): the gain is 0, 0.5 or 1, so the 95% interval is [0, 1].
+    truth = ["a", "a"]
+    out = bootstrap_compare(
+        {"t": _sample(truth, [["a", "a"]], [["a", "b"]])}, replicates=4000, keep_replicates=True
+    )
+    row = out["tasks"]["t"]
+    assert row["gain"]["point"] == 0.5
+    assert (row["gain"]["low"], row["gain"]["high"]) == (0.0, 1.0)
+    assert row["verdict"] == "not distinguishable"
+    gains = np.asarray(out["replicates_values"]["t"]["gain"])
+    for value, p in ((0.0, 0.25), (0.5, 0.5), (1.0, 0.25)):
+        assert np.mean(gains == value) == pytest.approx(p, abs=0.03)
+
+
+def test_bootstrap_accuracy_difference_matches_the_normal_approximation():
+    # d_i = correct_mtl - correct_single: +1 on 80 examples, -1 on 40, 0 on 280.
+    # mean 0.1, var(d) = 120/400 - 0.01 = 0.29: 95% interval 0.1 +- 1.96 sqrt(0.29/400).
+    n = 400
+    truth = ["a"] * n
+    mtl = ["a"] * 80 + ["b"] * 40 + ["a"] * 140 + ["b"] * 140
+    single = ["b"] * 80 + ["a"] * 40 + ["a"] * 140 + ["b"] * 140
+    row = bootstrap_compare({"t": _sample(truth, [mtl], [single])}, replicates=2000)["tasks"]["t"]
+    half = 1.96 * math.sqrt(0.29 / n)
+    assert row["gain"]["point"] == pytest.approx(0.1)
+    assert row["gain"]["low"] == pytest.approx(0.1 - half, abs=0.01)
+    assert row["gain"]["high"] == pytest.approx(0.1 + half, abs=0.01)
+    assert row["verdict"] == "better"  # 0.1 - 0.053 > 0
+
+
+def test_bootstrap_brute_force_pairs_resamples_and_averages_seeds():
+    from itertools import product
+
+    from keras_mtl.metrics import compute_metric
+
+    truth = ["x", "y", "z", "x"]
+    mtl = [["x", "y", "x", "x"], ["x", "z", "z", "y"]]  # two seeds
+    single = [["y", "y", "z", "z"], ["x", "x", "x", "x"]]
+    reps = 3000
+    out = bootstrap_compare({"t": _sample(truth, mtl, single, "macro_f1")}, replicates=reps, seed=7,
+                            keep_replicates=True)
+
+    def score(preds, idx):  # the metric per seed on the resample, then the mean over seeds
+        return np.mean([compute_metric("macro_f1", [truth[i] for i in idx], [p[i] for i in idx]) for p in preds])
+
+    # 1. replicate by replicate: the same resample for both models, seeds averaged
+    draws = list(resample_indices(len(truth), reps, 7, "t"))
+    want = np.array([score(mtl, idx) - score(single, idx) for idx in draws])
+    got = np.asarray(out["replicates_values"]["t"]["gain"])
+    np.testing.assert_allclose(got, want)
+    row = out["tasks"]["t"]
+    assert (row["gain"]["low"], row["gain"]["high"]) == tuple(np.percentile(want, [2.5, 97.5]))
+    assert row["gain"]["point"] == pytest.approx(score(mtl, range(4)) - score(single, range(4)))
+    # 2. against the exact bootstrap distribution: all 4^4 equally likely resamples
+    exact = np.array([score(mtl, idx) - score(single, idx) for idx in product(range(4), repeat=4)])
+    assert got.mean() == pytest.approx(exact.mean(), abs=0.01)
+    assert got.std() == pytest.approx(exact.std(), rel=0.05)
+    # pooling the seeds' predictions into one list would give another point value
+    pooled = compute_metric("macro_f1", truth * 2, mtl[0] + mtl[1]) - compute_metric("macro_f1", truth * 2, single[0] + single[1])
+    assert row["gain"]["point"] != pytest.approx(pooled)
+
+
+def test_bootstrap_delta_m_interval_from_the_replicates():
+    n = 40
+    truth = ["a"] * n
+    half = ["a"] * (n // 2) + ["b"] * (n // 2)
+    samples = {
+        "up": _sample(truth, [truth], [half]),  # S = 0.5, M = 1: +100 % at the point
+        "same": _sample(truth, [half], [half]),  # 0 %
+        "zero": _sample(truth, [half], [["b"] * n], "accuracy"),  # baseline 0: left out of delta_m
+    }
+    out = bootstrap_compare(samples, replicates=500, keep_replicates=True)
+    dm = out["delta_m"]
+    assert dm["included"] == ["up", "same"] and "zero" in dm["excluded"]
+    assert dm["point"] == pytest.approx(50.0)
+    r = out["replicates_values"]
+    want = np.mean([100 * np.asarray(r[t]["gain"]) / np.abs(np.asarray(r[t]["single"])) for t in ("up", "same")], axis=0)
+    np.testing.assert_allclose(r["delta_m"], want)
+    assert (dm["low"], dm["high"]) == tuple(np.percentile(want, [2.5, 97.5]))
+    assert dm["replicates_used"] == 500
+    assert dm["low"] > 0 and dm["verdict"] == "better"
+    assert out["tasks"]["same"]["verdict"] == "not distinguishable"
+    assert out["tasks"]["zero"]["verdict"] == "better"  # its absolute gain is still tested
+
+
+def test_bootstrap_task_intervals_do_not_depend_on_the_other_tasks():
+    rng = np.random.default_rng(0)
+    truth = rng.choice(["a", "b"], 60).tolist()
+    a = _sample(truth, [rng.choice(["a", "b"], 60).tolist()], [rng.choice(["a", "b"], 60).tolist()])
+    b = _sample(truth, [truth], [truth])
+    alone = bootstrap_compare({"a": a}, replicates=300)["tasks"]["a"]
+    both = bootstrap_compare({"b": b, "a": a}, replicates=300)["tasks"]["a"]
+    assert alone == both
+    other_seed = bootstrap_compare({"a": a}, replicates=300, seed=1)["tasks"]["a"]
+    assert other_seed["gain"] != alone["gain"]  # the seed is used
+
+
+def test_bootstrap_tagging_and_positive_class():
+    truth = [("B-NP", "I-NP", "O"), ("B-VP", "O")] * 10
+    pred = [("B-NP", "I-NP", "O"), ("O", "O")] * 10
+    row = bootstrap_compare({"chunk": _sample(truth, [truth], [pred], "span_f1")}, replicates=100)["tasks"]["chunk"]
+    assert row["mtl"]["point"] == 1.0 and row["single"]["point"] == pytest.approx(2 / 3)
+    assert row["verdict"] == "better"
+    # f1 of class "yes": only the positive class counts
+    truth, mtl, single = ["yes", "no"] * 10, ["yes", "yes"] * 10, ["no", "no"] * 10
+    row = bootstrap_compare({"p": _sample(truth, [mtl], [single], "f1", positive_class="yes")}, replicates=50)["tasks"]["p"]
+    assert row["mtl"]["point"] == pytest.approx(2 / 3) and row["single"]["point"] == 0.0
+
+
+def test_bootstrap_bad_input():
+    with pytest.raises(ConfigError, match="--bootstrap must be >= 1"):
+        bootstrap_compare({"t": _sample(["a"], [["a"]], [["a"]])}, replicates=0)
+    with pytest.raises(ValueError, match="task 't'.*single"):
+        bootstrap_compare({"t": _sample(["a", "b"], [["a", "b"]], [["a"]])}, replicates=5)
+    empty = bootstrap_compare({"t": _sample([], [[]], [[]])}, replicates=5)
+    assert empty["tasks"]["t"]["verdict"] == "n/a" and empty["delta_m"]["point"] is None
+
+
+# ---------------------------------------------------------------------------
+# defaults: 3 seeds, the labelled budget, 1000 replicates
+
+
+def test_compare_defaults():
+    import argparse
+    import inspect
+
+    from keras_mtl.cli import build_parser
+    from keras_mtl.compare import add_compare_arguments, compare
+
+    params = inspect.signature(compare).parameters
+    assert params["seeds"].default == 3 and params["budget"].default == "labelled"
+    assert params["bootstrap"].default == 1000
+    args = build_parser().parse_args(["compare", "x.yaml"])
+    assert (args.seeds, args.budget, args.bootstrap) == (3, "labelled", 1000)
+    args = build_parser().parse_args(["compare", "x.yaml", "--bootstrap", "200", "--budget", "drawn"])
+    assert (args.bootstrap, args.budget) == (200, "drawn")
+    parser = add_compare_arguments(argparse.ArgumentParser(prog="keras-mtl compare"))
+    assert parser.parse_args(["x.yaml"]).seeds == 3
+
+
+@pytest.mark.parametrize("value, message", [("0", "must be >= 1, got 0"), ("many", "expected an integer")])
+def test_compare_bad_bootstrap_flag(capsys, value, message):
+    from keras_mtl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "x.yaml", "--bootstrap", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "argument --bootstrap" in err[0] and message in err[0]
+
+
+def _fake_result(budget="labelled", seeds=(0, 1, 2)):
+    """A compare result with every field compare_markdown reads (two tasks)."""
+    truth = ["a", "b"] * 20
+    samples = {
+        "topic": _sample(truth, [truth] * len(seeds), [["a"] * 40] * len(seeds)),
+        "sentiment": _sample(truth, [["a"] * 40] * len(seeds), [["a"] * 40] * len(seeds), "mcc"),
+    }
+    boot = bootstrap_compare(samples, replicates=100)
+    names = list(samples)
+    metrics = {}
+    for t in names:
+        ci = boot["tasks"][t]
+        stat = lambda x: {"mean": x, "std": 0.0, "values": [x] * len(seeds)}  # noqa: E731
+        metrics[t] = {"metric": ci["metric"], "higher_is_better": True, "mtl": stat(ci["mtl"]["point"]),
+                      "single": stat(ci["single"]["point"]), "all": {}, "ci": ci, "verdict": ci["verdict"]}
+        metrics[t]["all"][ci["metric"]] = {"mtl": metrics[t]["mtl"], "single": metrics[t]["single"]}
+    dm = delta_m({t: metrics[t]["mtl"]["mean"] for t in names}, {t: metrics[t]["single"]["mean"] for t in names},
+                 {t: True for t in names})
+    per_task = {t: {"p": 0.5, "examples": 100.0, "steps": 10, "epochs": 2, "steps_per_epoch": 5} for t in names}
+    fit = {"mean": 1.0, "std": 0.0, "values": [1.0]}
+    return {
+        "name": "fake", "tasks": names, "seeds": list(seeds), "backend": "tensorflow", "split": "test",
+        "budget": {"mode": budget, "per_task": per_task, "labels_are_examples": False},
+        "mtl_plan": {"epochs": 2, "steps_per_epoch": 10, "total_steps": 20, "batch_size": 8}, "max_steps": None,
+        "steps": {"mtl": 20, "single": {t: 10 for t in names}}, "metrics": metrics,
+        "delta_m": {"value_pct": dm["delta_m"], "per_seed_pct": [dm["delta_m"]] * len(seeds), "convention": "c.",
+                    "included": dm["included"], "excluded": dm["excluded"], "per_task": dm["per_task"],
+                    "ci": boot["delta_m"], "verdict": boot["delta_m"]["verdict"]},
+        "bootstrap": {"method": boot["method"], "replicates": 100, "seed": 0, "level": 0.95, "seconds": 0.1,
+                      "predictions": "test_predictions.json"},
+        "params": {"mtl": 10, "single": {t: 8 for t in names}, "single_total": 16, "ratio_mtl_to_singles": 0.625},
+        "fit_seconds": {"mtl": fit, "single": {t: fit for t in names}, "single_total": 2.0},
+        "serving": None, "plots": [], "seconds": 3.0,
+    }
+
+
+def test_compare_markdown_reports_intervals_verdicts_budget_and_seeds():
+    from keras_mtl.compare import compare_markdown
+
+    md = compare_markdown(_fake_result())
+    assert "mean ± std over 3 seeds (0, 1, 2); per-task budget `labelled`" in md
+    assert "paired bootstrap over the test examples (100 replicates, seed 0" in md
+    # topic: always right vs right on half: +50 points, the interval is above 0
+    topic = next(line for line in md.splitlines() if line.startswith("| topic | accuracy |"))
+    cells = [c.strip() for c in topic.strip("|").split("|")]
+    assert cells[4] == "+50.00" and cells[6] == "better"
+    low, high = (float(x) for x in cells[5].strip("[]").split(","))
+    assert 0 < low < 50 < high < 100  # the single-task score varies over the resamples
+    sentiment = next(line for line in md.splitlines() if line.startswith("| sentiment | mcc |"))
+    assert "| +0.00 | [+0.00, +0.00] | not distinguishable |" in sentiment
+    assert "**Δm = +100.00%**, 95% CI [" in md and "**better**" in md
+    assert "## Confidence intervals (95%, primary metric)" in md
+    assert "Per-task budget mode: `drawn`" in compare_markdown(_fake_result("drawn", seeds=(0,)))
+
+
+# ---------------------------------------------------------------------------
 # end to end
 
 
@@ -198,6 +466,8 @@ def test_compare_end_to_end(tmp_path):
     assert status == 0
     result = json.loads((out / "compare.json").read_text())
     assert result["tasks"] == ["topic", "sentiment"]  # --tasks: pos is not trained at all
+    assert result["budget"]["mode"] == "labelled" and result["seeds"] == [0]  # the default budget; --seeds 1
+    assert result["bootstrap"]["replicates"] == 1000 and result["bootstrap"]["level"] == 0.95
     assert not (out / "seed0" / "single-pos").exists()
     assert result["mtl_plan"]["total_steps"] <= 10 and result["mtl_plan"]["epochs"] == 2
     budgets = result["budget"]["per_task"]
@@ -207,12 +477,29 @@ def test_compare_end_to_end(tmp_path):
         assert result["metrics"][t]["single"]["mean"] is not None
         assert len(result["curves"][t]["mtl"]["epochs"]) == 2
         assert result["serving"]["single"][t]["texts_per_s"] > 0
+    for t in ("topic", "sentiment"):
+        # every run's predictions on the multi-task test split reproduce its own test report
+        ci = result["metrics"][t]["ci"]
+        assert ci["n"] == 40
+        assert ci["mtl"]["point"] == pytest.approx(result["metrics"][t]["mtl"]["mean"])
+        assert ci["single"]["point"] == pytest.approx(result["metrics"][t]["single"]["mean"])
+        assert ci["gain"]["low"] <= ci["gain"]["point"] <= ci["gain"]["high"]
+        assert result["metrics"][t]["verdict"] in ("better", "worse", "not distinguishable")
+    dm = result["delta_m"]
+    if dm["value_pct"] is not None:
+        assert dm["ci"]["point"] == pytest.approx(dm["value_pct"])
+        assert dm["ci"]["low"] <= dm["value_pct"] <= dm["ci"]["high"]
+    saved = json.loads((out / "test_predictions.json").read_text())
+    assert saved["seeds"] == [0] and len(saved["tasks"]["topic"]["indices"]) == 40
+    assert len(saved["tasks"]["topic"]["mtl"]) == 1 and len(saved["tasks"]["topic"]["single"][0]) == 40
     assert result["metrics"]["sentiment"]["metric"] == "mcc"
     assert result["params"]["single_total"] > result["params"]["mtl"]
     assert result["serving"]["mtl"]["texts_per_s"] > 0 and result["serving"]["speedup"] > 0
     md = (out / "compare.md").read_text()
     assert "Δm" in md and "Positive = the multi-task model is better" in md
     assert "| topic | accuracy |" in md
+    assert "1 seed (0) (one seed: no std); per-task budget `labelled`" in md
+    assert "95% CI of Δ abs | verdict |" in md and "Δm = " in md
     for name in ("curves.png", "deltas.png"):
         assert _is_png(out / name), name
         import matplotlib.image
@@ -221,7 +508,60 @@ def test_compare_end_to_end(tmp_path):
 
     # A second compare reuses the finished runs (identical configs): same scores, no retraining.
     logs = []
-    again = compare(cfg, out, tasks=["topic", "sentiment"], max_steps=10, serving_texts=0, log=logs.append)
+    again = compare(cfg, out, seeds=1, tasks=["topic", "sentiment"], max_steps=10, serving_texts=0, log=logs.append)
     assert sum("reusing" in line for line in logs) == 3
     assert again["metrics"]["topic"]["mtl"]["mean"] == result["metrics"]["topic"]["mtl"]["mean"]
+    assert again["metrics"]["topic"]["ci"] == result["metrics"]["topic"]["ci"]  # fixed resampling seed
     assert again["serving"] is None and np.isfinite(again["seconds"])
+
+
+def _tiny_preset(path):
+    """A local keras-hub preset: a random 1-layer BertBackbone and a BertTokenizer
+    whose vocabulary holds every word of the demo grammar."""
+    import keras
+    import keras_hub
+
+    from keras_mtl.data.readers import demo
+
+    keras.utils.set_random_seed(0)
+    words = set(demo.DETERMINERS) | set(demo.ADVERBS) | set(demo.PREPOSITIONS) | {"."}
+    for nouns, verbs in demo.TOPICS.values():
+        words |= set(nouns) | set(verbs)
+    for adjectives in demo.ADJECTIVES.values():
+        words |= set(adjectives)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32
+    )
+    backbone.save_to_preset(str(path))
+    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(str(path))
+    return vocab, int(backbone.count_params())
+
+
+@pytest.mark.slow
+def test_compare_with_a_preset(tmp_path):
+    """The single-task baselines fine-tune the same pretrained encoder; two seeds are paired and averaged."""
+    from keras_mtl.compare import compare
+
+    vocab, backbone_params = _tiny_preset(tmp_path / "preset")
+    cfg = _tiny_config()
+    cfg["model"] = {"preset": str(tmp_path / "preset"), "max_sequence_length": 32, "task_conditioning": "none"}
+    out = tmp_path / "cmp"
+    result = compare(cfg, out, seeds=2, tasks="topic,sentiment", max_steps=4, serving_texts=0, bootstrap=100,
+                     log=lambda line: None)
+    assert result["seeds"] == [0, 1] and result["budget"]["mode"] == "labelled"
+    for run in ("mtl", "single-topic", "single-sentiment"):
+        for seed in (0, 1):
+            path = out / f"seed{seed}" / run
+            assert (path / "vocab.txt").read_text(encoding="utf-8").splitlines() == vocab  # the preset's tokenizer
+            assert str(tmp_path / "preset") in (path / "config.yaml").read_text(encoding="utf-8")
+    # every model is the pretrained backbone plus its heads
+    assert min([result["params"]["mtl"], *result["params"]["single"].values()]) > backbone_params
+    assert result["params"]["single"]["topic"] < result["params"]["mtl"]
+    for t in ("topic", "sentiment"):
+        ci = result["metrics"][t]["ci"]
+        assert ci["n"] == 40
+        assert ci["mtl"]["point"] == pytest.approx(result["metrics"][t]["mtl"]["mean"])  # the mean over both seeds
+        assert ci["single"]["point"] == pytest.approx(result["metrics"][t]["single"]["mean"])
+    saved = json.loads((out / "test_predictions.json").read_text())
+    assert saved["seeds"] == [0, 1] and len(saved["tasks"]["sentiment"]["mtl"]) == 2

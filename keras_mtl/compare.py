@@ -480,6 +480,47 @@ def _fixed_texts(data, n):
     return picked
 
 
+def _scores(runs, model, names, primary, higher, cfg, test_examples, bootstrap, log):
+    """Per-task scores of `runs[seed][model]` against the single-task runs, delta-m, and their
+    paired-bootstrap intervals (`bootstrap_compare`)."""
+    metrics = {}
+    for t in names:
+        task_cfg = cfg.task(t)
+        row = {"metric": primary[t], "higher_is_better": higher[t], "all": {}}
+        for m in task_cfg.metrics:
+            row["all"][m] = {
+                "mtl": mean_std([runs[s][model]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
+                "single": mean_std([runs[s][t]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
+            }
+        row["mtl"] = row["all"][primary[t]]["mtl"]
+        row["single"] = row["all"][primary[t]]["single"]
+        metrics[t] = row
+    dm = delta_m(
+        {t: metrics[t]["mtl"]["mean"] for t in names},
+        {t: metrics[t]["single"]["mean"] for t in names},
+        higher,
+    )
+    per_seed = [
+        delta_m(
+            {t: runs[s][model]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
+            {t: runs[s][t]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
+            higher,
+        )["delta_m"]
+        for s in runs
+    ]
+    started = time.time()
+    view = {s: {**runs[s], "mtl": runs[s][model]} for s in runs}
+    samples = _samples(view, names, primary, {t: cfg.task(t) for t in names}, test_examples)
+    log(f"bootstrap ({model}): {int(bootstrap)} paired replicates over "
+        f"{sum(len(x['truth']) for x in samples.values())} test labels")
+    boot = bootstrap_compare(samples, replicates=int(bootstrap), seed=BOOTSTRAP_SEED, level=LEVEL)
+    for t in names:
+        metrics[t]["ci"] = boot["tasks"][t]
+        metrics[t]["verdict"] = boot["tasks"][t]["verdict"]
+    return {"metrics": metrics, "dm": dm, "per_seed": per_seed, "boot": boot,
+            "seconds": round(time.time() - started, 1), "samples": samples}
+
+
 def compare(
     config,
     workdir,
@@ -494,6 +535,7 @@ def compare(
     verbose=0,
     reuse=True,
     log=print,
+    distill=False,
 ):
     """Train and compare the multi-task model with single-task baselines.
 
@@ -519,6 +561,11 @@ def compare(
         reuse: keep a sub-run whose work dir holds a finished run of the
             identical config (resume an interrupted comparison).
         log: callable for progress lines.
+        distill: also train, per seed, the multi-task model distilled from
+            that seed's single-task runs (every task's `teacher`, with
+            teacher annealing: keras_mtl.distill) on the multi-task budget,
+            and compare it with the baselines the same way
+            (`result["distilled"]`).
 
     Returns:
         dict: the content of `compare.json`.
@@ -578,44 +625,31 @@ def compare(
             single_raw["name"] = f"{cfg.name}-{t}"[:64]
             over = [f"seed={seed}", f"train.epochs={b['epochs']}", f"train.steps_per_epoch={b['steps_per_epoch']}"]
             runs[seed][t] = _train_run(_with(single_raw, over), sdir / f"single-{t}", verbose, reuse, log, test_examples)
+        if distill:  # the multi-task model again, each task learning from this seed's single-task run
+            log(f"seed {seed}: multi-task distilled from the single-task runs, {epochs} x {spe} steps")
+            taught = copy.deepcopy(raw)
+            for task in taught["tasks"]:
+                task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
+            runs[seed]["distilled"] = _train_run(
+                _with(taught, [f"seed={seed}", *mtl_overrides]), sdir / "distilled", verbose, reuse, log, test_examples
+            )
 
-    # === Metrics ===
-    metrics = {}
-    for t in names:
-        task_cfg = cfg.task(t)
-        row = {"metric": primary[t], "higher_is_better": higher[t], "all": {}}
-        for m in task_cfg.metrics:
-            row["all"][m] = {
-                "mtl": mean_std([runs[s]["mtl"]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
-                "single": mean_std([runs[s][t]["report"]["tasks"].get(t, {}).get(m) for s in runs]),
-            }
-        row["mtl"] = row["all"][primary[t]]["mtl"]
-        row["single"] = row["all"][primary[t]]["single"]
-        metrics[t] = row
-    dm = delta_m(
-        {t: metrics[t]["mtl"]["mean"] for t in names},
-        {t: metrics[t]["single"]["mean"] for t in names},
-        higher,
+    # === Metrics and confidence intervals (paired bootstrap over the test examples) ===
+    scored = _scores(runs, "mtl", names, primary, higher, cfg, test_examples, bootstrap, log)
+    metrics, dm, dm_per_seed, boot, boot_seconds, samples = (
+        scored["metrics"], scored["dm"], scored["per_seed"], scored["boot"], scored["seconds"], scored["samples"]
     )
-    dm_per_seed = [
-        delta_m(
-            {t: runs[s]["mtl"]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
-            {t: runs[s][t]["report"]["tasks"].get(t, {}).get(primary[t]) for t in names},
-            higher,
-        )["delta_m"]
-        for s in runs
-    ]
-
-    # === Confidence intervals (paired bootstrap over the test examples) ===
-    boot_started = time.time()
-    samples = _samples(runs, names, primary, {t: cfg.task(t) for t in names}, test_examples)
-    log(f"bootstrap: {int(bootstrap)} paired replicates over {sum(len(x['truth']) for x in samples.values())} test labels")
-    boot = bootstrap_compare(samples, replicates=int(bootstrap), seed=BOOTSTRAP_SEED, level=LEVEL)
-    boot_seconds = round(time.time() - boot_started, 1)
-    for t in names:
-        metrics[t]["ci"] = boot["tasks"][t]
-        metrics[t]["verdict"] = boot["tasks"][t]["verdict"]
     _write_predictions(root / "test_predictions.json", samples, list(runs))
+    distilled = None
+    if distill:
+        d = _scores(runs, "distilled", names, primary, higher, cfg, test_examples, bootstrap, log)
+        distilled = {
+            "metrics": d["metrics"],
+            "delta_m": {"value_pct": d["dm"]["delta_m"], "per_seed_pct": d["per_seed"], "included": d["dm"]["included"],
+                        "excluded": d["dm"]["excluded"], "per_task": d["dm"]["per_task"], "ci": d["boot"]["delta_m"],
+                        "verdict": d["boot"]["delta_m"]["verdict"]},
+            "fit_seconds": mean_std([runs[s]["distilled"]["report"]["seconds"]["fit"] for s in runs]),
+        }
 
     # === Cost ===
     params = {"mtl": runs[0]["mtl"]["params"], "single": {t: runs[0][t]["params"] for t in names}}
@@ -674,6 +708,7 @@ def compare(
         },
         "params": params,
         "fit_seconds": fit,
+        "distilled": distilled,  # with distill: the distilled multi-task model against the same baselines
         "serving": serving,
         "curves": curves,
         "seconds": round(time.time() - started, 1),
@@ -885,6 +920,38 @@ def compare_markdown(result):
             "(a replicate whose baseline is 0 has no relative change). The paired samples: "
             f"`{boot['predictions']}`.",
         ]
+    d = result.get("distilled")
+    if d:
+        ddm, ddci = d["delta_m"], d["delta_m"].get("ci")
+        lines += [
+            "",
+            "## Distilled multi-task model",
+            "",
+            "The multi-task model trained again on the same budget, each task learning from its seed's single-task "
+            "run (`teacher`) with teacher annealing: target = λ gold + (1 - λ) teacher, λ from 0 to 1 "
+            "(keras_mtl.distill).",
+            "",
+            f"| task | metric | distilled | single-task | Δ abs (points) | {pct} CI of Δ abs | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for t in names:
+            row, pt = d["metrics"][t], ddm["per_task"][t]
+            m, k = row["metric"], _scale(row["metric"])
+            digits = 4 if m == "mse" else 2
+            gain = "n/a" if pt["gain"] is None else f"{k * pt['gain']:+.{digits}f}"
+            ci = row.get("ci")
+            interval = _ci(ci["gain"]["low"], ci["gain"]["high"], k, digits) if ci else "n/a"
+            lines.append(f"| {t} | {m} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {interval} | "
+                         f"{row.get('verdict', 'n/a')} |")
+        if ddm["value_pct"] is not None:
+            lines += [
+                "",
+                f"**Δm (distilled) = {ddm['value_pct']:+.2f}%**"
+                + (f", {pct} CI {_ci(ddci['low'], ddci['high'])}%: **{ddci['verdict']}**" if ddci and ddci["low"] is not None else "")
+                + (f"; per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in ddm["per_seed_pct"])
+                   if n > 1 else "")
+                + f". Fit time {d['fit_seconds']['mean']:.1f} s (mean over seeds).",
+            ]
     if others:
         lines += ["", "Other metrics (not in Δm):", "", "| task | metric | multi-task | single-task |", "|---|---|---|---|"]
         for t, m, v in others:
@@ -1083,6 +1150,8 @@ def add_compare_arguments(parser):
     )
     parser.add_argument("--serving-texts", type=int, default=256, help="test texts timed through the SavedModels (0: skip)")
     parser.add_argument("--no-reuse", action="store_true", help="retrain sub-runs even if an identical finished one exists")
+    parser.add_argument("--distill", action="store_true",
+                        help="also train the multi-task model distilled from each seed's single-task runs (teacher annealing)")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
     return parser
 
@@ -1103,6 +1172,7 @@ def run_compare_cli(args):
         serving_texts=args.serving_texts,
         verbose=0 if args.quiet else 1,
         reuse=not args.no_reuse,
+        distill=args.distill,
     )
     print((Path(workdir) / "compare.md").read_text(encoding="utf-8"))
     print(f"work dir: {workdir}")

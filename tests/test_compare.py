@@ -565,3 +565,34 @@ def test_compare_with_a_preset(tmp_path):
         assert ci["single"]["point"] == pytest.approx(result["metrics"][t]["single"]["mean"])
     saved = json.loads((out / "test_predictions.json").read_text())
     assert saved["seeds"] == [0, 1] and len(saved["tasks"]["sentiment"]["mtl"]) == 2
+
+
+@pytest.mark.slow
+def test_compare_distill_trains_the_student_from_the_single_task_runs(tmp_path):
+    import yaml
+
+    from keras_mtl.compare import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_tiny_config()), encoding="utf-8")
+    out = tmp_path / "cmp"
+    argv = [str(cfg), "--workdir", str(out), "--seeds", "1", "--tasks", "topic,pos", "--max-steps", "10",
+            "--serving-texts", "0", "--bootstrap", "50", "--quiet"]
+    assert main(argv + ["--distill"]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    student = out / "seed0" / "distilled"
+    config = yaml.safe_load((student / "config.yaml").read_text())
+    assert {t["name"]: t["teacher"] for t in config["tasks"]} == {
+        t: str((out / "seed0" / f"single-{t}").resolve()) for t in ("topic", "pos")}
+    assert sorted(p.name for p in (student / "teachers").iterdir()) == ["teacher_pos.npz", "teacher_topic.npz"]
+    d = result["distilled"]
+    for t in ("topic", "pos"):
+        report = json.loads((student / "report.json").read_text())
+        metric = d["metrics"][t]["metric"]
+        assert d["metrics"][t]["mtl"]["mean"] == pytest.approx(report["tasks"][t][metric])
+        assert d["metrics"][t]["verdict"] in ("better", "worse", "not distinguishable")
+    assert d["delta_m"]["value_pct"] is not None and "ci" in d["delta_m"]
+    assert "## Distilled multi-task model" in (out / "compare.md").read_text()
+    # without --distill the same work dir reuses every run and reports no student
+    assert main(argv) == 0
+    assert json.loads((out / "compare.json").read_text())["distilled"] is None

@@ -61,14 +61,17 @@ def make_tiny_config(conditioning="embedding", *, name=None, seed=1, tasks=tuple
     }
 
 
-def _train_tiny(conditioning, root, max_steps=3):
+def _train_config(config, root, max_steps=3):
     from keras_mtl.config import config_from_dict
     from keras_mtl.train import train
 
-    config = make_tiny_config(conditioning)
     workdir = Path(root) / "run"
     report = train(config_from_dict(config), workdir=workdir, max_steps=max_steps, verbose=0)
     return {"workdir": workdir, "report": report, "config": config}
+
+
+def _train_tiny(conditioning, root, max_steps=3):
+    return _train_config(make_tiny_config(conditioning), root, max_steps)
 
 
 _PAIR_WORDS = "the a cat dog sat ran on under mat rug red blue big small bird fish".split()
@@ -114,13 +117,7 @@ def make_tiny_pair_config(root, conditioning="embedding", *, name=None, seed=1, 
 
 
 def _train_tiny_pairs(conditioning, root, max_steps=3):
-    from keras_mtl.config import config_from_dict
-    from keras_mtl.train import train
-
-    config = make_tiny_pair_config(root, conditioning)
-    workdir = Path(root) / "run"
-    report = train(config_from_dict(config), workdir=workdir, max_steps=max_steps, verbose=0)
-    return {"workdir": workdir, "report": report, "config": config}
+    return _train_config(make_tiny_pair_config(root, conditioning), root, max_steps)
 
 
 @pytest.fixture(scope="session")

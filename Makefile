@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-EXTRAS := test,jax,torch,serving,plots,search,pretrained
+EXTRAS := test,jax,torch,serving,plots,search,pretrained,peer
 # The stamp is older than pyproject.toml when dependencies changed: reinstall.
 STAMP  := $(VENV)/.installed
 

@@ -4,6 +4,7 @@
     python bench/run_all.py --tiny --no-markdown --results-dir /tmp/b   # smoke test
     python bench/run_all.py --only padding,serving
     python bench/run_all.py --only methods  # the methods table (about 1.5 hours on 2 cores; not in a plain run)
+    python bench/run_all.py --only peer     # keras-mtl vs transformers + PyTorch (needs the peer and torch extras; not in a plain run)
     python bench/run_all.py --markdown-only # rewrite BENCHMARKS.md from bench/results/*.json
 
 Each script runs in its own subprocess (one Keras backend and a fresh
@@ -27,9 +28,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 
-SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods")
-# Not in a plain run (about 1.5 hours on 2 cores: 74 min of fit alone): ask for it with --only methods.
-LONG = ("methods",)
+SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods", "peer")
+# Not in a plain run: methods (about 1.5 hours on 2 cores: 74 min of fit alone) and peer (16 MiniLM
+# training runs on 4 runtimes plus serving; needs `transformers` and torch): ask with --only methods / peer.
+LONG = ("methods", "peer")
+# Scripts that rewrite BENCHMARKS.md themselves unless told not to (run_all writes it once, at the end).
+OWN_MARKDOWN = ("methods",)
 TITLES = {
     "machine": "Machine limit (float32 matmul)",
     "train_efficiency": "Training efficiency (MFU)",
@@ -38,6 +42,7 @@ TITLES = {
     "serving": "Serving",
     "backends": "Backends",
     "methods": "Multi-task methods",
+    "peer": "Ahead of the peer (keras-mtl vs transformers + PyTorch)",
 }
 BENCHMARKS_MD = common.ROOT / "BENCHMARKS.md"
 
@@ -141,7 +146,7 @@ def main(argv=None):
         for name in names:
             print(f"\n######## {name} ########", flush=True)
             timeout = None if name in LONG and not args.tiny else 1800
-            extra = (["--quiet"] if args.quiet else []) + (["--no-markdown"] if name in LONG else [])
+            extra = (["--quiet"] if args.quiet else []) + (["--no-markdown"] if name in OWN_MARKDOWN else [])
             rc, secs = run_script(name, args.tiny, results_dir, extra, timeout=timeout)
             print(f"######## {name}: exit {rc} in {secs:.0f} s", flush=True)
             if rc != 0:

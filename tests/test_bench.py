@@ -170,6 +170,58 @@ def test_backends(tmp_path, capsys):
     assert "notabackend not installed" in out and "TARGET tensorflow step time vs fastest" in out
 
 
+@pytest.mark.slow
+def test_peer(tmp_path, capsys):
+    """keras-mtl vs transformers + PyTorch on a random tiny BERT both sides load (--tiny: ~1 min on 2 cores)."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:  # looked up, not imported: the benchmark runs them in subprocesses
+        pytest.skip(f"{' and '.join(missing)} not installed (pip install -e '.[torch,peer]'): bench/peer.py needs them")
+    from bench import peer
+
+    result = _run(peer, tmp_path)
+    assert result["seqs"] == [16] and result["encoder"]["hidden_dim"] == 32
+    rows = result["training"]
+    assert not [r for r in rows if "error" in r], rows
+    runtimes = {(r["system"], r["runtime"], r["precision"]) for r in rows}
+    assert {
+        ("keras-mtl", "tensorflow", "float32"), ("keras-mtl", "tensorflow", "bf16"), ("keras-mtl", "jax", "float32"),
+        ("transformers", "torch eager", "float32"), ("transformers", "torch eager", "bf16"),
+        ("transformers", "torch.compile (aot_eager)", "float32"), ("transformers", "torch.compile (aot_eager)", "bf16"),
+    } <= runtimes, runtimes
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["first_step_s"] > 0 and len(r["step_times_s"]) == 2
+        assert r["vs_peer"] > 0
+    for side in ("keras-mtl", "transformers"):
+        single, multi = result["serving"][side]["single"], result["serving"][side]["multitask"]
+        assert [b["batch"] for b in single["by_batch"]] == [1, 4] and len(multi["tasks"]) == 4
+        for b in single["by_batch"] + multi["by_batch"]:
+            assert b["texts_per_s"] > 0 and 0 < b["p50_ms"] <= b["p99_ms"]
+    assert result["serving"]["keras-mtl"]["multitask"]["tasks"] == ["task0", "task1", "task2", "task3"]
+    labels = [t["label"] for t in result["targets"]]
+    assert any(label.startswith("training tokens/s, float32") for label in labels)
+    assert "serving p99 latency at batch 1: keras-mtl / transformers" in labels
+    text = peer.markdown(result)
+    assert "**Training**" in text and "**Serving**" in text and "torch.compile (aot_eager)" in text
+    out = capsys.readouterr().out
+    assert "TARGET training tokens/s" in out and "TARGET serving texts/s at batch 4" in out
+
+
+def test_peer_skips_without_transformers(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from bench import peer
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "transformers" else real(name, *a))
+    result = _run(peer, tmp_path)
+    assert result["skipped"].startswith("transformers not installed")
+    assert peer.markdown(result).startswith("Skipped: transformers not installed")
+    assert "SKIPPED" in capsys.readouterr().out
+
+
 def test_run_all_regenerates_only_between_markers(tmp_path):
     from bench import run_all
 

@@ -215,20 +215,12 @@ def pair_lengths(len_a, len_b, budget):
     Pieces come off the longer text until the two fit in `budget`; when both
     must be cut, the first keeps ceil(budget / 2) and the second the rest
     (Hugging Face's `longest_first`, and the lengths keras-hub's round-robin
-    trimmer gives). Works on ints, numpy arrays and tensors alike.
+    trimmer gives). int32 tensors (or ints) in, tensors out.
     """
     half = (budget + 1) // 2
-    keep_a = _minimum(len_a, _maximum(budget - len_b, half))
-    keep_b = _minimum(len_b, budget - keep_a)
+    keep_a = tf.minimum(len_a, tf.maximum(budget - len_b, half))
+    keep_b = tf.minimum(len_b, budget - keep_a)
     return keep_a, keep_b
-
-
-def _minimum(a, b):
-    return tf.minimum(a, b) if isinstance(a, tf.Tensor) or isinstance(b, tf.Tensor) else np.minimum(a, b)
-
-
-def _maximum(a, b):
-    return tf.maximum(a, b) if isinstance(a, tf.Tensor) or isinstance(b, tf.Tensor) else np.maximum(a, b)
 
 
 def _keep_first(pieces, keep):

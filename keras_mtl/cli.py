@@ -6,7 +6,7 @@
     keras-mtl predict MODEL_DIR|URL TEXT... [--text-pair P ...] | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
     keras-mtl data CONFIG [--json]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run]
-    keras-mtl compare CONFIG [--seeds 3] [--tasks a,b] [--max-steps N] [--budget labelled|drawn] [--bootstrap 1000] [--distill]
+    keras-mtl compare CONFIG [--seeds 3] [--tasks a,b] [--max-steps N] [--budget labelled|drawn] [--bootstrap 1000] [--distill] [--records DIR]
     keras-mtl meta-train CONFIG / keras-mtl adapt WORKDIR NEW_TASK_CONFIG --shots K
     keras-mtl search CONFIG [--algorithm random|grid|bayesian] [--trials N]
     keras-mtl bench [--tiny]

@@ -14,6 +14,7 @@ delta_m formula: docs/compare.md.
 """
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -354,45 +355,123 @@ def _label_overlap(data, task_names):
 # --------------------------------------------------------------------------
 
 
-def _run_dir_ok(path, marker):
-    files = [path / n for n in ("report.json", "run.json", "model.keras", "compare_run.json")]
-    if not all(f.exists() for f in files):
-        return False
+# What a finished sub-run leaves that the report needs: its config marker, its
+# reports, and its parameter count and test predictions. A records directory
+# (`--records`) keeps copies of these small files, so a comparison spread over
+# several machines or sessions goes on where it stopped without the models.
+RECORD_FILES = ("compare_run.json", "report.json", "run.json", "compare_result.json")
+COMPARE_FILES = ("compare.json", "compare.md", "test_predictions.json", "curves.png", "deltas.png")
+
+
+def _marker(raw, root):
+    """What identifies a sub-run: its config, with teacher paths relative to the
+    comparison's root (the same comparison in another directory matches)."""
+    marker = json.loads(json.dumps({"config": raw}))
+    for task in (marker["config"] or {}).get("tasks", []):
+        if isinstance(task, dict) and task.get("teacher") and os.path.isabs(task["teacher"]):
+            task["teacher"] = os.path.relpath(task["teacher"], Path(root).resolve())
+    return marker
+
+
+def examples_fingerprint(examples):
+    """A hash of the test examples (texts and labels, in order): predictions
+    recorded against other examples are not reused."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.text, e.text_pair, sorted(e.labels.items())], default=list).encode("utf-8"))
+    return f"{len(examples)}:{h.hexdigest()[:16]}"
+
+
+def _read_json(path):
     try:
-        return json.loads((path / "compare_run.json").read_text(encoding="utf-8")) == marker
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return None
+
+
+def _finished(path, marker, root, need_model=False):
+    """True when `path` holds a finished sub-run of this exact config: its records,
+    and its model where the caller needs it (a teacher, a serving measurement)."""
+    if not all((path / n).exists() for n in RECORD_FILES[:3]):
         return False
+    if need_model and not (path / "model.keras").exists():
+        return False
+    if not (path / "model.keras").exists() and not (path / "compare_result.json").exists():
+        return False
+    saved = _read_json(path / "compare_run.json")
+    return isinstance(saved, dict) and _marker(saved.get("config"), root) == marker
 
 
-def _train_run(loaded, path, verbose, reuse, log, test_examples=None):
-    """Train one run into `path` (or reuse a finished identical one); its results,
-    with its parameter count and (given `test_examples`) its predictions on them."""
+def _as_prediction(value):
+    return tuple(value) if isinstance(value, list) else value  # tag sequences and label sets are tuples
+
+
+def _recorded_result(path, fingerprint):
+    """(params, predictions) from compare_result.json, or None when it is missing
+    or was computed on other test examples."""
+    saved = _read_json(path / "compare_result.json")
+    if not saved or saved.get("test") != fingerprint:
+        return None
+    predictions = {t: {int(i): _as_prediction(v) for i, v in pairs} for t, pairs in saved["predictions"].items()}
+    return int(saved["params"]), predictions
+
+
+def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=None, need_model=False):
+    """Train one run into `path` (or reuse a finished identical one, from `path`
+    or from the `records` directory); its results, with its parameter count and
+    its predictions on `test_examples`."""
     from keras_mtl.train import train
     from keras_mtl.workdir import write_json
 
-    marker = json.loads(json.dumps({"config": loaded.raw}))
-    if reuse and _run_dir_ok(path, marker):
-        log(f"  reusing {path}")
-        report = json.loads((path / "report.json").read_text(encoding="utf-8"))
-    else:
+    marker = _marker(loaded.raw, root)
+    fingerprint = examples_fingerprint(test_examples)
+    rel = path.relative_to(root)
+    finished = reuse and _finished(path, marker, root, need_model)
+    if reuse and records is not None and not finished and not need_model and _finished(records / rel, marker, root):
+        path.mkdir(parents=True, exist_ok=True)  # a run finished in another session: its records stand in for it
+        for name in RECORD_FILES:
+            shutil.copy2(records / rel / name, path / name)
+        finished = True
+    recorded = None
+    if finished:
+        recorded = _recorded_result(path, fingerprint)
+        finished = recorded is not None or (path / "model.keras").exists()
+        log(f"  reusing {path}" if finished else
+            f"  {path}: recorded on other test examples and without its model: retraining")
+    if finished:
+        write_json(path / "compare_run.json", marker)  # the portable form (older comparisons wrote absolute teachers)
+    if not finished:
         import keras
 
         keras.backend.clear_session()
-        (path / "compare_run.json").unlink(missing_ok=True)
+        for name in RECORD_FILES:
+            (path / name).unlink(missing_ok=True)
         started = time.time()
-        report = train(loaded, workdir=path, verbose=verbose)
+        train(loaded, workdir=path, verbose=verbose)
         log(f"  trained {path} in {time.time() - started:.0f} s")
         write_json(path / "compare_run.json", marker)
+    if recorded is None:
+        recorded = _params_and_predictions(path, test_examples)
+        write_json(path / "compare_result.json", {
+            "params": recorded[0],
+            "test": fingerprint,
+            "predictions": {t: [[i, p] for i, p in sorted(got.items())] for t, got in recorded[1].items()},
+        })
+    if records is not None:
+        (records / rel).mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            shutil.copy2(path / name, records / rel / name)
+    report = json.loads((path / "report.json").read_text(encoding="utf-8"))
     info = RunRecord.read(path / "run.json")
-    params, predictions = _params_and_predictions(path, test_examples)
-    return {"report": report, "info": info, "params": params, "predictions": predictions}
+    params, predictions = recorded
+    return {"report": report, "info": info, "params": params, "predictions": predictions,
+            "has_model": (path / "model.keras").exists()}
 
 
 def _params_and_predictions(path, test_examples):
     """The parameter count of the run in `path`, and its per-example predictions
     on `test_examples` (the multi-task config's test split, so every run of a
-    comparison is scored on the same indices): {task: {index: prediction}}
-    (None without `test_examples`)."""
+    comparison is scored on the same indices): {task: {index: prediction}}."""
     import keras
 
     from keras_mtl.data.pipeline import encode_split
@@ -403,8 +482,6 @@ def _params_and_predictions(path, test_examples):
     keras.backend.clear_session()
     run = load_run(path)
     model = run.load_model()
-    if test_examples is None:
-        return int(model.count_params()), None
     encoder = make_encoder(run.vocabulary, run.config.model)
     encoded = encode_split(test_examples, encoder, run.config.tasks, run.classes)
     predicted = predict_split(model, encoded, run.config, run.classes, encoder.pad_id) if len(test_examples) else {}
@@ -536,6 +613,7 @@ def compare(
     reuse=True,
     log=print,
     distill=False,
+    records=None,
 ):
     """Train and compare the multi-task model with single-task baselines.
 
@@ -566,6 +644,15 @@ def compare(
             teacher annealing: keras_mtl.distill) on the multi-task budget,
             and compare it with the baselines the same way
             (`result["distilled"]`).
+        records: optional directory that keeps, for every finished
+            sub-run, the small files the report needs (`RECORD_FILES`: its
+            config marker, reports, parameter count and test predictions;
+            no model), and the report itself. A sub-run recorded there with
+            the identical config is not trained again, so a comparison too
+            long for one sitting goes on in another work dir or on another
+            machine; the serving measurement needs one seed's models in
+            `workdir`, and a distilled run still to train needs its
+            teachers' models (retrained when only their records exist).
 
     Returns:
         dict: the content of `compare.json`.
@@ -610,29 +697,37 @@ def compare(
 
     runs = {}  # seed -> {"mtl": result, task: result}
     budgets = None
+    records = Path(records) if records else None
+
+    def run(raw_config, overrides, path, need_model=False):
+        return _train_run(_with(raw_config, overrides), path, verbose, reuse, log, test_examples, root, records, need_model)
+
     for seed in range(int(seeds)):
         sdir = root / f"seed{seed}"
         log(f"seed {seed}: multi-task ({', '.join(names)}), {epochs} x {spe} steps")
-        runs[seed] = {"mtl": _train_run(_with(raw, [f"seed={seed}", *mtl_overrides]), sdir / "mtl", verbose, reuse, log, test_examples)}
+        runs[seed] = {"mtl": run(raw, [f"seed={seed}", *mtl_overrides], sdir / "mtl")}
         info = runs[seed]["mtl"]["info"]
         if budgets is None:
             sched = info.sampling_schedule
             budgets = task_budgets(sched["probabilities"], sched["tasks"], info.steps_per_epoch, cfg.train.batch_size, overlap)
+        taught = copy.deepcopy(raw)  # the multi-task model again, each task learning from this seed's single-task run
+        for task in taught["tasks"]:
+            task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
+        student_overrides = [f"seed={seed}", *mtl_overrides]
+        student = _marker(_with(taught, student_overrides).raw, root)
+        homes = [sdir] + ([records / sdir.relative_to(root)] if records is not None else [])
+        # the teachers' models are needed while their student is still to train
+        teachers_needed = distill and not (reuse and any(_finished(h / "distilled", student, root) for h in homes))
         for t in names:
             b = budgets[t]
             log(f"seed {seed}: single-task {t}, {b['epochs']} x {b['steps_per_epoch']} steps")
             single_raw = subset_raw(raw, [t])
             single_raw["name"] = f"{cfg.name}-{t}"[:64]
             over = [f"seed={seed}", f"train.epochs={b['epochs']}", f"train.steps_per_epoch={b['steps_per_epoch']}"]
-            runs[seed][t] = _train_run(_with(single_raw, over), sdir / f"single-{t}", verbose, reuse, log, test_examples)
-        if distill:  # the multi-task model again, each task learning from this seed's single-task run
+            runs[seed][t] = run(single_raw, over, sdir / f"single-{t}", need_model=teachers_needed)
+        if distill:
             log(f"seed {seed}: multi-task distilled from the single-task runs, {epochs} x {spe} steps")
-            taught = copy.deepcopy(raw)
-            for task in taught["tasks"]:
-                task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
-            runs[seed]["distilled"] = _train_run(
-                _with(taught, [f"seed={seed}", *mtl_overrides]), sdir / "distilled", verbose, reuse, log, test_examples
-            )
+            runs[seed]["distilled"] = run(taught, student_overrides, sdir / "distilled")
 
     # === Metrics and confidence intervals (paired bootstrap over the test examples) ===
     scored = _scores(runs, "mtl", names, primary, higher, cfg, test_examples, bootstrap, log)
@@ -667,8 +762,14 @@ def compare(
 
     serving = None
     if texts:
-        log(f"serving: exporting and timing {len(texts)} texts at batch {serving_batch}")
-        serving = _serving(root, runs[0], names, texts, serving_batch)
+        # the first seed whose models are all here (a run taken from --records has none)
+        served = next((s for s in runs if all(runs[s][k]["has_model"] for k in ["mtl", *names])), None)
+        if served is None:
+            log("serving: skipped: no seed has all its models in the work dir (runs taken from --records have none)")
+        else:
+            log(f"serving: exporting seed {served}'s models and timing {len(texts)} texts at batch {serving_batch}")
+            serving = _serving(root / f"seed{served}", names, texts, serving_batch)
+            serving["seed"] = served
 
     curves = _curves(runs, names, primary)
     result = {
@@ -719,6 +820,10 @@ def compare(
 
     write_json(root / "compare.json", result)
     (root / "compare.md").write_text(compare_markdown(result), encoding="utf-8")
+    if records is not None:
+        for name in COMPARE_FILES:
+            if (root / name).exists():
+                shutil.copy2(root / name, records / name)
     log(f"wrote {root / 'compare.json'}, {root / 'compare.md'}, {', '.join(p.name for p in plots)}")
     return result
 
@@ -747,14 +852,14 @@ def _write_predictions(path, samples, seeds):
     )
 
 
-def _serving(root, seed_runs, names, texts, batch):
+def _serving(seed_dir, names, texts, batch):
     from keras_mtl.export import export
 
     out = {"batch_size": batch, "texts": len(texts), "single": {}}
     exported = {}
     for key in ["mtl", *names]:
-        path = root / "seed0" / ("mtl" if key == "mtl" else f"single-{key}")
-        base = root / "export" / ("mtl" if key == "mtl" else f"single-{key}")
+        path = seed_dir / ("mtl" if key == "mtl" else f"single-{key}")
+        base = seed_dir.parent / "export" / ("mtl" if key == "mtl" else f"single-{key}")
         shutil.rmtree(base, ignore_errors=True)
         exported[key] = export(path, out=base, warmup=False)
     timed = serving_throughput(exported, texts, batch)
@@ -996,7 +1101,8 @@ def compare_markdown(result):
     if s:
         lines += [
             "",
-            f"## Serving (exported SavedModel, {s['texts']} fixed test texts, batch {s['batch_size']}, best of 5 interleaved rounds)",
+            f"## Serving (seed {s.get('seed', 0)}'s exported SavedModels, {s['texts']} fixed test texts, batch {s['batch_size']}, "
+            "best of 5 interleaved rounds)",
             "",
             "| model | answers | texts/s |",
             "|---|---|---|",
@@ -1152,6 +1258,9 @@ def add_compare_arguments(parser):
     parser.add_argument("--no-reuse", action="store_true", help="retrain sub-runs even if an identical finished one exists")
     parser.add_argument("--distill", action="store_true",
                         help="also train the multi-task model distilled from each seed's single-task runs (teacher annealing)")
+    parser.add_argument("--records", metavar="DIR",
+                        help="keep every finished sub-run's records (no model) and the report in DIR, and reuse "
+                        "the sub-runs recorded there: a comparison spread over sessions or machines")
     parser.add_argument("--quiet", action="store_true", help="no training progress bars")
     return parser
 
@@ -1173,6 +1282,7 @@ def run_compare_cli(args):
         verbose=0 if args.quiet else 1,
         reuse=not args.no_reuse,
         distill=args.distill,
+        records=args.records,
     )
     print((Path(workdir) / "compare.md").read_text(encoding="utf-8"))
     print(f"work dir: {workdir}")

@@ -10,6 +10,9 @@ import pytest
 
 from keras_mtl.compare import (
     NEAR_ZERO,
+    RECORD_FILES,
+    _finished,
+    _marker,
     bootstrap_compare,
     capped_plan,
     delta_m,
@@ -18,6 +21,7 @@ from keras_mtl.compare import (
     resample_indices,
     subset_raw,
     task_budgets,
+    examples_fingerprint,
     verdict,
 )
 from keras_mtl.errors import ConfigError
@@ -143,6 +147,41 @@ def test_subset_raw():
     assert len(raw["tasks"]) == 3  # not modified
     with pytest.raises(ConfigError, match="no task named 'zz'"):
         subset_raw(raw, ["a", "zz"])
+
+
+def test_sub_run_marker_is_portable_and_old_markers_still_match(tmp_path):
+    """A distilled run names its teachers by absolute path; the marker keeps them relative to the
+    comparison's root, so the same comparison in another directory (or its --records) matches, and
+    a marker written with absolute paths (before --records existed) still matches in its own root."""
+    raw = {"name": "x", "tasks": [{"name": "a", "teacher": str((tmp_path / "seed0" / "single-a").resolve())}]}
+    marker = _marker(raw, tmp_path)
+    assert marker["config"]["tasks"][0]["teacher"] == str(Path("seed0") / "single-a")
+    assert raw["tasks"][0]["teacher"].startswith("/")  # the config itself is not changed
+    moved = {"name": "x", "tasks": [{"name": "a", "teacher": str((tmp_path / "b" / "seed0" / "single-a").resolve())}]}
+    assert _marker(moved, tmp_path / "b") == marker
+    run = tmp_path / "seed0" / "distilled"
+    run.mkdir(parents=True)
+    for name in RECORD_FILES:
+        (run / name).write_text("{}", encoding="utf-8")
+    (run / "compare_run.json").write_text(json.dumps({"config": raw}), encoding="utf-8")  # the old, absolute form
+    assert _finished(run, marker, tmp_path)
+    assert not _finished(run, marker, tmp_path, need_model=True)  # a teacher or a served model needs model.keras
+    other = {"name": "x", "tasks": [{"name": "a", "teacher": "seed1/single-a"}]}
+    assert not _finished(run, _marker(other, tmp_path), tmp_path)
+    (run / "compare_result.json").unlink()
+    assert not _finished(run, marker, tmp_path)  # neither its predictions nor its model: not reusable
+
+
+def test_examples_fingerprint_changes_with_texts_labels_and_order():
+    from keras_mtl.data.example import Example
+
+    a, b = Example("good film", {"s": "pos"}), Example("bad film", {"s": "neg"}, text_pair="x")
+    base = examples_fingerprint([a, b])
+    assert base == examples_fingerprint([Example("good film", {"s": "pos"}), Example("bad film", {"s": "neg"}, text_pair="x")])
+    assert base.startswith("2:")
+    assert base != examples_fingerprint([b, a])
+    assert base != examples_fingerprint([a, Example("bad film", {"s": "pos"}, text_pair="x")])
+    assert base != examples_fingerprint([a, Example("bad film", {"s": "neg"}, text_pair="y")])
 
 
 def test_compare_bad_tasks_leaves_no_work_dir(tmp_path):
@@ -513,6 +552,22 @@ def test_compare_end_to_end(tmp_path):
     assert again["metrics"]["topic"]["mtl"]["mean"] == result["metrics"]["topic"]["mtl"]["mean"]
     assert again["metrics"]["topic"]["ci"] == result["metrics"]["topic"]["ci"]  # fixed resampling seed
     assert again["serving"] is None and np.isfinite(again["seconds"])
+
+    # --records keeps each sub-run's records (no model) and the report; another work dir (another
+    # session, another machine) then goes on from them without training, with the same scores.
+    records = tmp_path / "records"
+    compare(cfg, out, seeds=1, tasks=["topic", "sentiment"], max_steps=10, serving_texts=0, log=logs.append,
+            records=records)
+    assert sorted(p.name for p in (records / "seed0").iterdir()) == ["mtl", "single-sentiment", "single-topic"]
+    assert sorted(p.name for p in (records / "seed0" / "mtl").iterdir()) == sorted(RECORD_FILES)
+    assert (records / "compare.md").exists() and (records / "test_predictions.json").exists()
+    logs = []
+    elsewhere = compare(cfg, tmp_path / "elsewhere", seeds=1, tasks=["topic", "sentiment"], max_steps=10,
+                        serving_texts=8, log=logs.append, records=records)
+    assert sum("reusing" in line for line in logs) == 3 and not any("trained" in line for line in logs)
+    assert not (tmp_path / "elsewhere" / "seed0" / "mtl" / "model.keras").exists()
+    assert elsewhere["metrics"] == again["metrics"] and elsewhere["delta_m"] == again["delta_m"]
+    assert elsewhere["serving"] is None and any("serving: skipped" in line for line in logs)
 
 
 def _tiny_preset(path):

@@ -64,6 +64,8 @@ PAIR_TEXTS = [
 
 
 def _graph_ops(version_dir):
+    # keras_mtl.serving.ops.graph_ops, repeated: this child runs under the interpreter of an old
+    # TensorFlow's venv, which cannot import keras_mtl (its package imports need Keras 3).
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved_model = saved_model_pb2.SavedModel.FromString((Path(version_dir) / "saved_model.pb").read_bytes())

@@ -270,7 +270,7 @@ def main(argv=None):
     mm_before = machine.measure(args.tiny)
     fit = measure_fit(encoder, seq, batch, steps, trace=backend == "tensorflow" and not args.no_profile)
     mm_after = machine.measure(args.tiny)
-    model = fit.pop("model")
+    fit.pop("model")  # the model object is not part of the figures
     key = "keras/" + backend
     matmul = max(mm_before["best_gflops"][key], mm_after["best_gflops"][key])
     numpy_rate = max(mm_before["best_gflops"]["numpy"], mm_after["best_gflops"]["numpy"])

@@ -38,11 +38,19 @@ BOOTSTRAP_SEED = 0
 LEVEL = 0.95
 BETTER, WORSE, UNDECIDED = "better", "worse", "not distinguishable"
 BOOTSTRAP_METHOD = (
-    "paired percentile bootstrap over the test examples: per task and replicate one resample of the task's "
-    "test examples (with replacement, as many as it has), the same for the multi-task and the single-task "
-    "predictions; the task's primary metric is recomputed on it for every seed's predictions and averaged "
-    "over seeds; delta_m is recomputed per replicate from the replicate's per-task values (over the tasks "
-    "delta_m includes); the interval is the 2.5th..97.5th percentile of the replicates"
+    "two-level percentile bootstrap: per replicate, the seeds of each side are drawn with replacement (as many "
+    "as there are; the multi-task and the single-task side independently, the same draw for every task), and "
+    "per task one resample of the task's test examples (with replacement, as many as it has), the same for "
+    "both models (paired); the task's primary metric is recomputed on the resample for every drawn seed's "
+    "predictions and averaged over the drawn seeds; delta_m is recomputed per replicate from the replicate's "
+    "per-task values (over the tasks delta_m includes); the interval is the 2.5th..97.5th percentile of the "
+    "replicates. The interval thus holds both the test-set sampling and the seed-to-seed spread; with one "
+    "seed, the test-set sampling only"
+)
+BOOTSTRAP_METHOD_FIXED_SEEDS = (
+    "paired percentile bootstrap over the test examples: per task and replicate one resample of the task's test "
+    "examples, the same for both models; every seed's metric on it, averaged over all seeds (the seed-to-seed "
+    "spread is not in the interval)"
 )
 SIGN_CONVENTION = (
     "delta_m% = (100/T) * sum_t (-1)^l_t * (M_t - B_t) / |B_t| over each task's primary metric; "
@@ -181,6 +189,16 @@ def resample_indices(n, replicates, seed, key=""):
         yield rng.integers(0, n, size=n)
 
 
+def resample_seeds(mtl_seeds, single_seeds, replicates, seed):
+    """Per replicate, the seeds (indices) of each side drawn with replacement:
+    `replicates` pairs (mtl draw, single draw). The stream depends on `seed`
+    only (not on the tasks), and every task of a replicate uses the same draw:
+    one multi-task run answers all of its tasks."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(b"seeds")])
+    return [(rng.integers(0, mtl_seeds, size=mtl_seeds), rng.integers(0, single_seeds, size=single_seeds))
+            for _ in range(int(replicates))]
+
+
 def _objects(values):
     values = list(values)
     out = np.empty(len(values), dtype=object)  # tuples (tag sequences, label sets) stay one element each
@@ -189,11 +207,13 @@ def _objects(values):
     return out
 
 
-def _seed_mean(metric, truth, per_seed, idx, options):
+def _per_seed(metric, truth, per_seed, idx, options):
+    """The metric of every seed's predictions on the examples `idx` (None: all)."""
     from keras_mtl.metrics import compute_metric
 
     t = (truth if idx is None else truth[idx]).tolist()
-    return float(np.mean([compute_metric(metric, t, (p if idx is None else p[idx]).tolist(), **options) for p in per_seed]))
+    return np.asarray([compute_metric(metric, t, (p if idx is None else p[idx]).tolist(), **options) for p in per_seed],
+                      np.float64)
 
 
 def _interval(values, level):
@@ -213,13 +233,18 @@ def bootstrap_compare(
     level=LEVEL,
     near_zero=NEAR_ZERO,
     keep_replicates=False,
+    seeds_resampled=True,
 ):
-    """Paired bootstrap confidence intervals of the per-task gains and of delta_m.
+    """Bootstrap confidence intervals of the per-task gains and of delta_m.
 
-    For every task and replicate, one resample of the task's test examples
-    (indices drawn with replacement, `resample_indices`) is scored with
-    `keras_mtl.metrics.compute_metric` for every seed's multi-task and
-    single-task predictions, and each side is averaged over its seeds. The
+    For every replicate, each side's seeds are drawn with replacement
+    (`resample_seeds`; with `seeds_resampled=False` every seed once), and
+    for every task one resample of its test examples (indices drawn with
+    replacement, `resample_indices`; the same for both sides: paired) is
+    scored with `keras_mtl.metrics.compute_metric` for each drawn seed's
+    multi-task and single-task predictions; each side is the mean over its
+    drawn seeds. So the intervals hold the seed-to-seed spread as well as
+    the test-set sampling (one seed: the test-set sampling only). The
     gain of a replicate is `sign * (M - S)` (sign -1 where lower is better);
     delta_m of a replicate is `delta_m`'s formula on the replicate's values,
     over the tasks the full-sample delta_m includes. Intervals are the
@@ -237,6 +262,8 @@ def bootstrap_compare(
         keep_replicates: also return the replicate values (key
             `replicates_values`: task -> {`mtl`, `single`, `gain`} lists,
             and `delta_m`: a list).
+        seeds_resampled: draw the seeds of each replicate (default); False
+            averages every seed in every replicate (test-set sampling only).
 
     Returns:
         dict: `tasks`: task -> {`metric`, `n`, `higher_is_better`, `mtl`,
@@ -250,6 +277,7 @@ def bootstrap_compare(
     if not 0.0 < float(level) < 1.0:
         raise ConfigError(f"bootstrap level must be in (0, 1). Received: {level}")
     tasks, reps, higher = {}, {}, {}
+    draws = None
     for t, sample in samples.items():
         metric = sample["metric"]
         higher[t] = higher_is_better(metric)
@@ -268,11 +296,19 @@ def bootstrap_compare(
             row.update(mtl=dict(empty), single=dict(empty), gain=dict(empty), verdict="n/a")
             tasks[t] = row
             continue
-        pm, ps = _seed_mean(metric, truth, mtl, None, options), _seed_mean(metric, truth, single, None, options)
+        if draws is None:
+            every = (np.arange(len(mtl)), np.arange(len(single)))
+            draws = (resample_seeds(len(mtl), len(single), replicates, seed) if seeds_resampled
+                     else [every] * int(replicates))
+        elif any(len(d) != len(p) for d, p in zip(draws[0], (mtl, single))):
+            raise ValueError(f"bootstrap: task {t!r}: every task needs the same number of seeds per side")
+        pm = float(_per_seed(metric, truth, mtl, None, options).mean())
+        ps = float(_per_seed(metric, truth, single, None, options).mean())
         rm, rs = np.empty(int(replicates)), np.empty(int(replicates))
         for b, idx in enumerate(resample_indices(n, replicates, seed, t)):
-            rm[b] = _seed_mean(metric, truth, mtl, idx, options)
-            rs[b] = _seed_mean(metric, truth, single, idx, options)
+            dm, ds = draws[b]
+            rm[b] = _per_seed(metric, truth, mtl, idx, options)[dm].mean()
+            rs[b] = _per_seed(metric, truth, single, idx, options)[ds].mean()
         gains = sign * (rm - rs)
         reps[t] = {"mtl": rm, "single": rs, "gain": gains, "sign": sign}
         for kind, point, values in (("mtl", pm, rm), ("single", ps, rs), ("gain", sign * (pm - ps), gains)):
@@ -295,7 +331,8 @@ def bootstrap_compare(
         dm_reps = rel.mean(axis=0)  # a replicate with a zero baseline is not finite: left out
     dm_low, dm_high = _interval(dm_reps, level) if included else (None, None)
     out = {
-        "method": BOOTSTRAP_METHOD,
+        "method": BOOTSTRAP_METHOD if seeds_resampled else BOOTSTRAP_METHOD_FIXED_SEEDS,
+        "seeds_resampled": bool(seeds_resampled),
         "replicates": int(replicates),
         "seed": int(seed),
         "level": float(level),
@@ -360,7 +397,7 @@ def _label_overlap(data, task_names):
 # (`--records`) keeps copies of these small files, so a comparison spread over
 # several machines or sessions goes on where it stopped without the models.
 RECORD_FILES = ("compare_run.json", "report.json", "run.json", "compare_result.json")
-COMPARE_FILES = ("compare.json", "compare.md", "test_predictions.json", "curves.png", "deltas.png")
+COMPARE_FILES = ("compare.json", "compare.md", "curves.png", "deltas.png")  # test_predictions.json: rebuilt from the runs
 
 
 def _marker(raw, root):
@@ -456,7 +493,7 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=N
             "params": recorded[0],
             "test": fingerprint,
             "predictions": {t: [[i, p] for i, p in sorted(got.items())] for t, got in recorded[1].items()},
-        })
+        }, compact=True)
     if records is not None:
         (records / rel).mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
@@ -801,6 +838,7 @@ def compare(
         },
         "bootstrap": {
             "method": boot["method"],
+            "seeds_resampled": boot["seeds_resampled"],
             "replicates": boot["replicates"],
             "seed": boot["seed"],
             "level": boot["level"],
@@ -947,9 +985,15 @@ def compare_markdown(result):
     if boot:
         lines += [
             "",
-            f"{pct} CI: paired bootstrap over the test examples ({boot['replicates']} replicates, seed {boot['seed']}; "
-            "the same resample for both models, the metric averaged over the seeds within each replicate). "
-            f"Verdict: `{BETTER}` / `{WORSE}` when the interval of the gain lies above / below 0, "
+            f"{pct} CI: " + (
+                "two-level bootstrap: seeds and test examples "
+                if boot.get("seeds_resampled") and n > 1 else "paired bootstrap over the test examples ")
+            + f"({boot['replicates']} replicates, seed {boot['seed']}; "
+            + ("each replicate draws each side's seeds with replacement, and one resample of a task's test examples, "
+               "the same for both models; the metric averaged over the drawn seeds: the interval holds the seed spread "
+               "and the test-set sampling). " if boot.get("seeds_resampled") and n > 1 else
+               "the same resample for both models, the metric averaged over the seeds within each replicate). ")
+            + f"Verdict: `{BETTER}` / `{WORSE}` when the interval of the gain lies above / below 0, "
             f"else `{UNDECIDED}`.",
         ]
     lines += [
@@ -1053,7 +1097,7 @@ def compare_markdown(result):
                 "",
                 f"**Δm (distilled) = {ddm['value_pct']:+.2f}%**"
                 + (f", {pct} CI {_ci(ddci['low'], ddci['high'])}%: **{ddci['verdict']}**" if ddci and ddci["low"] is not None else "")
-                + (f"; per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in ddm["per_seed_pct"])
+                + ("; per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in ddm["per_seed_pct"])
                    if n > 1 else "")
                 + f". Fit time {d['fit_seconds']['mean']:.1f} s (mean over seeds).",
             ]

@@ -84,8 +84,10 @@ def _write_text(path, text):
     tmp.replace(path)
 
 
-def write_json(path, data):
-    _write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+def write_json(path, data, compact=False):
+    """Write `data` as JSON, atomically; `compact`: one line, no spaces (large records)."""
+    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2, sort_keys=False)
+    _write_text(path, text + "\n")
 
 
 def save_config(files, loaded):

@@ -21,11 +21,13 @@ so the helpers are handed out as fixtures:
   what `serving_default` (and optionally `serve_tokens`) answered.
 """
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,58 @@ def train_tiny():
 def tiny_run(tmp_path_factory):
     """The tiny run (`task_conditioning: embedding`), trained once per session. Do not write into it."""
     return _train_tiny("embedding", tmp_path_factory.mktemp("tiny-run"))
+
+
+class Interrupted(Exception):
+    """Stands in for a kill after an epoch's backup was committed."""
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """interrupt_after(n): the next `train` stops (raises `interrupt_after.error`) at the end of epoch n.
+
+    TensorBoard is the last callback of `train`: when it runs, the epoch's
+    CSV row and backup are written, as when a process is killed between
+    epochs. `interrupt_after.ended` lists the epochs (1-based) that ended.
+    """
+    import keras
+
+    original = keras.callbacks.TensorBoard.on_epoch_end
+    when = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        original(self, epoch, logs)
+        control.ended.append(epoch + 1)
+        if when.get("epoch") == epoch + 1:
+            when.clear()
+            raise Interrupted(f"after epoch {epoch + 1}")
+
+    def control(n):
+        when.update(epoch=n)
+
+    control.ended = []
+    control.error = Interrupted
+    monkeypatch.setattr(keras.callbacks.TensorBoard, "on_epoch_end", on_epoch_end)
+    return control
+
+
+@contextlib.contextmanager
+def _serving_in_thread(server):
+    """Run a `socketserver` server's `serve_forever` in a daemon thread while the block runs."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def serving_in_thread():
+    """`with serving_in_thread(server): ...`: a fake HTTP server answering in a thread."""
+    return _serving_in_thread
 
 
 def _subprocess_env(backend="tensorflow", repo_on_path=True):

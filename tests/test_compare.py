@@ -216,7 +216,8 @@ def test_bootstrap_identical_predictions_give_a_zero_interval():
     rng = np.random.default_rng(3)
     truth = rng.choice(["a", "b", "c"], 50).tolist()
     preds = [rng.choice(["a", "b", "c"], 50).tolist() for _ in range(3)]  # 3 seeds
-    out = bootstrap_compare({"t": _sample(truth, preds, preds, "macro_f1")}, replicates=200)
+    sample = {"t": _sample(truth, preds, preds, "macro_f1")}
+    out = bootstrap_compare(sample, replicates=200, seeds_resampled=False)
     row = out["tasks"]["t"]
     assert row["gain"] == {"point": 0.0, "low": 0.0, "high": 0.0}
     assert row["verdict"] == "not distinguishable"
@@ -224,6 +225,42 @@ def test_bootstrap_identical_predictions_give_a_zero_interval():
     assert out["delta_m"]["point"] == 0.0
     assert (out["delta_m"]["low"], out["delta_m"]["high"]) == (0.0, 0.0)
     assert out["delta_m"]["verdict"] == "not distinguishable"
+    # drawing the seeds: the seeds differ from each other, so the interval widens around 0
+    drawn = bootstrap_compare(sample, replicates=200)["tasks"]["t"]
+    assert drawn["gain"]["point"] == 0.0 and drawn["gain"]["low"] < 0.0 < drawn["gain"]["high"]
+    assert drawn["verdict"] == "not distinguishable"
+
+
+def test_bootstrap_seed_level_by_hand():
+    # Seed 0 of the multi-task model is always right, seed 1 always wrong, and both
+    # single-task seeds always right: on any resample of the examples the seeds score
+    # 1, 0 and 1, 1. Test-set sampling alone gives the gain -0.5 every time ("worse");
+    # drawing the 2 multi-task seeds with replacement gives 1, 0.5 or 0 for it (p = 1/4,
+    # 1/2, 1/4), so the gain is 0, -0.5 or -1 and the 95% interval [-1, 0].
+    truth = ["a"] * 30
+    sample = {"t": _sample(truth, [truth, ["b"] * 30], [truth, truth])}
+    fixed = bootstrap_compare(sample, replicates=500, seeds_resampled=False)["tasks"]["t"]
+    assert fixed["gain"] == {"point": -0.5, "low": -0.5, "high": -0.5} and fixed["verdict"] == "worse"
+    out = bootstrap_compare(sample, replicates=4000, keep_replicates=True)
+    row = out["tasks"]["t"]
+    assert row["gain"]["point"] == -0.5 and (row["gain"]["low"], row["gain"]["high"]) == (-1.0, 0.0)
+    assert row["verdict"] == "not distinguishable"
+    gains = np.asarray(out["replicates_values"]["t"]["gain"])
+    for value, p in ((0.0, 0.25), (-0.5, 0.5), (-1.0, 0.25)):
+        assert np.mean(gains == value) == pytest.approx(p, abs=0.03)
+    assert out["seeds_resampled"] is True and "seeds of each side are drawn" in out["method"]
+
+
+def test_bootstrap_seed_draws_are_shared_by_the_tasks_of_a_replicate():
+    # Two tasks with the same samples: one multi-task run answers both, so a replicate
+    # draws its seeds once; with the same seed-dependent scores the gains move together.
+    truth = ["a"] * 20
+    sample = _sample(truth, [truth, ["b"] * 20, truth], [truth] * 3)
+    out = bootstrap_compare({"x": sample, "y": sample}, replicates=300, keep_replicates=True)
+    r = out["replicates_values"]
+    np.testing.assert_array_equal(r["x"]["gain"], r["y"]["gain"])
+    with pytest.raises(ValueError, match="same number of seeds"):
+        bootstrap_compare({"x": sample, "y": _sample(truth, [truth], [truth])}, replicates=5)
 
 
 def test_bootstrap_always_right_vs_always_wrong():
@@ -291,7 +328,7 @@ def test_bootstrap_brute_force_pairs_resamples_and_averages_seeds():
     single = [["y", "y", "z", "z"], ["x", "x", "x", "x"]]
     reps = 3000
     out = bootstrap_compare({"t": _sample(truth, mtl, single, "macro_f1")}, replicates=reps, seed=7,
-                            keep_replicates=True)
+                            keep_replicates=True, seeds_resampled=False)
 
     def score(preds, idx):  # the metric per seed on the resample, then the mean over seeds
         return np.mean([compute_metric("macro_f1", [truth[i] for i in idx], [p[i] for i in idx]) for p in preds])
@@ -430,8 +467,8 @@ def _fake_result(budget="labelled", seeds=(0, 1, 2)):
         "delta_m": {"value_pct": dm["delta_m"], "per_seed_pct": [dm["delta_m"]] * len(seeds), "convention": "c.",
                     "included": dm["included"], "excluded": dm["excluded"], "per_task": dm["per_task"],
                     "ci": boot["delta_m"], "verdict": boot["delta_m"]["verdict"]},
-        "bootstrap": {"method": boot["method"], "replicates": 100, "seed": 0, "level": 0.95, "seconds": 0.1,
-                      "predictions": "test_predictions.json"},
+        "bootstrap": {"method": boot["method"], "seeds_resampled": boot["seeds_resampled"], "replicates": 100,
+                      "seed": 0, "level": 0.95, "seconds": 0.1, "predictions": "test_predictions.json"},
         "params": {"mtl": 10, "single": {t: 8 for t in names}, "single_total": 16, "ratio_mtl_to_singles": 0.625},
         "fit_seconds": {"mtl": fit, "single": {t: fit for t in names}, "single_total": 2.0},
         "serving": None, "plots": [], "seconds": 3.0,
@@ -443,7 +480,10 @@ def test_compare_markdown_reports_intervals_verdicts_budget_and_seeds():
 
     md = compare_markdown(_fake_result())
     assert "mean ± std over 3 seeds (0, 1, 2); per-task budget `labelled`" in md
-    assert "paired bootstrap over the test examples (100 replicates, seed 0" in md
+    assert "two-level bootstrap: seeds and test examples (100 replicates, seed 0" in md
+    assert "the interval holds the seed spread and the test-set sampling" in md
+    one = compare_markdown(_fake_result(seeds=(0,)))  # one seed: only the test examples are resampled
+    assert "paired bootstrap over the test examples (100 replicates, seed 0" in one
     # topic: always right vs right on half: +50 points, the interval is above 0
     topic = next(line for line in md.splitlines() if line.startswith("| topic | accuracy |"))
     cells = [c.strip() for c in topic.strip("|").split("|")]
@@ -560,7 +600,8 @@ def test_compare_end_to_end(tmp_path):
             records=records)
     assert sorted(p.name for p in (records / "seed0").iterdir()) == ["mtl", "single-sentiment", "single-topic"]
     assert sorted(p.name for p in (records / "seed0" / "mtl").iterdir()) == sorted(RECORD_FILES)
-    assert (records / "compare.md").exists() and (records / "test_predictions.json").exists()
+    assert (records / "compare.md").exists() and (records / "compare.json").exists()
+    assert len((records / "seed0" / "mtl" / "compare_result.json").read_text().splitlines()) == 1  # compact
     logs = []
     elsewhere = compare(cfg, tmp_path / "elsewhere", seeds=1, tasks=["topic", "sentiment"], max_steps=10,
                         serving_texts=8, log=logs.append, records=records)

@@ -23,10 +23,6 @@ STEPS = 2
 TASKS = ("topic", "sentiment")
 
 
-class Interrupted(Exception):
-    """Stands in for a kill after an epoch's backup was committed."""
-
-
 @pytest.fixture
 def forced_scores(monkeypatch):
     """forced_scores(scores): epoch e's primary dev metrics are scores[e - 1]
@@ -52,31 +48,6 @@ def forced_scores(monkeypatch):
         return captured
 
     return install
-
-
-@pytest.fixture
-def interrupt_after(monkeypatch):
-    """interrupt_after(n): the next `train` raises `Interrupted` at the end of
-    epoch n, after the epoch's backup was committed (TensorBoard is the last
-    callback of `train`, as in tests/test_workdir.py)."""
-    import keras
-
-    original = keras.callbacks.TensorBoard.on_epoch_end
-    when = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        original(self, epoch, logs)
-        control.ended.append(epoch + 1)
-        if when.get("epoch") == epoch + 1:
-            when.clear()
-            raise Interrupted(f"after epoch {epoch + 1}")
-
-    def control(n):
-        when.update(epoch=n)
-
-    control.ended = []
-    monkeypatch.setattr(keras.callbacks.TensorBoard, "on_epoch_end", on_epoch_end)
-    return control
 
 
 def raw_config(tiny_config, keep, dev=8, **train):
@@ -137,7 +108,7 @@ def test_keep_best_survives_a_resume(tmp_path, tiny_config, forced_scores, inter
     workdir = tmp_path / "run"
     raw = raw_config(tiny_config, "best")
     interrupt_after(2)
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupt_after.error):
         train(raw, workdir=workdir, verbose=0)
     checkpoint = workdir / "backup" / "checkpoint"
     state = read_backup_state(checkpoint)

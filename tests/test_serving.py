@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from concurrent import futures
@@ -553,17 +552,9 @@ class _FakeRestServer(ThreadingHTTPServer):
 
 
 @pytest.fixture()
-def rest_server(signature):
-    server = _FakeRestServer(signature)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+def rest_server(signature, serving_in_thread):
+    with serving_in_thread(_FakeRestServer(signature)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def test_rest_row_and_columnar_match_direct_call(rest_server, signature):

@@ -83,38 +83,6 @@ def numbers(row):
     return {k: float(v) for k, v in row.items() if (k.startswith("train_") or k.startswith("dev_")) and v != ""}
 
 
-class Interrupted(Exception):
-    """Stands in for a kill after an epoch's backup was committed."""
-
-
-@pytest.fixture
-def interrupt_after(monkeypatch):
-    """interrupt_after(n): the next `train` stops (raises `Interrupted`) at the end of epoch n.
-
-    TensorBoard is the last callback of `train`: when it runs, the epoch's
-    CSV row and backup are written, as when a process is killed between
-    epochs. `interrupt_after.ended` lists the epochs (1-based) that ended.
-    """
-    import keras
-
-    original = keras.callbacks.TensorBoard.on_epoch_end
-    when = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        original(self, epoch, logs)
-        control.ended.append(epoch + 1)
-        if when.get("epoch") == epoch + 1:
-            when.clear()
-            raise Interrupted(f"after epoch {epoch + 1}")
-
-    def control(n):
-        when.update(epoch=n)
-
-    control.ended = []
-    monkeypatch.setattr(keras.callbacks.TensorBoard, "on_epoch_end", on_epoch_end)
-    return control
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished run (its files' bytes kept), the data and config it came from."""
@@ -190,7 +158,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
     previous = snapshot(workdir)
 
     interrupt_after(2)
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupt_after.error):
         train(tiny_raw(tmp_path), workdir=workdir, verbose=0)
     assert snapshot(workdir) == previous  # the interrupted run wrote only into backup/
     assert load_run(workdir).info.epochs == 1
@@ -220,7 +188,7 @@ def test_run_killed_after_its_last_epoch_finishes_without_training_again(tmp_pat
     write_data(tmp_path)
     workdir = tmp_path / "run"
     interrupt_after(2)
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupt_after.error):
         train(tiny_raw(tmp_path, epochs=2, steps_per_epoch=2), workdir=workdir, verbose=0)
     assert not (workdir / "model.keras").exists()
     interrupt_after.ended.clear()
@@ -262,7 +230,7 @@ def test_resume_with_another_config_is_refused_in_one_line(tmp_path, interrupt_a
     write_data(tmp_path)
     workdir = tmp_path / "run"
     interrupt_after(1)
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupt_after.error):
         train(tiny_raw(tmp_path), workdir=workdir, verbose=0)
     backup = sorted(p.relative_to(workdir) for p in (workdir / "backup").rglob("*"))
 
@@ -297,7 +265,7 @@ def test_resume_with_another_config_is_refused_in_one_line(tmp_path, interrupt_a
 
     # ... or started over with fresh=True (the CLI's --fresh)
     interrupt_after(1)
-    with pytest.raises(Interrupted):
+    with pytest.raises(interrupt_after.error):
         train(tiny_raw(tmp_path), workdir=workdir, verbose=0)
     report = train(tiny_raw(tmp_path, learning_rate=0.01), workdir=workdir, fresh=True, verbose=0)
     assert report["epochs"] == 3 and not (workdir / "backup").exists()

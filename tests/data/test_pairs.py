@@ -14,7 +14,7 @@ from keras_mtl.data.load import load_task_data, merge_by_text
 from keras_mtl.data.pipeline import encode_split
 from keras_mtl.data.readers import ReadRequest, get_reader
 from keras_mtl.data.splits import carve_splits, example_key, normalize_text, overlap_report, split_of
-from keras_mtl.errors import ConfigError, DataError
+from keras_mtl.errors import DataError
 
 # ../shared beside the repo root, as tests/test_configs.py resolves it.
 REPO = Path(__file__).resolve().parents[2]

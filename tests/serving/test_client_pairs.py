@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -143,21 +142,15 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture()
-def rest():
+def rest(serving_in_thread):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.received = []
     server.signatures = SIGNATURES
     server.max_batch_size = 32
     server.url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/{MODEL}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def expected_rte(texts, pairs):

@@ -25,7 +25,7 @@ only line ends are bare `\r` (classic Mac OS) is refused with a hint.
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import pydantic
 

@@ -625,7 +625,7 @@ def _scores(runs, model, names, primary, higher, cfg, test_examples, bootstrap, 
     started = time.time()
     view = {s: {**runs[s], "mtl": runs[s][model]} for s in runs}
     samples = _samples(view, names, primary, {t: cfg.task(t) for t in names}, test_examples)
-    log(f"bootstrap ({model}): {int(bootstrap)} paired replicates over "
+    log(f"bootstrap ({model}): {int(bootstrap)} replicates over {len(runs)} seed(s) and "
         f"{sum(len(x['truth']) for x in samples.values())} test labels")
     boot = bootstrap_compare(samples, replicates=int(bootstrap), seed=BOOTSTRAP_SEED, level=LEVEL)
     for t in names:
@@ -706,6 +706,8 @@ def compare(
         raise ConfigError(f"--bootstrap must be >= 1. Received: {bootstrap}")
     if max_steps is not None and int(max_steps) < 1:
         raise ConfigError(f"--max-steps must be >= 1. Received: {max_steps}")
+    if records is not None and Path(records).exists() and not Path(records).is_dir():
+        raise ConfigError(f"--records must be a directory; {records} is a file")
     root = Path(workdir)
     started = time.time()
     loaded = load_config(config, overrides)

@@ -184,6 +184,15 @@ def test_examples_fingerprint_changes_with_texts_labels_and_order():
     assert base != examples_fingerprint([a, Example("bad film", {"s": "neg"}, text_pair="y")])
 
 
+def test_compare_records_must_be_a_directory(tmp_path):
+    from keras_mtl.compare import compare
+
+    (tmp_path / "records").write_text("not a directory", encoding="utf-8")
+    with pytest.raises(ConfigError, match="--records must be a directory"):
+        compare(_tiny_config(), tmp_path / "cmp", records=tmp_path / "records", log=lambda line: None)
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_compare_bad_tasks_leaves_no_work_dir(tmp_path):
     from keras_mtl.compare import compare
 
@@ -421,9 +430,9 @@ def test_compare_defaults():
     assert params["seeds"].default == 3 and params["budget"].default == "labelled"
     assert params["bootstrap"].default == 1000
     args = build_parser().parse_args(["compare", "x.yaml"])
-    assert (args.seeds, args.budget, args.bootstrap) == (3, "labelled", 1000)
-    args = build_parser().parse_args(["compare", "x.yaml", "--bootstrap", "200", "--budget", "drawn"])
-    assert (args.bootstrap, args.budget) == (200, "drawn")
+    assert (args.seeds, args.budget, args.bootstrap, args.records) == (3, "labelled", 1000, None)
+    args = build_parser().parse_args(["compare", "x.yaml", "--bootstrap", "200", "--budget", "drawn", "--records", "r"])
+    assert (args.bootstrap, args.budget, args.records) == (200, "drawn", "r")
     parser = add_compare_arguments(argparse.ArgumentParser(prog="keras-mtl compare"))
     assert parser.parse_args(["x.yaml"]).seeds == 3
 

@@ -37,7 +37,7 @@ CONDITIONING = ("none", "embedding", "token")
 POOLING = ("cls", "mean", "attention")
 LOSS_WEIGHTING = loss_weighting_names()  # one module each in keras_mtl/weighting/
 DISTRIBUTION = ("auto", "none", "mirrored", "data_parallel")
-PRECISION = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISION = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 # The names `keras_mtl.model.build_model` gives the model's inputs and layers,
@@ -324,7 +324,9 @@ class TrainConfig(_Strict):
         "auto", description="devices: auto, none, mirrored (TensorFlow) or data_parallel (JAX)"
     )
     precision: str = pydantic.Field(
-        "float32", description="float32, mixed_bfloat16 or mixed_float16 (variables and heads stay float32)"
+        "float32",
+        description="float32, mixed_bfloat16, mixed_float16 (variables and heads stay float32) or auto "
+        "(bfloat16 where the device has native bfloat16 matmuls: keras_mtl/precision.py)",
     )
     jit_compile: Union[bool, Literal["auto"]] = pydantic.Field(
         "auto", description="XLA for the train step: true, false or auto (per backend and device)"

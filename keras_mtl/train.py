@@ -13,6 +13,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_mtl import precision
 from keras_mtl.callbacks import KeepBest, PerTaskEvaluation, RunBackup, TaskNaNGuard, dev_score, read_backup_state
 from keras_mtl.config import load_config
 from keras_mtl.data.tokenize import save_vocabulary, separator_id
@@ -120,7 +121,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.train.precision)
+    precision.set_policy(config.train.precision)  # auto: resolved here, recorded in run.json
     promote_staged(files)  # a complete run killed while moving its files in place: finish that first
     stage = files.staged()
     killed = None if fresh else _killed_run(files)

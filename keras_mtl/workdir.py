@@ -216,6 +216,7 @@ class RunRecord:
     keras_mtl_version: Optional[str] = None  # filled in by `write`
     backend: Optional[str] = None  # filled in by `write`
     keras_version: Optional[str] = None  # filled in by `write`
+    precision: Optional[str] = None  # the dtype policy it trained under (train.precision, auto resolved); by `write`
 
     @classmethod
     def for_config(cls, config, classes, **fields):
@@ -235,6 +236,7 @@ class RunRecord:
         self.keras_mtl_version = self.keras_mtl_version or __version__
         self.backend = self.backend or keras.backend.backend()
         self.keras_version = self.keras_version or keras.__version__
+        self.precision = self.precision or keras.mixed_precision.global_policy().name
         first = ("keras_mtl_version", "backend", "keras_version")
         record = dataclasses.asdict(self)
         ordered = {k: record[k] for k in first} | {k: v for k, v in record.items() if k not in first}

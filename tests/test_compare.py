@@ -701,3 +701,24 @@ def test_compare_distill_trains_the_student_from_the_single_task_runs(tmp_path):
     # without --distill the same work dir reuses every run and reports no student
     assert main(argv) == 0
     assert json.loads((out / "compare.json").read_text())["distilled"] is None
+
+
+@pytest.mark.slow
+def test_compare_serves_pair_tasks_with_their_pairs(tmp_path, tiny_pair_config):
+    """A model whose serving_default takes text pairs is timed on pairs; a model with single-text
+    and pair tasks answers them in 2 calls (serving_default, then the pair task's signature)."""
+    from keras_mtl.compare import compare, serving_calls
+
+    cfg = tiny_pair_config(tmp_path, "none", epochs=2)
+    out = tmp_path / "cmp"
+    result = compare(cfg, out, seeds=1, tasks="topic,nli", max_steps=6, serving_texts=16, bootstrap=20,
+                     log=lambda line: None)
+    s = result["serving"]
+    assert s["pairs"] is True and s["texts"] == 16 and s["seed"] == 0
+    assert s["mtl"]["calls"] == 2 and s["mtl"]["texts_per_s"] > 0
+    assert serving_calls(out / "export" / "mtl") == [("serving_default", ["text"]), ("nli", ["text", "text_pair"])]
+    assert serving_calls(out / "export" / "single-nli") == [("serving_default", ["text", "text_pair"])]
+    assert s["single"]["nli"]["texts_per_s"] > 0 and s["single"]["topic"]["texts_per_s"] > 0
+    md = (out / "compare.md").read_text()
+    assert "16 fixed test inputs: texts, and text pairs for the pair tasks" in md
+    assert "| multi-task | all 2 tasks in 2 calls (serving_default and pair-task signatures) |" in md

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_mtl import precision
 from keras_mtl.config import load_config
 from keras_mtl.errors import ConfigError, DataError, ModelError
 from keras_mtl.meta.batches import Cycle, make_batch, padded_lengths
@@ -218,7 +219,7 @@ def _meta_train_staged(
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(config.train.precision)
+    precision.set_policy(config.train.precision)  # auto: resolved here, recorded in run.json
     started = time.time()
 
     # === Data ===

@@ -453,15 +453,20 @@ def _recorded_result(path, fingerprint):
     return int(saved["params"]), predictions
 
 
-def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=None, need_model=False):
+def _train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None, records=None, need_model=False):
     """Train one run into `path` (or reuse a finished identical one, from `path`
     or from the `records` directory); its results, with its parameter count and
-    its predictions on `test_examples`."""
+    its predictions on `test_examples` (None without them: no predictions,
+    and a finished run needs its model to be reused). `root`: the comparison's
+    directory (default: the parent of `path`)."""
     from keras_mtl.train import train
     from keras_mtl.workdir import write_json
 
+    root = Path(root) if root is not None else path.parent
     marker = _marker(loaded.raw, root)
-    fingerprint = examples_fingerprint(test_examples)
+    if test_examples is None:
+        need_model = True  # the parameter count comes from the model
+    fingerprint = examples_fingerprint(test_examples) if test_examples is not None else None
     rel = path.relative_to(root)
     finished = reuse and _finished(path, marker, root, need_model)
     if reuse and records is not None and not finished and not need_model and _finished(records / rel, marker, root):
@@ -470,11 +475,13 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=N
             shutil.copy2(records / rel / name, path / name)
         finished = True
     recorded = None
-    if finished:
+    if finished and fingerprint is not None:
         recorded = _recorded_result(path, fingerprint)
         finished = recorded is not None or (path / "model.keras").exists()
         log(f"  reusing {path}" if finished else
             f"  {path}: recorded on other test examples and without its model: retraining")
+    elif finished:
+        log(f"  reusing {path}")
     if finished:
         write_json(path / "compare_run.json", marker)  # the portable form (older comparisons wrote absolute teachers)
     if not finished:
@@ -487,7 +494,9 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=N
         train(loaded, workdir=path, verbose=verbose)
         log(f"  trained {path} in {time.time() - started:.0f} s")
         write_json(path / "compare_run.json", marker)
-    if recorded is None:
+    if recorded is None and test_examples is None:
+        recorded = _params_and_predictions(path, None)
+    elif recorded is None:
         recorded = _params_and_predictions(path, test_examples)
         write_json(path / "compare_result.json", {
             "params": recorded[0],
@@ -497,7 +506,8 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples, root, records=N
     if records is not None:
         (records / rel).mkdir(parents=True, exist_ok=True)
         for name in RECORD_FILES:
-            shutil.copy2(path / name, records / rel / name)
+            if (path / name).exists():  # compare_result.json only with test examples
+                shutil.copy2(path / name, records / rel / name)
     report = json.loads((path / "report.json").read_text(encoding="utf-8"))
     info = RunRecord.read(path / "run.json")
     params, predictions = recorded
@@ -519,6 +529,8 @@ def _params_and_predictions(path, test_examples):
     keras.backend.clear_session()
     run = load_run(path)
     model = run.load_model()
+    if test_examples is None:
+        return int(model.count_params()), None
     encoder = make_encoder(run.vocabulary, run.config.model)
     encoded = encode_split(test_examples, encoder, run.config.tasks, run.classes)
     predicted = predict_split(model, encoded, run.config, run.classes, encoder.pad_id) if len(test_examples) else {}

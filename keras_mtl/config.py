@@ -325,8 +325,7 @@ class TrainConfig(_Strict):
     )
     precision: str = pydantic.Field(
         "float32",
-        description="float32, mixed_bfloat16, mixed_float16 (variables and heads stay float32) or auto "
-        "(bfloat16 where the device has native bfloat16 matmuls: keras_mtl/precision.py)",
+        description="float32, mixed_bfloat16, mixed_float16 (variables, heads float32) or auto (keras_mtl/precision.py)",
     )
     jit_compile: Union[bool, Literal["auto"]] = pydantic.Field(
         "auto", description="XLA for the train step: true, false or auto (per backend and device)"

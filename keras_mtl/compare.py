@@ -447,10 +447,13 @@ def _recorded_result(path, fingerprint):
     """(params, predictions) from compare_result.json, or None when it is missing
     or was computed on other test examples."""
     saved = _read_json(path / "compare_result.json")
-    if not saved or saved.get("test") != fingerprint:
+    if not isinstance(saved, dict) or saved.get("test") != fingerprint:
         return None
-    predictions = {t: {int(i): _as_prediction(v) for i, v in pairs} for t, pairs in saved["predictions"].items()}
-    return int(saved["params"]), predictions
+    try:
+        predictions = {t: {int(i): _as_prediction(v) for i, v in pairs} for t, pairs in saved["predictions"].items()}
+        return int(saved["params"]), predictions
+    except (KeyError, TypeError, ValueError, AttributeError):  # a damaged record: the run is not reused from it
+        return None
 
 
 def _train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None, records=None, need_model=False):
@@ -802,14 +805,16 @@ def compare(
         if budgets is None:
             sched = info.sampling_schedule
             budgets = task_budgets(sched["probabilities"], sched["tasks"], info.steps_per_epoch, cfg.train.batch_size, overlap)
-        taught = copy.deepcopy(raw)  # the multi-task model again, each task learning from this seed's single-task run
-        for task in taught["tasks"]:
-            task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
-        student_overrides = [f"seed={seed}", *mtl_overrides]
-        student = _marker(_with(taught, student_overrides).raw, root)
-        homes = [sdir] + ([records / sdir.relative_to(root)] if records is not None else [])
-        # the teachers' models are needed while their student is still to train
-        teachers_needed = distill and not (reuse and any(_finished(h / "distilled", student, root) for h in homes))
+        teachers_needed = False
+        if distill:  # the multi-task model again, each task learning from this seed's single-task run
+            taught = copy.deepcopy(raw)
+            for task in taught["tasks"]:
+                task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
+            student_overrides = [f"seed={seed}", *mtl_overrides]
+            student = _marker(_with(taught, student_overrides).raw, root)
+            homes = [sdir] + ([records / sdir.relative_to(root)] if records is not None else [])
+            # the teachers' models are needed while their student is still to train
+            teachers_needed = not (reuse and any(_finished(h / "distilled", student, root) for h in homes))
         for t in names:
             b = budgets[t]
             log(f"seed {seed}: single-task {t}, {b['epochs']} x {b['steps_per_epoch']} steps")

@@ -172,6 +172,20 @@ def test_sub_run_marker_is_portable_and_old_markers_still_match(tmp_path):
     assert not _finished(run, marker, tmp_path)  # neither its predictions nor its model: not reusable
 
 
+def test_a_damaged_or_foreign_record_is_not_reused(tmp_path):
+    from keras_mtl.compare import _recorded_result
+
+    good = {"params": 7, "test": "2:ab", "predictions": {"t": [[0, "a"], [1, ["B-NP", "O"]]]}}
+    (tmp_path / "compare_result.json").write_text(json.dumps(good), encoding="utf-8")
+    assert _recorded_result(tmp_path, "2:ab") == (7, {"t": {0: "a", 1: ("B-NP", "O")}})  # tag sequences as tuples
+    assert _recorded_result(tmp_path, "2:cd") is None  # other test examples
+    for damaged in ({"test": "2:ab"}, {"params": 7, "test": "2:ab", "predictions": [1, 2]}, ["x"]):
+        (tmp_path / "compare_result.json").write_text(json.dumps(damaged), encoding="utf-8")
+        assert _recorded_result(tmp_path, "2:ab") is None
+    (tmp_path / "compare_result.json").write_text("{not json", encoding="utf-8")
+    assert _recorded_result(tmp_path, "2:ab") is None
+
+
 def test_examples_fingerprint_changes_with_texts_labels_and_order():
     from keras_mtl.data.example import Example
 

@@ -41,7 +41,8 @@ BOOTSTRAP_METHOD = (
     "two-level percentile bootstrap: per replicate, the seeds of each side are drawn with replacement (as many "
     "as there are; the multi-task and the single-task side independently, the same draw for every task), and "
     "per task one resample of the task's test examples (with replacement, as many as it has), the same for "
-    "both models (paired); the task's primary metric is recomputed on the resample for every drawn seed's "
+    "both models (paired) and the same for tasks that label the same examples; the task's primary metric is "
+    "recomputed on the resample for every drawn seed's "
     "predictions and averaged over the drawn seeds; delta_m is recomputed per replicate from the replicate's "
     "per-task values (over the tasks delta_m includes); the interval is the 2.5th..97.5th percentile of the "
     "replicates. The interval thus holds both the test-set sampling and the seed-to-seed spread; with one "
@@ -49,7 +50,8 @@ BOOTSTRAP_METHOD = (
 )
 BOOTSTRAP_METHOD_FIXED_SEEDS = (
     "paired percentile bootstrap over the test examples: per task and replicate one resample of the task's test "
-    "examples, the same for both models; every seed's metric on it, averaged over all seeds (the seed-to-seed "
+    "examples, the same for both models and for tasks on the same examples; every seed's metric on it, averaged "
+    "over all seeds (the seed-to-seed "
     "spread is not in the interval)"
 )
 SIGN_CONVENTION = (
@@ -199,6 +201,25 @@ def resample_seeds(mtl_seeds, single_seeds, replicates, seed):
             for _ in range(int(replicates))]
 
 
+def resample_keys(samples):
+    """task -> the key of its example resamples (`resample_indices`): its own
+    name, except that tasks labelling the same test examples (equal
+    `indices`, e.g. POS and chunking on the same sentences) share one key, so
+    a replicate draws the same sentences for all of them and delta_m's
+    interval keeps their correlation."""
+    groups = {}
+    for t, sample in samples.items():
+        idx = sample.get("indices")
+        if idx is not None and len(idx):
+            groups.setdefault(tuple(int(i) for i in idx), []).append(t)
+    keys = {t: t for t in samples}
+    for idx, names in groups.items():
+        if len(names) > 1:
+            key = f"examples:{len(idx)}:{zlib.crc32(np.asarray(idx, np.int64).tobytes()):08x}"
+            keys.update({t: key for t in names})
+    return keys
+
+
 def _objects(values):
     values = list(values)
     out = np.empty(len(values), dtype=object)  # tuples (tag sequences, label sets) stay one element each
@@ -240,7 +261,8 @@ def bootstrap_compare(
     For every replicate, each side's seeds are drawn with replacement
     (`resample_seeds`; with `seeds_resampled=False` every seed once), and
     for every task one resample of its test examples (indices drawn with
-    replacement, `resample_indices`; the same for both sides: paired) is
+    replacement, `resample_indices`; the same for both sides: paired, and
+    the same for tasks on the same examples, `resample_keys`) is
     scored with `keras_mtl.metrics.compute_metric` for each drawn seed's
     multi-task and single-task predictions; each side is the mean over its
     drawn seeds. So the intervals hold the seed-to-seed spread as well as
@@ -254,7 +276,8 @@ def bootstrap_compare(
         samples: dict task -> {`metric`: name, `truth`: the n true labels,
             `mtl` and `single`: lists (one per seed) of n predictions aligned
             with `truth`, optional `options`: metric options such as
-            `positive_class`}.
+            `positive_class`, optional `indices`: the examples' ids, which
+            tasks on the same examples share}.
         replicates: int >= 1, number of bootstrap replicates.
         seed: int, the seed of the resampling.
         level: the interval's coverage (0.95).
@@ -278,6 +301,7 @@ def bootstrap_compare(
         raise ConfigError(f"bootstrap level must be in (0, 1). Received: {level}")
     tasks, reps, higher = {}, {}, {}
     draws = None
+    keys = resample_keys(samples)
     for t, sample in samples.items():
         metric = sample["metric"]
         higher[t] = higher_is_better(metric)
@@ -305,7 +329,7 @@ def bootstrap_compare(
         pm = float(_per_seed(metric, truth, mtl, None, options).mean())
         ps = float(_per_seed(metric, truth, single, None, options).mean())
         rm, rs = np.empty(int(replicates)), np.empty(int(replicates))
-        for b, idx in enumerate(resample_indices(n, replicates, seed, t)):
+        for b, idx in enumerate(resample_indices(n, replicates, seed, keys[t])):
             dm, ds = draws[b]
             rm[b] = _per_seed(metric, truth, mtl, idx, options)[dm].mean()
             rs[b] = _per_seed(metric, truth, single, idx, options)[ds].mean()

@@ -19,6 +19,7 @@ from keras_mtl.compare import (
     higher_is_better,
     mean_std,
     resample_indices,
+    resample_keys,
     subset_raw,
     task_budgets,
     examples_fingerprint,
@@ -284,6 +285,28 @@ def test_bootstrap_seed_draws_are_shared_by_the_tasks_of_a_replicate():
     np.testing.assert_array_equal(r["x"]["gain"], r["y"]["gain"])
     with pytest.raises(ValueError, match="same number of seeds"):
         bootstrap_compare({"x": sample, "y": _sample(truth, [truth], [truth])}, replicates=5)
+
+
+def test_bootstrap_tasks_on_the_same_examples_share_their_resamples():
+    # Task x: the multi-task model is right on examples 0-9 only, the single-task model on 10-19 only;
+    # task y: the other way round. On one shared resample their gains are exact opposites; resampled
+    # apart (no indices, as before), they are not.
+    truth = ["a"] * 20
+    first, second = ["a"] * 10 + ["b"] * 10, ["b"] * 10 + ["a"] * 10
+    ids = list(range(20))
+    x = {**_sample(truth, [first], [second]), "indices": ids}
+    y = {**_sample(truth, [second], [first]), "indices": ids}
+    assert resample_keys({"x": x, "y": y})["x"] == resample_keys({"x": x, "y": y})["y"] != "x"
+    shared = bootstrap_compare({"x": x, "y": y}, replicates=200, keep_replicates=True)["replicates_values"]
+    np.testing.assert_allclose(shared["x"]["gain"], -np.asarray(shared["y"]["gain"]))
+    assert np.std(shared["x"]["gain"]) > 0
+    apart = {t: {k: v for k, v in s.items() if k != "indices"} for t, s in (("x", x), ("y", y))}
+    sep = bootstrap_compare(apart, replicates=200, keep_replicates=True)["replicates_values"]
+    assert not np.allclose(sep["x"]["gain"], -np.asarray(sep["y"]["gain"]))
+    # other examples, or a task alone, keep the task's own stream
+    z = {**_sample(truth, [first], [second]), "indices": list(range(100, 120))}
+    assert resample_keys({"x": x, "z": z}) == {"x": "x", "z": "z"}
+    assert resample_keys({"x": x}) == {"x": "x"}
 
 
 def test_bootstrap_always_right_vs_always_wrong():

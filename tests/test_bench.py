@@ -204,6 +204,7 @@ def test_peer(tmp_path, capsys):
     assert "serving p99 latency at batch 1: keras-mtl / transformers" in labels
     text = peer.markdown(result)
     assert "**Training**" in text and "**Serving**" in text and "torch.compile (aot_eager)" in text
+    assert f"Machine: {result['machine']['cpu']}" in text  # section 9 may come from another machine
     out = capsys.readouterr().out
     assert "TARGET training tokens/s" in out and "TARGET serving texts/s at batch 4" in out
 

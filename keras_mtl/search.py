@@ -1,13 +1,17 @@
-"""Search the task loss weights (and the sampling temperature) with KerasTuner.
+"""Search the task loss weights, the sampling temperature and any config field with KerasTuner.
 
     keras-mtl search configs/demo.yaml --algorithm random --trials 8 --max-steps 300
+    keras-mtl search configs/glue_pairs_minilm.yaml --algorithm grid --weights none \
+        --choice train.learning_rate=2e-5,3e-5,5e-5 --choice train.epochs=3,5
     keras-mtl train runs/demo-search/best.yaml
 
 Each trial is one `keras_mtl.train.train` run of the config with `--set`
-overrides for the sampled values (`tasks.<task>.loss_weight`, and
-`train.temperature` with `search_temperature`), scored on the final dev
-metrics by `objective`; the best config goes to WORKDIR/best.yaml. The search
-spaces, objectives and files: docs/meta_learning.md#loss-weight-search-kerastuner.
+overrides for the sampled values (`tasks.<task>.loss_weight`,
+`train.temperature` with `search_temperature`, and each `--choice` field),
+scored on the dev metrics of the epoch whose weights the run kept (the last
+one, or the best one with `train.keep: best`) by `objective`; the best config
+goes to WORKDIR/best.yaml. The search spaces, objectives and files:
+docs/meta_learning.md#loss-weight-search-kerastuner.
 """
 
 import json
@@ -34,7 +38,40 @@ def valid_objectives(config):
     return list(AGGREGATES) + list(config.task_names)
 
 
-def check_search_args(config, algorithm, objective, trials, weights, search_tasks=None):
+def parse_choice_values(text):
+    """The values of one `--choice KEY=V1,V2,...`: ints where all are ints,
+    else floats where all are numbers, else booleans (true/false), else
+    strings (KerasTuner's Choice takes values of one type)."""
+    values = [v.strip() for v in str(text).split(",") if v.strip()]
+    for cast in (int, float):
+        try:
+            return [cast(v) for v in values]
+        except ValueError:
+            pass
+    if values and all(v.lower() in ("true", "false") for v in values):
+        return [v.lower() == "true" for v in values]
+    return values
+
+
+def check_choices(loaded, choices):
+    """Raise ConfigError unless every `choices` field takes each of its values
+    (the error names the field and the value), before any trial trains."""
+    problems = []
+    for key, values in (choices or {}).items():
+        if not values:
+            problems.append(f"--choice {key}: no values (expected {key}=V1,V2,...)")
+            continue
+        for value in values:
+            try:
+                load_config(loaded, [f"{key}={value}"])
+            except ConfigError as e:
+                problems.append(f"--choice {key}={value}: {e}")
+    if problems:
+        raise ConfigError("search: " + "; ".join(problems))
+
+
+def check_search_args(config, algorithm, objective, trials, weights, search_tasks=None, choices=None,
+                      search_temperature=False):
     """Raise ConfigError for an unknown algorithm/objective/task or a bad space."""
     problems = []
     if algorithm not in ALGORITHMS:
@@ -47,7 +84,10 @@ def check_search_args(config, algorithm, objective, trials, weights, search_task
         )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         problems.append(f"trials must be an integer >= 1. Received: trials={trials!r}")
-    if weights == "log":
+    if weights is None:
+        if not choices and not search_temperature:
+            problems.append("nothing to search: with --weights none give --choice KEY=V1,V2,... or --search-temperature")
+    elif weights == "log":
         if algorithm == "grid":
             problems.append("grid search needs a discrete set of weights, not 'log' (give values, e.g. 0.5,1,2)")
     else:
@@ -94,12 +134,12 @@ def objective_value(row, config, objective):
     return signed[objective]
 
 
-def _hyperparameters(config, weights, search_tasks, search_temperature, temperatures):
+def _hyperparameters(config, weights, search_tasks, search_temperature, temperatures, choices=None):
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
     for task in config.tasks:
-        if task.name not in search_tasks:
+        if task.name not in search_tasks or weights is None:
             continue
         name = f"loss_weight_{task.name}"
         if weights == "log":
@@ -113,11 +153,14 @@ def _hyperparameters(config, weights, search_tasks, search_temperature, temperat
         values = sorted({float(v) for v in temperatures})
         default = min(values, key=lambda v: abs(v - config.train.temperature))
         hp.Choice("temperature", values, default=default)
+    for key, values in (choices or {}).items():
+        hp.Choice(key, list(values))
     return hp
 
 
 def overrides_for(values, config):
-    """`--set` strings for a dict of hyperparameter values."""
+    """`--set` strings for a dict of hyperparameter values (the `--choice`
+    fields are named by their config keys, such as train.learning_rate)."""
     sets = []
     for task in config.tasks:
         key = f"loss_weight_{task.name}"
@@ -125,7 +168,21 @@ def overrides_for(values, config):
             sets.append(f"tasks.{task.name}.loss_weight={float(values[key]):.6g}")
     if "temperature" in values:
         sets += ["train.sampling=temperature", f"train.temperature={float(values['temperature']):.6g}"]
+    for key, value in values.items():
+        if "." in key:  # a --choice field
+            sets.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
     return sets
+
+
+def scored_row(record):
+    """The history row a trial is scored on: the epoch whose weights the run
+    kept (`train.keep: best` -> the best dev epoch), else the last row."""
+    history = record.history
+    if record.kept_epoch is not None:
+        row = next((r for r in history if r.get("epoch") == record.kept_epoch), None)
+        if row is not None:
+            return row
+    return history[-1]
 
 
 def _tuner_class(algorithm):
@@ -174,10 +231,10 @@ class _Runner:
         started = time.time()
         try:
             train(self.loaded, workdir=run_dir, overrides=self.base + sets, max_steps=self.max_steps, verbose=1 if self.verbose > 1 else 0)
-            history = RunRecord.read(run_dir / "run.json").history
-            if not history:
+            run_record = RunRecord.read(run_dir / "run.json")
+            if not run_record.history:
                 raise DataError(f"search: trial {trial.trial_id}: run.json has no history rows")
-            row = history[-1]
+            row = scored_row(run_record)
             config = load_config(self.loaded, self.base + sets).config
             scores = task_scores(row, config)
             value = objective_value(row, config, self.objective)
@@ -211,11 +268,13 @@ def search(
     weights=WEIGHT_VALUES,
     temperatures=TEMPERATURES,
     tasks=None,
+    choices=None,
     seed=0,
     resume=False,
     verbose=0,
 ):
-    """Search the loss weights (and optionally the temperature) of `config`.
+    """Search the loss weights, optionally the temperature, and any config
+    fields given in `choices` of `config`.
 
     Args:
         config: a path, a `LoadedConfig` or a dict.
@@ -228,10 +287,12 @@ def search(
         max_steps: cap on the training steps of each trial.
         search_temperature: also search `train.temperature` (trials then use
             `train.sampling: temperature`).
-        weights: the lambda values to choose from, or "log" for a
-            log-uniform [0.1, 10].
+        weights: the lambda values to choose from, "log" for a
+            log-uniform [0.1, 10], or None: the weights are not searched.
         temperatures: the tau values to choose from.
         tasks: the tasks whose weight is searched (default all).
+        choices: {config key: [values]}: more fields to search, each a
+            choice among its values (`--choice train.learning_rate=2e-5,5e-5`).
         seed: the oracle's seed.
         resume: continue a search in `workdir` instead of starting over.
         verbose: 0 quiet, 1 KerasTuner's per-trial summary, 2 also training progress.
@@ -244,14 +305,16 @@ def search(
     loaded = load_config(config, overrides)
     cfg = loaded.config
     search_tasks = list(tasks) if tasks else list(cfg.task_names)
-    check_search_args(cfg, algorithm, objective, trials, weights, search_tasks)
+    choices = {str(k): list(v) for k, v in (choices or {}).items()}
+    check_search_args(cfg, algorithm, objective, trials, weights, search_tasks, choices, search_temperature)
+    check_choices(loaded, choices)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
         raise ConfigError(f"search: max_steps must be an integer >= 1. Received: max_steps={max_steps!r}")
     import keras_tuner as kt
 
     root = Path(workdir) if workdir else Path("runs") / f"{cfg.name}-search"
     root.mkdir(parents=True, exist_ok=True)
-    hp = _hyperparameters(cfg, weights, search_tasks, search_temperature, temperatures)
+    hp = _hyperparameters(cfg, weights, search_tasks, search_temperature, temperatures, choices)
     runner = _Runner(loaded, (), objective, max_steps, verbose)
     tuner = _tuner_class(algorithm)(
         runner,
@@ -333,7 +396,8 @@ def format_trials(result):
     ]
     for t in rows:
         hp = t.get("hyperparameters", {})
-        vals = " | ".join(f"{hp[n]:.4g}" if isinstance(hp.get(n), (int, float)) else "" for n in names)
+        vals = " | ".join(f"{hp[n]:.4g}" if isinstance(hp.get(n), (int, float)) and not isinstance(hp.get(n), bool)
+                          else str(hp.get(n, "")) for n in names)
         obj = t.get("objective")
         lines.append(f"| {t['trial']} | {vals} | {'' if obj is None else f'{obj:.4f}'} | {t['status']} |")
     return "\n".join(lines)
@@ -347,12 +411,25 @@ def format_trials(result):
 def _weights_arg(text):
     if text.strip().lower() == "log":
         return "log"
+    if text.strip().lower() == "none":
+        return None
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         import argparse
 
         raise argparse.ArgumentTypeError(f"expected 'log' or comma-separated numbers, got {text!r}") from None
+
+
+def _choices_arg(items):
+    """{key: [values]} from the `--choice KEY=V1,V2,...` strings."""
+    out = {}
+    for item in items or ():
+        key, sep, values = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"search: --choice {item!r}: expected KEY=V1,V2,... (e.g. train.learning_rate=2e-5,5e-5)")
+        out[key.strip()] = parse_choice_values(values)
+    return out
 
 
 def add_search_arguments(p):
@@ -368,8 +445,12 @@ def add_search_arguments(p):
         "--weights",
         type=_weights_arg,
         default=WEIGHT_VALUES,
-        help="loss weights to choose from, comma-separated (default 0.25,0.5,1,2,4), or 'log' for log-uniform [0.1, 10]",
+        help="loss weights to choose from, comma-separated (default 0.25,0.5,1,2,4), 'log' for log-uniform "
+        "[0.1, 10], or 'none' (the weights are not searched)",
     )
+    p.add_argument("--choice", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="also search a config field among these values, e.g. train.learning_rate=2e-5,3e-5,5e-5 "
+                   "(repeatable)")
     p.add_argument("--tasks", help="comma-separated tasks whose weight is searched (default all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (every trial)")
     p.add_argument("--seed", type=int, default=0, help="the search's seed (default 0)")
@@ -389,6 +470,7 @@ def run_search_cli(args):
         search_temperature=args.search_temperature,
         weights=args.weights,
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None,
+        choices=_choices_arg(args.choice),
         seed=args.seed,
         resume=args.resume,
         verbose=0 if args.quiet else 1,

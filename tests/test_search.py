@@ -115,6 +115,57 @@ def test_random_search_writes_trials_and_a_loadable_best_config(config_file, tmp
     assert S.format_trials(result).startswith("| trial | loss_weight_sentiment | loss_weight_topic | objective (mean)")
 
 
+def test_choice_values_take_one_type():
+    assert S.parse_choice_values("3,5") == [3, 5]
+    assert S.parse_choice_values("2e-5, 5e-5") == [2e-5, 5e-5]  # YAML would read 2e-5 as a string
+    assert S.parse_choice_values("3,0.5") == [3.0, 0.5]
+    assert S.parse_choice_values("true,False") == [True, False]
+    assert S.parse_choice_values("mean,cls") == ["mean", "cls"]
+    assert S._choices_arg(["train.learning_rate=1e-3,1e-2", "model.pooling=mean,cls"]) == {
+        "train.learning_rate": [1e-3, 1e-2], "model.pooling": ["mean", "cls"]}
+    with pytest.raises(ConfigError, match="expected KEY=V1,V2"):
+        S._choices_arg(["train.learning_rate"])
+
+
+def test_choice_fields_become_overrides():
+    config = config_from_dict(_raw()).config
+    sets = S.overrides_for({"train.learning_rate": 2e-05, "train.epochs": 3, "train.jit_compile": False,
+                            "loss_weight_topic": 2.0}, config)
+    assert sets == ["tasks.topic.loss_weight=2", "train.learning_rate=2e-05", "train.epochs=3", "train.jit_compile=false"]
+
+
+def test_choices_are_checked_before_any_trial(config_file, tmp_path):
+    with pytest.raises(ConfigError, match=r"--choice train\.learning_rat=0\.1: .*learning_rat"):
+        S.search(config_file, tmp_path / "w", weights=None, choices={"train.learning_rat": [0.1]})
+    with pytest.raises(ConfigError, match=r"--choice train\.keep=worst: .*keep"):
+        S.search(config_file, tmp_path / "w", weights=None, choices={"train.keep": ["last", "worst"]})
+    with pytest.raises(ConfigError, match="nothing to search"):
+        S.search(config_file, tmp_path / "w", weights=None)
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_trial_is_scored_on_the_epoch_it_kept():
+    from types import SimpleNamespace
+
+    history = [{"epoch": 1, "dev_topic_accuracy": 0.9}, {"epoch": 2, "dev_topic_accuracy": 0.5}]
+    assert S.scored_row(SimpleNamespace(history=history, kept_epoch=1))["dev_topic_accuracy"] == 0.9  # keep: best
+    assert S.scored_row(SimpleNamespace(history=history, kept_epoch=2))["dev_topic_accuracy"] == 0.5  # keep: last
+    assert S.scored_row(SimpleNamespace(history=history, kept_epoch=None))["dev_topic_accuracy"] == 0.5
+
+
+@pytest.mark.slow
+def test_grid_search_over_a_config_field_without_weights(config_file, tmp_path):
+    result = S.search(config_file, tmp_path / "lr", algorithm="grid", trials=2, max_steps=3, weights=None,
+                      choices={"train.learning_rate": [1e-3, 1e-2]})
+    assert [t["status"] for t in result["trials"]] == ["COMPLETED", "COMPLETED"]
+    assert sorted(t["hyperparameters"]["train.learning_rate"] for t in result["trials"]) == [1e-3, 1e-2]
+    assert all(set(t["hyperparameters"]) == {"train.learning_rate"} for t in result["trials"])
+    best = load_config(result["best_config"]).config
+    assert best.train.learning_rate == result["best"]["hyperparameters"]["train.learning_rate"]
+    assert [t.loss_weight for t in best.tasks] == [1.0, 2.0]  # the weights are not searched
+    assert "train.learning_rate" in S.format_trials(result)
+
+
 def test_cli_arguments_parse():
     import argparse
 
@@ -124,3 +175,6 @@ def test_cli_arguments_parse():
     assert (a.algorithm, a.trials, a.objective, a.weights, a.search_temperature) == ("bayesian", 3, "min", (0.5, 1.0, 2.0), True)
     assert p.parse_args(["c.yaml", "--weights", "log"]).weights == "log"
     assert p.parse_args(["c.yaml"]).weights == S.WEIGHT_VALUES
+    assert p.parse_args(["c.yaml", "--weights", "none"]).weights is None
+    a = p.parse_args(["c.yaml", "--choice", "train.learning_rate=2e-5,5e-5", "--choice", "train.epochs=3,5"])
+    assert a.choice == ["train.learning_rate=2e-5,5e-5", "train.epochs=3,5"]

@@ -9,11 +9,14 @@ backend uses them, else `float32`:
 
 - a GPU of compute capability 8.0 or newer (A100, L4, H100, H200, ...) or a
   TPU, on any backend;
-- a CPU with AMX (`amx_bf16` in its flags: Intel Sapphire Rapids and
-  newer), on TensorFlow only: oneDNN runs bfloat16 matmuls on the AMX
-  tiles (BENCHMARKS.md section 3: 1.28x the float32 training step on an
-  AMX CPU). A CPU with `avx512_bf16` alone (Cooper Lake, AMD Zen 4) and
-  JAX's and PyTorch's CPU backends stay at float32 until measured faster.
+- a CPU with AMX (`amx_bf16`: Intel Sapphire Rapids and newer) or with
+  `avx512_bf16` (Cooper Lake, AMD Zen 4), on TensorFlow only: oneDNN runs
+  the bfloat16 matmuls on those units. Measured: 1.28x the float32
+  training step on an AMX CPU (BENCHMARKS.md section 3); 1.41x and 1.34x
+  the float32 tokens/s at sequence 64 and 128 on an AMD EPYC with
+  `avx512_bf16` and no AMX (section 9). JAX's CPU backend was measured
+  slower in bfloat16 there (0.93x and 0.85x: section 9) and PyTorch's was
+  not measured, so both stay at float32 on a CPU.
 
 `auto` never picks `mixed_float16`: it needs loss scaling and overflows where
 bfloat16 does not. An explicit value is used as given.
@@ -113,11 +116,10 @@ def resolve_precision(name, backend=None, device=None, cpuinfo=None):
     flags = cpu_bf16_flags(cpuinfo)
     if not flags:
         return FP32, "auto: a CPU without amx_bf16 or avx512_bf16"
-    if "amx_bf16" not in flags:
-        return FP32, "auto: a CPU with avx512_bf16 but no AMX (bfloat16 not measured faster there)"
     if backend != "tensorflow":
         return FP32, f"auto: a CPU with {', '.join(sorted(flags))}, but bfloat16 is measured faster there on TensorFlow only"
-    return BF16, f"auto: a CPU with {', '.join(sorted(flags))} (AMX bfloat16 matmuls)"
+    units = "AMX" if "amx_bf16" in flags else "AVX-512 BF16"
+    return BF16, f"auto: a CPU with {', '.join(sorted(flags))} ({units} bfloat16 matmuls)"
 
 
 def set_policy(name):

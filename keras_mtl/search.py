@@ -100,6 +100,12 @@ def check_search_args(config, algorithm, objective, trials, weights, search_task
     for name in search_tasks or ():
         if name not in config.task_names:
             problems.append(f"unknown task {name!r} to search; tasks: {', '.join(config.task_names)}")
+    searched = set() if weights is None else {f"tasks.{t}.loss_weight" for t in search_tasks or ()}
+    if search_temperature:
+        searched |= {"train.temperature", "train.sampling"}
+    for key in choices or {}:
+        if key in searched:
+            problems.append(f"--choice {key} is already searched (--weights / --search-temperature): give it one way")
     if problems:
         raise ConfigError("search: " + "; ".join(problems))
 

@@ -141,6 +141,11 @@ def test_choices_are_checked_before_any_trial(config_file, tmp_path):
         S.search(config_file, tmp_path / "w", weights=None, choices={"train.keep": ["last", "worst"]})
     with pytest.raises(ConfigError, match="nothing to search"):
         S.search(config_file, tmp_path / "w", weights=None)
+    with pytest.raises(ConfigError, match="--choice tasks.topic.loss_weight is already searched"):
+        S.search(config_file, tmp_path / "w", choices={"tasks.topic.loss_weight": [1.0, 2.0]})
+    with pytest.raises(ConfigError, match="--choice train.temperature is already searched"):
+        S.search(config_file, tmp_path / "w", weights=None, search_temperature=True,
+                 choices={"train.temperature": [1.0, 2.0]})
     assert not (tmp_path / "w").exists()
 
 

@@ -623,7 +623,7 @@ def markdown(result):
              f"{result.get('compile_backend', 'inductor')}.")
     m = result.get("machine") or {}
     if m.get("cpu"):  # this section may be measured on another machine than sections 2-8
-        head += f" Machine: {m['cpu']} ({', '.join(m.get('cpu_flags') or []) or 'no AMX/AVX-512 flags'}), {m.get('cores')} cores."
+        head += f" Machine: {m['cpu']} ({', '.join(m.get('cpu_flags') or []) or 'no flags read'}), {m.get('cores')} cores."
     parts = [head]
     rows = result.get("training") or []
     if rows:

@@ -297,8 +297,9 @@ def search(
             log-uniform [0.1, 10], or None: the weights are not searched.
         temperatures: the tau values to choose from.
         tasks: the tasks whose weight is searched (default all).
-        choices: {config key: [values]}: more fields to search, each a
-            choice among its values (`--choice train.learning_rate=2e-5,5e-5`).
+        choices: {config key: [values] or "V1,V2,..."}: more fields to
+            search, each a choice among its values (`--choice
+            train.learning_rate=2e-5,5e-5`).
         seed: the oracle's seed.
         resume: continue a search in `workdir` instead of starting over.
         verbose: 0 quiet, 1 KerasTuner's per-trial summary, 2 also training progress.
@@ -311,7 +312,8 @@ def search(
     loaded = load_config(config, overrides)
     cfg = loaded.config
     search_tasks = list(tasks) if tasks else list(cfg.task_names)
-    choices = {str(k): list(v) for k, v in (choices or {}).items()}
+    # "2e-5,5e-5" as the command line gives it, or a list of values
+    choices = {str(k): parse_choice_values(v) if isinstance(v, str) else list(v) for k, v in (choices or {}).items()}
     check_search_args(cfg, algorithm, objective, trials, weights, search_tasks, choices, search_temperature)
     check_choices(loaded, choices)
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):

@@ -139,6 +139,8 @@ def test_choices_are_checked_before_any_trial(config_file, tmp_path):
         S.search(config_file, tmp_path / "w", weights=None, choices={"train.learning_rat": [0.1]})
     with pytest.raises(ConfigError, match=r"--choice train\.keep=worst: .*keep"):
         S.search(config_file, tmp_path / "w", weights=None, choices={"train.keep": ["last", "worst"]})
+    with pytest.raises(ConfigError, match=r"--choice train\.keep=worst: .*keep"):
+        S.search(config_file, tmp_path / "w", weights=None, choices={"train.keep": "last,worst"})  # a string, as on the command line
     with pytest.raises(ConfigError, match="nothing to search"):
         S.search(config_file, tmp_path / "w", weights=None)
     with pytest.raises(ConfigError, match="--choice tasks.topic.loss_weight is already searched"):

@@ -5,6 +5,7 @@
     python bench/run_all.py --only padding,serving
     python bench/run_all.py --only methods  # the methods table (about 1.5 hours on 2 cores; not in a plain run)
     python bench/run_all.py --only peer     # keras-mtl vs transformers + PyTorch (needs the peer and torch extras; not in a plain run)
+    python bench/run_all.py --only precision_quality  # glue_conll float32 vs train.precision: auto, 3 seeds (not in a plain run)
     python bench/run_all.py --markdown-only # rewrite BENCHMARKS.md from bench/results/*.json
 
 Each script runs in its own subprocess (one Keras backend and a fresh
@@ -28,10 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import common  # noqa: E402
 
-SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods", "peer")
-# Not in a plain run: methods (about 1.5 hours on 2 cores: 74 min of fit alone) and peer (16 MiniLM
-# training runs on 4 runtimes plus serving; needs `transformers` and torch): ask with --only methods / peer.
-LONG = ("methods", "peer")
+SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods", "peer",
+           "precision_quality")
+# Not in a plain run: methods (about 1.5 hours on 2 cores: 74 min of fit alone), peer (16 MiniLM
+# training runs on 4 runtimes plus serving; needs `transformers` and torch) and precision_quality
+# (3 to 6 glue_conll trainings of about 4 minutes): ask with --only methods / peer / precision_quality.
+LONG = ("methods", "peer", "precision_quality")
 # Scripts that rewrite BENCHMARKS.md themselves unless told not to (run_all writes it once, at the end).
 OWN_MARKDOWN = ("methods",)
 TITLES = {
@@ -43,6 +46,7 @@ TITLES = {
     "backends": "Backends",
     "methods": "Multi-task methods",
     "peer": "Ahead of the peer (keras-mtl vs transformers + PyTorch)",
+    "precision_quality": "Does bfloat16 cost quality? (glue_conll, float32 vs train.precision: auto)",
 }
 BENCHMARKS_MD = common.ROOT / "BENCHMARKS.md"
 

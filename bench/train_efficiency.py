@@ -24,9 +24,12 @@ dropout, optimizer, ...) from the trace; one layer's matmuls are also timed
 alone, to tell a slow matmul from time spent outside matmuls.
 
 For information (unless --no-bf16), the same fit with `train.precision:
-mixed_bfloat16`: its tokens/s relative to float32 and its model FLOP/s as a
+mixed_bfloat16`: its tokens/s relative to float32, its model FLOP/s as a
 share of the bfloat16 matmul rate (a different denominator, so not the MFU
-of the target).
+of the target) and, on TensorFlow unless --no-profile, its own profile
+beside the float32 one (where the bfloat16 step goes: the casts of float32
+variables and activations that the mixed policy adds show as their own
+piece).
 """
 
 import os
@@ -108,6 +111,8 @@ def op_category(op_name, op_type):
     low = op_name.lower()
     if op_type in MATMUL_TYPES:
         return "matmuls (dense + attention)"
+    if op_type == "Cast":
+        return "casts (dtype conversions)"
     if "adam_w" in low or "optimizer" in low or "clip_by_norm" in low:
         return "optimizer (AdamW, clipnorm)"
     if op_type == "Transpose":
@@ -209,6 +214,28 @@ def layer_matmul_gflops(encoder, seq, batch, jit=False, repeats=5):
     return flops / best / 1e9
 
 
+def profile_table(trace, trace_bf16=None):
+    """Markdown: share of op time by model piece, float32 and (when traced) mixed_bfloat16 side by side,
+    with the op seconds of the traced steps (a bfloat16 piece that got slower shows there)."""
+    pieces = list(trace["categories_pct"])
+    if trace_bf16:
+        pieces += [k for k in trace_bf16["categories_pct"] if k not in pieces]
+    header = ["piece", "share of op time (float32)"]
+    if trace_bf16:
+        header += ["share (mixed_bfloat16)", "op seconds float32 -> bfloat16"]
+    rows = []
+    for k in pieces:
+        f32 = trace["categories_pct"].get(k, 0.0)
+        row = [k, f"{f32:.1f}%"]
+        if trace_bf16:
+            b = trace_bf16["categories_pct"].get(k, 0.0)
+            row += [f"{b:.1f}%", f"{f32 * trace['op_seconds'] / 100:.2f} -> {b * trace_bf16['op_seconds'] / 100:.2f}"]
+        rows.append(row)
+    if trace_bf16:
+        rows.append(["total", "100%", "100%", f"{trace['op_seconds']:.2f} -> {trace_bf16['op_seconds']:.2f}"])
+    return common.md_table(header, rows)
+
+
 def markdown(result):
     f = result["fit"]
     rows = [
@@ -243,9 +270,11 @@ def markdown(result):
             f"one layer's matmuls alone run at {p['layer_matmul_gflops']:.1f} GFLOP/s = "
             f"{100 * p['layer_matmul_gflops'] / result['matmul_gflops']:.0f}% of the square-matmul rate):\n\n"
         )
-        text += common.md_table(["piece", "share of op time"],
-                                [[k, f"{v:.1f}%"] for k, v in p["trace"]["categories_pct"].items()])
+        text += profile_table(p["trace"], p.get("trace_bf16"))
         text += "\n\nTop op types: " + ", ".join(f"{k} {v:.1f}%" for k, v in p["trace"]["top_op_types_pct"].items()) + "."
+        if p.get("trace_bf16"):
+            text += (" With `mixed_bfloat16`: "
+                     + ", ".join(f"{k} {v:.1f}%" for k, v in p["trace_bf16"]["top_op_types_pct"].items()) + ".")
     return text
 
 
@@ -315,9 +344,14 @@ def main(argv=None):
         run.say(f"  (info) jit_compile=True (XLA): step {xla['step_s']:.3f} s, first step {xla['first_step_s']:.1f} s, "
                 f"{xla['tokens_per_s']:.0f} tokens/s, MFU {xla['mfu_pct']:.1f}%")
     if not (args.no_bf16 or args.tiny):
-        bf16 = measure_fit(encoder, seq, batch, steps, jit=fit["jit_compile"], precision="mixed_bfloat16")
+        bf16 = measure_fit(encoder, seq, batch, steps, jit=fit["jit_compile"], precision="mixed_bfloat16",
+                           trace="profile" in run.result)
         bf16.pop("model")
-        bf16.pop("trace", None)
+        bf16_trace = bf16.pop("trace", None)
+        if bf16_trace:
+            run.result["profile"]["trace_bf16"] = bf16_trace
+            for k, v in bf16_trace["categories_pct"].items():
+                run.say(f"  profile (mixed_bfloat16) {k}: {v:.1f}% of op time")
         bf16_rate = max(machine.matmul_gflops("keras", repeats=3, dtype="bfloat16").values())
         bf16["achieved_gflops"] = fpt * bf16["tokens_per_s"] / 1e9
         bf16["matmul_bf16_gflops"] = bf16_rate

@@ -69,6 +69,22 @@ def test_op_category():
     assert op_category("m/encoder_0/feedforward_layer_norm/mul", "Mul") == "layer norms"
     assert op_category("m/encoder_0/ffn/Gelu/Erfc", "Erfc") == "gelu"
     assert op_category("m/x/transpose", "Transpose").startswith("transposes")
+    # the mixed policy's dtype conversions are a piece of their own, whatever scope they sit in
+    assert op_category("m/encoder_0/ffn/Cast", "Cast") == "casts (dtype conversions)"
+
+
+def test_profile_table_sets_bfloat16_beside_float32():
+    from bench.train_efficiency import profile_table
+
+    f32 = {"categories_pct": {"matmuls (dense + attention)": 60.0, "gelu": 40.0}, "op_seconds": 2.0}
+    bf16 = {"categories_pct": {"matmuls (dense + attention)": 30.0, "gelu": 50.0, "casts (dtype conversions)": 20.0},
+            "op_seconds": 1.0}
+    lines = profile_table(f32, bf16).splitlines()
+    row = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in lines[2:]}
+    assert row["matmuls (dense + attention)"] == ["60.0%", "30.0%", "1.20 -> 0.30"]
+    assert row["casts (dtype conversions)"] == ["0.0%", "20.0%", "0.00 -> 0.20"]  # only in bfloat16
+    assert row["total"] == ["100%", "100%", "2.00 -> 1.00"]
+    assert len(profile_table(f32).splitlines()[0].split("|")) == 4  # float32 alone: piece and share
 
 
 def test_flops_formula():
@@ -259,6 +275,36 @@ def test_methods_table(tmp_path, capsys):
     again = _run(methods, tmp_path, "--workdir", str(tmp_path / "runs"), "--only", "gates")
     assert again["runs"]["gates"] == result["runs"]["gates"]
     assert "reusing" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_precision_quality(tmp_path, capsys):
+    import shutil
+
+    from bench import precision_quality
+
+    records = tmp_path / "records"
+    args = ("--candidate", "mixed_bfloat16", "--records", str(records))
+    result = _run(precision_quality, tmp_path, "--workdir", str(tmp_path / "a"), *args)
+    assert result["candidate_policy"] == "mixed_bfloat16" and result["steps"] == 8  # demo: 4 epochs, capped at 10
+    boot = result["bootstrap"]
+    assert set(boot["tasks"]) == {"topic", "sentiment", "pos"}
+    for t, row in boot["tasks"].items():  # the gain is the candidate's score minus float32's, on the same examples
+        assert row["gain"]["point"] == pytest.approx(
+            result["per_seed"]["mixed_bfloat16"][t][0] - result["per_seed"]["float32"][t][0], abs=1e-9)
+    assert result["targets"][0]["met"] == (not any(r["verdict"] == "worse" for r in boot["tasks"].values())
+                                           and boot["delta_m"]["verdict"] != "worse")
+    assert "| pos | token_accuracy |" in precision_quality.markdown(result)
+    capsys.readouterr()
+    # A comparison's recorded multi-task run with the identical config is the float32 run; the
+    # candidate comes from --records: a new work dir trains nothing.
+    compare_records = tmp_path / "compare"
+    shutil.copytree(records / "seed0" / "float32", compare_records / "seed0" / "mtl")
+    again = _run(precision_quality, tmp_path, "--workdir", str(tmp_path / "b"), *args,
+                 "--compare-records", str(compare_records))
+    out = capsys.readouterr().out
+    assert "recorded in" in out and "trained" not in out
+    assert again["per_seed"] == result["per_seed"] and again["reused_from"]
 
 
 def test_methods_unknown_row_lists_the_rows(tmp_path, capsys):

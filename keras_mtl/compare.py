@@ -237,6 +237,21 @@ def _per_seed(metric, truth, per_seed, idx, options):
                       np.float64)
 
 
+def _resample_scorer(metric, truth, per_seed, options):
+    """A function: the example weights of a resample (`np.bincount` of its
+    indices) -> every seed's metric on it. Metrics of counts that add up over
+    examples (`keras_mtl.metrics.example_counts`: accuracy, F1s, MCC, token
+    accuracy, chunk scores) sum each seed's per-example counts, computed once,
+    and give the value `compute_metric` gives on the resampled labels; the
+    others (correlations, MSE) are recomputed on the resample."""
+    from keras_mtl.metrics import example_counts
+
+    counted = [example_counts(metric, truth.tolist(), p.tolist(), **options) for p in per_seed]
+    if all(c is not None for c in counted):
+        return lambda weights, idx: np.asarray([c.score(weights) for c in counted], np.float64)
+    return lambda weights, idx: _per_seed(metric, truth, per_seed, idx, options)
+
+
 def _interval(values, level):
     values = np.asarray(values, np.float64)
     values = values[np.isfinite(values)]
@@ -329,10 +344,12 @@ def bootstrap_compare(
         pm = float(_per_seed(metric, truth, mtl, None, options).mean())
         ps = float(_per_seed(metric, truth, single, None, options).mean())
         rm, rs = np.empty(int(replicates)), np.empty(int(replicates))
+        score_mtl, score_single = (_resample_scorer(metric, truth, preds, options) for preds in (mtl, single))
         for b, idx in enumerate(resample_indices(n, replicates, seed, keys[t])):
             dm, ds = draws[b]
-            rm[b] = _per_seed(metric, truth, mtl, idx, options)[dm].mean()
-            rs[b] = _per_seed(metric, truth, single, idx, options)[ds].mean()
+            weights = np.bincount(idx, minlength=n)
+            rm[b] = score_mtl(weights, idx)[dm].mean()
+            rs[b] = score_single(weights, idx)[ds].mean()
         gains = sign * (rm - rs)
         reps[t] = {"mtl": rm, "single": rs, "gain": gains, "sign": sign}
         for kind, point, values in (("mtl", pm, rm), ("single", ps, rs), ("gain", sign * (pm - ps), gains)):
@@ -424,13 +441,36 @@ RECORD_FILES = ("compare_run.json", "report.json", "run.json", "compare_result.j
 COMPARE_FILES = ("compare.json", "compare.md", "curves.png", "deltas.png")  # test_predictions.json: rebuilt from the runs
 
 
+DATA_SOURCES = ("train", "dev", "test", "data_dir")  # the data keys of a task that may hold file paths
+
+
+def _relative_to(value, root):
+    """`value` with every absolute path in it (a str, or the values of a dict) made relative to `root`."""
+    if isinstance(value, dict):
+        return {k: _relative_to(v, root) for k, v in value.items()}
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, root)
+    return value
+
+
 def _marker(raw, root):
-    """What identifies a sub-run: its config, with teacher paths relative to the
-    comparison's root (the same comparison in another directory matches)."""
+    """What identifies a sub-run: its config, with teacher and data paths
+    relative to the comparison's root. The same comparison in another
+    directory, or in a clone elsewhere with its data at the same place
+    relative to it (`../shared` beside the clone), matches; a recorded
+    marker with absolute paths (older comparisons) is read the same way."""
     marker = json.loads(json.dumps({"config": raw}))
+    root = Path(root).resolve()
     for task in (marker["config"] or {}).get("tasks", []):
-        if isinstance(task, dict) and task.get("teacher") and os.path.isabs(task["teacher"]):
-            task["teacher"] = os.path.relpath(task["teacher"], Path(root).resolve())
+        if not isinstance(task, dict):
+            continue
+        if task.get("teacher"):
+            task["teacher"] = _relative_to(task["teacher"], root)
+        data = task.get("data")
+        if isinstance(data, dict):
+            for key in DATA_SOURCES:
+                if key in data:
+                    data[key] = _relative_to(data[key], root)
     return marker
 
 

@@ -11,7 +11,7 @@ the conlleval chunk rules of `span_scores`: docs/metrics.md.
 import collections
 import dataclasses
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -26,12 +26,51 @@ class MetricSpec:
             (used to pick the best checkpoint). Defaults to `True`.
         options: tuple of str. Keyword arguments of `fn` that a task sets
             (e.g. `positive_class`). Defaults to `()`.
+        counts: callable or None. `counts(y_true, y_pred, **options)`
+            returns the metric's `ExampleCounts`, for a metric that is a
+            function of counts summed over the examples (None: it is not,
+            e.g. a correlation). Defaults to `None`.
     """
 
     name: str
     fn: Callable
     higher_is_better: bool = True
     options: tuple = ()  # the task settings `fn` takes as keyword arguments (`positive_class`)
+    counts: Optional[Callable] = None  # the per-example counts the metric is a function of (resampling)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleCounts:
+    """A metric as a function of counts that add up over examples.
+
+    Row i of `counts` holds example i's counts (hits, true positives, chunks
+    found, ...); `finish` turns their column sums into the metric. So the
+    metric on any multiset of the examples (a bootstrap resample: indices
+    with repeats) is `finish` of the weighted sum of rows, computed without
+    touching the labels again, and it equals the metric computed on the
+    resampled labels, exactly: the counts are integers.
+
+    Args:
+        counts: int64 array (n examples, k counts).
+        finish: callable. The k column sums -> the metric (a float).
+    """
+
+    counts: np.ndarray
+    finish: Callable
+
+    def score(self, weights=None):
+        """The metric over the examples, each counted `weights[i]` times (None: once each)."""
+        totals = self.counts.sum(axis=0) if weights is None else np.asarray(weights, np.int64) @ self.counts
+        return self.finish([int(v) for v in totals])
+
+
+def _rows(rows, width):
+    return np.asarray(rows, dtype=np.int64).reshape(-1, width)
+
+
+def _ratio(totals):
+    hits, n = totals
+    return float(hits / n) if n else 0.0
 
 
 # ---------------------------------------------------------------------------
@@ -142,10 +181,12 @@ def accuracy(y_true, y_pred):
         y_true: sequence of class names, or of label collections.
         y_pred: sequence of the same kind and length as `y_true`.
     """
+    return _accuracy_counts(y_true, y_pred).score()
+
+
+def _accuracy_counts(y_true, y_pred):
     y_true, y_pred = _classes_or_sets(y_true, y_pred)
-    if not y_true:
-        return 0.0
-    return float(sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true))
+    return ExampleCounts(_rows([(t == p, 1) for t, p in zip(y_true, y_pred)], 2), _ratio)
 
 
 def _f1(tp, fp, fn):
@@ -153,15 +194,8 @@ def _f1(tp, fp, fn):
     return 2 * tp / denominator if denominator else 0.0
 
 
-def _per_label_counts(true_sets, pred_sets):
-    tp = collections.Counter()
-    fp = collections.Counter()
-    fn = collections.Counter()
-    for t, p in zip(true_sets, pred_sets):
-        tp.update(t & p)
-        fp.update(p - t)
-        fn.update(t - p)
-    return tp, fp, fn
+def _f1_of_totals(totals):
+    return float(_f1(*totals))
 
 
 def f1(y_true, y_pred, positive_class="1"):
@@ -173,11 +207,14 @@ def f1(y_true, y_pred, positive_class="1"):
         positive_class: str. The class scored (a task's `positive_class`).
             Defaults to `"1"`.
     """
+    return _f1_counts(y_true, y_pred, positive_class).score()
+
+
+def _f1_counts(y_true, y_pred, positive_class="1"):
     y_true, y_pred = _check_pair(y_true, y_pred)
-    tp = sum(t == positive_class and p == positive_class for t, p in zip(y_true, y_pred))
-    fp = sum(t != positive_class and p == positive_class for t, p in zip(y_true, y_pred))
-    fn = sum(t == positive_class and p != positive_class for t, p in zip(y_true, y_pred))
-    return float(_f1(tp, fp, fn))
+    rows = [(t == positive_class and p == positive_class, t != positive_class and p == positive_class,
+             t == positive_class and p != positive_class) for t, p in zip(y_true, y_pred)]
+    return ExampleCounts(_rows(rows, 3), _f1_of_totals)
 
 
 def macro_f1(y_true, y_pred):
@@ -193,12 +230,28 @@ def macro_f1(y_true, y_pred):
         y_true: sequence of class names, or of label collections.
         y_pred: sequence of the same kind and length as `y_true`.
     """
+    return _macro_f1_counts(y_true, y_pred).score()
+
+
+def _macro_f1_counts(y_true, y_pred):
     true_sets, pred_sets = _classes_or_sets(y_true, y_pred, as_sets=True)
-    tp, fp, fn = _per_label_counts(true_sets, pred_sets)
-    labels = sorted(set(tp) | set(fp) | set(fn), key=str)  # a fixed order: the float sum is the same in every process
-    if not labels:
-        return 0.0
-    return float(sum(_f1(tp[c], fp[c], fn[c]) for c in labels) / len(labels))
+    # a fixed order: the float sum is the same in every process
+    labels = sorted(set().union(*true_sets, *pred_sets), key=str)
+    column = {c: i for i, c in enumerate(labels)}
+    k = len(labels)
+    counts = np.zeros((len(true_sets), 3 * k), np.int64)  # tp of every label, then fp, then fn
+    for row, (t, p) in enumerate(zip(true_sets, pred_sets)):
+        for offset, found in ((0, t & p), (k, p - t), (2 * k, t - p)):
+            for c in found:
+                counts[row, offset + column[c]] += 1
+
+    def finish(totals):
+        # a label with neither support nor predictions (in these examples) does not count
+        scores = [_f1(totals[i], totals[k + i], totals[2 * k + i]) for i in range(k)
+                  if totals[i] or totals[k + i] or totals[2 * k + i]]
+        return float(sum(scores) / len(scores)) if scores else 0.0
+
+    return ExampleCounts(counts, finish)
 
 
 def micro_f1(y_true, y_pred):
@@ -213,9 +266,13 @@ def micro_f1(y_true, y_pred):
         y_true: sequence of label collections (tuples, lists or sets).
         y_pred: sequence of label collections, same length as `y_true`.
     """
+    return _micro_f1_counts(y_true, y_pred).score()
+
+
+def _micro_f1_counts(y_true, y_pred):
     true_sets, pred_sets = _label_sets(y_true, y_pred)
-    tp, fp, fn = _per_label_counts(true_sets, pred_sets)
-    return float(_f1(sum(tp.values()), sum(fp.values()), sum(fn.values())))
+    rows = [(len(t & p), len(p - t), len(t - p)) for t, p in zip(true_sets, pred_sets)]
+    return ExampleCounts(_rows(rows, 3), _f1_of_totals)
 
 
 def mcc(y_true, y_pred):
@@ -233,19 +290,34 @@ def mcc(y_true, y_pred):
         y_true: sequence of class names.
         y_pred: sequence of class names, same length as `y_true`.
     """
+    return _mcc_counts(y_true, y_pred).score()
+
+
+def _mcc_counts(y_true, y_pred):
     y_true, y_pred = _check_pair(y_true, y_pred)
-    s = len(y_true)
-    c = sum(t == p for t, p in zip(y_true, y_pred))
-    t_count = collections.Counter(y_true)
-    p_count = collections.Counter(y_pred)
-    # Python ints: exact, no overflow on large evaluation sets.
-    numerator = c * s - sum(p_count[k] * t_count[k] for k in t_count)
-    pred_var = s * s - sum(v * v for v in p_count.values())
-    true_var = s * s - sum(v * v for v in t_count.values())
-    if pred_var == 0 or true_var == 0:
-        return 0.0
-    value = numerator / math.sqrt(pred_var * true_var)
-    return float(min(1.0, max(-1.0, value)))
+    classes = sorted(set(y_true) | set(y_pred), key=str)
+    column = {c: i for i, c in enumerate(classes)}
+    k = len(classes)
+    counts = np.zeros((len(y_true), 2 + 2 * k), np.int64)  # correct, 1, true class one-hot, predicted class one-hot
+    for row, (t, p) in enumerate(zip(y_true, y_pred)):
+        counts[row, 0] = t == p
+        counts[row, 1] = 1
+        counts[row, 2 + column[t]] = 1
+        counts[row, 2 + k + column[p]] = 1
+
+    def finish(totals):
+        c, s = totals[0], totals[1]
+        t_count, p_count = totals[2 : 2 + k], totals[2 + k :]
+        # Python ints: exact, no overflow on large evaluation sets.
+        numerator = c * s - sum(p * t for p, t in zip(p_count, t_count))
+        pred_var = s * s - sum(v * v for v in p_count)
+        true_var = s * s - sum(v * v for v in t_count)
+        if pred_var == 0 or true_var == 0:
+            return 0.0
+        value = numerator / math.sqrt(pred_var * true_var)
+        return float(min(1.0, max(-1.0, value)))
+
+    return ExampleCounts(counts, finish)
 
 
 # ---------------------------------------------------------------------------
@@ -324,12 +396,12 @@ def token_accuracy(y_true, y_pred):
         y_true: sequence of sentences, each a sequence of tag strings.
         y_pred: sequence of sentences, each as long as its `y_true` sentence.
     """
-    pairs = _sentences(y_true, y_pred)
-    total = sum(len(t) for t, _ in pairs)
-    if not total:
-        return 0.0
-    hits = sum(a == b for t, p in pairs for a, b in zip(t, p))
-    return float(hits / total)
+    return _token_accuracy_counts(y_true, y_pred).score()
+
+
+def _token_accuracy_counts(y_true, y_pred):
+    rows = [(sum(a == b for a, b in zip(t, p)), len(t)) for t, p in _sentences(y_true, y_pred)]
+    return ExampleCounts(_rows(rows, 2), _ratio)
 
 
 # conlleval's chunk boundary rules, transcribed from its endOfChunk and
@@ -495,6 +567,21 @@ def span_scores(y_true, y_pred, *, scheme="conlleval"):
     }
 
 
+def _span_counts(y_true, y_pred, score, scheme="conlleval"):
+    """Per sentence: conlleval's correct, predicted and true chunks (a blank line
+    follows every sentence, so they add up to span_scores' totals); `score`:
+    "precision", "recall" or "f1" of the totals (`_prf`)."""
+    pairs = _sentences(y_true, y_pred)
+    if scheme == "iobes":
+        pairs = [([_iobes_to_iob2(x) for x in t], [_iobes_to_iob2(x) for x in p]) for t, p in pairs]
+    rows = []
+    for pair in pairs:
+        correct, found_correct, found_guessed, _, _ = _conlleval_counts([pair])
+        rows.append((sum(correct.values()), sum(found_guessed.values()), sum(found_correct.values())))
+    which = ("precision", "recall", "f1").index(score)
+    return ExampleCounts(_rows(rows, 3), lambda totals: _prf(*totals)[which])
+
+
 def span_f1(y_true, y_pred):
     """Chunk F1 exactly as conlleval computes it, as a fraction (arguments as `span_scores`)."""
     return span_scores(y_true, y_pred)["f1"]
@@ -527,19 +614,19 @@ def span_f1_iobes(y_true, y_pred):
 METRICS = {
     spec.name: spec
     for spec in (
-        MetricSpec("accuracy", accuracy),
-        MetricSpec("f1", f1, options=("positive_class",)),
-        MetricSpec("macro_f1", macro_f1),
-        MetricSpec("micro_f1", micro_f1),
-        MetricSpec("mcc", mcc),
+        MetricSpec("accuracy", accuracy, counts=_accuracy_counts),
+        MetricSpec("f1", f1, options=("positive_class",), counts=_f1_counts),
+        MetricSpec("macro_f1", macro_f1, counts=_macro_f1_counts),
+        MetricSpec("micro_f1", micro_f1, counts=_micro_f1_counts),
+        MetricSpec("mcc", mcc, counts=_mcc_counts),
         MetricSpec("pearson", pearson),
         MetricSpec("spearman", spearman),
         MetricSpec("mse", mse, higher_is_better=False),
-        MetricSpec("token_accuracy", token_accuracy),
-        MetricSpec("span_f1", span_f1),
-        MetricSpec("span_precision", span_precision),
-        MetricSpec("span_recall", span_recall),
-        MetricSpec("span_f1_iobes", span_f1_iobes),
+        MetricSpec("token_accuracy", token_accuracy, counts=_token_accuracy_counts),
+        MetricSpec("span_f1", span_f1, counts=lambda t, p: _span_counts(t, p, "f1")),
+        MetricSpec("span_precision", span_precision, counts=lambda t, p: _span_counts(t, p, "precision")),
+        MetricSpec("span_recall", span_recall, counts=lambda t, p: _span_counts(t, p, "recall")),
+        MetricSpec("span_f1_iobes", span_f1_iobes, counts=lambda t, p: _span_counts(t, p, "f1", scheme="iobes")),
     )
 }
 
@@ -569,3 +656,22 @@ def compute_metric(name, y_true, y_pred, **options):
         )
     kwargs = {k: v for k, v in options.items() if k in spec.options and v is not None}
     return float(spec.fn(y_true, y_pred, **kwargs))
+
+
+def example_counts(name, y_true, y_pred, **options):
+    """The `ExampleCounts` of metric `name` on these examples, or None for a
+    metric that is not a function of counts summed over examples (pearson,
+    spearman, mse: recompute those with `compute_metric`).
+
+    `example_counts(name, t, p).score(np.bincount(idx, minlength=len(t)))`
+    equals `compute_metric(name, [t[i] for i in idx], [p[i] for i in idx])`
+    for any indices `idx`: what a bootstrap needs, without rescoring the labels
+    of every resample. Arguments as `compute_metric`.
+    """
+    spec = METRICS.get(name)
+    if spec is None:
+        raise ValueError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}")
+    if spec.counts is None:
+        return None
+    kwargs = {k: v for k, v in options.items() if k in spec.options and v is not None}
+    return spec.counts(y_true, y_pred, **kwargs)

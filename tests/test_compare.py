@@ -173,6 +173,38 @@ def test_sub_run_marker_is_portable_and_old_markers_still_match(tmp_path):
     assert not _finished(run, marker, tmp_path)  # neither its predictions nor its model: not reusable
 
 
+def test_sub_run_marker_holds_data_paths_relative_to_the_root(tmp_path):
+    """A clone elsewhere, with its data at the same place relative to it (../shared beside the
+    clone, as CI has it), matches a comparison recorded in another clone; other data does not."""
+
+    def raw(clone, data="sst2"):
+        shared = tmp_path / clone / "shared" / "data" / data
+        return {"name": "x", "tasks": [{"name": "a", "data": {
+            "format": "delimited", "train": str(shared / "train.tsv"), "test": str(shared / "dev.tsv"), "dev": None,
+            "text_column": "sentence"}}]}
+
+    root_a, root_b = tmp_path / "a" / "repo" / "runs" / "cmp", tmp_path / "b" / "repo" / "runs" / "cmp"
+    marker = _marker(raw("a"), root_a)
+    data = marker["config"]["tasks"][0]["data"]
+    assert data["train"] == str(Path("..", "..", "..", "shared", "data", "sst2", "train.tsv"))
+    assert data["dev"] is None and data["text_column"] == "sentence"  # not paths: as they are
+    assert _marker(raw("b"), root_b) == marker
+    assert _marker(raw("b", data="cola"), root_b) != marker
+    run = root_a / "seed0" / "mtl"  # recorded in clone a with absolute paths (before this change)
+    run.mkdir(parents=True)
+    for name in RECORD_FILES:
+        (run / name).write_text("{}", encoding="utf-8")
+    (run / "compare_run.json").write_text(json.dumps({"config": raw("a")}), encoding="utf-8")
+    assert _finished(run, _marker(raw("a"), root_a), root_a)
+    (run / "compare_run.json").write_text(json.dumps(marker), encoding="utf-8")  # the portable form compare writes
+    records_b = tmp_path / "b" / "repo" / "records" / "seed0" / "mtl"
+    records_b.parent.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(run, records_b)
+    assert _finished(records_b, _marker(raw("b"), root_b), root_b)  # clone b reuses clone a's record
+
+
 def test_a_damaged_or_foreign_record_is_not_reused(tmp_path):
     from keras_mtl.compare import _recorded_result
 

@@ -5,6 +5,7 @@ import math
 import os
 import random
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -560,3 +561,42 @@ def test_macro_f1_is_the_same_in_every_process():
         for seed in range(6)
     }
     assert len(outputs) == 1, outputs
+
+
+def _random_labels(rng, metric, n):
+    classes = ["a", "b", "c", "1"]
+    if metric in ("token_accuracy", "span_f1", "span_precision", "span_recall", "span_f1_iobes"):
+        tags = ["O", "B-NP", "I-NP", "B-VP", "I-VP", "E-NP", "S-VP"]
+        lengths = rng.integers(0, 7, size=n)
+        return ([tuple(rng.choice(tags, size=m)) for m in lengths], [tuple(rng.choice(tags, size=m)) for m in lengths])
+    if metric == "micro_f1" or (metric in ("accuracy", "macro_f1") and rng.random() < 0.5):  # multilabel
+        pick = lambda: tuple(c for c in classes if rng.random() < 0.4)  # noqa: E731
+        return [pick() for _ in range(n)], [pick() for _ in range(n)]
+    return list(rng.choice(classes, size=n)), list(rng.choice(classes, size=n))
+
+
+@pytest.mark.parametrize("metric", [m for m, spec in metrics.METRICS.items() if spec.counts is not None])
+def test_example_counts_score_a_resample_exactly_as_the_metric_does(metric):
+    """The bootstrap's shortcut: the metric of a resample (indices with repeats) from summed
+    per-example counts equals the metric recomputed on the resampled labels, to the last bit."""
+    from keras_mtl.metrics import example_counts
+
+    rng = np.random.default_rng(zlib.crc32(metric.encode()))
+    for trial in range(40):
+        n = int(rng.integers(0, 30)) if trial else 0
+        y_true, y_pred = _random_labels(rng, metric, n)
+        counted = example_counts(metric, y_true, y_pred, positive_class="1")
+        assert counted.score() == compute_metric(metric, y_true, y_pred, positive_class="1")
+        for _ in range(5):
+            idx = rng.integers(0, n, size=n) if n else np.zeros(0, np.int64)
+            want = compute_metric(metric, [y_true[i] for i in idx], [y_pred[i] for i in idx], positive_class="1")
+            assert counted.score(np.bincount(idx, minlength=n)) == want, (metric, trial)
+
+
+def test_example_counts_is_none_for_a_metric_that_does_not_add_up():
+    from keras_mtl.metrics import example_counts
+
+    for metric in ("pearson", "spearman", "mse"):
+        assert example_counts(metric, [1.0, 2.0], [1.0, 3.0]) is None
+    with pytest.raises(ValueError, match="unknown metric"):
+        example_counts("nope", [], [])

@@ -5,9 +5,9 @@
     python bench/precision_quality.py --tiny             # demo config, seconds (tests/test_bench.py)
 
 Each seed trains the config's multi-task model twice with
-`keras_mtl.train.train`, identical but for `train.precision`: float32 (the
-default) and the candidate (`auto` is resolved on this machine by
-keras_mtl.precision, and named in the table). Both are scored on the same
+`keras_mtl.train.train`, identical but for `train.precision`: float32 and
+the candidate (`auto`, the default since this check, is resolved on this
+machine by keras_mtl.precision and named in the table). Both are scored on the same
 test examples, and `keras_mtl.compare.bootstrap_compare` (the interval of
 `keras-mtl compare`: paired over the test examples, seeds resampled) gives
 each task's gain of the candidate over float32 with its 95% interval and a
@@ -89,14 +89,16 @@ def train_both(config_path, seeds, max_steps, candidate, root, records, compare_
     for seed in seeds:
         runs[seed] = {}
         for precision in dict.fromkeys((REFERENCE, policy)):
-            overrides = [f"seed={seed}", *budget] + ([] if precision == REFERENCE else [f"train.precision={precision}"])
+            overrides = [f"seed={seed}", *budget, f"train.precision={precision}"]
             loaded = load_config(str(config_path), overrides)
             path = Path(root) / f"seed{seed}" / precision
+            keep = records  # a run the comparison's records hold is not copied into ours
             if precision == REFERENCE and compare_records and seed_from_compare(compare_records, seed, loaded, path, root):
                 log(f"  seed {seed} {precision}: the multi-task run recorded in {common._rel(str(compare_records))}")
                 reused.append(seed)
+                keep = None
             started = time.time()
-            runs[seed][precision] = _train_run(loaded, path, verbose, True, log, test_examples, root, records)
+            runs[seed][precision] = _train_run(loaded, path, verbose, True, log, test_examples, root, keep)
             log(f"  seed {seed} {precision}: {runs[seed][precision]['report']['seconds']['fit']:.0f} s of fit "
                 f"({time.time() - started:.0f} s here)")
     return runs, test_examples, (epochs, spe), (policy, why), reused

@@ -324,8 +324,8 @@ class TrainConfig(_Strict):
         "auto", description="devices: auto, none, mirrored (TensorFlow) or data_parallel (JAX)"
     )
     precision: str = pydantic.Field(
-        "float32",
-        description="float32, mixed_bfloat16, mixed_float16 (variables, heads float32) or auto (keras_mtl/precision.py)",
+        "auto",
+        description="auto (bfloat16 where measured faster: keras_mtl/precision.py), float32, mixed_bfloat16, mixed_float16",
     )
     jit_compile: Union[bool, Literal["auto"]] = pydantic.Field(
         "auto", description="XLA for the train step: true, false or auto (per backend and device)"

@@ -22,6 +22,8 @@ backend uses them, else `float32`:
 bfloat16 does not. An explicit value is used as given.
 """
 
+import contextlib
+
 BF16 = "mixed_bfloat16"
 FP32 = "float32"
 # CPU flags (Linux /proc/cpuinfo) of native bfloat16 matmul units.
@@ -130,3 +132,17 @@ def set_policy(name):
     policy, why = resolve_precision(name)
     keras.mixed_precision.set_global_policy(policy)
     return policy, why
+
+
+@contextlib.contextmanager
+def policy_scope(name):
+    """`set_policy(name)` for the block, and Keras' global dtype policy as it
+    was after it: a `train` call leaves the caller's later models (a notebook,
+    the next test) in the policy they had. Yields (policy, why)."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    try:
+        yield set_policy(name)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

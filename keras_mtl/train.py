@@ -111,7 +111,8 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
     check_weighting_supported(config.train.loss_weighting)  # before any data work
     distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
     files = RunFiles(Path(workdir) if workdir else default_workdir(config))
-    with workdir_lock(files.root):
+    # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
+    with workdir_lock(files.root), precision.policy_scope(config.train.precision):
         return _train(loaded, files, max_steps, verbose, fresh)
 
 
@@ -121,7 +122,6 @@ def _train(loaded, files, max_steps, verbose, fresh):
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
-    precision.set_policy(config.train.precision)  # auto: resolved here, recorded in run.json
     promote_staged(files)  # a complete run killed while moving its files in place: finish that first
     stage = files.staged()
     killed = None if fresh else _killed_run(files)

@@ -48,19 +48,22 @@ def test_auto_picks_bfloat16_where_the_device_has_native_bfloat16_matmuls(backen
     assert reason.startswith("auto: ") and why in reason
 
 
-def test_auto_is_a_valid_config_value_and_others_are_refused(tiny_config):
+def test_auto_is_the_default_and_other_values_are_refused(tiny_config):
     from keras_mtl.config import config_from_dict
     from keras_mtl.errors import ConfigError
 
     raw = tiny_config("embedding")
+    raw.get("train", {}).pop("precision", None)
+    assert config_from_dict(raw).config.train.precision == "auto"  # the default (BENCHMARKS.md 9b)
     assert config_from_dict(raw, overrides=["train.precision=auto"]).config.train.precision == "auto"
     with pytest.raises(ConfigError, match="precision"):
         config_from_dict(raw, overrides=["train.precision=bfloat16"])
 
 
-def test_a_run_records_the_policy_it_trained_under(tmp_path, tiny_config):
+def test_a_run_records_the_policy_it_trained_under(tmp_path, tiny_config, interrupt_after):
     """`auto` is resolved on this machine; run.json names the policy, and the
-    model's heads stay float32 under bfloat16."""
+    model's heads stay float32 under bfloat16. The caller's global policy is
+    the same after `train` as before it, whatever the run trained under."""
     import keras
 
     from keras_mtl.train import train
@@ -68,11 +71,22 @@ def test_a_run_records_the_policy_it_trained_under(tmp_path, tiny_config):
 
     want, _ = resolve_precision("auto")
     try:
-        train(tiny_config("embedding", name="precision-auto", precision="auto"), workdir=tmp_path / "run",
-              max_steps=2, verbose=0)
+        for caller in ("float32", "mixed_float16"):
+            keras.mixed_precision.set_global_policy(caller)
+            train(tiny_config("embedding", name="precision-auto", precision="auto"), workdir=tmp_path / caller,
+                  max_steps=2, verbose=0)
+            assert keras.mixed_precision.global_policy().name == caller
+            run = json.loads((tmp_path / caller / "run.json").read_text())
+            assert run["precision"] == want  # not the caller's policy
+        keras.mixed_precision.set_global_policy("float32")
+        interrupt_after(1)
+        with pytest.raises(interrupt_after.error):  # a run stopped in its first epoch restores it as well
+            train(tiny_config("embedding", name="precision-bf16", precision="mixed_bfloat16"),
+                  workdir=tmp_path / "killed", max_steps=2, verbose=0)
+        assert keras.mixed_precision.global_policy().name == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    run = json.loads((tmp_path / "float32" / "run.json").read_text())
     assert run["precision"] == want
-    model = load_run(tmp_path / "run").load_model()
+    model = load_run(tmp_path / "float32").load_model()
     assert all(str(o.dtype).endswith("float32") for o in model.outputs)

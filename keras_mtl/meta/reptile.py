@@ -191,10 +191,12 @@ def meta_train(
                 f"(the same train command) or delete {work.backup}, or meta-train into another --workdir"
             )
         try:
-            _meta_train_staged(
-                loaded, work.staged(), inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
-                inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
-            )
+            # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
+            with precision.policy_scope(loaded.config.train.precision):
+                _meta_train_staged(
+                    loaded, work.staged(), inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
+                    inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
+                )
         except BaseException:
             shutil.rmtree(work.backup, ignore_errors=True)  # the previous run's files were not touched
             raise
@@ -219,7 +221,6 @@ def _meta_train_staged(
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
-    precision.set_policy(config.train.precision)  # auto: resolved here, recorded in run.json
     started = time.time()
 
     # === Data ===

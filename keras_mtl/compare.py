@@ -500,7 +500,22 @@ def _finished(path, marker, root, need_model=False):
     if not (path / "model.keras").exists() and not (path / "compare_result.json").exists():
         return False
     saved = _read_json(path / "compare_run.json")
-    return isinstance(saved, dict) and _marker(saved.get("config"), root) == marker
+    return isinstance(saved, dict) and _marker(saved.get("config"), root) == marker and _same_policy(path, marker)
+
+
+def _same_policy(path, marker):
+    """Whether the run in `path` trained under the dtype policy its config gives
+    here: `train.precision: auto` resolves per machine (bfloat16 on one,
+    float32 on another), and a comparison continued elsewhere must not mix
+    the two. A run.json without `precision` is from before it was recorded,
+    when every run trained in float32."""
+    from keras_mtl.precision import resolve_precision
+
+    train_section = ((marker or {}).get("config") or {}).get("train") or {}
+    if "precision" not in train_section:
+        return True  # a hand-made marker: nothing to check
+    info = _read_json(path / "run.json") or {}
+    return (info.get("precision") or "float32") == resolve_precision(train_section["precision"])[0]
 
 
 def _as_prediction(value):

@@ -791,3 +791,28 @@ def test_compare_serves_pair_tasks_with_their_pairs(tmp_path, tiny_pair_config):
     md = (out / "compare.md").read_text()
     assert "16 fixed test inputs: texts, and text pairs for the pair tasks" in md
     assert "| multi-task | all 2 tasks in 2 calls (serving_default and pair-task signatures) |" in md
+
+
+def test_a_recorded_run_is_reused_only_under_the_policy_its_config_gives_here(tmp_path, monkeypatch):
+    """`train.precision: auto` is bfloat16 on one machine and float32 on another: a comparison
+    continued on the second must retrain a run the first recorded in bfloat16, not mix them."""
+    from keras_mtl import precision
+
+    raw = {"name": "x", "tasks": [{"name": "a"}], "train": {"precision": "auto"}}
+    marker = _marker(raw, tmp_path)
+    run = tmp_path / "seed0" / "mtl"
+    run.mkdir(parents=True)
+    for name in RECORD_FILES:
+        (run / name).write_text("{}", encoding="utf-8")
+    (run / "compare_run.json").write_text(json.dumps(marker), encoding="utf-8")
+    (run / "run.json").write_text(json.dumps({"precision": "mixed_bfloat16"}), encoding="utf-8")
+    for here, reusable in (("mixed_bfloat16", True), ("float32", False)):
+        monkeypatch.setattr(precision, "resolve_precision", lambda name, *a, _here=here, **k: (
+            _here if name == "auto" else name, "test"))
+        assert _finished(run, marker, tmp_path) is reusable, here
+    # a run recorded before run.json named its policy trained in float32
+    (run / "run.json").write_text("{}", encoding="utf-8")
+    assert _finished(run, marker, tmp_path)  # auto is float32 "here" (the last patch)
+    pinned = _marker({**raw, "train": {"precision": "mixed_bfloat16"}}, tmp_path)
+    (run / "compare_run.json").write_text(json.dumps(pinned), encoding="utf-8")
+    assert not _finished(run, pinned, tmp_path)

@@ -105,23 +105,14 @@ def train_both(config_path, seeds, max_steps, candidate, root, records, compare_
 
 
 def samples(runs, policy, cfg, test_examples):
-    """`bootstrap_compare` samples with the candidate as the `mtl` side and float32 as the `single` side."""
-    out = {}
-    seeds = list(runs)
-    for task in cfg.tasks:
-        t = task.name
-        idx = sorted(runs[seeds[0]][REFERENCE]["predictions"].get(t, {}))
-        sides = {REFERENCE: [], policy: []}
-        for s in seeds:
-            for precision, side in sides.items():
-                got = runs[s][precision]["predictions"].get(t, {})
-                if sorted(got) != idx:
-                    raise RuntimeError(f"task {t!r}: the {precision} run of seed {s} predicted {len(got)} test examples, "
-                                       f"the float32 run of seed {seeds[0]} {len(idx)}")
-                side.append([got[i] for i in idx])
-        out[t] = {"metric": task.primary_metric, "truth": [test_examples[i].labels[t] for i in idx], "indices": idx,
-                  "mtl": sides[policy], "single": sides[REFERENCE], "options": {"positive_class": task.positive_class}}
-    return out
+    """`bootstrap_compare` samples (compare's own `_samples`) with the candidate as the `mtl` side and float32 as
+    the `single` side of every task."""
+    from keras_mtl.compare import _samples
+
+    names = cfg.task_names
+    sides = {s: {"mtl": runs[s][policy], **{t: runs[s][REFERENCE] for t in names}} for s in runs}
+    return _samples(sides, names, {t.name: t.primary_metric for t in cfg.tasks}, {t.name: t for t in cfg.tasks},
+                    test_examples)
 
 
 def _pm(row, scale):
@@ -179,6 +170,10 @@ def main(argv=None):
                         "config is identical (default bench/results/compare/<config name>; --tiny: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates")
     args = p.parse_args(argv)
+    from keras_mtl.config import PRECISION
+
+    if args.candidate not in PRECISION:
+        p.error(f"--candidate: unknown precision {args.candidate!r}; expected one of {', '.join(PRECISION)}")
     run = common.Run(NAME, args)
     config_path = Path(args.config) if args.config else (TINY_CONFIG if args.tiny else DEFAULT_CONFIG)
 
@@ -190,9 +185,6 @@ def main(argv=None):
 
     try:
         cfg = load_config(str(config_path)).config
-        from keras_mtl.precision import resolve_precision
-
-        resolve_precision(args.candidate)
     except KerasMTLError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

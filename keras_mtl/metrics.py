@@ -230,13 +230,31 @@ def macro_f1(y_true, y_pred):
         y_true: sequence of class names, or of label collections.
         y_pred: sequence of the same kind and length as `y_true`.
     """
-    return _macro_f1_counts(y_true, y_pred).score()
+    true_sets, pred_sets = _classes_or_sets(y_true, y_pred, as_sets=True)
+    tp, fp, fn = collections.Counter(), collections.Counter(), collections.Counter()
+    for t, p in zip(true_sets, pred_sets):
+        tp.update(t & p)
+        fp.update(p - t)
+        fn.update(t - p)
+    labels = _label_order(true_sets, pred_sets)
+    return _macro_f1_of([tp[c] for c in labels], [fp[c] for c in labels], [fn[c] for c in labels])
+
+
+def _label_order(true_sets, pred_sets):
+    # a fixed order: the float sum is the same in every process
+    return sorted(set().union(*true_sets, *pred_sets), key=str)
+
+
+def _macro_f1_of(tp, fp, fn):
+    """The mean F1 of the labels (counts in one order) with any support or prediction."""
+    scores = [_f1(a, b, c) for a, b, c in zip(tp, fp, fn) if a or b or c]
+    return float(sum(scores) / len(scores)) if scores else 0.0
 
 
 def _macro_f1_counts(y_true, y_pred):
+    # for resampling only: a dense (examples, 3 x labels) matrix, which the metric itself does not build
     true_sets, pred_sets = _classes_or_sets(y_true, y_pred, as_sets=True)
-    # a fixed order: the float sum is the same in every process
-    labels = sorted(set().union(*true_sets, *pred_sets), key=str)
+    labels = _label_order(true_sets, pred_sets)
     column = {c: i for i, c in enumerate(labels)}
     k = len(labels)
     counts = np.zeros((len(true_sets), 3 * k), np.int64)  # tp of every label, then fp, then fn
@@ -244,14 +262,7 @@ def _macro_f1_counts(y_true, y_pred):
         for offset, found in ((0, t & p), (k, p - t), (2 * k, t - p)):
             for c in found:
                 counts[row, offset + column[c]] += 1
-
-    def finish(totals):
-        # a label with neither support nor predictions (in these examples) does not count
-        scores = [_f1(totals[i], totals[k + i], totals[2 * k + i]) for i in range(k)
-                  if totals[i] or totals[k + i] or totals[2 * k + i]]
-        return float(sum(scores) / len(scores)) if scores else 0.0
-
-    return ExampleCounts(counts, finish)
+    return ExampleCounts(counts, lambda totals: _macro_f1_of(totals[:k], totals[k : 2 * k], totals[2 * k :]))
 
 
 def micro_f1(y_true, y_pred):
@@ -290,10 +301,27 @@ def mcc(y_true, y_pred):
         y_true: sequence of class names.
         y_pred: sequence of class names, same length as `y_true`.
     """
-    return _mcc_counts(y_true, y_pred).score()
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    t_count, p_count = collections.Counter(y_true), collections.Counter(y_pred)
+    classes = list(t_count | p_count)
+    return _mcc_of(sum(t == p for t, p in zip(y_true, y_pred)), len(y_true),
+                   [t_count[k] for k in classes], [p_count[k] for k in classes])
+
+
+def _mcc_of(c, s, t_count, p_count):
+    """Gorodkin's R_K from the correct count, the example count and the per-class true and predicted counts."""
+    # Python ints: exact, no overflow on large evaluation sets.
+    numerator = c * s - sum(p * t for p, t in zip(p_count, t_count))
+    pred_var = s * s - sum(v * v for v in p_count)
+    true_var = s * s - sum(v * v for v in t_count)
+    if pred_var == 0 or true_var == 0:
+        return 0.0
+    value = numerator / math.sqrt(pred_var * true_var)
+    return float(min(1.0, max(-1.0, value)))
 
 
 def _mcc_counts(y_true, y_pred):
+    # for resampling only: a dense (examples, 2 + 2 x classes) matrix, which the metric itself does not build
     y_true, y_pred = _check_pair(y_true, y_pred)
     classes = sorted(set(y_true) | set(y_pred), key=str)
     column = {c: i for i, c in enumerate(classes)}
@@ -304,20 +332,7 @@ def _mcc_counts(y_true, y_pred):
         counts[row, 1] = 1
         counts[row, 2 + column[t]] = 1
         counts[row, 2 + k + column[p]] = 1
-
-    def finish(totals):
-        c, s = totals[0], totals[1]
-        t_count, p_count = totals[2 : 2 + k], totals[2 + k :]
-        # Python ints: exact, no overflow on large evaluation sets.
-        numerator = c * s - sum(p * t for p, t in zip(p_count, t_count))
-        pred_var = s * s - sum(v * v for v in p_count)
-        true_var = s * s - sum(v * v for v in t_count)
-        if pred_var == 0 or true_var == 0:
-            return 0.0
-        value = numerator / math.sqrt(pred_var * true_var)
-        return float(min(1.0, max(-1.0, value)))
-
-    return ExampleCounts(counts, finish)
+    return ExampleCounts(counts, lambda totals: _mcc_of(totals[0], totals[1], totals[2 : 2 + k], totals[2 + k :]))
 
 
 # ---------------------------------------------------------------------------

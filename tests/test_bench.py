@@ -307,6 +307,16 @@ def test_precision_quality(tmp_path, capsys):
     assert again["per_seed"] == result["per_seed"] and again["reused_from"]
 
 
+def test_precision_quality_refuses_an_unknown_candidate(tmp_path, capsys):
+    from bench import precision_quality
+
+    with pytest.raises(SystemExit):
+        precision_quality.main(["--tiny", "--results-dir", str(tmp_path), "--candidate", "bfloat16"])
+    err = capsys.readouterr().err
+    assert "--candidate: unknown precision 'bfloat16'" in err and "mixed_bfloat16" in err
+    assert not (tmp_path / "precision_quality.json").exists()  # nothing trained, nothing written
+
+
 def test_methods_unknown_row_lists_the_rows(tmp_path, capsys):
     from bench import methods
 

@@ -14,6 +14,7 @@ delta_m formula: docs/compare.md.
 """
 
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -442,6 +443,7 @@ COMPARE_FILES = ("compare.json", "compare.md", "curves.png", "deltas.png")  # te
 
 
 DATA_SOURCES = ("train", "dev", "test", "data_dir")  # the data keys of a task that may hold file paths
+CONTENT_PREFIX = "sha256:"  # a data file in a marker: its content, wherever it lies
 
 
 def _relative_to(value, root):
@@ -453,12 +455,44 @@ def _relative_to(value, root):
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _file_digest(path, size, mtime_ns):
+    """sha256 of a file's bytes (cached per path, size and mtime: a marker is
+    built for every sub-run, and the data files are the same each time)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return CONTENT_PREFIX + h.hexdigest()
+
+
+def _data_identity(value, root):
+    """What identifies one data source in a marker: a file by its content (the
+    same data matches wherever it lies, and a file edited in place does not);
+    a directory (a TFDS `data_dir`) or a path that is not there by its path
+    relative to `root`. A relative path is one from a saved marker, relative
+    to the root it was written for."""
+    if isinstance(value, dict):
+        return {k: _data_identity(v, root) for k, v in value.items()}
+    if not isinstance(value, str) or value.startswith(CONTENT_PREFIX):
+        return value
+    path = Path(os.path.normpath(value if os.path.isabs(value) else root / value))  # lexically: the inverse of relpath
+    try:
+        if path.is_file():
+            stat = path.stat()
+            return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        pass  # unreadable: identified by its path, as a missing file is
+    return _relative_to(value, root)
+
+
 def _marker(raw, root):
-    """What identifies a sub-run: its config, with teacher and data paths
-    relative to the comparison's root. The same comparison in another
-    directory, or in a clone elsewhere with its data at the same place
-    relative to it (`../shared` beside the clone), matches; a recorded
-    marker with absolute paths (older comparisons) is read the same way."""
+    """What identifies a sub-run: its config, with every data file replaced by
+    a hash of its content and teacher paths made relative to the comparison's
+    root. The same comparison in any directory or clone, with the same data
+    anywhere, matches; other data does not. A recorded marker with paths
+    (older comparisons: absolute, or relative to the root they ran in) is read
+    the same way, through the files those paths name from `root`."""
     marker = json.loads(json.dumps({"config": raw}))
     root = Path(root).resolve()
     for task in (marker["config"] or {}).get("tasks", []):
@@ -470,7 +504,7 @@ def _marker(raw, root):
         if isinstance(data, dict):
             for key in DATA_SOURCES:
                 if key in data:
-                    data[key] = _relative_to(data[key], root)
+                    data[key] = _data_identity(data[key], root)
     return marker
 
 
@@ -565,7 +599,7 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None,
     elif finished:
         log(f"  reusing {path}")
     if finished:
-        write_json(path / "compare_run.json", marker)  # the portable form (older comparisons wrote absolute teachers)
+        write_json(path / "compare_run.json", marker)  # the portable form (older comparisons wrote paths)
     if not finished:
         import keras
 

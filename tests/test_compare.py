@@ -205,6 +205,52 @@ def test_sub_run_marker_holds_data_paths_relative_to_the_root(tmp_path):
     assert _finished(records_b, _marker(raw("b"), root_b), root_b)  # clone b reuses clone a's record
 
 
+def test_sub_run_marker_identifies_data_files_by_content(tmp_path):
+    """A data file is identified by its bytes: the same data under any path, and a comparison
+    run from any work dir (here one at another depth), matches; a file edited in place does
+    not; a record written with paths relative to its root (before) still matches there."""
+    import os
+    import shutil
+
+    from keras_mtl.compare import CONTENT_PREFIX
+
+    def raw(train, test):
+        return {"name": "x", "tasks": [{"name": "a", "data": {
+            "format": "delimited", "train": str(train), "test": str(test), "dev": None}}]}
+
+    here, there = tmp_path / "shared" / "sst2", tmp_path / "elsewhere" / "deeper" / "copy"
+    for folder in (here, there):
+        folder.mkdir(parents=True)
+        (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\n", encoding="utf-8")
+        (folder / "dev.tsv").write_text("sentence\tlabel\nbad\t0\n", encoding="utf-8")
+    root_a, root_b = tmp_path / "repo" / "runs" / "cmp", tmp_path / "tmp" / "c"
+    marker = _marker(raw(here / "train.tsv", here / "dev.tsv"), root_a)
+    data = marker["config"]["tasks"][0]["data"]
+    assert data["train"].startswith(CONTENT_PREFIX) and data["train"] != data["test"]
+    assert data["dev"] is None
+    assert _marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) == marker  # same bytes, other place and root
+    assert _marker(marker["config"], root_b) == marker  # a saved marker reads as it was written
+
+    run = root_a / "seed0" / "mtl"  # a record, reused from a work dir at another depth
+    run.mkdir(parents=True)
+    for name in RECORD_FILES:
+        (run / name).write_text("{}", encoding="utf-8")
+    (run / "compare_run.json").write_text(json.dumps(marker), encoding="utf-8")
+    records = tmp_path / "records" / "seed0" / "mtl"
+    shutil.copytree(run, records)
+    assert _finished(records, _marker(raw(here / "train.tsv", here / "dev.tsv"), root_b), root_b)
+
+    # a record from before: data paths relative to the root it ran in; matches from that root
+    old = raw(os.path.relpath(here / "train.tsv", root_a), os.path.relpath(here / "dev.tsv", root_a))
+    (run / "compare_run.json").write_text(json.dumps({"config": old}), encoding="utf-8")
+    assert _finished(run, marker, root_a)
+
+    (there / "train.tsv").write_text("sentence\tlabel\ngood\t0\n", encoding="utf-8")  # edited in place
+    assert _marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) != marker
+    missing = _marker(raw(tmp_path / "gone.tsv", here / "dev.tsv"), root_a)["config"]["tasks"][0]["data"]
+    assert missing["train"] == os.path.relpath(tmp_path / "gone.tsv", root_a)  # not there: by its path
+
+
 def test_a_damaged_or_foreign_record_is_not_reused(tmp_path):
     from keras_mtl.compare import _recorded_result
 

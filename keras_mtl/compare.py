@@ -37,6 +37,7 @@ DEFAULT_BUDGET = "labelled"
 DEFAULT_REPLICATES = 1000
 BOOTSTRAP_SEED = 0
 LEVEL = 0.95
+MC_Z = 1.96  # standard errors of Monte Carlo error a verdict's tail share must clear to be settled
 BETTER, WORSE, UNDECIDED = "better", "worse", "not distinguishable"
 BOOTSTRAP_METHOD = (
     "two-level percentile bootstrap: per replicate, the seeds of each side are drawn with replacement (as many "
@@ -180,6 +181,27 @@ def verdict(low, high):
     return UNDECIDED
 
 
+def verdict_settled(values, level=LEVEL, z=MC_Z):
+    """Whether the number of bootstrap replicates settles the verdict on these
+    gains (True / False; None without a finite replicate).
+
+    The verdict asks whether the `(1 - level) / 2` tail of the replicates lies
+    on one side of 0, i.e. whether the share of replicates at or below 0 (at
+    or above 0) is under that tail. The share is estimated from B replicates,
+    with Monte Carlo standard error sqrt(tail (1 - tail) / B). The verdict is
+    settled when both shares are more than `z` standard errors from the tail;
+    otherwise another replicate seed or count could turn it (an interval
+    bound within Monte Carlo error of 0)."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    tail = (1.0 - float(level)) / 2.0
+    margin = float(z) * math.sqrt(tail * (1.0 - tail) / values.size)
+    shares = (float(np.mean(values <= 0.0)), float(np.mean(values >= 0.0)))
+    return all(abs(share - tail) > margin for share in shares)
+
+
 def resample_indices(n, replicates, seed, key=""):
     """The `replicates` index resamples of a task with `n` test examples.
 
@@ -306,8 +328,9 @@ def bootstrap_compare(
 
     Returns:
         dict: `tasks`: task -> {`metric`, `n`, `higher_is_better`, `mtl`,
-        `single`, `gain` (each {`point`, `low`, `high`}), `verdict`};
-        `delta_m`: {`point`, `low`, `high`, `verdict`, `included`,
+        `single`, `gain` (each {`point`, `low`, `high`}), `verdict`,
+        `settled` (`verdict_settled`)}; `delta_m`: {`point`, `low`, `high`,
+        `verdict`, `settled`, `included`,
         `excluded`, `replicates_used`}; `replicates`, `seed`, `level`,
         `method`.
     """
@@ -333,7 +356,7 @@ def bootstrap_compare(
         row = {"metric": metric, "n": n, "higher_is_better": higher[t]}
         if n == 0:
             empty = {"point": None, "low": None, "high": None}
-            row.update(mtl=dict(empty), single=dict(empty), gain=dict(empty), verdict="n/a")
+            row.update(mtl=dict(empty), single=dict(empty), gain=dict(empty), verdict="n/a", settled=None)
             tasks[t] = row
             continue
         if draws is None:
@@ -357,6 +380,7 @@ def bootstrap_compare(
             low, high = _interval(values, level)
             row[kind] = {"point": point, "low": low, "high": high}
         row["verdict"] = verdict(row["gain"]["low"], row["gain"]["high"])
+        row["settled"] = verdict_settled(gains, level)
         tasks[t] = row
 
     point = delta_m(
@@ -384,6 +408,7 @@ def bootstrap_compare(
             "low": dm_low,
             "high": dm_high,
             "verdict": verdict(dm_low, dm_high),
+            "settled": verdict_settled(dm_reps, level) if included else None,
             "included": included,
             "excluded": point["excluded"],
             "replicates_used": int(np.isfinite(dm_reps).sum()) if included else 0,
@@ -799,6 +824,11 @@ def _scores(runs, model, names, primary, higher, cfg, test_examples, bootstrap, 
     for t in names:
         metrics[t]["ci"] = boot["tasks"][t]
         metrics[t]["verdict"] = boot["tasks"][t]["verdict"]
+    unsettled = [t for t in names if boot["tasks"][t].get("settled") is False]
+    unsettled += ["delta_m"] if boot["delta_m"].get("settled") is False else []
+    if unsettled:
+        log(f"bootstrap ({model}): the verdicts of {', '.join(unsettled)} are not settled by {int(bootstrap)} "
+            "replicates (a bound within Monte Carlo error of 0): rerun with a larger --bootstrap")
     return {"metrics": metrics, "dm": dm, "per_seed": per_seed, "boot": boot,
             "seconds": round(time.time() - started, 1), "samples": samples}
 
@@ -1142,6 +1172,28 @@ BUDGET_TEXT = {
 }
 
 
+def _verdict(ci, fallback="n/a"):
+    """A verdict cell: the interval's verdict, marked where the replicate count does not settle it."""
+    if not ci:
+        return fallback
+    return ci.get("verdict", fallback) + (" (unsettled)" if ci.get("settled") is False else "")
+
+
+def _unsettled(result):
+    """The verdicts of the report (task rows and delta_m, multi-task and distilled) that the
+    replicate count does not settle, as `what: verdict` strings."""
+    found = []
+    for label, part in (("", result), ("distilled ", result.get("distilled"))):
+        if not part:
+            continue
+        for t, row in part["metrics"].items():
+            if (row.get("ci") or {}).get("settled") is False:
+                found.append(f"{label}{t}")
+        if (part["delta_m"].get("ci") or {}).get("settled") is False:
+            found.append(f"{label}Δm")
+    return found
+
+
 def compare_markdown(result):
     names = result["tasks"]
     n = len(result["seeds"])
@@ -1188,7 +1240,7 @@ def compare_markdown(result):
         interval = _ci(ci["gain"]["low"], ci["gain"]["high"], k, digits) if ci else "n/a"
         lines.append(
             f"| {t} | {m}{arrow} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {interval} | "
-            f"{row.get('verdict', 'n/a')} | {rel} | {'yes' if pt['included'] else 'no'} |"
+            f"{_verdict(ci, row.get('verdict', 'n/a'))} | {rel} | {'yes' if pt['included'] else 'no'} |"
         )
     value = dm["value_pct"]
     dci = dm.get("ci")
@@ -1196,7 +1248,7 @@ def compare_markdown(result):
         "",
         (
             f"**Δm = {value:+.2f}%**"
-            + (f", {pct} CI {_ci(dci['low'], dci['high'])}%: **{dci['verdict']}**," if dci and dci["low"] is not None else "")
+            + (f", {pct} CI {_ci(dci['low'], dci['high'])}%: **{_verdict(dci)}**," if dci and dci["low"] is not None else "")
             + f" over {len(dm['included'])} of {len(names)} tasks"
         )
         if value is not None
@@ -1205,6 +1257,13 @@ def compare_markdown(result):
         f"Sign convention: {dm['convention']} Δ abs and Δ rel are sign-adjusted the same way "
         "(> 0: the multi-task model is better).",
     ]
+    unsettled = _unsettled(result) if boot else []
+    if unsettled:
+        lines.append(
+            f"**Unsettled verdicts** ({', '.join(unsettled)}): the share of replicates on the far side of 0 is within "
+            f"{MC_Z:g} Monte Carlo standard errors of the {100 * (1 - boot['level']) / 2:g}% tail at "
+            f"{boot['replicates']} replicates, so another replicate seed or count could turn the verdict: rerun "
+            "with a larger `--bootstrap` (e.g. 10 times as many; the runs are reused).")
     if n > 1:
         lines.append("Δm per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in dm["per_seed_pct"]) + ".")
     for t, reason in dm["excluded"].items():
@@ -1234,7 +1293,7 @@ def compare_markdown(result):
             lines.append(
                 f"| {t} | {ci['n']} | {point(ci['mtl'])} | {_ci(ci['mtl']['low'], ci['mtl']['high'], k, digits, False)} | "
                 f"{point(ci['single'])} | {_ci(ci['single']['low'], ci['single']['high'], k, digits, False)} | "
-                f"{point(ci['gain'], True)} | {_ci(ci['gain']['low'], ci['gain']['high'], k, digits)} | {ci['verdict']} |"
+                f"{point(ci['gain'], True)} | {_ci(ci['gain']['low'], ci['gain']['high'], k, digits)} | {_verdict(ci)} |"
             )
         lines += [
             "",
@@ -1265,12 +1324,12 @@ def compare_markdown(result):
             ci = row.get("ci")
             interval = _ci(ci["gain"]["low"], ci["gain"]["high"], k, digits) if ci else "n/a"
             lines.append(f"| {t} | {m} | {_fmt(row['mtl'], m)} | {_fmt(row['single'], m)} | {gain} | {interval} | "
-                         f"{row.get('verdict', 'n/a')} |")
+                         f"{_verdict(ci, row.get('verdict', 'n/a'))} |")
         if ddm["value_pct"] is not None:
             lines += [
                 "",
                 f"**Δm (distilled) = {ddm['value_pct']:+.2f}%**"
-                + (f", {pct} CI {_ci(ddci['low'], ddci['high'])}%: **{ddci['verdict']}**" if ddci and ddci["low"] is not None else "")
+                + (f", {pct} CI {_ci(ddci['low'], ddci['high'])}%: **{_verdict(ddci)}**" if ddci and ddci["low"] is not None else "")
                 + ("; per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in ddm["per_seed_pct"])
                    if n > 1 else "")
                 + f". Fit time {d['fit_seconds']['mean']:.1f} s (mean over seeds).",

@@ -314,6 +314,23 @@ def test_verdict():
     assert verdict(None, None) == "n/a"
 
 
+def test_verdict_settled_by_the_replicate_count():
+    from keras_mtl.compare import verdict_settled
+
+    def gains(n, below):  # n replicates, `below` of them at or below 0
+        return np.r_[np.full(below, -1.0), np.full(n - below, 1.0)]
+
+    # 2.5% of 1000 replicates at or below 0: the lower bound sits on 0, any other draw could turn the verdict
+    assert verdict_settled(gains(1000, 25)) is False
+    # 3% below 0: Monte Carlo error sqrt(.025 * .975 / B) is 0.49 points at 1000 replicates, 0.16 at 10000
+    assert verdict_settled(gains(1000, 30)) is False and verdict_settled(gains(10000, 300)) is True
+    assert verdict_settled(gains(1000, 0)) is True  # every replicate above 0: better, whatever the count
+    assert verdict_settled(gains(1000, 500)) is True  # half below: not distinguishable, whatever the count
+    assert verdict_settled(np.zeros(1000)) is True  # identical models: both shares are 1
+    assert verdict_settled(-gains(1000, 25)) is False  # the upper bound on 0: `worse` is not settled either
+    assert verdict_settled([np.nan, np.inf]) is None and verdict_settled([]) is None
+
+
 def test_bootstrap_identical_predictions_give_a_zero_interval():
     rng = np.random.default_rng(3)
     truth = rng.choice(["a", "b", "c"], 50).tolist()
@@ -570,7 +587,7 @@ def _fake_result(budget="labelled", seeds=(0, 1, 2)):
         "topic": _sample(truth, [truth] * len(seeds), [["a"] * 40] * len(seeds)),
         "sentiment": _sample(truth, [["a"] * 40] * len(seeds), [["a"] * 40] * len(seeds), "mcc"),
     }
-    boot = bootstrap_compare(samples, replicates=100)
+    boot = bootstrap_compare(samples, replicates=1000)  # enough for the verdicts to be settled (verdict_settled)
     names = list(samples)
     metrics = {}
     for t in names:
@@ -591,7 +608,7 @@ def _fake_result(budget="labelled", seeds=(0, 1, 2)):
         "delta_m": {"value_pct": dm["delta_m"], "per_seed_pct": [dm["delta_m"]] * len(seeds), "convention": "c.",
                     "included": dm["included"], "excluded": dm["excluded"], "per_task": dm["per_task"],
                     "ci": boot["delta_m"], "verdict": boot["delta_m"]["verdict"]},
-        "bootstrap": {"method": boot["method"], "seeds_resampled": boot["seeds_resampled"], "replicates": 100,
+        "bootstrap": {"method": boot["method"], "seeds_resampled": boot["seeds_resampled"], "replicates": 1000,
                       "seed": 0, "level": 0.95, "seconds": 0.1, "predictions": "test_predictions.json"},
         "params": {"mtl": 10, "single": {t: 8 for t in names}, "single_total": 16, "ratio_mtl_to_singles": 0.625},
         "fit_seconds": {"mtl": fit, "single": {t: fit for t in names}, "single_total": 2.0},
@@ -604,10 +621,10 @@ def test_compare_markdown_reports_intervals_verdicts_budget_and_seeds():
 
     md = compare_markdown(_fake_result())
     assert "mean ± std over 3 seeds (0, 1, 2); per-task budget `labelled`" in md
-    assert "two-level bootstrap: seeds and test examples (100 replicates, seed 0" in md
+    assert "two-level bootstrap: seeds and test examples (1000 replicates, seed 0" in md
     assert "the interval holds the seed spread and the test-set sampling" in md
     one = compare_markdown(_fake_result(seeds=(0,)))  # one seed: only the test examples are resampled
-    assert "paired bootstrap over the test examples (100 replicates, seed 0" in one
+    assert "paired bootstrap over the test examples (1000 replicates, seed 0" in one
     # topic: always right vs right on half: +50 points, the interval is above 0
     topic = next(line for line in md.splitlines() if line.startswith("| topic | accuracy |"))
     cells = [c.strip() for c in topic.strip("|").split("|")]
@@ -619,6 +636,20 @@ def test_compare_markdown_reports_intervals_verdicts_budget_and_seeds():
     assert "**Δm = +100.00%**, 95% CI [" in md and "**better**" in md
     assert "## Confidence intervals (95%, primary metric)" in md
     assert "Per-task budget mode: `drawn`" in compare_markdown(_fake_result("drawn", seeds=(0,)))
+    assert "(unsettled)" not in md and "Unsettled verdicts" not in md  # both verdicts are far from the boundary
+
+
+def test_compare_markdown_marks_verdicts_the_replicates_do_not_settle():
+    from keras_mtl.compare import compare_markdown
+
+    result = _fake_result()
+    result["metrics"]["topic"]["ci"]["settled"] = False
+    result["delta_m"]["ci"]["settled"] = False
+    md = compare_markdown(result)
+    topic = next(line for line in md.splitlines() if line.startswith("| topic | accuracy |"))
+    assert "| better (unsettled) |" in topic
+    assert "**better (unsettled)**" in md  # delta_m's line
+    assert "**Unsettled verdicts** (topic, Δm)" in md and "larger `--bootstrap`" in md
 
 
 # ---------------------------------------------------------------------------

@@ -653,7 +653,7 @@ def _train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None,
     info = RunRecord.read(path / "run.json")
     params, predictions = recorded
     return {"report": report, "info": info, "params": params, "predictions": predictions,
-            "has_model": (path / "model.keras").exists()}
+            "has_model": (path / "model.keras").exists(), "marker": marker}
 
 
 def _params_and_predictions(path, test_examples):
@@ -1005,11 +1005,18 @@ def compare(
         # the first seed whose models are all here (a run taken from --records has none)
         served = next((s for s in runs if all(runs[s][k]["has_model"] for k in ["mtl", *names])), None)
         if served is None:
-            log("serving: skipped: no seed has all its models in the work dir (runs taken from --records have none)")
+            serving = earlier_serving([root, *([records] if records is not None else [])], runs, names,
+                                      len(texts), serving_batch)
+            if serving is None:
+                log("serving: skipped: no seed has all its models in the work dir (runs taken from --records have none)")
+            else:
+                log(f"serving: no seed has its models here; the table is the measurement of {serving['measured_at']} "
+                    f"on the same models of seed {serving['seed']} (their records match)")
         else:
             log(f"serving: exporting seed {served}'s models and timing {len(texts)} texts at batch {serving_batch}")
             serving = _serving(root / f"seed{served}", names, texts, pairs, serving_batch)
-            serving["seed"] = served
+            serving.update(seed=served, models=models_digest(runs[served], names),
+                           measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
     curves = _curves(runs, names, primary)
     result = {
@@ -1091,6 +1098,35 @@ def _write_predictions(path, samples, seeds):
             },
         },
     )
+
+
+def models_digest(seed_runs, names):
+    """What identifies the models a serving measurement timed: a hash of the
+    markers of one seed's multi-task and single-task runs (their configs, with
+    data files by content)."""
+    markers = [seed_runs[k].get("marker") for k in ["mtl", *names]]
+    if any(m is None for m in markers):
+        return None
+    return hashlib.sha256(json.dumps(markers, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def earlier_serving(dirs, runs, names, texts, batch):
+    """The serving measurement of an earlier invocation, from the first of
+    `dirs` whose `compare.json` has one that timed the same models (the same
+    seed, and `models_digest` of its runs equal to this invocation's: a run
+    retrained since, or other data, does not match) on as many inputs at the
+    same batch; None if none does. A comparison rebuilt from `--records` has no
+    models to time, and keeps the table this way instead of losing it."""
+    for d in dirs:
+        saved = _read_json(Path(d) / "compare.json")
+        s = saved.get("serving") if isinstance(saved, dict) else None
+        if not isinstance(s, dict) or s.get("seed") not in runs or not s.get("models"):
+            continue
+        if s.get("texts") != texts or s.get("batch_size") != batch or set(s.get("single") or ()) != set(names):
+            continue
+        if s["models"] == models_digest(runs[s["seed"]], names):
+            return {**s, "reused": True}
+    return None
 
 
 def _serving(seed_dir, names, texts, pairs, batch):
@@ -1397,6 +1433,9 @@ def compare_markdown(result):
             f"Serving speedup (time of the {len(names)} single-task models / time of the multi-task model, same texts, "
             f"every task answered): **{s['speedup']:.2f}x** (ideal: {len(names)}x).",
         ]
+        if s.get("reused"):
+            lines.append(f"Measured on {s.get('measured_at', 'an earlier date')} by an earlier invocation, on the same "
+                         "models (their sub-run records match); this one had no models to time.")
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in result["plots"]) + "."]
     lines += ["", f"Compared in {result['seconds']:.0f} s."]

@@ -751,19 +751,43 @@ def test_compare_end_to_end(tmp_path):
     # --records keeps each sub-run's records (no model) and the report; another work dir (another
     # session, another machine) then goes on from them without training, with the same scores.
     records = tmp_path / "records"
-    compare(cfg, out, seeds=1, tasks=["topic", "sentiment"], max_steps=10, serving_texts=0, log=logs.append,
-            records=records)
+    timed = compare(cfg, out, seeds=1, tasks=["topic", "sentiment"], max_steps=10, serving_texts=32,
+                    log=logs.append, records=records)
+    assert timed["serving"]["models"] and timed["serving"]["measured_at"]  # what it timed, and when
     assert sorted(p.name for p in (records / "seed0").iterdir()) == ["mtl", "single-sentiment", "single-topic"]
     assert sorted(p.name for p in (records / "seed0" / "mtl").iterdir()) == sorted(RECORD_FILES)
     assert (records / "compare.md").exists() and (records / "compare.json").exists()
     assert len((records / "seed0" / "mtl" / "compare_result.json").read_text().splitlines()) == 1  # compact
     logs = []
     elsewhere = compare(cfg, tmp_path / "elsewhere", seeds=1, tasks=["topic", "sentiment"], max_steps=10,
-                        serving_texts=8, log=logs.append, records=records)
+                        serving_texts=32, log=logs.append, records=records)
     assert sum("reusing" in line for line in logs) == 3 and not any("trained" in line for line in logs)
     assert not (tmp_path / "elsewhere" / "seed0" / "mtl" / "model.keras").exists()
     assert elsewhere["metrics"] == again["metrics"] and elsewhere["delta_m"] == again["delta_m"]
-    assert elsewhere["serving"] is None and any("serving: skipped" in line for line in logs)
+    # no models to time: the records' measurement of the same models stands in, and the report says so
+    assert elsewhere["serving"] == {**timed["serving"], "reused": True}
+    assert "by an earlier invocation, on the same models" in (tmp_path / "elsewhere" / "compare.md").read_text()
+    logs = []
+    other = compare(cfg, tmp_path / "other", seeds=1, tasks=["topic", "sentiment"], max_steps=10,
+                    serving_texts=8, log=logs.append, records=records)  # not what was timed: no table
+    assert other["serving"] is None and any("serving: skipped" in line for line in logs)
+
+
+def test_earlier_serving_needs_the_same_models_inputs_and_batch(tmp_path):
+    from keras_mtl.compare import earlier_serving, models_digest
+
+    runs = {0: {"mtl": {"marker": {"config": {"seed": 0}}}, "a": {"marker": {"config": {"task": "a"}}}}}
+    serving = {"seed": 0, "texts": 16, "batch_size": 32, "single": {"a": {}}, "models": models_digest(runs[0], ["a"])}
+    (tmp_path / "compare.json").write_text(json.dumps({"serving": serving}))
+    assert earlier_serving([tmp_path / "missing", tmp_path], runs, ["a"], 16, 32) == {**serving, "reused": True}
+    assert earlier_serving([tmp_path], runs, ["a"], 8, 32) is None  # other inputs
+    assert earlier_serving([tmp_path], runs, ["a"], 16, 1) is None  # another batch
+    retrained = {0: {**runs[0], "a": {"marker": {"config": {"task": "a", "lr": 1}}}}}
+    assert earlier_serving([tmp_path], retrained, ["a"], 16, 32) is None  # a run changed since
+    assert earlier_serving([tmp_path], {1: runs[0]}, ["a"], 16, 32) is None  # that seed is not compared
+    old = {k: v for k, v in serving.items() if k != "models"}  # measured before the digest was recorded
+    (tmp_path / "compare.json").write_text(json.dumps({"serving": old}))
+    assert earlier_serving([tmp_path], runs, ["a"], 16, 32) is None
 
 
 def _tiny_preset(path):

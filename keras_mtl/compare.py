@@ -1295,12 +1295,14 @@ def compare_markdown(result):
     ]
     unsettled = _unsettled(result) if boot else []
     if unsettled:
+        lines += [""]
         lines.append(
             f"**Unsettled verdicts** ({', '.join(unsettled)}): the share of replicates on the far side of 0 is within "
             f"{MC_Z:g} Monte Carlo standard errors of the {100 * (1 - boot['level']) / 2:g}% tail at "
             f"{boot['replicates']} replicates, so another replicate seed or count could turn the verdict: rerun "
             "with a larger `--bootstrap` (e.g. 10 times as many; the runs are reused).")
     if n > 1:
+        lines += [""] if unsettled else []
         lines.append("Δm per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in dm["per_seed_pct"]) + ".")
     for t, reason in dm["excluded"].items():
         lines.append(f"- `{t}` is left out of Δm: {reason}; its absolute difference is in the table.")

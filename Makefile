@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BIN)/keras-mtl train configs/demo.yaml --workdir runs/demo
 	$(BIN)/keras-mtl export runs/demo --out saved_models/demo --keep 3
 	$(BIN)/keras-mtl predict saved_models/demo \
-	  "the brilliant chef cooked a soup near the old kitchen ." \
+	  "the brilliant chef cooked quickly near the old kitchen ." \
 	  "a terrible storm fell suddenly ."
 
 test: $(STAMP)

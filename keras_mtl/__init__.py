@@ -4,7 +4,7 @@
     loaded = keras_mtl.load_config("configs/demo.yaml")
     report = keras_mtl.train(loaded, workdir="runs/demo")
     version_dir = keras_mtl.export("runs/demo", "saved_models/demo")
-    keras_mtl.predict(version_dir, ["the brilliant chef cooked a soup ."])
+    keras_mtl.predict(version_dir, ["the brilliant chef cooked quickly near the old kitchen ."])
 """
 
 __version__ = "0.1.0"

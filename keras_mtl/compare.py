@@ -1217,7 +1217,7 @@ def _verdict(ci, fallback="n/a"):
 
 def _unsettled(result):
     """The verdicts of the report (task rows and delta_m, multi-task and distilled) that the
-    replicate count does not settle, as `what: verdict` strings."""
+    replicate count does not settle: their names (`task`, `Δm`, `distilled task`, ...)."""
     found = []
     for label, part in (("", result), ("distilled ", result.get("distilled"))):
         if not part:

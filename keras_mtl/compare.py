@@ -824,8 +824,7 @@ def _scores(runs, model, names, primary, higher, cfg, test_examples, bootstrap, 
     for t in names:
         metrics[t]["ci"] = boot["tasks"][t]
         metrics[t]["verdict"] = boot["tasks"][t]["verdict"]
-    unsettled = [t for t in names if boot["tasks"][t].get("settled") is False]
-    unsettled += ["delta_m"] if boot["delta_m"].get("settled") is False else []
+    unsettled = _unsettled_names(boot["tasks"], boot["delta_m"])
     if unsettled:
         log(f"bootstrap ({model}): the verdicts of {', '.join(unsettled)} are not settled by {int(bootstrap)} "
             "replicates (a bound within Monte Carlo error of 0): rerun with a larger --bootstrap")
@@ -1215,18 +1214,19 @@ def _verdict(ci, fallback="n/a"):
     return ci.get("verdict", fallback) + (" (unsettled)" if ci.get("settled") is False else "")
 
 
+def _unsettled_names(task_cis, dm_ci, label=""):
+    """The names of the verdicts (tasks, then `Δm`) whose interval the replicate count does not settle."""
+    names = [f"{label}{t}" for t, ci in task_cis.items() if (ci or {}).get("settled") is False]
+    return names + ([f"{label}Δm"] if (dm_ci or {}).get("settled") is False else [])
+
+
 def _unsettled(result):
-    """The verdicts of the report (task rows and delta_m, multi-task and distilled) that the
-    replicate count does not settle: their names (`task`, `Δm`, `distilled task`, ...)."""
+    """`_unsettled_names` of a report: the multi-task model's, then the distilled one's."""
     found = []
     for label, part in (("", result), ("distilled ", result.get("distilled"))):
-        if not part:
-            continue
-        for t, row in part["metrics"].items():
-            if (row.get("ci") or {}).get("settled") is False:
-                found.append(f"{label}{t}")
-        if (part["delta_m"].get("ci") or {}).get("settled") is False:
-            found.append(f"{label}Δm")
+        if part:
+            found += _unsettled_names({t: row.get("ci") for t, row in part["metrics"].items()},
+                                      part["delta_m"].get("ci"), label)
     return found
 
 

@@ -87,6 +87,24 @@ def test_profile_table_sets_bfloat16_beside_float32():
     assert len(profile_table(f32).splitlines()[0].split("|")) == 4  # float32 alone: piece and share
 
 
+def test_markdown_puts_the_bfloat16_xla_row_after_the_bfloat16_one():
+    from bench.train_efficiency import markdown
+
+    fit = {"params_total": 10, "params_non_embedding": 4, "step_s": 2.0, "first_step_s": 30.0,
+           "tokens_per_s": 1000.0, "jit_compile": False}
+    result = {"encoder": {"num_layers": 6, "hidden_dim": 384, "num_heads": 12, "intermediate_dim": 1536},
+              "seq": 128, "batch": 32, "backend": "tensorflow", "fit": fit, "flops_per_token": 6e7,
+              "achieved_gflops": 60.0, "matmul_gflops": 200.0, "numpy_gflops": 190.0, "mfu_pct": 30.0,
+              "mfu_vs_numpy_pct": 31.6,
+              "fit_bf16": {"step_s": 1.0, "tokens_per_s": 2000.0, "achieved_gflops": 120.0,
+                           "matmul_bf16_gflops": 400.0, "mfu_bf16_pct": 30.0, "first_step_s": 20.0}}
+    assert "mixed_bfloat16` with jit_compile=True" not in markdown(result)  # not measured: no row
+    result["fit_xla_bf16"] = {"step_s": 0.8, "tokens_per_s": 2500.0, "mfu_bf16_pct": 37.5, "first_step_s": 40.0}
+    rows = [line for line in markdown(result).splitlines() if line.startswith("| (info)")]
+    assert "mixed_bfloat16`" in rows[-2] and "jit_compile=True (XLA)" in rows[-1]
+    assert "2500 tokens/s (1.25x without XLA), 37.5% of the bfloat16 matmul rate" in rows[-1]
+
+
 def test_flops_formula():
     from bench.train_efficiency import flops_per_token
 

@@ -48,6 +48,11 @@ def flops_per_token(non_embedding_params, layers, hidden, seq):
     return 6 * non_embedding_params + 12 * layers * hidden * seq
 
 
+def model_gflops(flops_per_tok, tokens_per_s):
+    """The model FLOP rate a fit achieves, GFLOP/s (MFU = 100 * this / the matmul rate)."""
+    return flops_per_tok * tokens_per_s / 1e9
+
+
 def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks=("sentiment",), jit="auto", trace=False,
                 precision="float32"):
     import keras
@@ -310,7 +315,7 @@ def main(argv=None):
     matmul = max(mm_before["best_gflops"][key], mm_after["best_gflops"][key])
     numpy_rate = max(mm_before["best_gflops"]["numpy"], mm_after["best_gflops"]["numpy"])
     fpt = flops_per_token(fit["params_non_embedding"], encoder["num_layers"], encoder["hidden_dim"], seq)
-    achieved = fpt * fit["tokens_per_s"] / 1e9
+    achieved = model_gflops(fpt, fit["tokens_per_s"])
     mfu = 100 * achieved / matmul
     run.result.update({
         "backend": backend,
@@ -345,7 +350,7 @@ def main(argv=None):
     if backend == "tensorflow" and not (args.no_xla or args.tiny or fit["jit_compile"]):
         xla = measure_fit(encoder, seq, batch, steps, jit=True)
         xla.pop("model")
-        xla["mfu_pct"] = 100 * fpt * xla["tokens_per_s"] / 1e9 / matmul
+        xla["mfu_pct"] = 100 * model_gflops(fpt, xla["tokens_per_s"]) / matmul
         run.result["fit_xla"] = xla
         run.say(f"  (info) jit_compile=True (XLA): step {xla['step_s']:.3f} s, first step {xla['first_step_s']:.1f} s, "
                 f"{xla['tokens_per_s']:.0f} tokens/s, MFU {xla['mfu_pct']:.1f}%")
@@ -359,7 +364,7 @@ def main(argv=None):
             for k, v in bf16_trace["categories_pct"].items():
                 run.say(f"  profile (mixed_bfloat16) {k}: {v:.1f}% of op time")
         bf16_rate = max(machine.matmul_gflops("keras", repeats=3, dtype="bfloat16").values())
-        bf16["achieved_gflops"] = fpt * bf16["tokens_per_s"] / 1e9
+        bf16["achieved_gflops"] = model_gflops(fpt, bf16["tokens_per_s"])
         bf16["matmul_bf16_gflops"] = bf16_rate
         bf16["mfu_bf16_pct"] = 100 * bf16["achieved_gflops"] / bf16_rate
         run.result["fit_bf16"] = bf16
@@ -370,7 +375,7 @@ def main(argv=None):
             xla16 = measure_fit(encoder, seq, batch, steps, jit=True, precision="mixed_bfloat16")
             xla16.pop("model")
             xla16.pop("trace", None)
-            xla16["mfu_bf16_pct"] = 100 * fpt * xla16["tokens_per_s"] / 1e9 / bf16_rate
+            xla16["mfu_bf16_pct"] = 100 * model_gflops(fpt, xla16["tokens_per_s"]) / bf16_rate
             run.result["fit_xla_bf16"] = xla16
             run.say(f"  (info) mixed_bfloat16 with jit_compile=True (XLA): step {xla16['step_s']:.3f} s, "
                     f"first step {xla16['first_step_s']:.1f} s, {xla16['tokens_per_s']:.0f} tokens/s "

@@ -112,6 +112,12 @@ def test_flops_formula():
     assert flops_per_token(1000, 2, 8, 16) == 6 * 1000 + 12 * 2 * 8 * 16
 
 
+def test_model_gflops_is_flops_per_token_times_tokens_per_second():
+    from bench.train_efficiency import model_gflops
+
+    assert model_gflops(67_428_876, 1444.0) == pytest.approx(97.37, abs=0.01)  # BENCHMARKS 9, EPYC run 1
+
+
 @pytest.mark.slow
 def test_train_efficiency(tmp_path, capsys):
     from bench import train_efficiency

@@ -99,8 +99,9 @@ class PerTaskEvaluation(keras.callbacks.Callback):
 
 
 def dev_score(config, row):
-    """The dev score of an epoch: the mean over tasks of each task's primary
-    dev metric (`metrics[0]`), negated where lower is better (mse), so that a
+    """The dev score of an epoch: the mean over the target tasks (`role:
+    target`; auxiliary tasks only help them) of each task's primary dev
+    metric (`metrics[0]`), negated where lower is better (mse), so that a
     higher score is better; over the tasks scored on dev.
 
     Args:
@@ -114,6 +115,8 @@ def dev_score(config, row):
 
     values = []
     for task in config.tasks:
+        if task.role != "target":
+            continue
         metric = task.primary_metric
         value = row.get(f"dev_{task.name}_{metric}")
         if value is None or value == "":

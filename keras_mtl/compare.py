@@ -432,8 +432,10 @@ def subset_raw(raw, tasks):
     """The raw config with only `tasks` (a list of names, in config order)."""
     names = [t["name"] for t in raw["tasks"]]
     unknown = [t for t in tasks if t not in names]
-    if unknown:
-        raise ConfigError(f"--tasks: no task named {', '.join(map(repr, unknown))} (tasks: {', '.join(names)})")
+    if unknown or not tasks or len(set(tasks)) != len(tasks):
+        what = (f"no task named {', '.join(map(repr, unknown))}" if unknown
+                else "no task named (an empty list)" if not tasks else "a task is named twice")
+        raise ConfigError(f"--tasks: {what}; the config's tasks are {', '.join(names)}")
     out = copy.deepcopy(raw)
     out["tasks"] = [t for t in out["tasks"] if t["name"] in tasks]
     return out
@@ -511,6 +513,29 @@ def _data_identity(value, root):
     return _relative_to(value, root)
 
 
+# Config fields added after comparisons were first recorded, with their defaults. A
+# marker leaves such a field out while it holds its default, so a sub-run recorded
+# before the field existed (which trained as the default does) still matches.
+LATER_FIELDS = {
+    "tasks.*.role": "target",
+}
+
+
+def _omit_later_defaults(config):
+    """`config` (a marker's config dict, changed in place) without the `LATER_FIELDS` at their defaults."""
+    for path, default in LATER_FIELDS.items():
+        section, _, key = path.rpartition(".")
+        if section == "tasks.*":
+            holders = [t for t in config.get("tasks") or [] if isinstance(t, dict)]
+        else:
+            holder = config.get(section) if section else config
+            holders = [holder] if isinstance(holder, dict) else []
+        for holder in holders:
+            if key in holder and holder[key] == default:
+                del holder[key]
+    return config
+
+
 def _marker(raw, root):
     """What identifies a sub-run: its config, with every data file replaced by
     a hash of its content and teacher paths made relative to the comparison's
@@ -520,6 +545,8 @@ def _marker(raw, root):
     the same way, through the files those paths name from `root`."""
     marker = json.loads(json.dumps({"config": raw}))
     root = Path(root).resolve()
+    if isinstance(marker["config"], dict):
+        _omit_later_defaults(marker["config"])
     for task in (marker["config"] or {}).get("tasks", []):
         if not isinstance(task, dict):
             continue
@@ -910,14 +937,15 @@ def compare(
     started = time.time()
     loaded = load_config(config, overrides)
     raw = loaded.raw
-    if tasks:
+    if tasks is not None:
         if isinstance(tasks, str):
             tasks = [t.strip() for t in tasks.split(",") if t.strip()]
         raw = subset_raw(raw, list(tasks))
     base = _with(raw, ())
     root.mkdir(parents=True, exist_ok=True)  # after the checks: a bad --tasks leaves nothing behind
     cfg = base.config
-    names = cfg.task_names
+    names = cfg.target_task_names  # compared: the targets; auxiliary tasks train in the multi-task run only
+    auxiliary = cfg.auxiliary_task_names
     primary = {t.name: t.primary_metric for t in cfg.tasks}
     higher = {t: higher_is_better(m) for t, m in primary.items()}
 
@@ -927,7 +955,7 @@ def compare(
     mtl_overrides = [f"train.epochs={epochs}", f"train.steps_per_epoch={spe}"]
     # With task conditioning or adapters an example trains only the task it was
     # drawn for (one pass per task), so the labels seen are the examples drawn.
-    overlap = _label_overlap(data, names) if budget == "labelled" and not sees_task(cfg.model) else None
+    overlap = _label_overlap(data, cfg.task_names) if budget == "labelled" and not sees_task(cfg.model) else None
     texts, pairs = _fixed_inputs(data, serving_texts) if serving_texts else ([], [])
     test_examples = data.splits["test"]  # every run predicts these: paired samples
     del data
@@ -941,7 +969,7 @@ def compare(
 
     for seed in range(int(seeds)):
         sdir = root / f"seed{seed}"
-        log(f"seed {seed}: multi-task ({', '.join(names)}), {epochs} x {spe} steps")
+        log(f"seed {seed}: multi-task ({', '.join(cfg.task_names)}), {epochs} x {spe} steps")
         runs[seed] = {"mtl": run(raw, [f"seed={seed}", *mtl_overrides], sdir / "mtl")}
         info = runs[seed]["mtl"]["info"]
         if budgets is None:
@@ -951,7 +979,8 @@ def compare(
         if distill:  # the multi-task model again, each task learning from this seed's single-task run
             taught = copy.deepcopy(raw)
             for task in taught["tasks"]:
-                task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
+                if task["name"] in names:  # auxiliary tasks have no single-task run: they keep their gold labels
+                    task["teacher"] = str((sdir / f"single-{task['name']}").resolve())
             student_overrides = [f"seed={seed}", *mtl_overrides]
             student = _marker(_with(taught, student_overrides).raw, root)
             homes = [sdir] + ([records / sdir.relative_to(root)] if records is not None else [])
@@ -998,6 +1027,15 @@ def compare(
         "mtl": epochs * spe,
         "single": {t: runs[0][t]["info"].epochs * runs[0][t]["info"].steps_per_epoch for t in names},
     }
+    auxiliary_cost = None
+    if auxiliary:  # what the auxiliary tasks added to the multi-task run: their share of its draws
+        share = sum(budgets[t]["p"] for t in auxiliary)
+        auxiliary_cost = {
+            "tasks": auxiliary,
+            "share_of_draws": share,
+            "steps": share * epochs * spe,
+            "fit_seconds": share * fit["mtl"]["mean"] if fit["mtl"]["mean"] is not None else None,
+        }
 
     serving = None
     if texts:
@@ -1013,7 +1051,8 @@ def compare(
                     f"on the same models of seed {serving['seed']} (their records match)")
         else:
             log(f"serving: exporting seed {served}'s models and timing {len(texts)} texts at batch {serving_batch}")
-            serving = _serving(root / f"seed{served}", names, texts, pairs, serving_batch)
+            serving = _serving(root / f"seed{served}", names, texts, pairs, serving_batch,
+                               mtl_tasks=names if auxiliary else None)
             serving.update(seed=served, models=models_digest(runs[served], names),
                            measured_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
 
@@ -1021,6 +1060,7 @@ def compare(
     result = {
         "name": cfg.name,
         "tasks": names,
+        **({"auxiliary_tasks": auxiliary_cost} if auxiliary_cost else {}),
         "seeds": list(runs),
         "backend": runs[0]["mtl"]["report"].get("backend"),
         "split": "test",
@@ -1128,7 +1168,9 @@ def earlier_serving(dirs, runs, names, texts, batch):
     return None
 
 
-def _serving(seed_dir, names, texts, pairs, batch):
+def _serving(seed_dir, names, texts, pairs, batch, mtl_tasks=None):
+    """Export seed_dir's multi-task run (its `mtl_tasks` heads; default all)
+    and its single-task runs, and time them answering every task in `names`."""
     from keras_mtl.export import export
 
     out = {"batch_size": batch, "texts": len(texts), "pairs": bool(pairs), "single": {}}
@@ -1137,7 +1179,7 @@ def _serving(seed_dir, names, texts, pairs, batch):
         path = seed_dir / ("mtl" if key == "mtl" else f"single-{key}")
         base = seed_dir.parent / "export" / ("mtl" if key == "mtl" else f"single-{key}")
         shutil.rmtree(base, ignore_errors=True)
-        exported[key] = export(path, out=base, warmup=False)
+        exported[key] = export(path, out=base, warmup=False, tasks=mtl_tasks if key == "mtl" else None)
     timed = serving_throughput(exported, texts, batch, pairs=pairs)
     tps, secs = timed["mtl"]
     out["mtl"] = {"texts_per_s": tps, "seconds": secs, "tasks_answered": len(names),
@@ -1399,6 +1441,18 @@ def compare_markdown(result):
     for t in names:
         x = b["per_task"][t]
         lines.append(f"| {t} | {x['p']:.3f} | {x['examples']:.0f} | {x['epochs'] * x['steps_per_epoch']} ({x['epochs']} x {x['steps_per_epoch']}) |")
+    aux = result.get("auxiliary_tasks")
+    if aux:
+        for t in aux["tasks"]:
+            x = b["per_task"][t]
+            lines.append(f"| {t} (auxiliary) | {x['p']:.3f} | {x['examples']:.0f} | none: not compared |")
+        fit_part = f", about {aux['fit_seconds']:.0f} s of its fit time" if aux.get("fit_seconds") is not None else ""
+        lines += [
+            "",
+            f"Auxiliary tasks ({', '.join(aux['tasks'])}: `role: auxiliary`) train in the multi-task run only, to help "
+            f"the targets: they have no single-task baseline and are not in Δm. They drew {100 * aux['share_of_draws']:.1f}% "
+            f"of its examples: about {aux['steps']:.0f} of its {plan['total_steps']} steps{fit_part}.",
+        ]
     p, f = result["params"], result["fit_seconds"]
     lines += [
         "",

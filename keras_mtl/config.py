@@ -168,6 +168,11 @@ class TaskConfig(_Strict):
     teacher: Optional[str] = pydantic.Field(
         None, description="a trained run (work dir) or export of this task to distill from, annealed to gold (BAM!)"
     )
+    role: Literal["target", "auxiliary"] = pydantic.Field(
+        "target",
+        description="target: a task you want served and scored (compare's baselines, delta-m, keep: best); "
+        "auxiliary: trained beside the targets only to help them (its head and dev metrics, no baseline)",
+    )
 
     @pydantic.model_validator(mode="after")
     def _class_weights(self):
@@ -413,6 +418,11 @@ class ExperimentConfig(_Strict):
             clash = model_name_clash(t.name, names)
             if clash:
                 raise ValueError(f"tasks[{i}].name: task name {t.name!r} is reserved: {clash}; rename the task")
+        if all(t.role == "auxiliary" for t in v):
+            raise ValueError(
+                "every task has role: auxiliary; at least one task must be a target (role: target, the default): "
+                "auxiliary tasks are trained only to help the targets"
+            )
         return v
 
     @pydantic.model_validator(mode="after")
@@ -434,6 +444,16 @@ class ExperimentConfig(_Strict):
     @property
     def task_names(self):
         return [t.name for t in self.tasks]
+
+    @property
+    def target_task_names(self):
+        """The tasks with `role: target` (the default): the ones compared, scored in delta-m and kept by."""
+        return [t.name for t in self.tasks if t.role == "target"]
+
+    @property
+    def auxiliary_task_names(self):
+        """The tasks with `role: auxiliary`: trained only to help the targets."""
+        return [t.name for t in self.tasks if t.role == "auxiliary"]
 
     @property
     def pair_task_names(self):

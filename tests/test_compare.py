@@ -25,6 +25,7 @@ from keras_mtl.compare import (
     examples_fingerprint,
     verdict,
 )
+from keras_mtl.config import config_from_dict
 from keras_mtl.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -917,3 +918,56 @@ def test_a_recorded_run_is_reused_only_under_the_policy_its_config_gives_here(tm
     pinned = _marker({**raw, "train": {"precision": "mixed_bfloat16"}}, tmp_path)
     (run / "compare_run.json").write_text(json.dumps(pinned), encoding="utf-8")
     assert not _finished(run, pinned, tmp_path)
+
+
+@pytest.mark.slow
+def test_auxiliary_tasks_train_in_the_multitask_run_but_have_no_baseline_and_no_delta_m(tmp_path):
+    from keras_mtl.compare import compare
+
+    raw = _tiny_config()
+    raw["tasks"][1]["role"] = "auxiliary"  # sentiment helps topic and pos
+    result = compare(raw, tmp_path / "cmp", seeds=1, max_steps=6, serving_texts=8, bootstrap=50, log=lambda line: None)
+    # the multi-task run trained all three tasks ...
+    mtl_report = json.loads((tmp_path / "cmp" / "seed0" / "mtl" / "report.json").read_text())
+    assert set(mtl_report["tasks"]) == {"topic", "sentiment", "pos"}
+    # ... but only the targets got single-task runs, metrics, delta-m terms and serving answers
+    assert sorted(p.name for p in (tmp_path / "cmp" / "seed0").iterdir() if p.name.startswith("single-")) == [
+        "single-pos", "single-topic"]
+    assert result["tasks"] == ["topic", "pos"]
+    assert set(result["metrics"]) == {"topic", "pos"}
+    assert set(result["delta_m"]["per_task"]) == {"topic", "pos"}
+    assert set(result["serving"]["single"]) == {"topic", "pos"}
+    # the budget statement counts what the auxiliary task added
+    aux = result["auxiliary_tasks"]
+    assert aux["tasks"] == ["sentiment"]
+    p = result["budget"]["per_task"]["sentiment"]["p"]
+    assert aux["share_of_draws"] == pytest.approx(p)
+    assert aux["steps"] == pytest.approx(p * result["mtl_plan"]["total_steps"])
+    markdown = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| sentiment (auxiliary) |" in markdown and "not in Δm" in markdown
+    # the labelled budget of a target counts its own labels only: the auxiliary draws are not in it
+    assert result["budget"]["per_task"]["topic"]["examples"] < result["mtl_plan"]["total_steps"] * 16
+
+
+def test_a_marker_leaves_out_later_fields_at_their_defaults(tmp_path):
+    """A sub-run recorded before `role` existed still matches a config whose tasks are targets;
+    one with an auxiliary task does not."""
+    from keras_mtl.compare import _marker
+
+    raw = config_from_dict(_tiny_config()).raw
+    assert all(t["role"] == "target" for t in raw["tasks"])
+    old = json.loads(json.dumps(raw))
+    for t in old["tasks"]:
+        del t["role"]  # as a run recorded before the field was written
+    assert _marker(raw, tmp_path) == _marker(old, tmp_path)
+    raw["tasks"][1]["role"] = "auxiliary"
+    assert _marker(raw, tmp_path) != _marker(old, tmp_path)
+    assert _marker(raw, tmp_path)["config"]["tasks"][1]["role"] == "auxiliary"
+
+
+def test_compare_refuses_an_empty_task_list_as_export_does(tmp_path):
+    from keras_mtl.compare import compare
+
+    with pytest.raises(ConfigError, match=r"--tasks: no task named \(an empty list\)"):
+        compare(_tiny_config(), tmp_path / "cmp", tasks="", log=lambda line: None)
+    assert not (tmp_path / "cmp").exists()

@@ -3,7 +3,7 @@
     python bench/backends.py [--tiny] [--steps 10] [--backends tensorflow,jax,torch]
 
 Each backend runs in its own subprocess with KERAS_BACKEND set (Keras picks
-its backend at import). The model is keras_mtl.model.build_model with the
+its backend at import). The model is keras_mtl.model.build_network with the
 demo-like heads (topic, sentiment, pos; `task_conditioning: none`) on the
 glue_conll encoder (hidden 128, 2 layers, 4 heads, ff 256), sequence 64,
 batch 32, the same numpy batches (seeded), compiled as keras_mtl.train

@@ -65,7 +65,7 @@ TINY_ROWS = ("hard", "embedding", "gates", "pcgrad", "annealed")
 
 def run_rows(config_path, rows, seeds, budget, root, log, verbose=0):
     """Train every (row, seed); {key: [per-seed {"dev": {task: value}, "seconds_per_step": s}]}."""
-    from keras_mtl.compare import _train_run
+    from keras_mtl.compare import train_run
     from keras_mtl.config import load_config
 
     out = {}
@@ -76,7 +76,7 @@ def run_rows(config_path, rows, seeds, budget, root, log, verbose=0):
             cfg = loaded.config
             path = Path(root) / f"{key}-seed{seed}"
             started = time.time()
-            run = _train_run(loaded, path, verbose, True, log)
+            run = train_run(loaded, path, verbose, True, log)
             history = run["info"].history
             last = history[-1] if history else {}
             dev = {t.name: last.get(f"dev_{t.name}_{t.primary_metric}") for t in cfg.tasks}

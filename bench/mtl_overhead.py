@@ -2,7 +2,7 @@
 
     python bench/mtl_overhead.py [--tiny] [--rounds 4] [--steps 8]
 
-keras-mtl model: keras_mtl.model.build_model with the demo-like heads
+keras-mtl model: keras_mtl.model.build_network with the demo-like heads
 (topic: 4-way classification, sentiment: 2-way, pos: 12-tag tagging, every
 batch carries all three tasks' labels and per-task sample weights), compiled
 as keras_mtl.train compiles it; measured with `task_conditioning: none`

@@ -51,12 +51,11 @@ def draw_lengths(encoded, config, pad_id, bucket_lengths, batches):
     import numpy as np
 
     from keras_mtl.data.pipeline import train_dataset
-    from keras_mtl.model import sees_task
 
     t = config.train.model_copy(update={"bucket_lengths": list(bucket_lengths)})
     steps = t.steps_per_epoch or max(1, -(-len(encoded) // t.batch_size))
     ds, sizes, schedule = train_dataset(
-        encoded, config.tasks, t, config.model.max_sequence_length, sees_task(config.model),
+        encoded, config.tasks, t, config.model.max_sequence_length, config.model.sees_task,
         pad_id=pad_id, seed=config.seed, steps_per_epoch=steps,
     )
     out = []

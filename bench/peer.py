@@ -18,8 +18,8 @@ its pooler + `nn.Linear` on `last_hidden_state[:, 0]`), 4 classes.
 Training (batch 32, sequence 64 and 128, synthetic token ids with every
 position a real token, random labels; the same seeded numpy arrays on both
 sides):
-  * keras-mtl: its real training path (`keras_mtl.pretrained.load_backbone`,
-    `keras_mtl.model.build_model`, `keras_mtl.train.compiled_trainer`:
+  * keras-mtl: its real training path (`keras_mtl.model.build_network`,
+    which loads the preset's backbone, `keras_mtl.train.compiled_trainer`:
     AdamW + warm-up/cosine schedule + clipnorm=1.0, `jit_compile: auto`) and
     `model.fit`, on TensorFlow (graph mode; XLA only where `auto` picks it:
     not on a CPU) and on JAX (XLA), at `train.precision: float32` and
@@ -190,14 +190,15 @@ def keras_network(loaded):
     """The functional keras-mtl network with the preset backbone, built as keras_mtl.train builds it."""
     import keras
 
-    from keras_mtl.model import build_model
-    from keras_mtl.pretrained import load_backbone
+    from keras_mtl.model import build_network
+    from keras_mtl.pretrained import preset_vocabulary
 
     cfg = loaded.config
+    vocabulary = preset_vocabulary(cfg.model)
     keras.utils.set_random_seed(0)
-    backbone = load_backbone(cfg.model)  # under the global dtype policy the caller set (keras_mtl.train's order)
     classes = {t: list(CLASS_NAMES) for t in cfg.task_names}
-    return build_model(cfg, classes, backbone.vocabulary_size, backbone=backbone), classes
+    # The backbone loads under the global dtype policy the caller set (keras_mtl.train's order).
+    return build_network(cfg, classes, vocabulary), classes
 
 
 def keras_train(spec, job):
@@ -272,7 +273,8 @@ def keras_serve(spec, job):
     from keras_mtl.export import export
     from keras_mtl.pretrained import preset_vocabulary
     from keras_mtl.serving.predict import load_signature
-    from keras_mtl.workdir import RunFiles, RunRecord, save_config
+    from keras_mtl.record import RunRecord
+    from keras_mtl.workdir import RunFiles, save_config
 
     texts = spec["texts"]
     tmp = Path(spec["tmp"]) / f"keras_serve_{keras.backend.backend()}"

@@ -60,10 +60,10 @@ def plan(loaded, max_steps):
 
 def seed_from_compare(compare_records, seed, loaded, path, root):
     """Copy the comparison's recorded multi-task run of `seed` into `path` when its config is `loaded`'s; True if so."""
-    from keras_mtl.compare import RECORD_FILES, _finished, _marker
+    from keras_mtl.compare import RECORD_FILES, is_finished, run_marker
 
     source = Path(compare_records) / f"seed{seed}" / "mtl"
-    if not _finished(source, _marker(loaded.raw, root), root):
+    if not is_finished(source, run_marker(loaded.raw, root), root):
         return False
     path.mkdir(parents=True, exist_ok=True)
     for name in RECORD_FILES:
@@ -78,7 +78,7 @@ def train_both(config_path, seeds, max_steps, candidate, root, records, compare_
     Returns ({seed: {precision: run}}, test examples, (epochs, steps per
     epoch), (policy, why): what the candidate resolved to, seeds whose
     float32 run came from `compare_records`)."""
-    from keras_mtl.compare import _train_run
+    from keras_mtl.compare import train_run
     from keras_mtl.config import load_config
     from keras_mtl.precision import resolve_precision
 
@@ -98,20 +98,20 @@ def train_both(config_path, seeds, max_steps, candidate, root, records, compare_
                 reused.append(seed)
                 keep = None
             started = time.time()
-            runs[seed][precision] = _train_run(loaded, path, verbose, True, log, test_examples, root, keep)
+            runs[seed][precision] = train_run(loaded, path, verbose, True, log, test_examples, root, keep)
             log(f"  seed {seed} {precision}: {runs[seed][precision]['report']['seconds']['fit']:.0f} s of fit "
                 f"({time.time() - started:.0f} s here)")
     return runs, test_examples, (epochs, spe), (policy, why), reused
 
 
 def samples(runs, policy, cfg, test_examples):
-    """`bootstrap_compare` samples (compare's own `_samples`) with the candidate as the `mtl` side and float32 as
+    """`bootstrap_compare` samples (compare's own `paired_samples`) with the candidate as the `mtl` side and float32 as
     the `single` side of every task."""
-    from keras_mtl.compare import _samples
+    from keras_mtl.compare import paired_samples
 
     names = cfg.task_names
     sides = {s: {"mtl": runs[s][policy], **{t: runs[s][REFERENCE] for t in names}} for s in runs}
-    return _samples(sides, names, {t.name: t.primary_metric for t in cfg.tasks}, {t.name: t for t in cfg.tasks},
+    return paired_samples(sides, names, {t.name: t.primary_metric for t in cfg.tasks}, {t.name: t for t in cfg.tasks},
                     test_examples)
 
 
@@ -126,13 +126,13 @@ def _pm(row, scale):
 def markdown(result):
     if result.get("skipped"):
         return f"Skipped: {result['skipped']}"
-    from keras_mtl.compare import _scale, mean_std
+    from keras_mtl.compare import metric_scale, mean_std
 
     cand = result["candidate_policy"]
     boot = result["bootstrap"]
     rows = []
     for t, row in boot["tasks"].items():
-        scale = _scale(row["metric"])
+        scale = metric_scale(row["metric"])
         f32, c = (mean_std(result["per_seed"][p][t]) for p in (REFERENCE, cand))
         fmt = lambda s: "n/a" if s["mean"] is None else (  # noqa: E731
             f"{scale * s['mean']:.2f}" + (f" ± {scale * s['std']:.2f}" if s["std"] is not None else ""))

@@ -46,15 +46,16 @@ def make_workdir(path, loaded, classes, vocabulary):
     import keras
 
     from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.model import build_model
-    from keras_mtl.workdir import RunFiles, RunRecord, save_config
+    from keras_mtl.model import build_network
+    from keras_mtl.record import RunRecord
+    from keras_mtl.workdir import RunFiles, save_config
 
     files = RunFiles(Path(path))
     files.root.mkdir(parents=True, exist_ok=True)
     cfg = loaded.config
     keras.utils.set_random_seed(0)
     classes = {t: classes[t] for t in cfg.task_names}
-    model = build_model(cfg, classes, len(vocabulary))
+    model = build_network(cfg, classes, vocabulary)
     save_config(files, loaded)
     save_vocabulary(vocabulary, files.vocab)
     model.save(files.model)

@@ -2,7 +2,7 @@
 
     python bench/train_efficiency.py [--tiny] [--steps 6] [--no-xla] [--no-bf16]
 
-Model: keras_mtl.model.build_model, 6 layers, hidden 384, 12 heads,
+Model: keras_mtl.model.build_network, 6 layers, hidden 384, 12 heads,
 intermediate 1536 (all-MiniLM-L6-v2's shape), one classification head,
 sequence 128, batch 32, every position a real token; compiled exactly as
 keras_mtl.train compiles (AdamW + cosine schedule, clipnorm, jit "auto":
@@ -64,7 +64,7 @@ def measure_fit(encoder, seq, batch, steps, warmup=2, conditioning="none", tasks
         model = common.build_compiled(loaded)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    n_emb = sum(int(np.prod(w.shape)) for w in model.network.get_layer("embedding").weights)
+    n_emb = sum(int(np.prod(w.shape)) for w in model.network.get_layer("shared_encoder").embedding.weights)
     n_total = int(model.count_params())
     total_steps = 1 + warmup + steps
     x, y, sw = common.random_batches(batch * total_steps, seq, encoder["vocabulary_size"], tasks=tasks, full=True)

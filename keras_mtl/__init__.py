@@ -15,7 +15,7 @@ _LAZY = {
     "evaluate": ("keras_mtl.evaluate", "evaluate_run"),
     "export": ("keras_mtl.export", "export"),
     "predict": ("keras_mtl.serving.predict", "predict"),
-    "data_summary": ("keras_mtl.data.summary", "data_summary"),
+    "data_summary": ("keras_mtl.prepare", "data_summary"),
 }
 
 

@@ -91,10 +91,14 @@ class PerTaskEvaluation(keras.callbacks.Callback):
         for row in self.history:
             fields += [k for k in row if k not in fields]
         tmp = f"{self.csv_path}.tmp"  # replaced in one step: a kill never leaves half a file
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.history)
+        try:
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(self.history)
+        except BaseException:  # a full disk: no half-written .tmp left behind
+            Path(tmp).unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.csv_path)
 
 
@@ -189,10 +193,14 @@ def save_weights_file(weights, path):
     """A list of arrays (`get_weights()`) to an `.npz` file, atomically (`.tmp` + `os.replace`)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, *weights)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, *weights)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk: no half-written .tmp left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -249,7 +257,14 @@ class RunBackup(keras.callbacks.Callback):
     * with `keep_best` (a `KeepBest` callback that runs before this one):
       the best epoch so far, its dev score and weights
       (`best-<epoch>.weights.npz`, written when that epoch ends) in the same
-      commit, so a resumed run keeps the best of the epochs before the kill.
+      commit, so a resumed run keeps the best of the epochs before the kill;
+    * a full disk stops training at the first checkpoint that does not fit,
+      with a `NoSpace` error naming the file; the previous epoch's commit
+      stays. HDF5 crashes (a segfault, after hundreds of lines of errors)
+      once a write into its file fails, so the checkpoint's size
+      (`checkpoint_bytes`) is reserved first (`keras_mtl.disk.reserve_space`),
+      and a write that fails anyway is cleaned up by
+      `keras_mtl.disk.write_or_no_space`.
 
     The directory is removed by `train()` once the run is complete, not here.
     """
@@ -290,9 +305,14 @@ class RunBackup(keras.callbacks.Callback):
             self._global_rng = None
 
     def on_epoch_end(self, epoch, logs=None):
+        from keras_mtl.disk import reserve_space, write_or_no_space
+
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
-        self.model.save_weights(str(self.directory / name), overwrite=True)
+        path = self.directory / name
+        what = f"the checkpoint of epoch {epoch + 1}"
+        reserve_space(path, checkpoint_bytes(self.model), what)  # HDF5 must never find the disk full
+        write_or_no_space(path, lambda: self.model.save_weights(str(path), overwrite=True), what)
         state = {
             "epoch": epoch + 1,
             "weights": name,
@@ -308,10 +328,15 @@ class RunBackup(keras.callbacks.Callback):
                 best.save(self.directory / best_name)  # a new best (a committed one stays as it is)
             state["best"] = {"epoch": best.best_epoch, "score": best.best_score, "weights": best_name}
         tmp = self.directory / (self.METADATA + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(state))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(json.dumps(state))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # a full disk: the new weights file is not committed, and goes
+            tmp.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.directory / self.METADATA)
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
@@ -319,6 +344,23 @@ class RunBackup(keras.callbacks.Callback):
         for old in self.directory.glob("best-*.weights.npz"):
             if old.name != state.get("best", {}).get("weights"):
                 old.unlink(missing_ok=True)
+
+
+def checkpoint_bytes(model):
+    """An upper bound of the size of `model.save_weights(...)`: its weights and
+    optimizer variables, plus HDF5's overhead (about 1 KiB per variable
+    measured; 2 KiB counted, and 64 KiB for the file)."""
+    variables = list(model.weights)
+    if getattr(model, "optimizer", None) is not None:
+        variables += list(model.optimizer.variables)
+    total = 64 * 1024
+    for v in variables:
+        try:
+            itemsize = np.dtype(v.dtype).itemsize
+        except TypeError:  # bfloat16 and the like: count 8 bytes
+            itemsize = 8
+        total += int(np.prod(v.shape, dtype=np.int64)) * itemsize + 2048
+    return total
 
 
 def read_backup_state(directory):

@@ -40,12 +40,16 @@ DISTRIBUTION = ("auto", "none", "mirrored", "data_parallel")
 PRECISION = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-# The names `keras_mtl.model.build_model` gives the model's inputs and layers,
-# in one place. A task's name names its output layer (and the serving output
-# key), so it must be none of them; tests/test_config.py checks this table
-# against the layers of built models.
+# The names `keras_mtl.model.build_network` gives the network's inputs and
+# layers, in one place. A task's name names its head layer (and the serving
+# output key), so it must be none of them; tests/test_config.py checks this
+# table against the layers of built networks. (The layers inside the shared
+# encoder, `embedding` ... `encoder_<i>`, were top-level layers before it was
+# one layer: they stay reserved, so a config valid before stays valid and one
+# refused before stays refused.)
 MODEL_INPUTS = ("token_ids", "padding_mask", "task_ids")
 MODEL_LAYERS = {
+    "shared_encoder": "the shared encoder",
     "embedding": "the token and position embedding",
     "embedding_norm": "the embedding layer norm",
     "segment_ids": "the segment ids of sentence pairs",
@@ -58,13 +62,20 @@ MODEL_LAYERS = {
 }
 SIGNATURES = ("serving_default", "serve_tokens")  # the export's fixed signatures; each task gets its own
 NUMBERED_LAYERS = {"encoder": "transformer layer", "adapter": "task adapter"}  # encoder_0, encoder_1, ...
-TASK_LAYERS = {  # per task `t`: t_pool, t_attention_pool, ...
+TASK_LAYERS = {  # per task `t`, the model's: t_pool, t_attention_pool (the head `t` is its type's)
     "pool": "pooling",
     "attention_pool": "attention pooling",
-    "gate": "task gate",
-    "dropout": "head dropout",
-    "value": "regression head",
 }
+
+
+def task_layers():
+    """{suffix: what} of every per-task layer `<task>_<suffix>` a model may have:
+    the model's (`TASK_LAYERS`) and those the heads of the registered task types
+    add beside their layer `<task>` (`TaskType.layer_suffixes`)."""
+    layers = dict(TASK_LAYERS)
+    for type_name in task_type_names():
+        layers.update(get_task_type(type_name).layer_suffixes)
+    return layers
 
 
 def model_name_clash(name, task_names=()):
@@ -85,8 +96,9 @@ def model_name_clash(name, task_names=()):
         number = name[len(prefix) + 1 :] if name.startswith(prefix + "_") else ""
         if number.isdigit() and str(int(number)) == number:
             return f"it is the name of a model layer ({what} {number})"
+    suffixes = task_layers()
     for other in task_names:
-        for suffix, what in TASK_LAYERS.items():
+        for suffix, what in suffixes.items():
             if other != name and name == f"{other}_{suffix}":
                 return f"it is the name of a layer of task {other!r} (its {what})"
     return None
@@ -106,6 +118,11 @@ def _one_of(kind, value, allowed):
     if value not in allowed:
         raise ValueError(f"unknown {kind} {value!r}; expected one of {', '.join(allowed)}")
     return value
+
+
+def _types_where(test):
+    """The registered task types (names, joined with ", ") whose class passes `test`."""
+    return ", ".join(n for n in task_type_names() if test(get_task_type(n)))
 
 
 def _choice(field, kind, allowed):
@@ -170,23 +187,28 @@ class TaskConfig(_Strict):
     )
     role: Literal["target", "auxiliary"] = pydantic.Field(
         "target",
-        description="target: a task you want served and scored (compare's baselines, delta-m, keep: best); "
-        "auxiliary: trained beside the targets only to help them (its head and dev metrics, no baseline)",
+        description="target: a task you want (compared, in delta-m, keep: best); auxiliary: only helps the targets",
     )
 
     @pydantic.model_validator(mode="after")
     def _class_weights(self):
         if self.class_weights != "none" and not get_task_type(self.type).single_class:
             raise ValueError(
-                f"class_weights: {self.class_weights!r} applies to classification tasks, "
+                f"class_weights: {self.class_weights!r} applies to {_types_where(lambda t: t.single_class)} tasks, "
                 f"not to a {self.type} task"
             )
         return self
 
     @pydantic.model_validator(mode="after")
-    def _positive_class(self):
-        if self.positive_class is not None and self.type != "classification":
-            raise ValueError(f"positive_class applies to classification tasks, not to a {self.type} task")
+    def _type_options(self):
+        # The settings only some types take (`TaskType.options`, e.g. positive_class):
+        # set on a task of another type (to other than the default), they are errors.
+        kind = get_task_type(self.type)
+        fields = type(self).model_fields
+        for option in sorted({o for n in task_type_names() for o in get_task_type(n).options} & set(fields)):
+            if option not in kind.options and getattr(self, option) != fields[option].default:
+                takers = _types_where(lambda t: option in t.options)
+                raise ValueError(f"{option} applies to {takers} tasks, not to a {self.type} task")
         return self
 
     @pydantic.field_validator("name")
@@ -283,6 +305,12 @@ class ModelConfig(_Strict):
                 f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
             )
         return self
+
+    @property
+    def sees_task(self):
+        """Whether the encoder sees the task (`task_conditioning` or adapters): the
+        model then takes a `task_ids` input and encodes an example once per task."""
+        return self.task_conditioning != "none" or self.adapter_dim > 0
 
 
 class TrainConfig(_Strict):
@@ -536,6 +564,40 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=(
         raw=raw_resolved,
         lines=dict(lines),
         overridden=frozenset(applied),
+    )
+
+
+def check_keep_best_has_dev(loaded):
+    """Refuse `train.keep: best` where the config alone shows that no task it
+    scores (the targets: `role: target`) can have dev examples: none has a
+    `data.dev` source and `splits.dev_fraction` is 0. Called by `train` before
+    any data is read; the error names the config line of `train.keep` (or the
+    `--set` that gave it). A dev source that turns out empty is only known
+    from the data (`train` checks that after reading it).
+
+    Raises:
+        ConfigError: one line.
+    """
+    config = loaded.config
+    if config.train.keep != "best" or config.splits.dev_fraction > 0:
+        return
+    targets = [task for task in config.tasks if task.role == "target"]
+    if any(task.data.dev is not None for task in targets):
+        return
+    which = "task" if len(targets) == len(config.tasks) else "target task (role: target)"
+    loc = ("train", "keep")
+    by_set = [tuple(p) for p in loaded.overridden if tuple(p) == loc[: len(p)]]
+    if by_set:
+        where = f"--set {_loc_str(by_set[0])}" + ("=best: " if by_set[0] == loc else ": ")
+    elif loaded.path is not None:
+        line = _line_of(loaded.lines, loc)
+        where = f"{loaded.path}:{line}: " if line else f"{loaded.path}: "
+    else:
+        where = ""
+    raise ConfigError(
+        f"{where}train.keep: best keeps the epoch with the best dev score, but no {which} has dev data "
+        f"(no {which} has data.dev, and splits.dev_fraction is 0): give a {which} dev data (data.dev, or "
+        "splits.dev_fraction > 0) or use train.keep: last"
     )
 
 

@@ -18,9 +18,10 @@ examples are computed once, before training, and cached in the work dir
 (`teachers/teacher_<task>.npz`, keyed by a digest of the teacher's model
 file and the examples), so a resumed or repeated run reads them back instead
 of predicting again. The mixing
-happens in the input pipeline (`anneal`): each training batch carries
-`[gold | teacher]` and its step number sets lambda, so every backend trains
-the same way and a resumed run continues the schedule where it stopped.
+happens in the input pipeline (`keras_mtl.data.teachers`): each training
+batch carries `[gold | teacher]` and its step number sets lambda, so every
+backend trains the same way and a resumed run continues the schedule where
+it stopped.
 """
 
 import hashlib
@@ -30,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtl.errors import ConfigError
+from keras_mtl.serving.layout import SAVED_MODEL, is_export
+from keras_mtl.workdir import RunFiles
 
 CACHE_FILE = "teacher_{task}.npz"
 
@@ -42,11 +45,9 @@ def distilled_tasks(config):
 def teacher_kind(path):
     """"run" (a work dir with model.keras) or "export" (a SavedModel version or base)."""
     path = Path(path)
-    if (path / "model.keras").is_file():
+    if RunFiles(path).model.is_file():
         return "run"
-    if (path / "saved_model.pb").is_file() or any(
-        p.name.isdigit() and (p / "saved_model.pb").is_file() for p in (path.iterdir() if path.is_dir() else ())
-    ):
+    if is_export(path):
         return "export"
     raise ConfigError(
         f"teacher {str(path)!r}: not a trained work dir (no model.keras) nor an export (no saved_model.pb)"
@@ -67,14 +68,66 @@ def _check_classes(task, teacher_classes, classes, teacher):
     return [list(teacher_classes).index(c) for c in classes]
 
 
+def _inputs(pairs):
+    return "sentence pairs" if pairs else "single texts"
+
+
+def _teacher_task(path, kind, name):
+    """(type, reads pairs, classes) of the teacher's task `name`; None for an export
+    whose metadata (keras_mtl.json) does not say. A teacher without the task is a ConfigError."""
+    if kind == "run":
+        from keras_mtl.run import load_run
+
+        run = load_run(path)
+        if name not in run.config.task_names:
+            raise ConfigError(
+                f"tasks.{name}.teacher: the run {str(path)!r} has no task {name!r} "
+                f"(its tasks: {', '.join(run.config.task_names)})"
+            )
+        return run.config.task(name).type, name in run.config.pair_task_names, run.classes[name]
+    from keras_mtl.serving.layout import read_metadata, resolve_version_dir
+    from keras_mtl.serving.predict import PAIR_INPUTS, task_inputs
+
+    meta = read_metadata(resolve_version_dir(path))
+    specs = meta.get("tasks") if isinstance(meta, dict) else None
+    if not isinstance(specs, dict) or not specs:
+        return None
+    if name not in specs:
+        raise ConfigError(
+            f"tasks.{name}.teacher: the export {str(path)!r} has no task {name!r} (its tasks: {', '.join(specs)})"
+        )
+    spec = specs[name] if isinstance(specs[name], dict) else {}
+    return spec.get("type"), task_inputs(meta)[name] == PAIR_INPUTS, spec.get("classes")
+
+
+def _check_teacher(path, kind, task, classes):
+    """ConfigError unless the teacher's task of the same name is of the task's type, reads
+    the same input (single texts or sentence pairs) and predicts the task's classes."""
+    from keras_mtl.config import is_pair_task
+    from keras_mtl.tasks import get_task_type
+
+    found = _teacher_task(path, kind, task.name)
+    if found is None:  # an export without metadata: its answers are checked as they come
+        return
+    teacher_type, teacher_pairs, teacher_classes = found
+    pairs = is_pair_task(task)
+    if (teacher_type is not None and teacher_type != task.type) or teacher_pairs != pairs:
+        raise ConfigError(
+            f"tasks.{task.name}.teacher: the teacher's task {task.name!r} ({str(path)!r}) is a "
+            f"{teacher_type or 'task'} task on {_inputs(teacher_pairs)}, but task {task.name!r} is a "
+            f"{task.type} task on {_inputs(pairs)}; a teacher must be of the task's type and read the same input"
+        )
+    if get_task_type(task.type).has_classes and teacher_classes is not None:
+        _check_classes(task.name, teacher_classes, classes, path)
+
+
 def _predict_with_run(path, task, classes, examples):
     """Per example: the teacher run's raw output for `task` (class order: the student's)."""
     from keras_mtl.data.buckets import bucket_lengths
     from keras_mtl.data.pipeline import EncodedSplit, eval_batches
-    from keras_mtl.data.tokenize import encode_examples, make_encoder
-    from keras_mtl.model import sees_task
+    from keras_mtl.data.tokenize import encode_examples
     from keras_mtl.tasks import for_task
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     run = load_run(path)
     if task.name not in run.config.task_names:
@@ -86,12 +139,12 @@ def _predict_with_run(path, task, classes, examples):
     head = for_task(teacher_task, run.classes[task.name])
     order = _check_classes(task.name, run.classes[task.name], classes, path) if head.has_classes else None
     model = run.load_model()
-    encoder = make_encoder(run.vocabulary, run.config.model)
+    encoder = run.encoder()
     encoding = encode_examples(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples])
     n = len(examples)
     split = EncodedSplit(examples, encoding.token_ids, encoding.word_starts, encoding.truncated, {}, {})
     lengths = bucket_lengths(run.config.train.bucket_lengths, run.config.model.max_sequence_length)
-    task_id = run.config.task_names.index(task.name) if sees_task(run.config.model) else None
+    task_id = run.config.task_names.index(task.name) if run.config.model.sees_task else None
     targets = [None] * n
     for x, chunk in eval_batches(split, range(n), run.config.train.eval_batch_size, lengths, encoder.pad_id, task_id):
         out = {k: np.asarray(v) for k, v in model.predict_on_batch(x).items()}
@@ -109,13 +162,21 @@ def _predict_with_export(path, task, classes, examples, head):
     texts = [ex.text for ex in examples]
     pairs = [ex.text_pair for ex in examples]
     answers = predict(str(path), texts, task=task.name, text_pairs=pairs if any(p is not None for p in pairs) else None)
-    return [head.teacher_target_from_json(a[task.name], classes) for a in answers]
+    try:
+        return [head.teacher_target_from_json(a[task.name], classes) for a in answers]
+    except (KeyError, TypeError, ValueError):  # an export without metadata, of another task type
+        answer = answers[0].get(task.name) if answers and isinstance(answers[0], dict) else None
+        holds = ", ".join(sorted(map(str, answer))) if isinstance(answer, dict) else "nothing"
+        raise ConfigError(
+            f"tasks.{task.name}.teacher: the export {str(path)!r} does not answer task {task.name!r} as a "
+            f"{task.type} task does (its answer holds: {holds}); a teacher must be of the task's type"
+        ) from None
 
 
 def _digest(path, kind, task, classes, examples):
     path = Path(path).resolve()
     h = hashlib.sha256()
-    files = [path / "model.keras"] if kind == "run" else sorted(path.rglob("saved_model.pb"))
+    files = [RunFiles(path).model] if kind == "run" else sorted(path.rglob(SAVED_MODEL))
     for f in files:
         stat = f.stat()
         h.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -137,12 +198,19 @@ def teacher_predictions(task, classes, examples, cache_dir=None):
     Returns:
         A list, one numpy array per example: [C] class probabilities, [W, C]
         per-word ones (tagging) or a [] value (regression).
+
+    Raises:
+        ConfigError: the teacher is no work dir or export, lacks the task, or
+            its task of that name is of another type, reads other input
+            (single texts or sentence pairs) or predicts other classes
+            (checked before the cache is read).
     """
     from keras_mtl.data import progress
     from keras_mtl.tasks import for_task
 
     path = Path(task.teacher)
     kind = teacher_kind(path)
+    _check_teacher(path, kind, task, classes)
     key = _digest(path, kind, task.name, classes, examples)
     cache = Path(cache_dir) / CACHE_FILE.format(task=task.name) if cache_dir is not None else None
     if cache is not None and cache.is_file():
@@ -183,61 +251,24 @@ def _unflatten(stored):
     return out
 
 
-# --------------------------------------------------------------------------
-# Training: [gold | teacher] columns, mixed per batch
-# --------------------------------------------------------------------------
-
-
-def attach_teachers(split, config, classes, cache_dir=None):
-    """Put each distilled task's teacher targets on the training split (`split.teacher`):
-    one array per example, placed on its pieces (`teacher_on_pieces`; zeros without the label)."""
-    from keras_mtl.tasks import for_task
-
-    for task in config.tasks:
-        if not getattr(task, "teacher", None):
-            continue
-        idx = split.indices(task.name)
-        targets = teacher_predictions(task, classes[task.name], [split.examples[i] for i in idx], cache_dir)
-        head = for_task(task, classes[task.name])
-        per_example = [head.teacher_blank(len(ids)) for ids in split.token_ids]
-        for i, target in zip(idx, targets):
-            per_example[i] = head.teacher_on_pieces(target, split.word_starts[i], len(split.token_ids[i]))
-        split.teacher[task.name] = per_example
-
-
-def annealing_lambda(step, total_steps):
-    """lambda of teacher annealing at `step` (0-based; an int or a tensor): 0 at the first
-    step, rising linearly to 1 at the last (`total_steps - 1`). A float32 tensor."""
-    import tensorflow as tf
-
-    denominator = float(max(1, int(total_steps) - 1))
-    return tf.clip_by_value(tf.cast(step, tf.float32) / denominator, 0.0, 1.0)
-
-
-def anneal(dataset, values, total_steps):
-    """Mix each distilled task's `[gold | teacher]` labels with lambda of the batch's step.
+def teacher_targets(config, train_examples, classes, cache_dir=None):
+    """The teacher targets of every distilled task (`tasks[i].teacher`), for the
+    training examples labelled for it, in order: what `prepare(teachers=...)`
+    puts on the training split (`keras_mtl.data.teachers`).
 
     Args:
-        dataset: yields (x, y, sample_weight) batches whose `y[t]` for a
-            distilled task holds gold and teacher stacked on the last axis
-            (`2C`; `2` for a value).
-        values: {distilled task: whether its target is one value (regression)}.
-        total_steps: the training steps (lambda reaches 1 at the last).
+        config: ExperimentConfig.
+        train_examples: the merged training examples (`TaskData.splits["train"]`).
+        classes: task -> class names.
+        cache_dir: where `teacher_<task>.npz` is read or written (None: no cache).
 
-    The batches' index is the training step, also after a resumed run
-    `skip`s the steps it had done.
+    Returns:
+        {task: [target per labelled example]} (empty without distilled tasks).
     """
-    import tensorflow as tf
-
-    def mix(step, batch):
-        x, y, sw = batch
-        lam = annealing_lambda(step, total_steps)
-        y = dict(y)
-        for name, is_value in values.items():
-            both = y[name]
-            half = tf.shape(both)[-1] // 2
-            mixed = lam * both[..., :half] + (1.0 - lam) * both[..., half:]
-            y[name] = mixed[..., 0] if is_value else mixed
-        return x, y, sw
-
-    return dataset.enumerate().map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return {
+        task.name: teacher_predictions(
+            task, classes[task.name], [ex for ex in train_examples if task.name in ex.labels], cache_dir
+        )
+        for task in config.tasks
+        if getattr(task, "teacher", None)
+    }

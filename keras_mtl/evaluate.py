@@ -13,7 +13,6 @@ import numpy as np
 from keras_mtl import metrics as metrics_lib
 from keras_mtl.data.buckets import bucket_lengths
 from keras_mtl.data.pipeline import eval_batches
-from keras_mtl.model import sees_task
 from keras_mtl.tasks import for_task
 
 
@@ -41,7 +40,7 @@ def predict_split(model, split, config, classes, pad_id=0):
     batch = config.train.eval_batch_size
     results = {t.name: ([], []) for t in tasks}
     heads = {t.name: for_task(t, classes[t.name]) for t in tasks}
-    if sees_task(m):
+    if m.sees_task:
         groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
     else:
         union = np.flatnonzero(sum(split.weights[t.name] for t in tasks) > 0)
@@ -92,15 +91,13 @@ def report_markdown(title, scores, counts=None, extra_lines=()):
 def evaluate_run(workdir, split="test"):
     """Evaluate a trained work dir on a split -> {"tasks": {task: {metric: value}}}."""
     from keras_mtl.data.load import load_task_data
-    from keras_mtl.data.pipeline import encode_split
-    from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     run = load_run(workdir)
+    model = run.load_model()  # a damaged model.keras: one error, before the data work
     data = load_task_data(run.config)
-    encoder = make_encoder(run.vocabulary, run.config.model)
-    enc = encode_split(data.splits[split], encoder, run.config.tasks, run.classes)
-    model = run.load_model()
+    encoder = run.encoder()
+    enc = run.encode(data.splits[split], encoder=encoder)
     scores = evaluate_split(model, enc, run.config, run.classes, encoder.pad_id)
     counts = {t.name: int(len(enc.indices(t.name))) for t in run.config.tasks}
     return {"split": split, "tasks": scores, "examples": counts}
@@ -119,7 +116,7 @@ def write_test_report(files, model, test, config, classes, pad_id, title, summar
     """
     import keras
 
-    from keras_mtl.workdir import write_json
+    from keras_mtl.disk import write_json
 
     scores = evaluate_split(model, test, config, classes, pad_id) if len(test) else {}
     counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}

@@ -168,14 +168,11 @@ def build_archive(run, model=None, tasks=None):
     """
     import keras
 
-    from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl import model as model_lib
-
     config = run.config
     exported = select_tasks(config, tasks)
     model = _with_heads(model or run.load_model(), exported, config.tasks)
-    encoder = make_encoder(run.vocabulary, config.model)
-    sees_task = model_lib.sees_task(config.model)
+    encoder = run.encoder()
+    sees_task = config.model.sees_task
     archive = keras.export.ExportArchive()
     kwargs, length = {}, None
     if keras.backend.backend() == "jax":
@@ -241,18 +238,36 @@ def export(workdir, out=None, keep=None, warmup=True, verbose=False, tasks=None)
     SavedModels are written side by side into temporary directories, and the
     version is chosen and renamed into place under a lock on the base dir.
 
+    Nothing is created before the model has loaded (a damaged model.keras is
+    one `ModelError`). A full disk is one `NoSpace` error: the temporary
+    directory and the base dir (if this export created it) are removed, the
+    earlier versions stay as they were.
+
     Returns:
         Path of the new version directory.
     """
-    from keras_mtl.workdir import load_run
+    from keras_mtl.disk import NoSpace, is_disk_full
+    from keras_mtl.run import load_run
 
     keep = layout.check_keep(keep)
     if out is not None:
-        layout.prepare_base(out, create=False)  # an --out naming a file fails before the model loads
+        layout.prepare_base(out, create=False)  # an --out naming a file or a version fails before the model loads
     run = load_run(workdir)
     tasks = select_tasks(run.config, tasks)  # an unknown task fails before anything is written
-    base = layout.prepare_base(out if out is not None else layout.default_base(run.config.name))
-    with layout.staging_dir(base) as tmp:
-        build_archive(run, tasks=tasks).write_out(str(tmp), verbose=verbose)
-        layout.write_assets_extra(tmp, metadata(run, tasks), warmup=warmup)
-        return layout.publish(tmp, base, keep)
+    model = run.load_model()  # a damaged model.keras fails before anything is created
+    base = layout.default_base(run.config.name) if out is None else out
+    created = layout.missing_dirs(base)
+    base = layout.prepare_base(base)
+    try:
+        with layout.staging_dir(base) as tmp:  # removed on the way out
+            build_archive(run, model=model, tasks=tasks).write_out(str(tmp), verbose=verbose)
+            layout.write_assets_extra(tmp, metadata(run, tasks), warmup=warmup)
+            return layout.publish(tmp, base, keep)
+    except Exception as err:
+        layout.remove_empty_dirs(created)
+        if not is_disk_full(err):
+            raise
+    raise NoSpace(
+        f"--out {base}" if out is not None else base, "the export",
+        "no version was written and the earlier ones are as they were; free some space and rerun",
+    )

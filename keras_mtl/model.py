@@ -1,14 +1,22 @@
-"""Config -> functional multi-output keras.Model (keras + keras.ops only).
+"""Config -> the functional multi-task keras.Model (`build_network`).
+
+The network is composed of serializable keras-mtl layers (keras_mtl.layers),
+which a Keras user can also assemble by hand (docs/layers.md):
 
     token_ids, padding_mask, [task_ids]
-      -> keras-hub TokenAndPositionEmbedding (+ task embedding / task token)
-      -> N x keras-hub TransformerEncoder (+ per-task adapters)
-         (or a pretrained backbone's own embeddings and transformer layers,
-         with the task inserted at the same two places)
-      -> [MMoE experts] -> per task: pooled (sentence) or token states (tagging)
-      -> [task relation across sentence tasks] -> [task gate] -> head(s)
-    outputs: the heads of each task's type (keras_mtl.tasks), in float32;
-    {task name: probabilities (or value)} for the built-in types.
+      -> SharedEncoder "shared_encoder": token states and their padding mask
+         (from scratch, or around the preset's keras-hub backbone, loaded here;
+         the task enters as a task embedding / task token and per-task adapters)
+      -> [MixtureOfExperts "experts": one mixture of the states per task]
+      -> per task: pooled sentence states (SequencePooling "<task>_pool" or
+         TaskAttentionPooling "<task>_attention_pool"), or the token states
+         (tagging; without a task token)
+      -> [TaskRelation "task_relation" across the sentence tasks]
+      -> per task: the TaskHead its type builds, named after the task
+    outputs: {task name: the head's output}, in float32 (probabilities or a
+    value for the built-in types).
+
+The input names and the output keys are those of the export's signatures.
 """
 
 import re
@@ -18,40 +26,57 @@ from keras import ops
 
 from keras_mtl.errors import ConfigError
 from keras_mtl.layers.pooling import SequencePooling
-from keras_mtl.layers.task_embedding import TaskEmbedding
+from keras_mtl.layers.shared_encoder import SharedEncoder
 from keras_mtl.tasks import for_task
 
 
 def sees_task(model_cfg):
-    """Whether the encoder sees the task (`task_conditioning` or adapters):
-    the model then takes a `task_ids` input and encodes an example once per task."""
-    return model_cfg.task_conditioning != "none" or model_cfg.adapter_dim > 0
+    """`model_cfg.sees_task` (config.ModelConfig): the model takes a `task_ids` input."""
+    return model_cfg.sees_task
 
 
-def build_model(config, classes, vocabulary_size, backbone=None, separator_id=None):
-    """Build the multi-task model.
+def build_network(config, classes, vocabulary):
+    """Build the multi-task network of `config`.
+
+    With `config.model.preset`, the preset's backbone is loaded here
+    (`keras_mtl.pretrained.load_backbone`) and becomes the shared encoder's.
 
     Args:
         config: ExperimentConfig.
-        classes: dict task -> list of class names.
-        vocabulary_size: int. Size of the WordPiece vocabulary.
-        backbone: optional keras-hub Backbone used as the shared encoder
-            (a pretrained preset) in place of the embedding and encoder stack
-            built here. With task conditioning or adapters its forward pass is
-            rebuilt from its own sublayers so the task enters before its
-            transformer layers (`pretrained.backbone_encoder`); otherwise it is
-            called as a whole.
-        separator_id: the id of the `[SEP]` piece; needed when a task reads
-            sentence pairs (`config.pair_task_names`). The segments (0 up to
-            the first `[SEP]`, 1 after) are derived from the token ids
-            (`SegmentIds`) and go to the preset's segment embedding, or to a
-            learned one (`segment_embedding`) from scratch. A config without
-            pair tasks builds the model it always did.
+        classes: dict task name -> list of class names.
+        vocabulary: the run's vocabulary (list of pieces: the learned
+            WordPiece vocabulary, or the preset's). Its size sizes the token
+            embedding from scratch; its `[SEP]` id marks the second text of a
+            sentence pair, when a task reads pairs (`config.pair_task_names`).
+
+    Returns:
+        A functional `keras.Model` named "multitask_transformer" with inputs
+        `token_ids`, `padding_mask` (and `task_ids` when the encoder sees the
+        task) and a dict of outputs, one per task.
+
+    Raises:
+        ConfigError: a task name clashes with a layer of the network; tasks
+            read sentence pairs but the vocabulary has no `[SEP]`; the task
+            cannot enter the preset's backbone (`pretrained.check_rebuildable`).
     """
-    import keras_hub
+    from keras_mtl.data.tokenize import separator_id
 
     m, tasks = config.model, config.tasks
     num_tasks = len(tasks)
+    backbone = None
+    if m.preset:
+        from keras_mtl import pretrained
+
+        backbone = pretrained.load_backbone(m)
+        pretrained.check_rebuildable(backbone, m)
+    separator = None
+    if config.pair_task_names:
+        separator = separator_id(vocabulary)
+        if separator is None:
+            raise ConfigError(
+                f"tasks {', '.join(config.pair_task_names)} read sentence pairs, but the vocabulary has no [SEP] piece "
+                "to separate the two texts"
+            )
 
     # === Inputs ===
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
@@ -62,57 +87,28 @@ def build_model(config, classes, vocabulary_size, backbone=None, separator_id=No
         task_ids = keras.Input(shape=(), dtype="int32", name="task_ids")
         inputs["task_ids"] = task_ids
 
-    segment_ids = None
-    if config.pair_task_names:
-        if separator_id is None:
-            raise ValueError("build_model: tasks read sentence pairs, so separator_id (the [SEP] id) is required")
-        from keras_mtl.layers.segment_ids import SegmentIds
-
-        segment_ids = SegmentIds(separator_id, name="segment_ids")(token_ids)
-
     # === Shared encoder ===
-    # The task enters before the transformer layers, with or without a preset:
-    # on the summed embeddings (before their layer norm), and as an adapter
-    # after each transformer layer.
-    prepend = m.task_conditioning == "token"
-
-    def condition(x, mask):
-        return _condition(m.task_conditioning, num_tasks, x, mask, task_ids)
-
-    def after_layer(i, x):
-        return _adapter(m.adapter_dim, num_tasks, i, x, task_ids)
-
-    if backbone is not None:
-        from keras_mtl.pretrained import backbone_encoder, check_rebuildable
-
-        if sees_task(m):
-            check_rebuildable(backbone, m)
-            x, mask = backbone_encoder(
-                backbone, token_ids, padding_mask, segment_ids=segment_ids, condition=condition, after_layer=after_layer
-            )
-        else:  # the backbone as a whole, as it was saved (runs from before the rebuild load the same)
-            x, mask = _backbone_sequence(backbone, token_ids, padding_mask, segment_ids), padding_mask
+    if backbone is None:
+        sizes = dict(
+            vocabulary_size=len(vocabulary),
+            num_layers=m.num_layers,
+            num_heads=m.num_heads,
+            hidden_dim=m.hidden_dim,
+            intermediate_dim=m.intermediate_dim,
+            max_sequence_length=m.max_sequence_length + 1,  # room for a task token
+            dropout=m.dropout,
+        )
     else:
-        x = keras_hub.layers.TokenAndPositionEmbedding(
-            vocabulary_size=vocabulary_size,
-            sequence_length=m.max_sequence_length + 1,
-            embedding_dim=m.hidden_dim,
-            name="embedding",
-        )(token_ids)
-        if segment_ids is not None:
-            x = x + keras.layers.Embedding(2, m.hidden_dim, name="segment_embedding")(segment_ids)
-        x, mask = condition(x, padding_mask)
-        x = keras.layers.LayerNormalization(epsilon=1e-5, name="embedding_norm")(x)
-        x = keras.layers.Dropout(m.dropout, name="embedding_dropout")(x)
-        for i in range(m.num_layers):
-            x = keras_hub.layers.TransformerEncoder(
-                intermediate_dim=m.intermediate_dim,
-                num_heads=m.num_heads,
-                dropout=m.dropout,
-                activation="gelu",
-                name=f"encoder_{i}",
-            )(x, padding_mask=mask)
-            x = after_layer(i, x)
+        sizes = dict(backbone=backbone)
+    encoder = SharedEncoder(
+        **sizes,
+        num_tasks=num_tasks if sees_task(m) else None,
+        task_conditioning=m.task_conditioning,
+        adapter_dim=m.adapter_dim,
+        separator_id=separator,
+        name="shared_encoder",
+    )
+    x, mask = encoder(token_ids, padding_mask, task_ids=task_ids)
 
     # === Per-task representations ===
     if m.num_experts:
@@ -129,7 +125,7 @@ def build_model(config, classes, vocabulary_size, backbone=None, separator_id=No
     for t, task in enumerate(tasks):
         states = per_task_states[t]
         if heads[task.name].token_level:  # the token states (without the task token)
-            reps[task.name] = states[:, 1:, :] if prepend else states
+            reps[task.name] = states[:, 1:, :] if m.task_conditioning == "token" else states
         elif m.pooling == "attention":
             from keras_mtl.layers.task_attention import TaskAttentionPooling
 
@@ -151,20 +147,16 @@ def build_model(config, classes, vocabulary_size, backbone=None, separator_id=No
             reps[n] = related[:, j, :]
 
     # === Heads ===
+    # Each task's type builds its head, a layer named after the task ([gate] ->
+    # dropout -> float32 output): the model's output of the task is the head's.
     outputs = {}
     for task in tasks:
-        h = reps[task.name]
-        if m.task_gates:
-            from keras_mtl.layers.task_gate import TaskGate
-
-            h = TaskGate(name=f"{task.name}_gate")(h)
-        h = keras.layers.Dropout(m.dropout, name=f"{task.name}_dropout")(h)
-        outputs.update(heads[task.name].build_heads(h))
+        outputs[task.name] = heads[task.name].build_head(m.task_gates, m.dropout)(reps[task.name])
     try:
         return keras.Model(inputs=inputs, outputs=outputs, name="multitask_transformer")
     except ValueError as e:
-        # A preset's own layer names (`transformer_layer_0`, ...) are only known
-        # here; config validation rejects the names of the layers built above.
+        # Config validation rejects the names in config.MODEL_LAYERS; this is
+        # the last guard (a layer name the table does not know yet).
         clash = re.search(r'The name "([^"]+)" is used \d+ times', str(e))
         if clash is None:
             raise
@@ -172,37 +164,6 @@ def build_model(config, classes, vocabulary_size, backbone=None, separator_id=No
             f"tasks: task name {clash.group(1)!r} clashes with a layer of the model"
             f"{f' (preset {m.preset!r})' if m.preset else ''}; rename the task"
         ) from None
-
-
-def _condition(conditioning, num_tasks, x, mask, task_ids):
-    """The task signal on the summed embeddings: a task vector added, or a task token prepended."""
-    if conditioning == "embedding":
-        x = TaskEmbedding(num_tasks, x.shape[-1], name="task_embedding")(x, task_ids)
-    elif conditioning == "token":
-        x = TaskEmbedding(num_tasks, x.shape[-1], mode="prepend", name="task_token")(x, task_ids)
-        mask = ops.concatenate([ops.ones_like(mask[:, :1]), mask], axis=1)
-    return x, mask
-
-
-def _adapter(adapter_dim, num_tasks, i, x, task_ids):
-    """A per-task adapter after transformer layer `i` (`model.adapter_dim > 0`)."""
-    if not adapter_dim:
-        return x
-    from keras_mtl.layers.task_adapter import TaskAdapter
-
-    return TaskAdapter(num_tasks, adapter_dim, name=f"adapter_{i}")(x, task_ids)
-
-
-def _backbone_sequence(backbone, token_ids, padding_mask, segment_ids=None):
-    """Token states of a keras-hub backbone called as a whole (segment ids: zeros unless given)."""
-    feed = {"token_ids": token_ids, "padding_mask": padding_mask}
-    names = [i.name for i in backbone.inputs] if isinstance(backbone.inputs, list) else list(backbone.input)
-    if any("segment_ids" in str(n) for n in names):
-        feed["segment_ids"] = ops.zeros_like(token_ids) if segment_ids is None else segment_ids
-    out = backbone(feed)
-    if isinstance(out, dict):
-        return out.get("sequence_output", next(iter(out.values())))
-    return out
 
 
 def loss_for(task, normalizer="batch"):

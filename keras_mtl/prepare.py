@@ -1,7 +1,9 @@
 """prepare(config): a run's inputs, computed once.
 
-data -> vocabulary -> encoder -> encoded splits, and for training the plan:
-class weights, epochs x steps, the sampling schedule and the bucket lengths.
+data -> tokenization (a preset's tokenizer, or a vocabulary learned from the
+training texts: the choice is made here, once, and the work dir records it)
+-> encoded splits, and for training the plan: class weights, distillation
+targets, epochs x steps, the sampling schedule and the bucket lengths.
 `train`, `meta_train` and the benchmarks start from it.
 
     prepared = prepare(load_config("configs/demo.yaml"))
@@ -34,16 +36,44 @@ class TrainPlan:
 
 
 @dataclass(frozen=True)
+class Tokenization:
+    """How a run turns text into word pieces, decided once (`tokenization_for`)."""
+
+    vocabulary: list  # the word pieces (vocab.txt)
+    encoder: object  # data.tokenize.TextEncoder
+    tokenizer_record: Optional[dict] = None  # a preset's tokenizer, kept whole (tokenizer.json); None: vocab.txt says all
+
+
+def tokenization_for(config, data):
+    """The preset's own tokenizer (`model.preset`), or a WordPiece vocabulary
+    learned from the training texts (both texts of a pair)."""
+    from keras_mtl.data.tokenize import compute_vocabulary, encoder_from_tokenizer, make_encoder, tokenizer_record
+
+    if config.model.preset:
+        from keras_mtl.pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+        encoder = encoder_from_tokenizer(
+            tokenizer, config.model.max_sequence_length, what=f"model.preset: the tokenizer of {config.model.preset!r}"
+        )
+        return Tokenization(list(tokenizer.get_vocabulary()), encoder, tokenizer_record(tokenizer))
+    texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
+    vocabulary = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
+    return Tokenization(vocabulary, make_encoder(vocabulary, config.model))
+
+
+@dataclass(frozen=True)
 class PreparedRun:
     """The loaded config, its data, vocabulary, encoder and encoded splits."""
 
     loaded: LoadedConfig
     data: TaskData
     vocabulary: list
-    encoder: object  # data.tokenize.make_encoder's encoder
+    encoder: object  # data.tokenize.TextEncoder
     encoded: dict  # split -> data.pipeline.EncodedSplit
-    sees_task: bool  # model.sees_task(config.model): one pass per task
+    sees_task: bool  # config.model.sees_task: one pass per task
     plan: Optional[TrainPlan] = None  # None unless prepare(plan=True)
+    tokenizer_record: Optional[dict] = None  # a preset's tokenizer (Tokenization), for the work dir
 
     @property
     def config(self):
@@ -97,19 +127,25 @@ def plan_steps(train_cfg, num_train, max_steps=None):
     return epochs, steps
 
 
-def vocabulary_for(config, data):
-    """The preset's vocabulary, or one computed from the training texts (both texts of a pair)."""
-    if config.model.preset:
-        from keras_mtl.pretrained import preset_vocabulary
+def data_summary(config, overrides=(), tokenize=True):
+    """`keras-mtl data CONFIG`: per task and split, counts, labels, lengths,
+    truncation, texts shared between tasks and leaks (`data.summary`).
 
-        return preset_vocabulary(config.model)
-    from keras_mtl.data.tokenize import compute_vocabulary
+    Args:
+        config: a path, a `LoadedConfig` or a dict (`load_config`).
+        overrides: `KEY=VALUE` strings applied to the config.
+        tokenize: also measure word pieces (learns the vocabulary, or loads
+            the preset's tokenizer).
+    """
+    from keras_mtl.data.summary import summarize_data  # lazy: TensorFlow
 
-    texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
-    return compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
+    loaded = load_config(config, overrides)
+    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+    encoder = tokenization_for(loaded.config, data).encoder if tokenize else None
+    return summarize_data(loaded.config, data, encoder)
 
 
-def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None, cache_dir=None):
+def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None, teachers=None):
     """Load, tokenize and encode the data of `config`; with `plan`, the training plan.
 
     Args:
@@ -119,37 +155,39 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
             epochs x steps, the sampling schedule and the bucket lengths.
         max_steps: optional cap on the total training steps (`plan_steps`).
         data: the config's `TaskData` when already loaded.
-        vocabulary: a WordPiece vocabulary to encode with (default: learned
-            from the training texts, or the preset's).
-        cache_dir: where the teachers' predictions of distilled tasks
-            (`tasks[i].teacher`, keras_mtl.distill) are cached; with `plan`
-            they are put on the training split.
+        vocabulary: a learned WordPiece vocabulary to encode with (default:
+            `tokenization_for`: learned from the training texts, or the
+            preset's tokenizer).
+        teachers: the distilled tasks' teacher targets, computed by the
+            caller (`keras_mtl.distill.teacher_targets`): with `plan`, they
+            are put on the training split (`data.teachers`).
 
     Returns:
         PreparedRun.
     """
+    # lazy: these import TensorFlow, and `prepare` is imported by light modules (compare's plan)
     from keras_mtl.data import sampling
     from keras_mtl.data.buckets import training_bucket_lengths
     from keras_mtl.data.pipeline import apply_class_weights, encode_split
+    from keras_mtl.data.teachers import attach_teacher_targets
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.model import sees_task
 
     loaded = load_config(config, overrides)
     config = loaded.config
     if data is None:
         data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
     if vocabulary is None:
-        vocabulary = vocabulary_for(config, data)
-    encoder = make_encoder(vocabulary, config.model)
+        tokenization = tokenization_for(config, data)
+    else:
+        tokenization = Tokenization(list(vocabulary), make_encoder(vocabulary, config.model))
+    vocabulary, encoder = tokenization.vocabulary, tokenization.encoder
     encoded = {s: encode_split(data.splits[s], encoder, config.tasks, data.classes) for s in SPLITS}
     train_plan = None
     if plan:
         train = encoded["train"]
         class_weights = apply_class_weights(train, config.tasks, data.classes)
-        if any(t.teacher for t in config.tasks):
-            from keras_mtl.distill import attach_teachers
-
-            attach_teachers(train, config, data.classes, cache_dir)
+        if teachers:
+            attach_teacher_targets(train, config, data.classes, teachers)
         epochs, steps = plan_steps(config.train, len(train), max_steps)
         planned = config.train.model_copy(update={"epochs": epochs})
         schedule = sampling.training_schedule(train, config.tasks, planned)
@@ -171,6 +209,7 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
         vocabulary=vocabulary,
         encoder=encoder,
         encoded=encoded,
-        sees_task=sees_task(config.model),
+        sees_task=config.model.sees_task,
         plan=train_plan,
+        tokenizer_record=tokenization.tokenizer_record,
     )

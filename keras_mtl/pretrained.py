@@ -79,11 +79,16 @@ def load_tokenizer(model_cfg):
 # Backbone layers keras-mtl never reads: the heads pool the token states
 # themselves, so BERT's pooler gets no gradient (Keras warns "Gradients do not
 # exist for variables ['pooled_dense/kernel', ...]"). They are frozen. (With task
-# conditioning or adapters `backbone_encoder` does not call them at all.)
+# conditioning or adapters `SharedEncoder` does not call them at all.)
 UNUSED_BACKBONE_LAYERS = ("pooled_dense",)
 
 
 def load_backbone(model_cfg):
+    """The keras-hub Backbone of `model_cfg.preset` (its unused pooler frozen).
+
+    `keras_mtl.model.build_network` calls it, the one place a network's
+    backbone is loaded.
+    """
     import keras_hub
 
     backbone = _load(keras_hub.models.Backbone.from_preset, model_cfg, "backbone")
@@ -98,122 +103,34 @@ def preset_vocabulary(model_cfg):
 
 
 def preset_encoder(model_cfg):
-    from keras_mtl.data.tokenize import CLS, PAD, SEP, UNK, TextEncoder
+    """The `TextEncoder` of the preset's own tokenizer (`model.max_sequence_length`)."""
+    from keras_mtl.data.tokenize import encoder_from_tokenizer
 
-    tok = load_tokenizer(model_cfg)
-    vocab = tok.get_vocabulary()
-
-    def token_id(attr, text):
-        value = getattr(tok, attr, None)
-        if value is not None:
-            return int(value)
-        if text in vocab:
-            return vocab.index(text)
-        raise ModelError(f"model.preset: the tokenizer of {model_cfg.preset!r} has no {text} token")
-
-    return TextEncoder(
-        tok,
-        model_cfg.max_sequence_length,
-        cls_id=token_id("cls_token_id", CLS),
-        unk_id=vocab.index(UNK) if UNK in vocab else 0,
-        pad_id=token_id("pad_token_id", PAD),
-        sep_id=token_id("sep_token_id", SEP),
+    return encoder_from_tokenizer(
+        load_tokenizer(model_cfg), model_cfg.max_sequence_length, what=f"model.preset: the tokenizer of {model_cfg.preset!r}"
     )
 
 
-# Backbones whose forward pass `backbone_encoder` rebuilds from their own
-# sublayers (keras-hub class name -> how the embeddings are formed). Their
-# `embeddings_layer_norm`, `embeddings_dropout`, optional
-# `embeddings_projection` and `transformer_layers` (TransformerEncoder, called
-# with `padding_mask`) are common to all of them.
-_REBUILDABLE = {
-    "BertBackbone": "token_position_segment",
-    "ElectraBackbone": "token_position_segment",
-    "RobertaBackbone": "token_and_position",  # also XLMRobertaBackbone (a subclass)
-    "DistilBertBackbone": "token_and_position",
-}
-
-
-def _embedding_kind(backbone):
-    for cls in type(backbone).__mro__:
-        if cls.__name__ in _REBUILDABLE and cls.__module__.startswith("keras_hub."):
-            return _REBUILDABLE[cls.__name__]
-    return None
-
-
 def check_rebuildable(backbone, model_cfg):
-    """Raise a ConfigError if the model needs the task inside this backbone and cannot put it there."""
+    """Raise a ConfigError if the model needs the task inside this backbone and cannot put it there.
+
+    `SharedEncoder` rebuilds the forward pass of the backbones of
+    `REBUILDABLE_BACKBONES` to put the task before their transformer layers;
+    any backbone can be called as a whole (`task_conditioning: none`, no
+    adapters).
+    """
+    from keras_mtl.layers.shared_encoder import REBUILDABLE_BACKBONES, rebuildable_kind
+
     fields = []
     if model_cfg.task_conditioning != "none":
         fields.append(f"model.task_conditioning ({model_cfg.task_conditioning!r})")
     if model_cfg.adapter_dim:
         fields.append(f"model.adapter_dim ({model_cfg.adapter_dim})")
-    if fields and _embedding_kind(backbone) is None:
-        supported = ", ".join(sorted(set(_REBUILDABLE) | {"XLMRobertaBackbone"}))
+    if fields and rebuildable_kind(backbone) is None:
+        supported = ", ".join(sorted(set(REBUILDABLE_BACKBONES) | {"XLMRobertaBackbone"}))
         raise ConfigError(
             f"{' and '.join(fields)}: model.preset {model_cfg.preset!r} is a {type(backbone).__name__}, "
             f"whose forward pass keras-mtl cannot rebuild to put the task before its transformer layers "
             f"(supported: {supported}). Set model.task_conditioning: none and model.adapter_dim: 0 "
             "to fine-tune it without task conditioning."
         )
-
-
-def backbone_encoder(backbone, token_ids, padding_mask, segment_ids=None, condition=None, after_layer=None):
-    """A keras-hub backbone's forward pass, rebuilt from its own sublayers, with hooks.
-
-    The sublayers are called as they are (pretrained weights shared, nothing
-    copied), in the backbone's own order:
-
-        embeddings (token + position [+ segment]) -> condition -> layer norm
-          -> dropout [-> projection] -> each transformer layer -> after_layer
-
-    The pooler (`pooled_dense`) is not called. The task signal goes in where
-    the from-scratch encoder puts it: on the summed embeddings, *before* the
-    embedding layer norm, like a further segment embedding. The norm then
-    brings every position (a prepended task token too) back to the scale the
-    pretrained transformer layers were trained on, and a task vector of
-    TaskEmbedding's initial scale (stddev 0.02, BERT's own segment-table
-    scale) moves the normalised states about as much as a segment embedding
-    does; added after the norm, it would be tiny next to the unit-scale
-    states it is added to.
-
-    Args:
-        backbone: a keras-hub backbone that `check_rebuildable` accepts.
-        token_ids, padding_mask: `[batch, length]` tensors.
-        segment_ids: optional `[batch, length]` int tensor (sentence pairs);
-            zeros when None. Ignored by backbones without segment embeddings
-            (RoBERTa, DistilBERT).
-        condition: optional `fn(x, mask) -> (x, mask)` on the summed
-            embeddings (it may prepend positions and extend the mask).
-        after_layer: optional `fn(i, x) -> x` after transformer layer `i`.
-
-    Returns:
-        (token states, padding mask of those states).
-    """
-    from keras import ops
-
-    kind = _embedding_kind(backbone)
-    if kind is None:
-        raise ConfigError(f"model.preset: cannot rebuild the forward pass of a {type(backbone).__name__}")
-    if kind == "token_position_segment":
-        tokens = backbone.token_embedding(token_ids)
-        positions = backbone.position_embedding(tokens)
-        if segment_ids is None:
-            segment_ids = ops.zeros_like(token_ids)
-        segments = backbone.segment_embedding(segment_ids)
-        x = backbone.embeddings_add((tokens, positions, segments))
-    else:
-        x = backbone.embeddings(token_ids)
-    mask = padding_mask
-    if condition is not None:
-        x, mask = condition(x, mask)
-    x = backbone.embeddings_layer_norm(x)
-    x = backbone.embeddings_dropout(x)
-    projection = getattr(backbone, "embeddings_projection", None)
-    if projection is not None:
-        x = projection(x)
-    for i, layer in enumerate(backbone.transformer_layers):
-        x = layer(x, padding_mask=mask)
-        if after_layer is not None:
-            x = after_layer(i, x)
-    return x, mask

@@ -15,21 +15,24 @@ import numpy as np
 
 from keras_mtl import precision
 from keras_mtl.callbacks import KeepBest, PerTaskEvaluation, RunBackup, TaskNaNGuard, dev_score, read_backup_state
-from keras_mtl.config import load_config
-from keras_mtl.data.tokenize import save_vocabulary, separator_id
+from keras_mtl.config import check_keep_best_has_dev, load_config
+from keras_mtl.data.tokenize import save_vocabulary
 from keras_mtl.errors import ConfigError, KerasMTLError
 from keras_mtl.evaluate import write_test_report
-from keras_mtl.model import build_model, loss_for
+from keras_mtl.model import build_network, loss_for
+from keras_mtl.data.load import load_task_data
+from keras_mtl.distill import teacher_targets
 from keras_mtl.prepare import check_max_steps, prepare
+from keras_mtl.disk import NoSpace, is_disk_full, unraisable_disk_errors_hidden, write_json, write_or_no_space
+from keras_mtl.record import RunRecord
 from keras_mtl.workdir import (
     RunFiles,
-    RunRecord,
+    check_workdir,
     config_changes,
     default_workdir,
     promote_staged,
     save_config,
     workdir_lock,
-    write_json,
 )
 
 # Config fields a resumed run may change: they do not touch the training
@@ -87,6 +90,13 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
     the same config (and stops with a `ConfigError` naming the fields that
     differ otherwise). One `train` at a time per work dir (`WORKDIR/.lock`).
 
+    A work dir holding files named like a run's that are not a keras-mtl
+    run's, or a config that is the work dir's own config.yaml, is refused
+    before anything is written (`workdir.check_workdir`). A full disk stops
+    the run with one `NoSpace` error: what it half-wrote is removed, the
+    previous run's files stay, and the epochs it finished stay in `backup/`
+    to resume from once there is space.
+
     Args:
         config: a path, a `LoadedConfig` (from `load_config`) or a dict.
         workdir: output directory. Defaults to `runs/<name>`.
@@ -99,8 +109,11 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
         dict: the test report (`report.json`): per-task metrics and timings.
 
     Raises:
-        ConfigError: a killed run's backup was started with another config.
+        ConfigError: a killed run's backup was started with another config;
+            `train.keep: best` where no task can have dev examples.
         WorkdirBusy: another `train` is writing into `workdir`.
+        NotARunWorkdir: `workdir` holds files the run would overwrite.
+        NoSpace: the disk filled up.
     """
     from keras_mtl import distribute
     from keras_mtl.multitask_trainer import check_weighting_supported
@@ -109,11 +122,25 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
     loaded = load_config(config, overrides)
     config = loaded.config
     check_weighting_supported(config.train.loss_weighting)  # before any data work
-    distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
+    check_keep_best_has_dev(loaded)  # where the config alone tells; the data may tell later
     files = RunFiles(Path(workdir) if workdir else default_workdir(config))
-    # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
-    with workdir_lock(files.root), precision.policy_scope(config.train.precision):
-        return _train(loaded, files, max_steps, verbose, fresh)
+    check_workdir(files.root, loaded.path)  # before anything is written into it
+    distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
+    try:
+        # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
+        with workdir_lock(files.root), precision.policy_scope(config.train.precision):
+            try:
+                return _train(loaded, files, max_steps, verbose, fresh)
+            except Exception as err:
+                if not is_disk_full(err):
+                    raise
+                failed = _failed_write(files, err)
+            # outside the handler: the error, and with it the failed writers' objects, is released
+            raise _after_disk_full(files, *failed) from None
+    except OSError as err:  # the work dir or its lock could not be written
+        if not is_disk_full(err):
+            raise
+        raise NoSpace(err.filename or files.root, "the work dir", "free some space and rerun") from None
 
 
 def _train(loaded, files, max_steps, verbose, fresh):
@@ -130,16 +157,21 @@ def _train(loaded, files, max_steps, verbose, fresh):
     started = time.time()
 
     # === Data === (nothing in the work dir is touched until this succeeded)
+    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
     # Teachers' predictions (distillation) are cached by content in WORKDIR/teachers/.
-    prepared = prepare(loaded, max_steps=max_steps, cache_dir=files.root / "teachers")
+    teachers = teacher_targets(config, data.splits["train"], data.classes, files.root / "teachers")
+    prepared = prepare(loaded, max_steps=max_steps, data=data, teachers=teachers)
     data, vocabulary, encoder, encoded, plan = (
         prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded, prepared.plan
     )
     epochs, steps, schedule = plan.epochs, plan.steps_per_epoch, plan.schedule
-    if config.train.keep == "best" and not any(len(encoded["dev"].indices(t)) for t in config.task_names):
+    # The early check (check_keep_best_has_dev) saw the config; only the data tells that a dev source is empty.
+    scored = config.target_task_names  # keep: best scores the target tasks (dev_score)
+    if config.train.keep == "best" and not any(len(encoded["dev"].indices(t)) for t in scored):
+        which = "task" if len(scored) == len(config.tasks) else "target task (role: target)"
         raise ConfigError(
-            "train.keep: best keeps the epoch with the best dev score, but no task has dev examples: "
-            "give a task dev data (data.dev, or splits.dev_fraction > 0) or use train.keep: last"
+            f"train.keep: best keeps the epoch with the best dev score, but no {which} has dev examples: "
+            f"give a {which} dev data (data.dev, or splits.dev_fraction > 0) or use train.keep: last"
         )
     dataset = prepared.train_dataset()
     run_state = {
@@ -163,20 +195,15 @@ def _train(loaded, files, max_steps, verbose, fresh):
         write_json(files.run_state, run_state)
     save_config(stage, loaded)
     save_vocabulary(vocabulary, stage.vocab)
+    if prepared.tokenizer_record is not None:
+        write_json(stage.tokenizer, prepared.tokenizer_record, compact=True)
     data_seconds = time.time() - started
 
     # === Model ===
     ctx, replicas = distribute.scope(config.train)
     dataset = distribute.prepare_dataset(dataset, config.train)
     with ctx:
-        backbone = None
-        if config.model.preset:
-            from keras_mtl.pretrained import load_backbone
-
-            backbone = load_backbone(config.model)
-        network = build_model(
-            config, data.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary)
-        )
+        network = build_network(config, data.classes, vocabulary)
         model = compiled_trainer(network, config, epochs * steps)
         if resumed_epoch:
             model.loss_history = _loss_history(stage.metrics_csv, config.task_names, resumed_epoch)
@@ -223,7 +250,8 @@ def _train(loaded, files, max_steps, verbose, fresh):
     kept = f"Kept the weights of epoch {kept_epoch} ({config.train.keep}" + (
         f", mean dev score {kept_score:.4f})." if kept_score is not None else ")."
     )
-    network.save(stage.model)  # the plain functional network, no trainer class inside
+    # the plain functional network, no trainer class inside
+    write_or_no_space(stage.model, lambda: network.save(stage.model), "the trained model")
     RunRecord.for_config(
         config,
         data.classes,
@@ -241,6 +269,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
         keep=config.train.keep,
         kept_epoch=kept_epoch,
         kept_dev_score=kept_score,
+        tokenizer=stage.tokenizer.name if prepared.tokenizer_record is not None else None,
     ).write(stage.run)
     report = write_test_report(
         stage,
@@ -260,6 +289,56 @@ def _train(loaded, files, max_steps, verbose, fresh):
     files.complete_marker.write_text("", encoding="utf-8")
     promote_staged(files)
     return report
+
+
+def _failed_write(files, error):
+    """(path, what) of the write a disk-full `error` stopped."""
+    if isinstance(error, NoSpace):
+        return error.path, error.what
+    return getattr(error, "filename", None) or files.root, ""
+
+
+def _after_disk_full(files, path, what):
+    """The `NoSpace` error of a run the full disk stopped, once what it
+    half-wrote is removed.
+
+    The previous run's files were never touched (the run writes into
+    `backup/`). In `backup/` the last committed epoch (its checkpoint, the
+    run's config, vocabulary, metrics.csv) stays, so that the same command
+    resumes there once there is space; the files of the epoch that failed,
+    `.tmp` files and the staged model and report go. A run with no finished
+    epoch leaves no `backup/`.
+    """
+    import gc
+
+    with unraisable_disk_errors_hidden():
+        gc.collect()  # a failed writer's open files close now
+        state = read_backup_state(files.checkpoint)
+        if state is None:
+            shutil.rmtree(files.backup, ignore_errors=True)
+        else:
+            committed = {RunBackup.METADATA, state["weights"], (state.get("best") or {}).get("weights")}
+            for entry in files.checkpoint.iterdir():
+                if entry.name in committed:
+                    continue
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+            for tmp in files.backup.rglob("*.tmp"):
+                tmp.unlink(missing_ok=True)
+            stage = files.staged()
+            for written_after_fit in (stage.model, stage.run, stage.report_json, stage.report_md):
+                written_after_fit.unlink(missing_ok=True)
+    if state is None:
+        then = "nothing of this run was kept; free some space and rerun"
+    else:
+        then = (
+            f"its epochs up to {state['epoch']} are kept in {files.backup}: free some space and rerun the same "
+            f"command to resume there (or delete {files.backup})"
+        )
+    previous = "the previous run's files are unchanged; " if files.run.exists() else ""
+    return NoSpace(path, what, previous + then)
 
 
 def _killed_run(files):

@@ -2,7 +2,8 @@
 
     WORKDIR/
       config.yaml      the validated config (data paths absolute)
-      vocab.txt        the WordPiece vocabulary (learned from train)
+      vocab.txt        the WordPiece vocabulary (learned from train, or the preset's)
+      tokenizer.json   a preset's tokenizer, whole (absent for a learned vocabulary)
       run.json         classes per task, backend, versions, sampling, timings
       model.keras      the trained model
       metrics.csv      per-epoch train losses and per-task dev metrics
@@ -19,33 +20,43 @@ one file at a time, after a `backup/COMPLETE` marker so that a kill in
 between is finished by the next `train`). A run that fails (bad data, NaN
 loss) leaves the previous model, report and config as they were; a killed
 run leaves `backup/`, from which the same command resumes.
+
+A work dir that holds files named like a run's (config.yaml, report.md, ...)
+but is not a keras-mtl run is refused (`check_workdir`), as is a config file
+that is the work dir's own config.yaml: a run never overwrites a user's files.
+A full disk is one error (`NoSpace`, `is_disk_full`), not a crash: what the
+run half-wrote is removed, the previous run's files stay as they were.
 """
 
 import contextlib
 import dataclasses
 import errno
-import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
-from typing import Optional
 
 import yaml
 
+from keras_mtl.disk import write_text
 from keras_mtl.errors import ModelError
+from keras_mtl.record import RunRecord
 
 # The files of a finished run, in the order a finished run's staged files replace them.
-RESULT_FILES = ("model.keras", "vocab.txt", "config.yaml", "run.json", "metrics.csv", "report.json", "report.md")
-
+RESULT_FILES = (
+    "model.keras", "vocab.txt", "tokenizer.json", "config.yaml", "run.json", "metrics.csv", "report.json", "report.md"
+)
+OPTIONAL_RESULT_FILES = ("tokenizer.json",)  # a run that does not write it removes the previous run's
 
 class WorkdirBusy(ModelError):
     """Another process is training into the work dir."""
 
+class NotARunWorkdir(ModelError):
+    """The work dir holds files a run would overwrite, and they are not a run's."""
 
 def _path(relative, doc=None):
     """A `RunFiles` property: the path `relative` below the run's root."""
     return property(lambda self: self.root / relative, doc=doc)
-
 
 @dataclasses.dataclass
 class RunFiles:
@@ -53,6 +64,7 @@ class RunFiles:
 
     config = _path("config.yaml")
     vocab = _path("vocab.txt")
+    tokenizer = _path("tokenizer.json", "A preset's tokenizer, kept whole (data.tokenize.tokenizer_record).")
     run = _path("run.json")
     model = _path("model.keras")
     metrics_csv = _path("metrics.csv")
@@ -72,27 +84,11 @@ class RunFiles:
         """The same files inside `backup/`, where an unfinished run writes them."""
         return RunFiles(self.backup)
 
-
 def default_workdir(config):
     return Path("runs") / config.name
 
-
-def _write_text(path, text):
-    """Write `path` whole or not at all (a `.tmp` file renamed over it)."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def write_json(path, data, compact=False):
-    """Write `data` as JSON, atomically; `compact`: one line, no spaces (large records)."""
-    text = json.dumps(data, separators=(",", ":")) if compact else json.dumps(data, indent=2, sort_keys=False)
-    _write_text(path, text + "\n")
-
-
 def save_config(files, loaded):
-    _write_text(files.config, yaml.safe_dump(loaded.raw, sort_keys=False))
-
+    write_text(files.config, yaml.safe_dump(loaded.raw, sort_keys=False))
 
 @contextlib.contextmanager
 def workdir_lock(root):
@@ -133,7 +129,6 @@ def workdir_lock(root):
     finally:
         os.close(fd)  # releases the lock
 
-
 def promote_staged(files):
     """Move the staged files of a complete run over the work dir's, then drop `backup/`.
 
@@ -149,6 +144,8 @@ def promote_staged(files):
         source = staged.root / name
         if source.exists():
             os.replace(source, files.root / name)
+        elif name in OPTIONAL_RESULT_FILES:  # the previous run's, not this one's
+            (files.root / name).unlink(missing_ok=True)
     shutil.rmtree(files.backup, ignore_errors=True)
     return True
 
@@ -186,115 +183,75 @@ def config_changes(old, new, ignore=()):
     walk(old, new, "")
     return changes
 
-
-@dataclasses.dataclass
-class RunRecord:
-    """`run.json`: what a trained run was built with. Every writer (train,
-    meta-train, adapt, the benchmarks) fills this one record; `load_run`
-    checks a work dir's file against it."""
-
-    classes: dict  # task -> its class names (tags for tagging), in head order
-    task_types: dict  # task -> classification | multilabel | regression | tagging
-    max_sequence_length: Optional[int] = None  # tokens per text, [CLS] included
-    pad_id: Optional[int] = None  # the padding token id of the vocabulary
-    train_sizes: Optional[dict] = None  # task -> labelled training examples
-    epochs: Optional[int] = None  # epochs trained (1 for meta-training)
-    steps_per_epoch: Optional[int] = None  # optimizer steps per epoch
-    replicas: Optional[int] = None  # data-parallel replicas the run trained on
-    history: list = dataclasses.field(default_factory=list)  # per epoch: losses and dev metrics
-    keep: Optional[str] = None  # train.keep: last | best
-    kept_epoch: Optional[int] = None  # the epoch whose weights model.keras holds (1-based)
-    kept_dev_score: Optional[float] = None  # its mean primary dev metric (negated where lower is better)
-    class_weights: Optional[dict] = None  # task -> per-class loss weights (class_weights: balanced)
-    sampling_schedule: Optional[dict] = None  # {"tasks", "probabilities": per epoch}
-    bucket_lengths: Optional[list] = None  # padded lengths of the training batches
-    loss_weighting: Optional[str] = None  # train.loss_weighting
-    final_loss_weights: Optional[dict] = None  # task -> lambda at the end of training
-    meta: Optional[dict] = None  # Reptile's settings (meta-train)
-    adapted_from: Optional[str] = None  # the work dir a few-shot run started from (adapt)
-    adapt: Optional[dict] = None  # the few-shot run's settings and result (adapt)
-    keras_mtl_version: Optional[str] = None  # filled in by `write`
-    backend: Optional[str] = None  # filled in by `write`
-    keras_version: Optional[str] = None  # filled in by `write`
-    precision: Optional[str] = None  # the dtype policy it trained under (train.precision, auto resolved); by `write`
-
-    @classmethod
-    def for_config(cls, config, classes, **fields):
-        """A record of `config`'s tasks (types, sequence length) with `fields`."""
-        return cls(
-            classes=classes,
-            task_types={t.name: t.type for t in config.tasks},
-            max_sequence_length=config.model.max_sequence_length,
-            **fields,
-        )
-
-    def write(self, path):
-        import keras
-
-        from keras_mtl import __version__
-
-        self.keras_mtl_version = self.keras_mtl_version or __version__
-        self.backend = self.backend or keras.backend.backend()
-        self.keras_version = self.keras_version or keras.__version__
-        self.precision = self.precision or keras.mixed_precision.global_policy().name
-        first = ("keras_mtl_version", "backend", "keras_version")
-        record = dataclasses.asdict(self)
-        ordered = {k: record[k] for k in first} | {k: v for k, v in record.items() if k not in first}
-        write_json(path, {k: v for k, v in ordered.items() if v is not None})
-
-    @classmethod
-    def read(cls, path):
-        """The record in `path`; a ModelError names the file when it is not one."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-            return cls(**data)
-        except (OSError, ValueError, TypeError) as e:
-            raise ModelError(f"{path}: not a keras-mtl run record ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-
-
 class _Absent:
     def __repr__(self):
         return "(absent)"
 
-
 _ABSENT = _Absent()
 
+def is_run(root):
+    """Whether `root` holds a keras-mtl run (finished, or being moved into place).
 
-@dataclasses.dataclass
-class Run:
-    """A trained run loaded back from its work dir."""
+    A run's `run.json` (a `RunRecord`), a `model.keras` that is a Keras
+    archive, or a complete staged run in `backup/` (its `COMPLETE` marker).
+    """
+    files = RunFiles(Path(root))
+    if files.complete_marker.is_file():
+        return True
+    if files.run.is_file():
+        try:
+            RunRecord.read(files.run)
+            return True
+        except ModelError:
+            pass
+    return files.model.is_file() and zipfile.is_zipfile(files.model)
 
-    files: RunFiles
-    config: object  # ExperimentConfig
-    info: RunRecord  # run.json
-    vocabulary: list
+def _foreign_backup(files):
+    """A `backup/` that is not a keras-mtl run's (which `train` would delete)."""
+    if not files.backup.exists():
+        return False
+    if not files.backup.is_dir():
+        return True
+    entries = {p.name for p in files.backup.iterdir()}
+    # a run writes run_state.json first thing into backup/ (checkpoint/, COMPLETE later)
+    return bool(entries) and not entries & {"run_state.json", "checkpoint", "COMPLETE"}
 
-    @property
-    def classes(self):
-        return self.info.classes
+def check_workdir(root, config_path=None):
+    """Refuse a work dir where `train` would overwrite files that are not a run's.
 
-    def load_model(self):
-        import keras
-        import keras_hub  # noqa: F401  (registers pretrained backbones)
-
-        import keras_mtl.layers  # noqa: F401  (registers custom layers)
-
-        return keras.saving.load_model(self.files.model, compile=False)
-
-
-def load_run(workdir) -> Run:
-    """Load a finished run, or say clearly what is missing."""
-    files = RunFiles(Path(workdir))
-    if not files.root.is_dir():
-        raise ModelError(f"{files.root}: work dir not found")
-    missing = [p.name for p in (files.config, files.vocab, files.run, files.model) if not p.exists()]
-    if missing:
-        raise ModelError(
-            f"{files.root}: no trained model here (missing {', '.join(missing)}); "
-            f"run `keras-mtl train CONFIG --workdir {files.root}` first"
+    Raises `NotARunWorkdir` (one line, naming the files) when `root` holds any
+    of a run's file names (`RESULT_FILES`, a `backup/`) but is not a keras-mtl
+    run (`is_run`); and when `config_path`, the config being trained, is one
+    of those files in `root` (the run would replace `config.yaml` with its
+    validated copy: the user's comments and relative paths would be lost). A
+    finished run is replaced file by file as before; other files (notes.txt,
+    data) are left alone.
+    """
+    root = Path(root)
+    if config_path is not None and Path(config_path).name in RESULT_FILES:
+        target = root / Path(config_path).name
+        try:
+            same = target.exists() and os.path.samefile(config_path, target)
+        except OSError:
+            same = False
+        if same or Path(config_path).resolve() == target.resolve():
+            raise NotARunWorkdir(
+                f"{config_path}: the config file is the work dir's own {target.name}, which the run replaces "
+                f"with its validated copy (comments dropped, data paths made absolute); copy it out of {root} "
+                "and train from the copy, or train into another --workdir"
+            )
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise NotARunWorkdir(f"{root}: the work dir is an existing file, not a directory; pass another --workdir")
+    if is_run(root):
+        return
+    files = RunFiles(root)
+    taken = [name for name in RESULT_FILES if (root / name).exists()]
+    if _foreign_backup(files):
+        taken.append("backup/")
+    if taken:
+        raise NotARunWorkdir(
+            f"{root}: not a keras-mtl work dir (no run.json of a finished run), and training would overwrite "
+            f"{', '.join(taken)} in it; train into a new or empty --workdir, or move those files away"
         )
-    from keras_mtl.config import load_config
-    from keras_mtl.data.tokenize import load_vocabulary
-
-    loaded = load_config(files.config)
-    return Run(files, loaded.config, RunRecord.read(files.run), load_vocabulary(files.vocab))

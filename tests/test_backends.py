@@ -64,7 +64,7 @@ TORCH_SCRIPT = textwrap.dedent(
     import numpy as np
 
     from keras_mtl.config import config_from_dict
-    from keras_mtl.model import build_model, loss_for
+    from keras_mtl.model import build_network, loss_for
 
     assert keras.backend.backend() == "torch", keras.backend.backend()
     config = config_from_dict({
@@ -77,7 +77,7 @@ TORCH_SCRIPT = textwrap.dedent(
                   "num_heads": 2, "intermediate_dim": 32, "task_conditioning": "embedding"},
     }).config
     classes = {"topic": ["a", "b", "c"], "pos": ["D", "N", "V"]}
-    model = build_model(config, classes, vocabulary_size=50)
+    model = build_network(config, classes, [f"piece{i}" for i in range(50)])
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-3),
         loss={t.name: loss_for(t) for t in config.tasks},

@@ -244,6 +244,68 @@ def test_console_entry_exit_code_and_clean_error(tmp_path):
     assert proc.stdout == ""
 
 
+# ------------------------------------------------------------------ the cli package
+
+
+def test_every_command_module_has_the_same_shape():
+    """One way for every command: HELP (one line), add_arguments(parser), run(args)."""
+    import argparse
+
+    from keras_mtl import cli
+    from keras_mtl.cli import app
+
+    names = [app.command_name(m) for m in cli.COMMANDS]
+    assert names == ["train", "evaluate", "export", "predict", "data", "serve", "compare", "meta-train", "adapt",
+                     "search", "bench"]
+    for module in cli.COMMANDS:
+        assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, module.__name__
+        assert callable(module.add_arguments) and callable(module.run), module.__name__
+        module.add_arguments(argparse.ArgumentParser())  # stands alone, too
+
+
+def test_bench_hands_every_argument_on():
+    from keras_mtl import cli
+
+    args = cli.build_parser().parse_args(["bench", "--tiny", "--only", "machine", "--help"])
+    assert args.bench_args == ["--tiny", "--only", "machine", "--help"]
+
+
+def test_parsing_imports_neither_tensorflow_nor_keras():
+    """`--help` and argument errors answer before TensorFlow/Keras is imported (start-up time)."""
+    code = (
+        "import sys\n"
+        "from keras_mtl.cli import build_parser, main\n"
+        "build_parser().parse_args(['train', 'c.yaml'])\n"
+        "try:\n"
+        "    main(['search', 'c.yaml', '--trials', '0'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 2\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules)\n"
+        "assert heavy == [], heavy\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "keras-mtl search: error: argument --trials: must be >= 1, got 0 (see 'keras-mtl search --help')"
+    ]
+
+
+def test_python_m_keras_mtl_compare_is_the_compare_command(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_mtl.compare", str(tmp_path / "missing.yaml"), "--seeds", "0"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "keras-mtl compare: error: argument --seeds: must be >= 1, got 0 (see 'keras-mtl compare --help')"
+    ]
+    proc = subprocess.run([sys.executable, "-m", "keras_mtl.compare", "--help"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: keras-mtl compare"), proc.stderr
+
+
 @pytest.mark.slow
 def test_predict_into_a_closed_pipe_stops_quietly(tiny_run, tmp_path):
     # `keras-mtl predict ... | head -1`: no BrokenPipeError traceback.

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from keras_mtl import cli
-from keras_mtl.cli import main
+from keras_mtl.cli import app, main
+from keras_mtl.cli import evaluate as evaluate_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,6 +177,41 @@ BAD = [
     ("search", ["search", "{tiny}", "--max-steps", "-1"], ["argument --max-steps: must be >= 1"]),
     ("search", ["search", "{tiny}", "--weights", "x"], ["argument --weights"]),
     ("search", ["search", "{tiny}", "--tasks", "nope"], ["unknown task 'nope'"]),
+    # ---- round 3: predict input
+    ("predict", ["predict", "{dir}/empty-dir", "--input", "-"],
+     ["standard input (-) has no file extension to tell its format from: give --format jsonl|tsv"]),
+    ("predict", ["predict", "{dir}/empty-dir", "--input", "-", "--format", "jsonl", "--header"],
+     ["<stdin>: --header is for TSV input; JSON Lines has no header line"]),
+    ("predict", ["predict", "{dir}/empty-dir", "--input", "{dir}/a-file.txt", "--format", "jsonl", "--header"],
+     ["a-file.txt: --header is for TSV input"]),
+    ("predict", ["predict", "{dir}/empty-dir", "--input", "{dir}/empty-dir"],
+     ["empty-dir: is a directory, expected an input file"]),
+    ("predict", ["predict", "{dir}/empty-dir", "fine", "\udcff\udcfe"],
+     ["TEXT 2 is not valid UTF-8 (byte 1 is 0xff): give texts in UTF-8"]),
+    ("predict", ["predict", "{dir}/empty-dir", "a", "--task", "rte", "--text-pair", "caf\udce9"],
+     ["--text-pair 1 is not valid UTF-8 (byte 4 is 0xe9)"]),
+    # ---- round 3: adapt, pairs, teachers
+    ("data", ["data", "{tiny}", "--set", "tasks.topic.data={format: delimited, train: t.tsv, text_pair_column: label}"],
+     ["--set tasks.topic.data={format: delimited, train: t.tsv, text_pair_column: label}: "
+      "tasks[0].data.text_pair_column: 'label' is also the label column (label_column)"]),
+    ("train", ["train", "{tiny}", "--set",
+               "tasks.topic.data={format: delimited, train: t.tsv, text_column: s1, text_pair_column: s1}"],
+     ["tasks[0].data.text_pair_column: 's1' is also the text column (text_column)", "paired with itself"]),
+    ("data", ["data", "{tiny}", "--set", "tasks.topic.data={format: jsonl, train: t.jsonl, text_pair_field: label}"],
+     ["tasks[0].data.text_pair_field: 'label' is also the label field (label_field)"]),
+    ("train", ["train", "{tiny}", "--set", "tasks.topic.data={format: jsonl, train: t.jsonl, text_field: a, text_pair_field: a}"],
+     ["tasks[0].data.text_pair_field: 'a' is also the text field (text_field)"]),
+    ("data", ["data", "{tiny}", "--set", "tasks.topic.data={format: tfds, name: glue/rte, train: train, text_pair_feature: label}"],
+     ["tasks[0].data.text_pair_feature: 'label' is also the label feature (label_feature)"]),
+    ("compare", ["compare", "{tiny}", "--set",
+                 "tasks.topic.data={format: tfds, name: glue/rte, train: train, text_feature: s, text_pair_feature: s}"],
+     ["tasks[0].data.text_pair_feature: 's' is also the text feature (text_feature)"]),
+    # ---- round 3: work dirs, disks, damaged models
+    ("train", ["train", "{tiny}", "--set", "train.keep=best", "--set", "splits.dev_fraction=0",
+               "--set", "tasks.topic.data.dev=null", "--set", "tasks.pos.data.dev=null"],
+     ["--set train.keep=best: train.keep: best keeps the epoch with the best dev score, but no task has dev data",
+      "splits.dev_fraction is 0"]),
+    ("serve", ["serve", "{dir}/nowhere", "--dry-run", "--config-dir", "{dir}/serving-config"], ["does not exist"]),
 ]
 
 
@@ -214,6 +250,7 @@ def test_every_command_is_walked():
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [app.command_name(module) for module in cli.COMMANDS]  # one module per command
     walked = {command for command, _, _ in BAD if command}
     assert walked == set(sub.choices) - {"bench"}  # bench hands its arguments to bench/run_all.py
 
@@ -244,7 +281,7 @@ def test_a_multi_line_message_never_spills_over(monkeypatch):
     def fail(args):
         raise ModelError("first problem\n   second   problem\n\n")
 
-    monkeypatch.setattr(cli, "_cmd_evaluate", fail)
+    monkeypatch.setattr(evaluate_command, "run", fail)
     code, _, err = invoke(["evaluate", "x"])
     assert code == 2
     assert err.splitlines() == ["keras-mtl evaluate: error: first problem", "keras-mtl evaluate: error: second problem"]
@@ -256,7 +293,7 @@ def test_an_unreadable_user_path_is_a_user_error(monkeypatch, tmp_path):
     def fail(args):
         raise PermissionError(13, "Permission denied", str(target / "model.keras"))
 
-    monkeypatch.setattr(cli, "_cmd_evaluate", fail)
+    monkeypatch.setattr(evaluate_command, "run", fail)
     code, _, err = invoke(["evaluate", str(target)])
     assert_one_error_line(code, err, "evaluate", [f"{target / 'model.keras'}: Permission denied"])
 
@@ -267,14 +304,14 @@ def test_a_bug_keeps_its_traceback(monkeypatch, tmp_path):
     def boom(args):
         raise RuntimeError("internal bug")
 
-    monkeypatch.setattr(cli, "_cmd_evaluate", boom)
+    monkeypatch.setattr(evaluate_command, "run", boom)
     with pytest.raises(RuntimeError, match="internal bug"):
         main(["evaluate", str(tmp_path)])
 
     def missing_internal_file(args):
         open("/nonexistent/keras_mtl/internal.txt")
 
-    monkeypatch.setattr(cli, "_cmd_evaluate", missing_internal_file)
+    monkeypatch.setattr(evaluate_command, "run", missing_internal_file)
     with pytest.raises(FileNotFoundError):
         main(["evaluate", str(tmp_path)])
 
@@ -287,12 +324,12 @@ def test_startup_noise_is_dropped_and_other_stderr_kept(capfd):
         "E0000 00:00:1796185010.132164    6088 cuda_platform.cc:52] failed call to cuInit: UNKNOWN ERROR (303)\n"
         "To enable the following instructions: AVX2 FMA, in other operations, rebuild TensorFlow.\n"
     )
-    with cli._captured_stderr():
+    with app._captured_stderr():
         os.write(2, noise.encode())
         os.write(2, b"reading data/train.txt ...\n")
     assert capfd.readouterr().err == "reading data/train.txt ...\n"
     with pytest.raises(ImportError):
-        with cli._captured_stderr():
+        with app._captured_stderr():
             os.write(2, noise.encode())
             raise ImportError("libcudart.so: cannot open shared object file")
     assert capfd.readouterr().err == noise  # a failed import shows everything
@@ -377,7 +414,7 @@ def test_library_warnings_are_hidden_and_ours_kept(monkeypatch, recwarn):
         warnings.warn("task 'topic': labels never seen in train", UserWarning)
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_evaluate", warn)
+    monkeypatch.setattr(evaluate_command, "run", warn)
     assert main(["evaluate", "x"]) == 0
     assert [str(w.message) for w in recwarn] == ["task 'topic': labels never seen in train"]
-    assert cli._one_line_warning("a\n  b", UserWarning, "f.py", 1) == "keras-mtl: warning: a b\n"
+    assert app._one_line_warning("a\n  b", UserWarning, "f.py", 1) == "keras-mtl: warning: a b\n"

@@ -11,8 +11,8 @@ import pytest
 from keras_mtl.compare import (
     NEAR_ZERO,
     RECORD_FILES,
-    _finished,
-    _marker,
+    is_finished,
+    run_marker,
     bootstrap_compare,
     capped_plan,
     delta_m,
@@ -156,22 +156,22 @@ def test_sub_run_marker_is_portable_and_old_markers_still_match(tmp_path):
     comparison's root, so the same comparison in another directory (or its --records) matches, and
     a marker written with absolute paths (before --records existed) still matches in its own root."""
     raw = {"name": "x", "tasks": [{"name": "a", "teacher": str((tmp_path / "seed0" / "single-a").resolve())}]}
-    marker = _marker(raw, tmp_path)
+    marker = run_marker(raw, tmp_path)
     assert marker["config"]["tasks"][0]["teacher"] == str(Path("seed0") / "single-a")
     assert raw["tasks"][0]["teacher"].startswith("/")  # the config itself is not changed
     moved = {"name": "x", "tasks": [{"name": "a", "teacher": str((tmp_path / "b" / "seed0" / "single-a").resolve())}]}
-    assert _marker(moved, tmp_path / "b") == marker
+    assert run_marker(moved, tmp_path / "b") == marker
     run = tmp_path / "seed0" / "distilled"
     run.mkdir(parents=True)
     for name in RECORD_FILES:
         (run / name).write_text("{}", encoding="utf-8")
     (run / "compare_run.json").write_text(json.dumps({"config": raw}), encoding="utf-8")  # the old, absolute form
-    assert _finished(run, marker, tmp_path)
-    assert not _finished(run, marker, tmp_path, need_model=True)  # a teacher or a served model needs model.keras
+    assert is_finished(run, marker, tmp_path)
+    assert not is_finished(run, marker, tmp_path, need_model=True)  # a teacher or a served model needs model.keras
     other = {"name": "x", "tasks": [{"name": "a", "teacher": "seed1/single-a"}]}
-    assert not _finished(run, _marker(other, tmp_path), tmp_path)
+    assert not is_finished(run, run_marker(other, tmp_path), tmp_path)
     (run / "compare_result.json").unlink()
-    assert not _finished(run, marker, tmp_path)  # neither its predictions nor its model: not reusable
+    assert not is_finished(run, marker, tmp_path)  # neither its predictions nor its model: not reusable
 
 
 def test_sub_run_marker_holds_data_paths_relative_to_the_root(tmp_path):
@@ -185,25 +185,25 @@ def test_sub_run_marker_holds_data_paths_relative_to_the_root(tmp_path):
             "text_column": "sentence"}}]}
 
     root_a, root_b = tmp_path / "a" / "repo" / "runs" / "cmp", tmp_path / "b" / "repo" / "runs" / "cmp"
-    marker = _marker(raw("a"), root_a)
+    marker = run_marker(raw("a"), root_a)
     data = marker["config"]["tasks"][0]["data"]
     assert data["train"] == str(Path("..", "..", "..", "shared", "data", "sst2", "train.tsv"))
     assert data["dev"] is None and data["text_column"] == "sentence"  # not paths: as they are
-    assert _marker(raw("b"), root_b) == marker
-    assert _marker(raw("b", data="cola"), root_b) != marker
+    assert run_marker(raw("b"), root_b) == marker
+    assert run_marker(raw("b", data="cola"), root_b) != marker
     run = root_a / "seed0" / "mtl"  # recorded in clone a with absolute paths (before this change)
     run.mkdir(parents=True)
     for name in RECORD_FILES:
         (run / name).write_text("{}", encoding="utf-8")
     (run / "compare_run.json").write_text(json.dumps({"config": raw("a")}), encoding="utf-8")
-    assert _finished(run, _marker(raw("a"), root_a), root_a)
+    assert is_finished(run, run_marker(raw("a"), root_a), root_a)
     (run / "compare_run.json").write_text(json.dumps(marker), encoding="utf-8")  # the portable form compare writes
     records_b = tmp_path / "b" / "repo" / "records" / "seed0" / "mtl"
     records_b.parent.mkdir(parents=True)
     import shutil
 
     shutil.copytree(run, records_b)
-    assert _finished(records_b, _marker(raw("b"), root_b), root_b)  # clone b reuses clone a's record
+    assert is_finished(records_b, run_marker(raw("b"), root_b), root_b)  # clone b reuses clone a's record
 
 
 def test_sub_run_marker_identifies_data_files_by_content(tmp_path):
@@ -225,12 +225,12 @@ def test_sub_run_marker_identifies_data_files_by_content(tmp_path):
         (folder / "train.tsv").write_text("sentence\tlabel\ngood\t1\n", encoding="utf-8")
         (folder / "dev.tsv").write_text("sentence\tlabel\nbad\t0\n", encoding="utf-8")
     root_a, root_b = tmp_path / "repo" / "runs" / "cmp", tmp_path / "tmp" / "c"
-    marker = _marker(raw(here / "train.tsv", here / "dev.tsv"), root_a)
+    marker = run_marker(raw(here / "train.tsv", here / "dev.tsv"), root_a)
     data = marker["config"]["tasks"][0]["data"]
     assert data["train"].startswith(CONTENT_PREFIX) and data["train"] != data["test"]
     assert data["dev"] is None
-    assert _marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) == marker  # same bytes, other place and root
-    assert _marker(marker["config"], root_b) == marker  # a saved marker reads as it was written
+    assert run_marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) == marker  # same bytes, other place and root
+    assert run_marker(marker["config"], root_b) == marker  # a saved marker reads as it was written
 
     run = root_a / "seed0" / "mtl"  # a record, reused from a work dir at another depth
     run.mkdir(parents=True)
@@ -239,31 +239,31 @@ def test_sub_run_marker_identifies_data_files_by_content(tmp_path):
     (run / "compare_run.json").write_text(json.dumps(marker), encoding="utf-8")
     records = tmp_path / "records" / "seed0" / "mtl"
     shutil.copytree(run, records)
-    assert _finished(records, _marker(raw(here / "train.tsv", here / "dev.tsv"), root_b), root_b)
+    assert is_finished(records, run_marker(raw(here / "train.tsv", here / "dev.tsv"), root_b), root_b)
 
     # a record from before: data paths relative to the root it ran in; matches from that root
     old = raw(os.path.relpath(here / "train.tsv", root_a), os.path.relpath(here / "dev.tsv", root_a))
     (run / "compare_run.json").write_text(json.dumps({"config": old}), encoding="utf-8")
-    assert _finished(run, marker, root_a)
+    assert is_finished(run, marker, root_a)
 
     (there / "train.tsv").write_text("sentence\tlabel\ngood\t0\n", encoding="utf-8")  # edited in place
-    assert _marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) != marker
-    missing = _marker(raw(tmp_path / "gone.tsv", here / "dev.tsv"), root_a)["config"]["tasks"][0]["data"]
+    assert run_marker(raw(there / "train.tsv", there / "dev.tsv"), root_b) != marker
+    missing = run_marker(raw(tmp_path / "gone.tsv", here / "dev.tsv"), root_a)["config"]["tasks"][0]["data"]
     assert missing["train"] == os.path.relpath(tmp_path / "gone.tsv", root_a)  # not there: by its path
 
 
 def test_a_damaged_or_foreign_record_is_not_reused(tmp_path):
-    from keras_mtl.compare import _recorded_result
+    from keras_mtl.compare import recorded_result
 
     good = {"params": 7, "test": "2:ab", "predictions": {"t": [[0, "a"], [1, ["B-NP", "O"]]]}}
     (tmp_path / "compare_result.json").write_text(json.dumps(good), encoding="utf-8")
-    assert _recorded_result(tmp_path, "2:ab") == (7, {"t": {0: "a", 1: ("B-NP", "O")}})  # tag sequences as tuples
-    assert _recorded_result(tmp_path, "2:cd") is None  # other test examples
+    assert recorded_result(tmp_path, "2:ab") == (7, {"t": {0: "a", 1: ("B-NP", "O")}})  # tag sequences as tuples
+    assert recorded_result(tmp_path, "2:cd") is None  # other test examples
     for damaged in ({"test": "2:ab"}, {"params": 7, "test": "2:ab", "predictions": [1, 2]}, ["x"]):
         (tmp_path / "compare_result.json").write_text(json.dumps(damaged), encoding="utf-8")
-        assert _recorded_result(tmp_path, "2:ab") is None
+        assert recorded_result(tmp_path, "2:ab") is None
     (tmp_path / "compare_result.json").write_text("{not json", encoding="utf-8")
-    assert _recorded_result(tmp_path, "2:ab") is None
+    assert recorded_result(tmp_path, "2:ab") is None
 
 
 def test_examples_fingerprint_changes_with_texts_labels_and_order():
@@ -557,7 +557,8 @@ def test_compare_defaults():
     import inspect
 
     from keras_mtl.cli import build_parser
-    from keras_mtl.compare import add_compare_arguments, compare
+    from keras_mtl.cli.compare import add_arguments
+    from keras_mtl.compare import compare
 
     params = inspect.signature(compare).parameters
     assert params["seeds"].default == 3 and params["budget"].default == "labelled"
@@ -566,7 +567,8 @@ def test_compare_defaults():
     assert (args.seeds, args.budget, args.bootstrap, args.records) == (3, "labelled", 1000, None)
     args = build_parser().parse_args(["compare", "x.yaml", "--bootstrap", "200", "--budget", "drawn", "--records", "r"])
     assert (args.bootstrap, args.budget, args.records) == (200, "drawn", "r")
-    parser = add_compare_arguments(argparse.ArgumentParser(prog="keras-mtl compare"))
+    parser = argparse.ArgumentParser(prog="keras-mtl compare")
+    add_arguments(parser)
     assert parser.parse_args(["x.yaml"]).seeds == 3
 
 
@@ -689,13 +691,14 @@ def _is_png(path):
 def test_compare_end_to_end(tmp_path):
     import yaml
 
-    from keras_mtl.compare import compare, main
+    from keras_mtl.cli import main
+    from keras_mtl.compare import compare
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(_tiny_config()), encoding="utf-8")
     out = tmp_path / "cmp"
     status = main([
-        str(cfg), "--workdir", str(out), "--seeds", "1", "--tasks", "topic,sentiment",
+        "compare", str(cfg), "--workdir", str(out), "--seeds", "1", "--tasks", "topic,sentiment",
         "--max-steps", "10", "--serving-texts", "32", "--quiet",
     ])
     assert status == 0
@@ -847,12 +850,12 @@ def test_compare_with_a_preset(tmp_path):
 def test_compare_distill_trains_the_student_from_the_single_task_runs(tmp_path):
     import yaml
 
-    from keras_mtl.compare import main
+    from keras_mtl.cli import main
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(_tiny_config()), encoding="utf-8")
     out = tmp_path / "cmp"
-    argv = [str(cfg), "--workdir", str(out), "--seeds", "1", "--tasks", "topic,pos", "--max-steps", "10",
+    argv = ["compare", str(cfg), "--workdir", str(out), "--seeds", "1", "--tasks", "topic,pos", "--max-steps", "10",
             "--serving-texts", "0", "--bootstrap", "50", "--quiet"]
     assert main(argv + ["--distill"]) == 0
     result = json.loads((out / "compare.json").read_text())
@@ -901,7 +904,7 @@ def test_a_recorded_run_is_reused_only_under_the_policy_its_config_gives_here(tm
     from keras_mtl import precision
 
     raw = {"name": "x", "tasks": [{"name": "a"}], "train": {"precision": "auto"}}
-    marker = _marker(raw, tmp_path)
+    marker = run_marker(raw, tmp_path)
     run = tmp_path / "seed0" / "mtl"
     run.mkdir(parents=True)
     for name in RECORD_FILES:
@@ -911,13 +914,13 @@ def test_a_recorded_run_is_reused_only_under_the_policy_its_config_gives_here(tm
     for here, reusable in (("mixed_bfloat16", True), ("float32", False)):
         monkeypatch.setattr(precision, "resolve_precision", lambda name, *a, _here=here, **k: (
             _here if name == "auto" else name, "test"))
-        assert _finished(run, marker, tmp_path) is reusable, here
+        assert is_finished(run, marker, tmp_path) is reusable, here
     # a run recorded before run.json named its policy trained in float32
     (run / "run.json").write_text("{}", encoding="utf-8")
-    assert _finished(run, marker, tmp_path)  # auto is float32 "here" (the last patch)
-    pinned = _marker({**raw, "train": {"precision": "mixed_bfloat16"}}, tmp_path)
+    assert is_finished(run, marker, tmp_path)  # auto is float32 "here" (the last patch)
+    pinned = run_marker({**raw, "train": {"precision": "mixed_bfloat16"}}, tmp_path)
     (run / "compare_run.json").write_text(json.dumps(pinned), encoding="utf-8")
-    assert not _finished(run, pinned, tmp_path)
+    assert not is_finished(run, pinned, tmp_path)
 
 
 @pytest.mark.slow
@@ -952,17 +955,17 @@ def test_auxiliary_tasks_train_in_the_multitask_run_but_have_no_baseline_and_no_
 def test_a_marker_leaves_out_later_fields_at_their_defaults(tmp_path):
     """A sub-run recorded before `role` existed still matches a config whose tasks are targets;
     one with an auxiliary task does not."""
-    from keras_mtl.compare import _marker
+    from keras_mtl.compare import run_marker
 
     raw = config_from_dict(_tiny_config()).raw
     assert all(t["role"] == "target" for t in raw["tasks"])
     old = json.loads(json.dumps(raw))
     for t in old["tasks"]:
         del t["role"]  # as a run recorded before the field was written
-    assert _marker(raw, tmp_path) == _marker(old, tmp_path)
+    assert run_marker(raw, tmp_path) == run_marker(old, tmp_path)
     raw["tasks"][1]["role"] = "auxiliary"
-    assert _marker(raw, tmp_path) != _marker(old, tmp_path)
-    assert _marker(raw, tmp_path)["config"]["tasks"][1]["role"] == "auxiliary"
+    assert run_marker(raw, tmp_path) != run_marker(old, tmp_path)
+    assert run_marker(raw, tmp_path)["config"]["tasks"][1]["role"] == "auxiliary"
 
 
 def test_compare_refuses_an_empty_task_list_as_export_does(tmp_path):
@@ -971,3 +974,30 @@ def test_compare_refuses_an_empty_task_list_as_export_does(tmp_path):
     with pytest.raises(ConfigError, match=r"--tasks: no task named \(an empty list\)"):
         compare(_tiny_config(), tmp_path / "cmp", tasks="", log=lambda line: None)
     assert not (tmp_path / "cmp").exists()
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_recorded_glue_conll_report_rebuilds_from_its_records(tmp_path):
+    """`compare --records` on the committed records of BENCHMARKS 1a reproduces its compare.md
+    (all but the line with the wall time of the invocation), without training anything."""
+    import shutil
+
+    from keras_mtl.compare import compare
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo.parent / "shared" / "data" / "conll2000").is_dir():
+        pytest.skip("../shared/data (the real data of configs/glue_conll.yaml) is not beside the repo")
+    recorded = repo / "bench" / "results" / "compare" / "glue_conll"
+    records = tmp_path / "records"
+    shutil.copytree(recorded, records)
+    logs = []
+    compare(repo / "configs" / "glue_conll.yaml", tmp_path / "cmp", seeds=3, max_steps=1000, records=records,
+            log=logs.append)
+    assert not any(line.startswith("  trained") for line in logs), logs
+
+    def without_wall_time(text):
+        return [line for line in text.splitlines() if not line.startswith("Compared in ")]
+
+    assert without_wall_time((tmp_path / "cmp" / "compare.md").read_text()) == without_wall_time(
+        (recorded / "compare.md").read_text())

@@ -569,11 +569,11 @@ def test_duplicate_key_in_a_set_value(tmp_path):
 
 
 def _reserved_examples():
-    from keras_mtl.config import MODEL_INPUTS, MODEL_LAYERS, NUMBERED_LAYERS, SIGNATURES, TASK_LAYERS
+    from keras_mtl.config import MODEL_INPUTS, MODEL_LAYERS, NUMBERED_LAYERS, SIGNATURES, task_layers
 
     names = list(MODEL_INPUTS) + list(MODEL_LAYERS) + [f"{p}_{i}" for p in NUMBERED_LAYERS for i in (0, 1, 11)]
     names += list(SIGNATURES)  # a task's signature is named like the task
-    return names + [f"topic_{suffix}" for suffix in TASK_LAYERS]
+    return names + [f"topic_{suffix}" for suffix in task_layers()]  # the model's and the task types'
 
 
 @pytest.mark.parametrize("name", _reserved_examples())
@@ -620,11 +620,9 @@ def test_any_task_name_loads_or_is_refused_in_one_line(tmp_path, a, b):
         assert not model_name_clash(a, [a, b]) and not model_name_clash(b, [a, b])
 
 
-@pytest.mark.parametrize("variant", ["cls", "attention"])
-def test_reserved_names_cover_every_layer_and_input_of_the_model(variant):
-    """The table in config.py against the layers `build_model` really creates."""
-    from keras_mtl.config import model_name_clash
-    from keras_mtl.model import build_model
+def _network_with_every_layer(variant):
+    """A model with every optional layer (`variant`: its sentence pooling), its config."""
+    from keras_mtl.model import build_network
 
     tasks = [
         {"name": "a", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 4}},
@@ -637,12 +635,36 @@ def test_reserved_names_cover_every_layer_and_input_of_the_model(variant):
         "task_conditioning": "embedding" if variant == "cls" else "token",
     }
     config = ExperimentConfig.model_validate({"name": "x", "tasks": tasks, "model": model})
-    network = build_model(config, {t: ["p", "q"] for t in "abc"}, 50)
+    return build_network(config, {t: ["p", "q"] for t in "abc"}, [f"piece{i}" for i in range(50)]), config
+
+
+@pytest.mark.parametrize("variant", ["cls", "attention"])
+def test_reserved_names_cover_every_layer_and_input_of_the_model(variant):
+    """The tables in config.py against the layers `build_network` really creates."""
+    from keras_mtl.config import model_name_clash
+    from keras_mtl.layers import TaskHead
+
+    network, config = _network_with_every_layer(variant)
     names = [layer.name for layer in network.layers] + [str(i.name).split(":")[0] for i in network.inputs]
     for name in names:
         assert name in config.task_names or model_name_clash(name, config.task_names), (
             f"layer {name!r} of the model is not in config.py's reserved names"
         )
+    for task in config.task_names:  # a task's own layer is the head its type built (gate, dropout inside)
+        head = network.get_layer(task)
+        assert isinstance(head, TaskHead) and head.gate and head.output is network.output[task]
+
+
+def test_every_reserved_per_task_layer_is_one_the_model_creates():
+    """The other way round: no per-task suffix is reserved for a layer that no model has."""
+    from keras_mtl.config import task_layers
+
+    built = set()
+    for variant in ("cls", "attention"):
+        network, config = _network_with_every_layer(variant)
+        built |= {layer.name[len(t) + 1 :] for layer in network.layers for t in config.task_names
+                  if layer.name.startswith(f"{t}_")}
+    assert set(task_layers()) == built == {"pool", "attention_pool"}
 
 
 # ------------------------------------------------------------------ buckets, --set blame (issue 11)
@@ -733,9 +755,67 @@ def test_positive_class_is_for_classification_tasks(tmp_path):
                                           "data": {"format": "jsonl", "train": "x.jsonl"}}]}
     with pytest.raises(ConfigError, match="positive_class applies to classification tasks, not to a regression task"):
         config_from_dict(regression)
+    regression["tasks"][0]["positive_class"] = None  # the default: not set
+    assert config_from_dict(regression).config.tasks[0].positive_class is None
+
+
+def test_class_weights_are_for_types_with_one_class_per_example():
+    tagging = {"name": "t", "tasks": [{"name": "t", "type": "tagging", "class_weights": "balanced",
+                                       "data": {"format": "demo", "kind": "pos", "train": 4}}]}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(tagging)
+    assert "class_weights: 'balanced' applies to classification tasks, not to a tagging task" in str(info.value)
 
 
 def test_splits_leaks_is_keep_or_drop(tmp_path):
     assert load_config(write(tmp_path, TINY)).config.splits.leaks == "keep"
     with pytest.raises(ConfigError, match="splits.leaks"):
         load_config(write(tmp_path, TINY), ["splits.leaks=remove"])
+
+
+def test_a_second_text_read_from_the_label_or_the_text_names_its_line(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        name: pairs
+        tasks:
+          - name: rte
+            type: classification
+            data:
+              format: delimited
+              train: rte.tsv
+              text_column: sentence1
+              text_pair_column: label
+          - name: nli
+            type: classification
+            data:
+              format: jsonl
+              train: nli.jsonl
+              text_field: premise
+              label_field: gold
+              text_pair_field: premise
+          - name: glue_rte
+            type: classification
+            data: {format: tfds, name: glue/rte, train: train, text_feature: sentence1, text_pair_feature: label}
+        """,
+    )
+    lines = error_of(path).splitlines()
+    assert lines == [
+        f"{path}:9: tasks[0].data.text_pair_column: 'label' is also the label column (label_column): the model "
+        "would read each example's label as its second text; name the column that holds the second text",
+        f"{path}:17: tasks[1].data.text_pair_field: 'premise' is also the text field (text_field): each example "
+        "would be its text paired with itself; name the field that holds the second text",
+        f"{path}:20: tasks[2].data.text_pair_feature: 'label' is also the label feature (label_feature): the model "
+        "would read each example's label as its second text; name the feature that holds the second text",
+    ]
+    # An override that makes the mistake is blamed for it.
+    fixed = path.read_text().replace("text_pair_column: label", "text_pair_column: sentence2")
+    fixed = fixed.replace("text_pair_field: premise", "text_pair_field: hypothesis").replace(
+        "text_pair_feature: label", "text_pair_feature: sentence2")
+    path.write_text(fixed)
+    assert load_config(path).config.pair_task_names == ["rte", "nli", "glue_rte"]
+    # A name and an index may be one column or two: only the header tells (read time).
+    assert reader_options(load_config(path, ["tasks.rte.data.text_pair_column=0"]).config.task("rte")).text_pair_column == 0
+    msg = error_of(path, ["tasks.rte.data.text_pair_column=sentence1"])
+    assert msg.startswith("--set tasks.rte.data.text_pair_column=sentence1: tasks[0].data.text_pair_column: "
+                          "'sentence1' is also the text column (text_column)"), msg

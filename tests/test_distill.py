@@ -10,13 +10,14 @@ import tensorflow as tf
 import yaml
 
 from keras_mtl import distill
+from keras_mtl.data import teachers
 from keras_mtl.tasks import get_task_type
 
 
 def test_annealing_lambda_rises_linearly_from_0_to_1():
-    lam = [float(distill.annealing_lambda(step, 5)) for step in range(7)]
+    lam = [float(teachers.annealing_lambda(step, 5)) for step in range(7)]
     assert lam == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]  # start, middle, end, and past the end
-    assert float(distill.annealing_lambda(0, 1)) == 0.0
+    assert float(teachers.annealing_lambda(0, 1)) == 0.0
 
 
 def test_anneal_mixes_gold_and_teacher_by_the_batch_step():
@@ -31,7 +32,7 @@ def test_anneal_mixes_gold_and_teacher_by_the_batch_step():
     }
     batch = ({"token_ids": tf.constant([[2, 5]])}, y, {"c": tf.constant([1.0])})
     ds = tf.data.Dataset.from_tensors(batch).repeat(3)
-    out = list(distill.anneal(ds, {"c": False, "r": True, "t": False}, total_steps=3))
+    out = list(teachers.anneal(ds, {"c": False, "r": True, "t": False}, total_steps=3))
     for step, lam in enumerate((0.0, 0.5, 1.0)):
         _, ys, sw = out[step]
         np.testing.assert_allclose(ys["c"], [lam * np.array(gold_c) + (1 - lam) * np.array(teacher_c)], atol=1e-6)
@@ -110,7 +111,12 @@ def test_a_distilled_run_trains_from_cached_teacher_predictions(tiny_config, tea
         raise AssertionError("the teacher was run again")
 
     monkeypatch.setattr(distill, "_predict_with_run", no_prediction)
-    prepared = prepare(config_from_dict(raw), cache_dir=workdir / "teachers")
+    from keras_mtl.data.load import load_task_data
+
+    loaded = config_from_dict(raw)
+    data = load_task_data(loaded)
+    teachers = distill.teacher_targets(loaded.config, data.splits["train"], data.classes, workdir / "teachers")
+    prepared = prepare(loaded, data=data, teachers=teachers)
     train_split = prepared.encoded["train"]
     topic = train_split.indices("topic")
     targets = np.stack([train_split.teacher["topic"][i] for i in topic])
@@ -175,3 +181,98 @@ def test_a_distilled_run_trains_on_jax(tiny_config, teacher_run, tmp_path, subpr
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["backend"] == "jax" and set(report["tasks"]) == {"topic", "pos"}
     assert (tmp_path / "run" / "teachers" / "teacher_topic.npz").is_file()
+
+
+# ------------------------------------------------------------------ a teacher of another kind of task
+
+
+@pytest.fixture(scope="module")
+def pair_teacher_export(tiny_pair_run, tmp_path_factory):
+    from keras_mtl.export import export
+
+    return export(tiny_pair_run["workdir"], out=tmp_path_factory.mktemp("pair-teacher") / "saved")
+
+
+# The teacher (`tiny_pair_run`): nli, a classification task on sentence pairs;
+# sts, a regression task on sentence pairs. Each student task reads the same
+# data under the same name, but as another kind of task.
+STUDENTS = {
+    "single-text nli": ("nli", {"type": "classification", "drop_pair": True},
+                        "is a classification task on sentence pairs, but task 'nli' is a classification task on "
+                        "single texts"),
+    "regression nli": ("nli", {"type": "regression", "label_field": "score"},
+                       "is a classification task on sentence pairs, but task 'nli' is a regression task on "
+                       "sentence pairs"),
+    "classification sts": ("sts", {"type": "classification", "label_field": "label"},
+                           "is a regression task on sentence pairs, but task 'sts' is a classification task on "
+                           "sentence pairs"),
+}
+
+
+def _other_student(tiny_pair_config, root, teacher, name, change):
+    from keras_mtl.config import config_from_dict
+
+    raw = tiny_pair_config(root, name="student")
+    [task] = [t for t in raw["tasks"] if t["name"] == name]
+    change = dict(change)
+    task["type"] = change.pop("type")
+    if change.pop("drop_pair", False):
+        del task["data"]["text_pair_field"]
+    task["data"].update(change)
+    task["teacher"] = str(teacher)
+    task.pop("metrics", None)
+    raw["tasks"] = [task]
+    return raw, config_from_dict(raw).config
+
+
+@pytest.mark.parametrize("teacher_kind", ["run", "export"])
+@pytest.mark.parametrize("student", list(STUDENTS))
+def test_a_teacher_of_another_type_or_input_is_refused(tiny_pair_config, tiny_pair_run, pair_teacher_export,
+                                                       tmp_path, teacher_kind, student):
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.errors import ConfigError
+
+    name, change, says = STUDENTS[student]
+    teacher = tiny_pair_run["workdir"] if teacher_kind == "run" else pair_teacher_export
+    _, config = _other_student(tiny_pair_config, tmp_path, teacher, name, change)
+    data = load_task_data(config)
+    task = config.task(name)
+    with pytest.raises(ConfigError) as info:
+        distill.teacher_predictions(task, data.classes[name], data.examples("train", name)[:4], tmp_path / "cache")
+    message = str(info.value)
+    assert message == (f"tasks.{name}.teacher: the teacher's task {name!r} ({str(teacher)!r}) {says}; "
+                       "a teacher must be of the task's type and read the same input"), message
+    assert not (tmp_path / "cache").exists()  # refused before predicting anything
+
+
+def test_a_mismatched_teacher_is_one_error_line_of_train(tiny_pair_config, tiny_pair_run, tmp_path, capsys):
+    from keras_mtl.cli import main
+
+    raw, _ = _other_student(tiny_pair_config, tmp_path, tiny_pair_run["workdir"], *STUDENTS["single-text nli"][:2])
+    config = tmp_path / "student.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    assert main(["train", str(config), "--workdir", str(tmp_path / "run"), "--max-steps", "1", "--quiet"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("keras-mtl train: error: tasks.nli.teacher: the teacher's task 'nli' "), line
+    assert "a classification task on sentence pairs, but task 'nli' is a classification task on single texts" in line
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_an_export_without_metadata_of_another_type_is_refused(tiny_pair_config, pair_teacher_export, tmp_path):
+    """An export without keras_mtl.json does not say its tasks' types: its answers tell."""
+    import shutil
+
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.errors import ConfigError
+    from keras_mtl.serving.layout import metadata_path
+
+    version = tmp_path / "saved" / "1"
+    shutil.copytree(pair_teacher_export, version)
+    metadata_path(version).unlink()
+    _, config = _other_student(tiny_pair_config, tmp_path, version, *STUDENTS["regression nli"][:2])
+    data = load_task_data(config)
+    with pytest.raises(ConfigError) as info:
+        distill.teacher_predictions(config.task("nli"), data.classes["nli"], data.examples("train", "nli")[:4])
+    assert str(info.value) == (
+        f"tasks.nli.teacher: the export {str(version)!r} does not answer task 'nli' as a regression task does "
+        "(its answer holds: label, probabilities); a teacher must be of the task's type"), str(info.value)

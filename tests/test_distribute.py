@@ -116,7 +116,7 @@ COMMON = textwrap.dedent(
         return {"rows": rows, "replicas": replicas}
 
     def outputs_of(workdir, x):
-        from keras_mtl.workdir import load_run
+        from keras_mtl.run import load_run
         model = load_run(workdir).load_model()
         import numpy as np
         return {k: np.asarray(v).tolist() for k, v in model.predict_on_batch(x).items()}
@@ -154,7 +154,7 @@ TF_SCRIPT = textwrap.dedent(
         # batches (no shuffle: every iterator of this dataset is the same),
         # with the trainer's joint-loss train step, which clips the global
         # gradient under `mirrored` (distribute.global_gradient_clipping).
-        from keras_mtl.model import build_model, loss_for
+        from keras_mtl.model import build_network, loss_for
         from keras_mtl.train import make_optimizer
         from keras_mtl.multitask_trainer import MultiTaskTrainer
         config = config_from_dict(args["step_config"]).config
@@ -173,7 +173,7 @@ TF_SCRIPT = textwrap.dedent(
             dataset = distribute.prepare_dataset(dataset, train_cfg)
             ctx, replicas = distribute.scope(train_cfg)
             with ctx:
-                network = build_model(config, {"topic": ["a", "b", "c", "d"]}, 64)
+                network = build_network(config, {"topic": ["a", "b", "c", "d"]}, [f"piece{i}" for i in range(64)])
                 model = MultiTaskTrainer(network, ["topic"], {"topic": loss_for(config.tasks[0], "expected")},
                                          {"topic": 1.0}, loss_normalizer="expected")
                 optimizer = make_optimizer(train_cfg, 2 * BATCHES)
@@ -225,13 +225,14 @@ TF_SCRIPT = textwrap.dedent(
         import glob
         import tensorflow_text  # noqa: F401  (the tokenizer ops)
         from keras_mtl.export import export
-        from keras_mtl.workdir import load_run
+        from keras_mtl.run import load_run
         workdir = os.path.join(args["root"], "bf16")
         cfg = json.loads(json.dumps(args["precision_config"]))
         from keras_mtl.train import train
         train(cfg, workdir=workdir, max_steps=2, verbose=0)
         model = load_run(workdir).load_model()
-        policies = {l.name: l.dtype_policy.name for l in model.layers}
+        policies = {l.name: l.dtype_policy.name for l in model.layers + model.get_layer("shared_encoder").layers_in_order()}
+        policies.update({f"{t}/output": model.get_layer(t).output_dense.dtype_policy.name for t in ("topic", "pos")})
         version = export(workdir, out=os.path.join(args["root"], "bf16-saved"), warmup=False)
         loaded = tf.saved_model.load(str(version))
         fn = loaded.signatures["serving_default"]
@@ -529,7 +530,7 @@ def test_tf_train_mirrored_two_tasks_with_tagging_matches_none(tf_results):
 def test_tf_mixed_bfloat16_trains_and_exports_float32_heads(tf_results):
     res = _section(tf_results, "precision")
     assert res["policies"]["encoder_0"] == "mixed_bfloat16"
-    assert res["policies"]["topic"] == "float32" and res["policies"]["pos"] == "float32"
+    assert res["policies"]["topic/output"] == "float32" and res["policies"]["pos/output"] == "float32"
     assert res["variable_dtypes"] == ["float32"]
     assert res["declared"]["topic_probabilities"] == "float32"
     assert res["returned"]["topic_probabilities"] == "float32"

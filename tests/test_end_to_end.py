@@ -63,8 +63,7 @@ def keras_outputs(e2e):
     import tensorflow as tf
 
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.model import sees_task
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     result = {}
     for cond, r in e2e["runs"].items():
@@ -75,7 +74,7 @@ def keras_outputs(e2e):
         ids = enc["token_ids"].to_tensor(default_value=encoder.pad_id).numpy()
         x = {"token_ids": ids, "padding_mask": ids != encoder.pad_id}
         probs = {}
-        if sees_task(run.config.model):
+        if run.config.model.sees_task:
             for t, name in enumerate(run.config.task_names):
                 out = model.predict_on_batch({**x, "task_ids": np.full([len(TEXTS)], t, np.int32)})
                 probs[name] = np.asarray(out[name])

@@ -39,13 +39,13 @@ TEXTS = ["the brilliant chef cooked a soup .", "", "a storm arrived"]
 EXPORT_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
-    import keras_mtl.workdir
+    import keras_mtl.disk
     from keras_mtl.export import export
 
     def hang(*args, **kwargs):
         time.sleep(600)
 
-    keras_mtl.workdir.write_json = hang
+    keras_mtl.disk.write_json = hang
     os.replace = os.rename = hang
     export(sys.argv[1], out=sys.argv[2], warmup=False)
     """

@@ -40,7 +40,7 @@ JAX_SCRIPT = textwrap.dedent(
     from keras_mtl.data.tokenize import make_encoder
     from keras_mtl.export import export
     from keras_mtl.train import train
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     args = json.loads(sys.argv[1])
     result = {"backend": keras.backend.backend()}

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 STEPS = 2
 TASKS = ("topic", "sentiment")
@@ -56,7 +57,7 @@ def raw_config(tiny_config, keep, dev=8, **train):
 
 
 def saved_weights(workdir):
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     return load_run(workdir).load_model().get_weights()
 
@@ -138,6 +139,65 @@ def test_keep_best_without_dev_examples_is_a_config_error(tmp_path, tiny_config)
     assert not (workdir / "backup").exists() and not (workdir / "model.keras").exists()  # before training
 
 
+def _without_dev_sources(tiny_config, keep="best"):
+    raw = raw_config(tiny_config, keep)
+    for task in raw["tasks"]:
+        del task["data"]["dev"]  # no dev source: carved from train, by splits.dev_fraction
+    raw["splits"] = {"dev_fraction": 0.0}
+    return raw
+
+
+def test_keep_best_without_any_dev_source_is_refused_before_the_data(tmp_path, tiny_config, monkeypatch):
+    """No task has a dev source and dev_fraction is 0: the config alone says there
+    will be no dev examples. Refused before the data work, naming the line of
+    `train.keep` (or the --set that gave it)."""
+    import keras_mtl.train as train_module
+    from keras_mtl.errors import ConfigError
+    from keras_mtl.train import train
+
+    def no_data_work(*args, **kwargs):
+        raise AssertionError("the data was read before the config error")
+
+    monkeypatch.setattr(train_module, "prepare", no_data_work)
+    path = tmp_path / "keep.yaml"
+    text = yaml.safe_dump(_without_dev_sources(tiny_config), sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.strip() == "keep: best")
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError) as e:
+        train(str(path), workdir=workdir, verbose=0)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:{line}: train.keep: best keeps the epoch with the best dev score"), msg
+    assert "\n" not in msg, msg
+    assert "no task has data.dev, and splits.dev_fraction is 0" in msg and "train.keep: last" in msg, msg
+    assert not workdir.exists()  # before the work dir is even created
+
+    last = tmp_path / "last.yaml"
+    last.write_text(yaml.safe_dump(_without_dev_sources(tiny_config, "last")), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^--set train\.keep=best: train\.keep: best keeps"):
+        train(str(last), workdir=workdir, overrides=["train.keep=best"], verbose=0)
+    with pytest.raises(ConfigError, match=r"^train\.keep: best keeps the epoch .*\(no task has data\.dev"):
+        train(_without_dev_sources(tiny_config), workdir=workdir, verbose=0)  # a dict: no file to name
+    assert not workdir.exists()
+
+
+def test_keep_best_early_check_lets_any_possible_dev_data_through(tiny_config):
+    from keras_mtl.config import check_keep_best_has_dev, config_from_dict
+    from keras_mtl.errors import ConfigError
+
+    raw = _without_dev_sources(tiny_config)
+    raw["splits"]["dev_fraction"] = 0.1  # carved from train
+    check_keep_best_has_dev(config_from_dict(raw))
+    raw = _without_dev_sources(tiny_config)
+    raw["tasks"][1]["data"]["dev"] = 8  # one task has a dev source (whether it holds examples: the data tells)
+    check_keep_best_has_dev(config_from_dict(raw))
+    check_keep_best_has_dev(config_from_dict(_without_dev_sources(tiny_config, "last")))
+    # keep: best scores the target tasks: an auxiliary task's dev data does not count
+    raw["tasks"][1]["role"] = "auxiliary"
+    with pytest.raises(ConfigError, match=r"no target task \(role: target\) has dev data"):
+        check_keep_best_has_dev(config_from_dict(raw))
+
+
 def test_keep_is_validated_and_reaches_single_task_runs(tiny_config):
     from keras_mtl.compare import subset_raw
     from keras_mtl.config import config_from_dict
@@ -155,7 +215,7 @@ def test_dev_score_is_the_mean_primary_metric_with_lower_is_better_negated():
     from keras_mtl.callbacks import dev_score
 
     def task(name, *metrics):
-        return SimpleNamespace(name=name, primary_metric=metrics[0], metrics=list(metrics))
+        return SimpleNamespace(name=name, primary_metric=metrics[0], metrics=list(metrics), role="target")
 
     config = SimpleNamespace(tasks=[task("a", "accuracy", "macro_f1"), task("b", "mse"), task("c", "span_f1")])
     row = {"dev_a_accuracy": 0.8, "dev_a_macro_f1": 0.1, "dev_b_mse": 0.5, "dev_c_span_f1": 0.6}
@@ -186,7 +246,7 @@ JAX_SCRIPT = textwrap.dedent(
     import keras_mtl.callbacks as callbacks_module
     from keras_mtl.config import config_from_dict
     from keras_mtl.train import train
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     raw, workdir, steps = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     scores, captured, real = [0.9, 0.2, 0.5], {}, callbacks_module.evaluate_split

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from keras_mtl import transfer
 from keras_mtl.meta import adapt, batches, reptile
 from keras_mtl.config import config_from_dict
 from keras_mtl.data.example import Example
@@ -133,7 +134,7 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     from keras_mtl.data.load import load_task_data
     from keras_mtl.data.pipeline import encode_split
     from keras_mtl.data.tokenize import compute_vocabulary, make_encoder
-    from keras_mtl.model import build_model
+    from keras_mtl.model import build_network
 
     raw = _meta_config()
     raw["tasks"] = raw["tasks"][:1] + [
@@ -146,11 +147,11 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
     vocab = compute_vocabulary([ex.text for ex in data.splits["train"]], 200, True, config.task_names)
     enc = make_encoder(vocab, config.model)
     train = encode_split(data.splits["train"], enc, config.tasks, data.classes)
-    model = build_model(config, data.classes, len(vocab))
+    model = build_network(config, data.classes, vocab)
     rep = reptile.Reptile(model, config, inner_lr=0.05, inner_optimizer="sgd")
     shared_names = {v.path for v in rep.shared}
-    assert any(p.startswith("embedding/") for p in shared_names)
-    assert any(p.startswith("embedding_norm/") for p in shared_names)
+    assert any(p.startswith("shared_encoder/embedding/") for p in shared_names)
+    assert any(p.startswith("shared_encoder/embedding_norm/") for p in shared_names)
     assert not any(p.startswith(("topic/", "sentiment/")) for p in shared_names)
     assert {v.path.split("/")[0] for v in rep.specific["topic"]} == {"topic"}
 
@@ -196,7 +197,7 @@ def test_meta_step_moves_shared_weights_only_by_epsilon():
 
 @pytest.mark.slow
 def test_meta_train_writes_a_work_dir(meta_run):
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     for name in ("config.yaml", "vocab.txt", "run.json", "model.keras", "report.json", "metrics.csv"):
         assert (meta_run / name).exists(), name
@@ -207,7 +208,8 @@ def test_meta_train_writes_a_work_dir(meta_run):
     assert info["meta"]["inner_steps"] == 2 and info["meta"]["meta_steps"] == 3
     assert info["meta"]["task_probabilities"] == {"topic": 0.5, "pos": 0.5}
     shared = info["meta"]["shared_weights"]
-    assert any(s.startswith("encoder_0/") for s in shared) and not any(s.startswith("topic/") for s in shared)
+    assert any(s.startswith("shared_encoder/encoder_0/") for s in shared)
+    assert not any(s.startswith("topic/") for s in shared)
     last = info["history"][-1]
     assert last["meta_step"] == 3
     assert 0.0 <= last["dev_topic_accuracy"] <= 1.0 and "dev_pos_token_accuracy" in last
@@ -219,32 +221,83 @@ def test_meta_train_writes_a_work_dir(meta_run):
 def test_adapt_copies_the_encoder_and_fits_a_fresh_head(meta_run, tmp_path):
     import keras
 
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     result = adapt.adapt(meta_run, _new_task_config(), shots=3, seed=1, steps=0, out=tmp_path / "adapted")
     assert result["task"] == "sentiment" and result["train_examples"] == 6
     assert set(result["class_counts"]) == {"negative", "positive"}
-    assert {"embedding", "embedding_norm", "encoder_0", "task_embedding"} <= set(result["copied_layers"])
+    assert result["copied_layers"] == ["shared_encoder"]  # the shared encoder, one layer
     assert result["fresh_layers"] == ["sentiment"]
     assert 0.0 <= result["test"]["accuracy"] <= 1.0 and result["test_examples"] == 24
     assert result["test_overlap_with_workdir_train"] == 0
     # steps=0: the adapted network's encoder is exactly the meta-learned one.
-    source, adapted = load_run(meta_run).load_model(), load_run(tmp_path / "adapted").load_model()
-    for name in ("embedding", "encoder_0"):
-        for a, b in zip(source.get_layer(name).get_weights(), adapted.get_layer(name).get_weights()):
+    source, adapted = (load_run(d).load_model().get_layer("shared_encoder") for d in (meta_run, tmp_path / "adapted"))
+    for a, b in zip(source.get_weights(), adapted.get_weights(), strict=True):
+        if a.shape == b.shape:  # all but the per-task tables (2 meta-training tasks, 1 new one)
             np.testing.assert_array_equal(a, b)
+    assert [layer.name for layer in adapted.layers_in_order()][:2] == ["embedding", "task_embedding"]
     # The per-task embedding table starts from the mean over the meta-training tasks.
-    table = keras.ops.convert_to_numpy(source.get_layer("task_embedding").weights[0])
-    np.testing.assert_allclose(adapted.get_layer("task_embedding").get_weights()[0], table.mean(0, keepdims=True), rtol=1e-6)
+    table = keras.ops.convert_to_numpy(source.task_embedding.embeddings)
+    np.testing.assert_allclose(adapted.task_embedding.get_weights()[0], table.mean(0, keepdims=True), rtol=1e-6)
     assert json.loads((tmp_path / "adapted" / "adapt.json").read_text())["shots"] == 3
 
 
 @pytest.mark.slow
 def test_adapt_from_scratch_copies_nothing(meta_run):
     result = adapt.adapt(meta_run, _new_task_config(), shots=2, seed=0, steps=0, init="scratch", check_overlap=False)
-    assert result["copied_layers"] == [] and "encoder_0" in result["fresh_layers"]
+    assert result["copied_layers"] == [] and "shared_encoder" in result["fresh_layers"]
     assert result["test_overlap_with_workdir_train"] is None
     assert set(result["test"]) == {"accuracy"}
+
+
+def _tiny_network(tasks, classes):
+    from keras_mtl.model import build_network
+
+    raw = _meta_config()
+    raw["tasks"] = [t for t in raw["tasks"] + _new_task_config()["tasks"] if t["name"] in tasks]
+    config = config_from_dict(raw).config
+    return build_network(config, {t: classes for t in tasks}, [f"piece{i}" for i in range(40)])
+
+
+def test_transfer_weights_copies_the_shared_encoder_whatever_its_name():
+    source = _tiny_network(["topic"], ["a", "b"])  # one task: the tables are copied as they are
+    target = _tiny_network(["sentiment"], ["neg", "pos"])
+    # A SharedEncoder matched by role, not by name.
+    target.get_layer("shared_encoder").name = "renamed_encoder"
+    copied, fresh = transfer.transfer_weights(source, target, ["topic"], ["sentiment"])
+    assert copied == ["shared_encoder"] and fresh == ["sentiment"]
+    for a, b in zip(source.get_layer("shared_encoder").get_weights(), target.get_layer("renamed_encoder").get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_transfer_weights_from_a_network_saved_before_the_encoder_was_one_layer():
+    """Before, the encoder's layers were the network's own (`embedding`, `task_embedding`, `encoder_0`, ...):
+    each goes into the layer of the target's SharedEncoder of the same name and class."""
+    import keras
+
+    from keras_mtl.layers import SharedEncoder
+
+    ids = np.array([[2, 5, 6, 0]], "int32")
+    encoder = SharedEncoder(vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                            max_sequence_length=25, num_tasks=2, task_conditioning="embedding")
+    encoder(ids, ids != 0, task_ids=np.array([0]))
+    token_ids = keras.Input((None,), dtype="int32", name="token_ids")
+    padding_mask = keras.Input((None,), dtype="bool", name="padding_mask")
+    task_ids = keras.Input((), dtype="int32", name="task_ids")
+    x = encoder.task_embedding(encoder.embedding(token_ids), task_ids)
+    x = encoder.encoder_layers[0](encoder.embedding_dropout(encoder.embedding_norm(x)), padding_mask=padding_mask)
+    topic = keras.layers.Dense(2, name="topic")(x[:, 0, :])
+    old = keras.Model({"token_ids": token_ids, "padding_mask": padding_mask, "task_ids": task_ids}, {"topic": topic})
+
+    target = _tiny_network(["sentiment"], ["neg", "pos"])
+    copied, fresh = transfer.transfer_weights(old, target, ["topic", "pos"], ["sentiment"])
+    assert copied == ["embedding", "task_embedding", "embedding_norm", "encoder_0"] and fresh == ["sentiment"]
+    new = target.get_layer("shared_encoder")
+    for a, b in zip(encoder.encoder_layers[0].get_weights(), new.encoder_layers[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    table = keras.ops.convert_to_numpy(encoder.task_embedding.embeddings)
+    np.testing.assert_allclose(new.task_embedding.get_weights()[0], table.mean(0, keepdims=True), rtol=1e-6)
 
 
 def test_a_failed_meta_train_keeps_the_previous_run(tmp_path):
@@ -292,10 +345,13 @@ def test_adapt_bad_input(meta_run, tmp_path):
 def test_cli_arguments_parse():
     import argparse
 
+    from keras_mtl.cli import adapt as adapt_command
+    from keras_mtl.cli import meta_train as meta_train_command
+
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="command")
-    reptile.add_meta_train_arguments(sub.add_parser("meta-train"))
-    adapt.add_adapt_arguments(sub.add_parser("adapt"))
+    meta_train_command.add_arguments(sub.add_parser("meta-train"))
+    adapt_command.add_arguments(sub.add_parser("adapt"))
     a = p.parse_args(["meta-train", "c.yaml", "--inner-steps", "3", "--meta-lr", "0.5", "--no-anneal", "--set", "seed=1"])
     assert (a.inner_steps, a.meta_steps, a.meta_lr, a.no_anneal, a.set) == (3, 200, 0.5, True, ["seed=1"])
     a = p.parse_args(["adapt", "runs/x", "new.yaml", "--shots", "8", "--init", "scratch", "--seed", "2"])
@@ -315,3 +371,101 @@ def test_adapter_runs_are_reproducible_and_independent(meta_run):
     assert np.isfinite(first["final_train_loss"])
     assert first["final_train_loss"] == pytest.approx(again["final_train_loss"], rel=1e-5)
     assert first["test"] == again["test"]
+
+
+# --------------------------------------------------------------------------
+# adapt from a run on a pretrained preset (the backbone called as a whole)
+# --------------------------------------------------------------------------
+
+
+def _tiny_preset(path):
+    """A local keras-hub preset (a random 1-layer BertBackbone, a BertTokenizer holding
+    every word of the demo grammar) whose backbone, like a Hugging Face-format preset's
+    (all-MiniLM-L6-v2), has no saved name: Keras numbers each one it builds in the
+    process (`bert_backbone`, `bert_backbone_1`, ...)."""
+    import keras
+    import keras_hub
+
+    from keras_mtl.data.readers import demo
+
+    keras.utils.set_random_seed(0)
+    words = set(demo.DETERMINERS) | set(demo.ADVERBS) | set(demo.PREPOSITIONS) | {"."}
+    for nouns, verbs in demo.TOPICS.values():
+        words |= set(nouns) | set(verbs)
+    for adjectives in demo.ADJECTIVES.values():
+        words |= set(adjectives)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
+    keras_hub.models.BertBackbone(
+        vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32
+    ).save_to_preset(str(path))
+    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(str(path))
+    config = json.loads((path / "config.json").read_text())
+    del config["config"]["name"]
+    (path / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def preset_run(tmp_path_factory):
+    """A multi-task run on the tiny preset with `task_conditioning: none` (2 steps)."""
+    from keras_mtl.train import train
+
+    root = tmp_path_factory.mktemp("preset-run")
+    raw = _meta_config()
+    raw["model"] = {"preset": str(_tiny_preset(root / "preset")), "max_sequence_length": 24, "task_conditioning": "none"}
+    raw["train"] = dict(TINY_TRAIN, learning_rate=0.01)
+    train(config_from_dict(raw), workdir=root / "run", max_steps=2, verbose=0)
+    return root / "run"
+
+
+def _backbone_of(model):
+    return model.get_layer("shared_encoder").backbone
+
+
+@pytest.mark.slow
+def test_adapt_from_a_preset_run_starts_from_the_runs_encoder(preset_run):
+    from keras_mtl.pretrained import load_backbone
+    from keras_mtl.run import load_run
+
+    run = load_run(preset_run)
+    trained = _backbone_of(run.load_model())
+    # Training moved the encoder away from the preset: equal to the run's is not equal to the preset's.
+    preset = load_backbone(run.config.model)
+    assert any(not np.allclose(a, b) for a, b in zip(trained.get_weights(), preset.get_weights()))
+
+    adapter = adapt.Adapter(preset_run, _new_task_config(), check_overlap=False)
+    for seed in (0, 1):  # the network built in __init__, then the one each run resets to
+        result = adapter.run(2, seed=seed, steps=0)
+        backbone = _backbone_of(adapter.model)
+        assert backbone.name != trained.name  # the auto-numbered second instance: not found by name
+        assert result["copied_layers"] == ["shared_encoder"]  # the shared encoder, by role
+        assert result["fresh_layers"] == ["sentiment"]
+        for a, b in zip(backbone.get_weights(), trained.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_adapt_refuses_when_no_shared_layer_is_copied(preset_run, tmp_path, capsys):
+    import shutil
+
+    import keras
+    import yaml
+
+    from keras_mtl.cli import main
+
+    # A work dir whose model shares no layer with the network of its config.
+    workdir = tmp_path / "run"
+    shutil.copytree(preset_run, workdir)
+    other = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="unrelated")])
+    other.save(workdir / "model.keras")
+    with pytest.raises(ModelError, match=r"^adapt: no shared layer of the network in .* could be copied into the new "
+                                         r"network \(left as initialized: shared_encoder, sentiment\); refusing"):
+        adapt.adapt(workdir, _new_task_config(), shots=2, steps=0, check_overlap=False)
+    config = tmp_path / "new.yaml"
+    config.write_text(yaml.safe_dump(_new_task_config()))
+    out = tmp_path / "adapted"
+    assert main(["adapt", str(workdir), str(config), "--shots", "2", "--steps", "1", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    [line] = captured.err.splitlines()
+    assert line.startswith("keras-mtl adapt: error: adapt: no shared layer of the network in "), line

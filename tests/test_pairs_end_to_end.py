@@ -59,8 +59,7 @@ def keras_answers(workdir, texts, pairs=None):
     import tensorflow as tf
 
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.model import sees_task
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     run = load_run(workdir)
     model = run.load_model()
@@ -70,7 +69,7 @@ def keras_answers(workdir, texts, pairs=None):
     x = {"token_ids": ids, "padding_mask": ids != encoder.pad_id}
     out = {}
     for t, name in enumerate(run.config.task_names):
-        feed = {**x, "task_ids": np.full([len(texts)], t, np.int32)} if sees_task(run.config.model) else x
+        feed = {**x, "task_ids": np.full([len(texts)], t, np.int32)} if run.config.model.sees_task else x
         out[name] = np.asarray(model.predict_on_batch(feed)[name])
     return out, enc, run
 
@@ -159,7 +158,7 @@ def test_warmup_requests_cover_every_signature(pairs_e2e):
 
 
 def test_the_pair_model_reads_segments_off_the_separator(pairs_e2e):
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     model = load_run(pairs_e2e["runs"]["embedding"]["workdir"]).load_model()
     names = {layer.name for layer in model.layers}
@@ -170,7 +169,7 @@ def test_a_single_text_model_has_no_segment_layers_and_one_signature_per_task(ti
                                                                               tmp_path):
     """serving_default of an all-single-text model is what it was: `text` -> every task."""
     from keras_mtl.export import export
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     model = load_run(tiny_run["workdir"]).load_model()
     assert not {"segment_ids", "segment_embedding"} & {layer.name for layer in model.layers}

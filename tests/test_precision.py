@@ -67,7 +67,7 @@ def test_a_run_records_the_policy_it_trained_under(tmp_path, tiny_config, interr
     import keras
 
     from keras_mtl.train import train
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     want, _ = resolve_precision("auto")
     try:

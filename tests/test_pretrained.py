@@ -97,12 +97,26 @@ def _config(preset="tiny-bert", **model):
 
 
 CLASSES = {"topic": ["a", "b", "c"], "sentiment": ["neg", "pos"], "pos": ["D", "N", "V"]}
+VOCABULARY = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [f"piece{i}" for i in range(60)]  # [SEP] = 3
+
+
+def _build_network(config, backbone, classes=CLASSES):
+    """`build_network` with `backbone` as the preset's (no preset on disk: load_backbone returns it)."""
+    from unittest import mock
+
+    from keras_mtl import pretrained
+    from keras_mtl.model import build_network
+
+    with mock.patch.object(pretrained, "load_backbone", lambda model_cfg: backbone):
+        return build_network(config, classes, VOCABULARY)
 
 
 def _build(backbone, **model):
-    from keras_mtl.model import build_model
+    return _build_network(_config(**model), backbone)
 
-    return build_model(_config(**model), CLASSES, vocabulary_size=64, backbone=backbone)
+
+def _encoder(model):
+    return model.get_layer("shared_encoder")
 
 
 def _feed(ids, task=None):
@@ -133,8 +147,8 @@ def test_preset_task_conditioning_enters_before_the_transformer_layers(condition
     import numpy as np
 
     model = _build(_tiny_bert(), task_conditioning=conditioning)
-    assert model.get_layer("transformer_layer_0") is not None  # the backbone's layers are in the graph
-    rep = _probe(model, "topic_dropout")  # topic's pooled sentence representation
+    assert _encoder(model).rebuilds_backbone  # the backbone's own layers, the task between them
+    rep = _probe(model, "topic")  # the input of the head `topic`: its pooled sentence representation
     a0, a1 = (_np(rep(_feed(TEXT_A, t))) for t in (0, 1))
     b0, b1 = (_np(rep(_feed(TEXT_B, t))) for t in (0, 1))
     assert not np.allclose(a0, a1, atol=1e-4)  # two tasks see the same text differently
@@ -178,9 +192,9 @@ def test_preset_states_equal_the_plain_backbone_when_the_task_adds_nothing(model
     backbone = _tiny_bert()
     model = _build(backbone, **model_cfg)
     if model_cfg["task_conditioning"] != "none":
-        layer = model.get_layer("task_embedding" if model_cfg["task_conditioning"] == "embedding" else "task_token")
+        layer = _encoder(model).task_embedding
         layer.embeddings.assign(np.zeros(layer.embeddings.shape, "float32"))
-    states = _probe(model, "pos_dropout")  # pos: token states, task token (if any) dropped
+    states = _probe(model, "pos")  # the input of the head `pos`: token states, task token (if any) dropped
     task = None if model_cfg == {"task_conditioning": "none"} else 2
     for ids in (TEXT_A, TEXT_B):
         expected = _backbone_states(backbone, ids)
@@ -191,37 +205,13 @@ def test_preset_states_equal_the_plain_backbone_when_the_task_adds_nothing(model
             np.testing.assert_allclose(_np(states(_feed(ids, task))), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["BertBackbone", "ElectraBackbone", "RobertaBackbone", "DistilBertBackbone"])
-def test_backbone_encoder_rebuilds_the_forward_pass(name):
-    import keras
-    import keras_hub
-    import numpy as np
-
-    from keras_mtl.pretrained import backbone_encoder
-
-    keras.utils.set_random_seed(0)
-    args = dict(vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32)
-    if name == "ElectraBackbone":
-        args["vocab_size"] = args.pop("vocabulary_size")
-        args["embedding_dim"] = 8  # exercises embeddings_projection
-    backbone = getattr(keras_hub.models, name)(**args)
-    ids = np.array(TEXT_B + TEXT_A, "int32")
-    feed = {"token_ids": ids, "padding_mask": ids != 0}
-    if "segment_ids" in backbone.input:
-        feed["segment_ids"] = np.zeros_like(ids)
-    expected = backbone(feed)
-    expected = expected["sequence_output"] if isinstance(expected, dict) else expected
-    got, mask = backbone_encoder(backbone, ids, ids != 0)
-    np.testing.assert_allclose(_np(got), _np(expected), atol=1e-5)
-
-
 def test_preset_adapters_follow_each_backbone_layer():
     import numpy as np
 
     model = _build(_tiny_bert(), task_conditioning="none", adapter_dim=4)
-    adapters = [layer for layer in model.layers if layer.name.startswith("adapter_")]
+    adapters = _encoder(model).adapters
     assert [a.name for a in adapters] == ["adapter_0", "adapter_1"]
-    rep = _probe(model, "topic_dropout")
+    rep = _probe(model, "topic")
     before = {t: _np(rep(_feed(TEXT_A, t))) for t in (0, 1)}
     up = _np(adapters[0].up_kernel).copy()
     up[1] = np.random.default_rng(0).normal(size=up[1].shape)  # only task 1's adapter
@@ -237,16 +227,17 @@ def test_preset_conditioning_saves_and_loads(tmp_path):
     import keras_mtl.layers  # noqa: F401  (registers the custom layers)
     from keras_mtl.pretrained import load_backbone
 
+    from keras_mtl.model import build_network
+
     _tiny_bert().save_to_preset(str(tmp_path / "preset"))
     cfg = _config(preset=str(tmp_path / "preset"), task_conditioning="embedding", adapter_dim=4)
-    backbone = load_backbone(cfg.model)
-    from keras_mtl.model import build_model
-
-    model = build_model(cfg, CLASSES, vocabulary_size=64, backbone=backbone)
+    model = build_network(cfg, CLASSES, VOCABULARY)  # loads the preset's backbone
     # the pretrained weights are the model's own (shared, not copied)
-    assert model.get_layer("token_embedding") is backbone.token_embedding
-    for adapter in ("adapter_0", "adapter_1"):  # make the adapters count in the round trip
-        layer = model.get_layer(adapter)
+    backbone = _encoder(model).backbone
+    np.testing.assert_array_equal(_np(backbone.token_embedding.embeddings),
+                                  _np(load_backbone(cfg.model).token_embedding.embeddings))
+    assert any(w is backbone.token_embedding.embeddings for w in model.weights)
+    for layer in _encoder(model).adapters:  # make the adapters count in the round trip
         layer.up_kernel.assign(np.random.default_rng(1).normal(size=layer.up_kernel.shape) * 0.1)
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", compile=False)
@@ -271,26 +262,23 @@ def test_preset_conditioning_rejects_an_unknown_backbone():
     _build(gpt2, preset="tiny-gpt2", task_conditioning="none")  # called as a whole: fine
 
 
-def test_a_task_named_like_a_preset_layer_is_a_config_error():
-    # The preset's own layer names are known only when the model is built:
-    # the clash is a ConfigError naming the task, not Keras' ValueError.
-    from keras_mtl.config import config_from_dict
-    from keras_mtl.model import build_model
+def test_a_preset_layer_name_is_free_for_a_task_and_a_clash_is_a_config_error():
+    # The preset's layers are inside the shared encoder: a task may be named
+    # like one of them. A task named like a layer of the network itself is a
+    # ConfigError naming the task, not Keras' ValueError (config validation
+    # rejects the names it knows; the renamed config below bypasses it).
+    def renamed(name):
+        config = _config()
+        tasks = [config.tasks[0].model_copy(update={"name": name}), *config.tasks[1:]]
+        classes = {(name if k == "topic" else k): v for k, v in CLASSES.items()}
+        return config.model_copy(update={"tasks": tasks}), classes
 
-    config = config_from_dict(
-        {
-            "name": "preset-clash",
-            "tasks": [
-                {"name": "transformer_layer_0", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 5}},
-                {"name": "sentiment", "type": "classification", "data": {"format": "demo", "kind": "sentiment", "train": 5}},
-                {"name": "pos", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 5}},
-            ],
-            "model": {"preset": "tiny-bert", "max_sequence_length": 16},
-        }
-    ).config
-    classes = {("transformer_layer_0" if k == "topic" else k): v for k, v in CLASSES.items()}
-    with pytest.raises(ConfigError, match=r"'transformer_layer_0' clashes with a layer of the model \(preset 'tiny-bert'\)"):
-        build_model(config, classes, vocabulary_size=64, backbone=_tiny_bert())
+    config, classes = renamed("transformer_layer_0")
+    model = _build_network(config, _tiny_bert(), classes)
+    assert set(model.output) == set(classes)
+    config, classes = renamed("shared_encoder")
+    with pytest.raises(ConfigError, match=r"'shared_encoder' clashes with a layer of the model \(preset 'tiny-bert'\)"):
+        _build_network(config, _tiny_bert(), classes)
 
 
 @pytest.mark.parametrize("conditioning", ["none", "embedding"])
@@ -299,7 +287,6 @@ def test_a_preset_gets_the_segment_ids_of_a_pair(conditioning):
     import numpy as np
 
     from keras_mtl.config import config_from_dict
-    from keras_mtl.model import build_model
 
     config = _config(task_conditioning=conditioning).model_dump()
     config["tasks"].append({"name": "nli", "type": "classification",
@@ -307,13 +294,12 @@ def test_a_preset_gets_the_segment_ids_of_a_pair(conditioning):
     config = config_from_dict(config).config
     assert config.pair_task_names == ["nli"]
     backbone = _tiny_bert()
-    model = build_model(config, {**CLASSES, "nli": ["yes", "no"]}, vocabulary_size=64, backbone=backbone,
-                        separator_id=3)
+    model = _build_network(config, backbone, {**CLASSES, "nli": ["yes", "no"]})
     if conditioning != "none":
-        layer = model.get_layer("task_embedding")
+        layer = _encoder(model).task_embedding
         layer.embeddings.assign(np.zeros(layer.embeddings.shape, "float32"))
     ids = np.array([[2, 10, 11, 3, 12, 13, 3, 0]], "int32")
-    states = _np(_probe(model, "pos_dropout")(_feed(ids, None if conditioning == "none" else 2)))
+    states = _np(_probe(model, "pos")(_feed(ids, None if conditioning == "none" else 2)))
     segments = np.array([[0, 0, 0, 0, 1, 1, 1, 1]], "int32")
     expected = _np(backbone({"token_ids": ids, "segment_ids": segments, "padding_mask": ids != 0})["sequence_output"])
     np.testing.assert_allclose(states, expected, atol=1e-5)

@@ -121,10 +121,12 @@ def test_choice_values_take_one_type():
     assert S.parse_choice_values("3,0.5") == [3.0, 0.5]
     assert S.parse_choice_values("true,False") == [True, False]
     assert S.parse_choice_values("mean,cls") == ["mean", "cls"]
-    assert S._choices_arg(["train.learning_rate=1e-3,1e-2", "model.pooling=mean,cls"]) == {
+    from keras_mtl.cli import search as search_command
+
+    assert search_command._choices_arg(["train.learning_rate=1e-3,1e-2", "model.pooling=mean,cls"]) == {
         "train.learning_rate": [1e-3, 1e-2], "model.pooling": ["mean", "cls"]}
     with pytest.raises(ConfigError, match="expected KEY=V1,V2"):
-        S._choices_arg(["train.learning_rate"])
+        search_command._choices_arg(["train.learning_rate"])
 
 
 def test_choice_fields_become_overrides():
@@ -176,8 +178,10 @@ def test_grid_search_over_a_config_field_without_weights(config_file, tmp_path):
 def test_cli_arguments_parse():
     import argparse
 
+    from keras_mtl.cli import search as search_command
+
     p = argparse.ArgumentParser()
-    S.add_search_arguments(p)
+    search_command.add_arguments(p)
     a = p.parse_args(["c.yaml", "--algorithm", "bayesian", "--trials", "3", "--objective", "min", "--weights", "0.5,1,2", "--search-temperature"])
     assert (a.algorithm, a.trials, a.objective, a.weights, a.search_temperature) == ("bayesian", 3, "min", (0.5, 1.0, 2.0), True)
     assert p.parse_args(["c.yaml", "--weights", "log"]).weights == "log"

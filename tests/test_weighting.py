@@ -434,3 +434,57 @@ def test_gradnorm_step_masks_absent_and_removed_tasks_and_skips_non_finite():
     weights, initial = _step(norms=np.array([np.inf, 1.0], "float32"))
     np.testing.assert_allclose(_np(weights), WEIGHTS)
     np.testing.assert_allclose(_np(initial), ONES)
+
+
+def _network(backbone=None, **model):
+    """The keras-mtl network of two tasks (a classification, a tagging task) with `model` options."""
+    from unittest import mock
+
+    from keras_mtl import pretrained
+    from keras_mtl.config import config_from_dict
+    from keras_mtl.model import build_network
+
+    sizes = {"vocabulary_size": 40, "hidden_dim": 8, "num_layers": 2, "num_heads": 2, "intermediate_dim": 16}
+    raw = {
+        "name": "gradnorm-layer",
+        "tasks": [
+            {"name": "topic", "type": "classification", "data": {"format": "demo", "kind": "topic", "train": 4}},
+            {"name": "pos", "type": "tagging", "data": {"format": "demo", "kind": "pos", "train": 4}},
+        ],
+        "model": {"max_sequence_length": 16, **({"preset": "tiny"} if backbone is not None else sizes), **model},
+    }
+    config = config_from_dict(raw).config
+    with mock.patch.object(pretrained, "load_backbone", lambda model_cfg: backbone):
+        return build_network(config, {"topic": ["a", "b"], "pos": ["D", "N"]}, [f"piece{i}" for i in range(40)])
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({"task_conditioning": "none"}, "encoder_1"),  # the last transformer layer of the shared encoder
+    ({"task_conditioning": "embedding", "adapter_dim": 4}, "adapter_1"),  # ... or the adapter after it
+    ({"task_conditioning": "none", "num_experts": 2}, "experts"),
+    ({"task_conditioning": "token", "num_layers": 0}, "embedding_norm"),
+])
+def test_gradnorm_takes_the_last_shared_layer_inside_the_shared_encoder(model, expected):
+    from keras_mtl.weighting.gradnorm import last_shared_layer
+
+    network = _network(**model)
+    layer = last_shared_layer(network, ["topic", "pos"])
+    assert layer.name == expected and layer.trainable_variables
+    inner = network.get_layer("shared_encoder").embedding  # a name inside the shared encoder picks that layer
+    assert last_shared_layer(network, ["topic", "pos"], "embedding") is inner
+
+
+@pytest.mark.parametrize("model, expected", [
+    ({"task_conditioning": "none"}, "backbone"),  # called as a whole: the backbone, as before
+    ({"task_conditioning": "embedding"}, "transformer_layer_1"),  # rebuilt: its last transformer layer
+])
+def test_gradnorm_last_shared_layer_of_a_preset(model, expected):
+    import keras_hub
+
+    from keras_mtl.weighting.gradnorm import last_shared_layer
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=40, num_layers=2, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=32)
+    layer = last_shared_layer(_network(backbone, **model), ["topic", "pos"])
+    assert (layer is backbone) if expected == "backbone" else (layer.name == expected)

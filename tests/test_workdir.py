@@ -107,7 +107,7 @@ def trained(tmp_path_factory):
 def test_retrain_with_a_bad_row_keeps_the_previous_run(trained, split, row, kind):
     from keras_mtl.errors import DataError
     from keras_mtl.train import train
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     root, workdir, before = trained
     path = root / f"{split}.tsv"
@@ -150,7 +150,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
     generators' states are part of the backup), and until the new run is
     complete the work dir still holds the previous one."""
     from keras_mtl.train import train
-    from keras_mtl.workdir import load_run
+    from keras_mtl.run import load_run
 
     write_data(tmp_path)
     workdir, reference = tmp_path / "run", tmp_path / "reference"
@@ -393,13 +393,151 @@ def test_max_steps_must_be_a_positive_integer(tmp_path, max_steps):
 def test_run_record_round_trips_and_names_a_bad_file(tmp_path):
     # run.json has one schema (RunRecord) that train, meta-train, adapt and the benchmarks write.
     from keras_mtl.errors import ModelError
-    from keras_mtl.workdir import RunRecord
+    from keras_mtl.record import RunRecord
 
     record = RunRecord(classes={"t": ["a", "b"]}, task_types={"t": "classification"}, epochs=2, history=[{"epoch": 1}])
     record.write(tmp_path / "run.json")
     back = RunRecord.read(tmp_path / "run.json")
     assert back == record and back.backend and back.keras_mtl_version
     assert "meta" not in (tmp_path / "run.json").read_text()  # unset fields are left out
-    (tmp_path / "bad.json").write_text('{"classes": {}, "task_types": {}, "colour": 1}')
-    with pytest.raises(ModelError, match=r"bad\.json: not a keras-mtl run record .*colour"):
+    (tmp_path / "bad.json").write_text('{"task_types": {}, "colour": 1}')  # no classes: not a record
+    with pytest.raises(ModelError, match=r"bad\.json: not a keras-mtl run record .*classes"):
         RunRecord.read(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ModelError, match=r"list\.json: not a keras-mtl run record .*a JSON list"):
+        RunRecord.read(tmp_path / "list.json")
+
+
+def test_a_run_json_from_a_newer_keras_mtl_is_read_and_its_new_keys_kept(tmp_path):
+    """A newer run.json (keys this version does not know) is read, with one warning
+    naming the keys per set of them, and written back with them."""
+    import json
+    import warnings
+
+    from keras_mtl.record import RunRecord
+
+    data = {"classes": {"t": ["a", "b"]}, "task_types": {"t": "classification"}, "colour": "blue", "window": {"n": 3}}
+    (tmp_path / "run.json").write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match=r"run\.json: fields this keras-mtl does not know \(colour, window\)"):
+        record = RunRecord.read(tmp_path / "run.json")
+    assert record.classes == data["classes"] and record.extra == {"colour": "blue", "window": {"n": 3}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same keys again: no second warning
+        RunRecord.read(tmp_path / "run.json")
+    record.write(tmp_path / "again.json")
+    written = json.loads((tmp_path / "again.json").read_text())
+    assert written["colour"] == "blue" and written["window"] == {"n": 3} and "extra" not in written
+
+
+# --- a work dir that is not a run: the user's files are never overwritten ------
+
+USER_CONFIG = "# my experiment: keep these comments\n"
+
+
+def _user_files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_train_refuses_a_workdir_holding_user_files_named_like_a_runs(trained, tmp_path):
+    """A dir with the user's config.yaml and report.md (not a run): refused in one
+    line naming them, nothing written. A dir holding a finished run is still
+    replaced by the new run, and unrelated files (notes.txt) are left alone."""
+    from keras_mtl.train import train
+    from keras_mtl.workdir import NotARunWorkdir
+
+    root, _, _ = trained
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text(USER_CONFIG + yaml.safe_dump(tiny_raw(root)), encoding="utf-8")
+    (mine / "report.md").write_text("# my notes on the run\n", encoding="utf-8")
+    (mine / "notes.txt").write_text("todo\n", encoding="utf-8")
+    before = _user_files(mine)
+    with pytest.raises(NotARunWorkdir) as e:
+        train(tiny_raw(root), workdir=mine, verbose=0)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{mine}: not a keras-mtl work dir"), msg
+    assert "config.yaml, report.md" in msg and "notes.txt" not in msg, msg
+    assert _user_files(mine) == before  # not even a .lock or backup/
+
+    # a finished run (here a copy of one) is replaced as before; notes.txt stays
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    (run / "notes.txt").write_text("todo\n", encoding="utf-8")
+    train(tiny_raw(root, learning_rate=0.01), workdir=run, max_steps=2, verbose=0)
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["learning_rate"] == 0.01
+    assert (run / "notes.txt").read_text() == "todo\n"
+
+
+def test_training_from_the_workdirs_own_config_yaml_is_refused(trained, tmp_path, capsys):
+    """`keras-mtl train DIR/config.yaml --workdir DIR` would replace the user's
+    config (comments, relative paths) with the run's copy: one error line, the
+    file untouched; also where DIR holds a finished run."""
+    import shutil
+
+    from keras_mtl.cli import main
+
+    root, _, _ = trained
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    config = fresh / "config.yaml"
+    config.write_text(USER_CONFIG + yaml.safe_dump(tiny_raw(root)), encoding="utf-8")
+    run = tmp_path / "run"
+    shutil.copytree(trained[1], run)
+    (run / "config.yaml").write_text(USER_CONFIG + (run / "config.yaml").read_text(), encoding="utf-8")
+    for workdir in (fresh, run):
+        before = _user_files(workdir)
+        code = main(["train", str(workdir / "config.yaml"), "--workdir", str(workdir), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.splitlines()) == 1, err
+        prefix = f"keras-mtl train: error: {workdir / 'config.yaml'}: the config file is the work dir's own"
+        assert err.startswith(prefix), err
+        assert "copy it out of" in err, err
+        assert _user_files(workdir) == before
+
+
+def test_which_workdirs_are_runs(trained, tmp_path):
+    import shutil
+
+    from keras_mtl.workdir import NotARunWorkdir, check_workdir, is_run
+
+    check_workdir(tmp_path / "new")  # absent: fine, nothing created
+    assert not (tmp_path / "new").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("x")
+    check_workdir(empty)
+    assert is_run(trained[1]) and not is_run(empty)
+
+    # compare removes run.json before retraining: its model.keras (a Keras archive) still marks a run
+    leftovers = tmp_path / "leftovers"
+    shutil.copytree(trained[1], leftovers)
+    (leftovers / "run.json").unlink()
+    check_workdir(leftovers)
+    # a damaged model.keras in a finished run: retraining it is allowed
+    damaged = tmp_path / "damaged"
+    shutil.copytree(trained[1], damaged)
+    (damaged / "model.keras").write_bytes(b"PK")
+    check_workdir(damaged)
+    # a killed first run: only its backup/
+    killed = tmp_path / "killed"
+    (killed / "backup").mkdir(parents=True)
+    (killed / "backup" / "run_state.json").write_text("{}")
+    check_workdir(killed)
+
+    foreign = tmp_path / "foreign"
+    (foreign / "backup").mkdir(parents=True)
+    (foreign / "backup" / "photos.tar").write_text("x")  # train deletes a run's backup/: not this one
+    (foreign / "metrics.csv").write_text("a,b\n")
+    with pytest.raises(NotARunWorkdir, match=r"would overwrite metrics\.csv, backup/ in it"):
+        check_workdir(foreign)
+    not_json = tmp_path / "not-json"
+    not_json.mkdir()
+    (not_json / "run.json").write_text('{"my": "own file"}')
+    with pytest.raises(NotARunWorkdir, match=r"would overwrite run\.json in it"):
+        check_workdir(not_json)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(NotARunWorkdir, match="an existing file, not a directory"):
+        check_workdir(a_file)

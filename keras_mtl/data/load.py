@@ -256,6 +256,16 @@ def load_task_data(config) -> TaskData:
     classes, unseen = {}, {}
     for index, task in enumerate(config.tasks):
         train = per_task[task.name]["train"]
+        removed = dropped.get(task.name, 0)
+        if not train:
+            where = locate(index, "train")
+            if removed:
+                raise DataError(
+                    f"{where}: task {task.name!r}: no training examples left: splits.leaks: drop removed all "
+                    f"{removed} of them (every one's text is also in some task's dev or test split); "
+                    "give this task other data, or set splits.leaks: keep (`keras-mtl data` lists the leaks)"
+                )
+            raise DataError(f"{where}: task {task.name!r}: the training split is empty")
         for split in SPLITS:
             for ex in per_task[task.name][split]:
                 if not ex.text.strip():
@@ -272,6 +282,9 @@ def load_task_data(config) -> TaskData:
                 if getattr(task.data, split) is None and fraction > 0
             ]
             after = f" after carving {' and '.join(carved)} out of it" if carved else ""
+            if removed:
+                after += (f"{' and' if carved else ''} after splits.leaks: drop removed {removed} of its "
+                          "examples (their texts are in some task's dev or test split)")
             raise DataError(
                 f"{where}: task {task.name!r}: the training data "
                 f"({_describe(task.data.train, is_path)}) has {len(found)} "

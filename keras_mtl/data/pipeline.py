@@ -45,7 +45,7 @@ class EncodedSplit:
     truncated: np.ndarray  # bool [N]
     labels: dict  # task -> encoded labels (see `encode_labels`)
     weights: dict  # task -> float32 [N] (1 where the example has the task's label)
-    teacher: dict = dataclasses.field(default_factory=dict)  # task -> per-example teacher targets (distill.py)
+    teacher: dict = dataclasses.field(default_factory=dict)  # task -> per-example teacher targets (data/teachers.py)
 
     def __len__(self):
         return len(self.token_ids)
@@ -114,7 +114,7 @@ def _task_elements(split, tasks, task_index, sees_task):
         w = split.weights[name][idx] if keep else np.zeros([len(idx)], np.float32)
         head = for_task(task)
         y, w = head.dataset_columns(split.labels[name], idx, w)
-        if name in split.teacher:  # distillation: [gold | teacher], mixed per batch (distill.anneal)
+        if name in split.teacher:  # distillation: [gold | teacher], mixed per batch (data.teachers.anneal)
             y = head.distillation_columns(y, [split.teacher[name][i] for i in idx])
         if head.token_level:  # one array per example: ragged rows
             y, w = _ragged(y), _ragged(w)
@@ -247,7 +247,7 @@ def train_dataset(
     batched = mixed if per_task_batches else _bucketed(mixed, lengths, train_cfg.batch_size, pad_id)
     batched = batched.map(lambda b: _to_model_inputs(b, tasks, pad_id), num_parallel_calls=tf.data.AUTOTUNE)
     if split.teacher:  # distillation: lambda * gold + (1 - lambda) * teacher, lambda by the batch's step
-        from keras_mtl.distill import anneal
+        from keras_mtl.data.teachers import anneal
 
         values = {t.name: not for_task(t).has_classes for t in tasks if t.name in split.teacher}
         batched = anneal(batched, values, train_cfg.epochs * (steps_per_epoch or 1))

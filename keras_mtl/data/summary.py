@@ -5,7 +5,7 @@ import collections
 import numpy as np
 
 from keras_mtl.data import progress
-from keras_mtl.data.load import SPLITS, load_task_data
+from keras_mtl.data.load import SPLITS
 from keras_mtl.tasks import get_task_type
 
 
@@ -16,22 +16,17 @@ def _lengths(values):
     return {"min": int(a.min()), "mean": round(float(a.mean()), 1), "p95": int(np.percentile(a, 95)), "max": int(a.max())}
 
 
-def data_summary(config, tokenize=True):
+def summarize_data(config, data, encoder=None):
     """Per task and split: counts, label counts, word/piece lengths, truncation.
 
-    Args:
-        config: a LoadedConfig or ExperimentConfig.
-        tokenize: also compute word-piece lengths (builds the vocabulary).
-    """
-    from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.prepare import vocabulary_for
+    (`keras_mtl.prepare.data_summary` loads the data and picks the encoder.)
 
-    data = load_task_data(config)  # a LoadedConfig: errors name the config line
-    config = getattr(config, "config", config)
-    encoder = None
-    if tokenize:
-        vocabulary = None if config.model.preset else vocabulary_for(config, data)
-        encoder = make_encoder(vocabulary, config.model)
+    Args:
+        config: ExperimentConfig.
+        data: its `TaskData` (`load_task_data`).
+        encoder: the run's `TextEncoder`, for the word-piece lengths and
+            truncation (None: words only).
+    """
     pieces = _piece_lengths(encoder, data, config) if encoder is not None else None
     tasks = {task.name: _task_summary(task, data, pieces) for task in config.tasks}
     merged = {split: len(data.splits[split]) for split in SPLITS}

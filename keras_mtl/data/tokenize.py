@@ -288,11 +288,8 @@ def encode_texts(encoder, texts, batch_size=2048):
 
 
 def make_encoder(vocabulary, model_cfg):
-    """The `TextEncoder` of a run: its learned vocabulary, or a preset's tokenizer."""
-    if model_cfg.preset:
-        from keras_mtl.pretrained import preset_encoder
-
-        return preset_encoder(model_cfg)
+    """The `TextEncoder` of a learned WordPiece vocabulary (`model.lowercase`,
+    `model.max_sequence_length`). A preset's tokenizer: `encoder_from_tokenizer`."""
     tokenizer = make_tokenizer(vocabulary, model_cfg.lowercase)
     return TextEncoder(
         tokenizer,
@@ -302,3 +299,81 @@ def make_encoder(vocabulary, model_cfg):
         pad_id=vocabulary.index(PAD),
         sep_id=separator_id(vocabulary),
     )
+
+
+def encoder_from_tokenizer(tokenizer, max_length, what="the tokenizer"):
+    """The `TextEncoder` of a keras-hub tokenizer (a preset's): the ids of its
+    `[CLS]`, `[SEP]`, `[PAD]` and `[UNK]` pieces from its special-token
+    attributes, else from its vocabulary; `ModelError` naming `what` when
+    one is missing."""
+    from keras_mtl.errors import ModelError
+
+    vocab = list(tokenizer.get_vocabulary())
+
+    def token_id(attr, text):
+        value = getattr(tokenizer, attr, None)
+        if value is not None:
+            return int(value)
+        if text in vocab:
+            return vocab.index(text)
+        raise ModelError(f"{what} has no {text} token")
+
+    return TextEncoder(
+        tokenizer,
+        max_length,
+        cls_id=token_id("cls_token_id", CLS),
+        unk_id=vocab.index(UNK) if UNK in vocab else 0,
+        pad_id=token_id("pad_token_id", PAD),
+        sep_id=token_id("sep_token_id", SEP),
+    )
+
+
+# A keras-hub tokenizer kept in a work dir (`tokenizer.json`): its Keras config
+# and its asset files (the vocabulary, merges, a SentencePiece model), so that a
+# run trained on a preset is reopened, evaluated and exported from the work dir
+# alone, with the preset moved away.
+TOKENIZER_FORMAT = "keras-mtl tokenizer v1"
+
+
+def tokenizer_record(tokenizer):
+    """A JSON-able dict holding `tokenizer` whole (`tokenizer_from_record` reads it)."""
+    import base64
+    import os
+    import tempfile
+
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_assets(tmp)
+        assets = {}
+        for name in sorted(os.listdir(tmp)):
+            with open(os.path.join(tmp, name), "rb") as f:
+                assets[name] = base64.b64encode(f.read()).decode("ascii")
+    return {"format": TOKENIZER_FORMAT, "config": keras.saving.serialize_keras_object(tokenizer), "assets": assets}
+
+
+def tokenizer_from_record(record, what="tokenizer.json"):
+    """The keras-hub tokenizer a `tokenizer_record` holds; `ModelError` naming `what` when it holds none."""
+    import base64
+    import os
+    import tempfile
+
+    import keras
+    import keras_hub  # noqa: F401  (registers the tokenizer classes)
+
+    from keras_mtl.errors import ModelError
+
+    if not isinstance(record, dict) or record.get("format") != TOKENIZER_FORMAT:
+        raise ModelError(f"{what}: not a keras-mtl tokenizer record")
+    try:
+        tokenizer = keras.saving.deserialize_keras_object(record["config"])
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in record["assets"].items():
+                with open(os.path.join(tmp, os.path.basename(name)), "wb") as f:
+                    f.write(base64.b64decode(data))
+            tokenizer.load_assets(tmp)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{what}: cannot rebuild the tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
+    if hasattr(tokenizer, "build"):
+        tokenizer.build(None)
+    return tokenizer

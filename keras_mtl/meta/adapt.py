@@ -8,8 +8,8 @@ weights, the baseline). The adaptation steps: docs/meta_learning.md.
 """
 
 import collections
-import json
 import math
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -59,52 +59,6 @@ def _check_shots(shots):
     if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
         raise ConfigError(f"adapt: --shots must be an integer >= 1 (examples per class). Received: shots={shots!r}")
 
-
-def _head_layer(name, task_names):
-    """Whether a layer belongs to one task (its head, pooling, gate, dropout)."""
-    return any(name == t or name.startswith(f"{t}_") for t in task_names)
-
-
-def transfer_weights(source, target, source_tasks, target_tasks):
-    """Copy the shared layers of `source` into `target`, by layer name.
-
-    A weight of the same shape is copied; a per-task table (first axis =
-    number of source tasks in `source`, = number of target tasks in `target`)
-    starts from the mean over the source tasks. Task-specific layers (named
-    after a task) are left as initialized.
-
-    Returns:
-        (copied layer names, layers left as initialized).
-    """
-    copied, fresh = [], []
-    n_src, n_tgt = len(source_tasks), len(target_tasks)
-    names = {layer.name: layer for layer in source.layers}
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        src = names.get(layer.name)
-        if src is None or _head_layer(layer.name, list(source_tasks) + list(target_tasks)):
-            fresh.append(layer.name)
-            continue
-        old, new = src.get_weights(), layer.get_weights()
-        if len(old) != len(new):
-            fresh.append(layer.name)
-            continue
-        values, ok = [], True
-        for o, n in zip(old, new):
-            if o.shape == n.shape:
-                values.append(o)
-            elif o.ndim == n.ndim and o.shape[0] == n_src and n.shape[0] == n_tgt and o.shape[1:] == n.shape[1:]:
-                values.append(np.repeat(o.mean(axis=0, keepdims=True), n_tgt, axis=0).astype(o.dtype))
-            else:
-                ok = False
-                break
-        if ok:
-            layer.set_weights(values)
-            copied.append(layer.name)
-        else:
-            fresh.append(layer.name)
-    return copied, fresh
 
 
 def adapt(
@@ -158,7 +112,9 @@ def adapt(
             a classification task, or an ambiguous/unknown `task`.
         DataError: some class has fewer than `shots` training examples; no
             test examples.
-        ModelError: `workdir` holds no trained model.
+        ModelError: `workdir` holds no trained model; init="pretrained"
+            and no shared layer of its network could be copied (the result
+            would not start from the work dir).
     """
     _check_shots(shots)
     _check_steps(steps)
@@ -221,9 +177,8 @@ class Adapter:
         from keras_mtl.data.load import load_task_data
         from keras_mtl.data.pipeline import encode_split
         from keras_mtl.data.splits import normalize_text
-        from keras_mtl.data.tokenize import make_encoder
         from keras_mtl.model import loss_for
-        from keras_mtl.workdir import load_run
+        from keras_mtl.run import load_run
 
         if init not in INITS:
             raise ConfigError(f"adapt: unknown init {init!r}; expected one of {', '.join(INITS)}")
@@ -276,7 +231,7 @@ class Adapter:
 
         # === The work dir's architecture and vocabulary, the new task's head ===
         self.cfg = run.config.model_copy(update={"tasks": [target], "name": new.name})
-        self.encoder = make_encoder(run.vocabulary, self.cfg.model)
+        self.encoder = run.encoder()
         self.test = encode_split(test_examples, self.encoder, [target], self.classes)
         self.source = run.load_model() if init == "pretrained" else None
         self.model, self.copied, self.fresh = self._fresh_network(seed=0)
@@ -296,22 +251,21 @@ class Adapter:
         """A network initialized for `seed`, with the shared weights copied in (pretrained)."""
         import keras
 
-        from keras_mtl.data.tokenize import separator_id
-        from keras_mtl.model import build_model
+        from keras_mtl.model import build_network
 
         keras.utils.set_random_seed(seed)
-        backbone = None
-        if self.cfg.model.preset:
-            from keras_mtl.pretrained import load_backbone
-
-            backbone = load_backbone(self.cfg.model)
-        vocabulary = self.run_files.vocabulary
-        model = build_model(
-            self.cfg, self.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary)
-        )
+        model = build_network(self.cfg, self.classes, self.run_files.vocabulary)
         copied, fresh = [], [layer.name for layer in model.layers if layer.weights]
         if self.source is not None:
+            from keras_mtl.transfer import transfer_weights  # lazy: keras-hub and TensorFlow (start-up of `adapt --help`)
+
             copied, fresh = transfer_weights(self.source, model, self.run_files.config.task_names, [self.target.name])
+            if not copied:  # the run's encoder silently dropped: the result would not be an adaptation of it
+                raise ModelError(
+                    f"adapt: no shared layer of the network in {self.workdir} could be copied into the new "
+                    f"network (left as initialized: {', '.join(fresh) or 'none'}); refusing to report an "
+                    "adaptation that does not start from the run (use --init scratch for a random start)"
+                )
         return model, copied, fresh
 
     def _reset(self, seed):
@@ -328,7 +282,6 @@ class Adapter:
         """Fine-tune on a K-shot sample drawn with `seed`; score the test split (see `adapt`)."""
         from keras_mtl.data.pipeline import encode_split
         from keras_mtl.evaluate import evaluate_split
-        from keras_mtl.model import sees_task
 
         _check_shots(shots)
         _check_steps(steps)
@@ -344,7 +297,7 @@ class Adapter:
         length = [padded_lengths(self.cfg)[-1]]
         losses = []
         for _ in range(steps):
-            x, y, sw = make_batch(few, cycle.next(), target, 0, length, self.encoder.pad_id, sees_task(self.cfg.model))
+            x, y, sw = make_batch(few, cycle.next(), target, 0, length, self.encoder.pad_id, self.cfg.model.sees_task)
             loss = self.model.train_on_batch(x, {target.name: y}, sample_weight={target.name: sw})
             losses.append(float(np.asarray(loss[0] if isinstance(loss, (list, tuple)) else loss)))
             if not math.isfinite(losses[-1]):
@@ -393,17 +346,22 @@ def _overlap_with_run(run, test_examples, normalize):
 def _save_adapted(out, run, cfg, model, classes, pad_id, result):
     from keras_mtl.config import LoadedConfig
     from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.workdir import RunFiles, RunRecord, save_config, write_json
+    from keras_mtl.disk import write_json
+    from keras_mtl.record import RunRecord
+    from keras_mtl.workdir import RunFiles, save_config
 
     files = RunFiles(Path(out))
     files.root.mkdir(parents=True, exist_ok=True)
     save_config(files, LoadedConfig(cfg, None, cfg.model_dump(mode="json")))
     save_vocabulary(run.vocabulary, files.vocab)
+    if run.info.tokenizer:  # the run's preset tokenizer: the adapted run reads text as it does
+        shutil.copy2(run.files.root / run.info.tokenizer, files.tokenizer)
     model.save(files.model)
     RunRecord.for_config(
         cfg,
         classes,
         pad_id=pad_id,
+        tokenizer=files.tokenizer.name if run.info.tokenizer else None,
         adapted_from=str(run.files.root),
         adapt={k: v for k, v in result.items() if k not in ("copied_layers", "fresh_layers")},
     ).write(files.run)
@@ -419,45 +377,3 @@ def format_adapt_result(result):
         f"on {result['test_examples']} examples"
         + (f" (test sentences seen in the work dir's training data: {overlap})" if overlap is not None else "")
     )
-
-
-# --------------------------------------------------------------------------
-# CLI (wired by keras_mtl.cli)
-# --------------------------------------------------------------------------
-
-
-def add_adapt_arguments(p):
-    """Arguments of `keras-mtl adapt WORKDIR NEW_TASK_CONFIG --shots K`."""
-    p.add_argument("workdir", help="work dir of meta-train (or train) to start from")
-    p.add_argument("new_task_config", help="config holding the new classification task")
-    p.add_argument("--shots", type=int, required=True, help="training examples per class (K)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the K-shot sample and the head (default 0)")
-    p.add_argument("--steps", type=int, default=100, help="fine-tuning steps (default 100)")
-    p.add_argument("--init", choices=INITS, default="pretrained", help="pretrained (default) or scratch (baseline)")
-    p.add_argument("--task", help="the task to adapt to when the config has several")
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate (default: the config's train.learning_rate)")
-    p.add_argument("--batch-size", type=int, help="fine-tuning batch size (default: train.batch_size, capped at the sample size)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of the new-task config")
-    p.add_argument("--out", help="save the adapted network as a work dir here")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def run_adapt_cli(args):
-    result = adapt(
-        args.workdir,
-        args.new_task_config,
-        args.shots,
-        seed=args.seed,
-        steps=args.steps,
-        overrides=args.set,
-        task=args.task,
-        init=args.init,
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        out=args.out,
-    )
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "sample"}, indent=2))
-    else:
-        print(format_adapt_result(result))
-    return 0

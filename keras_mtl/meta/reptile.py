@@ -61,7 +61,7 @@ class Reptile:
     """First-order Reptile over the task heads of one multi-task model.
 
     Args:
-        model: the multi-task keras.Model of `build_model`.
+        model: the multi-task keras.Model of `build_network`.
         config: its ExperimentConfig.
         inner_lr, inner_optimizer: the inner-loop optimizer (one per task,
             its state kept across meta steps).
@@ -213,11 +213,13 @@ def _meta_train_staged(
     import keras
 
     from keras_mtl.data import sampling
-    from keras_mtl.data.tokenize import save_vocabulary, separator_id
+    from keras_mtl.data.tokenize import save_vocabulary
     from keras_mtl.evaluate import evaluate_split, write_test_report
-    from keras_mtl.model import build_model
+    from keras_mtl.model import build_network
     from keras_mtl.prepare import prepare
-    from keras_mtl.workdir import RunRecord, save_config
+    from keras_mtl.disk import write_json
+    from keras_mtl.record import RunRecord
+    from keras_mtl.workdir import save_config
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
@@ -229,6 +231,8 @@ def _meta_train_staged(
     files.root.mkdir(parents=True, exist_ok=True)
     save_config(files, loaded)
     save_vocabulary(vocabulary, files.vocab)
+    if prepared.tokenizer_record is not None:
+        write_json(files.tokenizer, prepared.tokenizer_record, compact=True)
     train = encoded["train"]
     sizes = {t.name: len(train.indices(t.name)) for t in config.tasks}
     present = [i for i, t in enumerate(config.tasks) if sizes[t.name] > 0]
@@ -246,12 +250,7 @@ def _meta_train_staged(
     lengths = padded_lengths(config)
 
     # === Model ===
-    backbone = None
-    if config.model.preset:
-        from keras_mtl.pretrained import load_backbone
-
-        backbone = load_backbone(config.model)
-    model = build_model(config, data.classes, len(vocabulary), backbone=backbone, separator_id=separator_id(vocabulary))
+    model = build_network(config, data.classes, vocabulary)
     reptile = Reptile(model, config, inner_lr=inner_lr, inner_optimizer=inner_optimizer)
 
     # === Meta-train ===
@@ -326,6 +325,7 @@ def _meta_train_staged(
         replicas=1,
         meta=meta,
         history=history,
+        tokenizer=files.tokenizer.name if prepared.tokenizer_record is not None else None,
     ).write(files.run)
     write_test_report(
         files,
@@ -374,48 +374,3 @@ def _write_csv(path, rows):
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-
-
-# --------------------------------------------------------------------------
-# CLI (wired by keras_mtl.cli)
-# --------------------------------------------------------------------------
-
-
-def add_meta_train_arguments(p):
-    """Arguments of `keras-mtl meta-train CONFIG`."""
-    p.add_argument("config", help="experiment config whose tasks are meta-trained on")
-    p.add_argument("--workdir", help="output dir (default runs/<name>-meta)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    p.add_argument("--inner-steps", type=int, default=5, help="optimizer steps per task per meta step (k, default 5)")
-    p.add_argument("--meta-steps", type=int, default=200, help="outer Reptile steps (default 200)")
-    p.add_argument("--inner-lr", type=float, default=1e-3, help="inner optimizer learning rate (default 1e-3)")
-    p.add_argument("--meta-lr", type=float, default=1.0, help="outer step size epsilon in (0, 1] (default 1.0)")
-    p.add_argument("--meta-batch-size", type=int, default=1, help="tasks per meta step (default 1)")
-    p.add_argument("--inner-batch-size", type=int, help="examples per inner batch (default train.batch_size)")
-    p.add_argument("--inner-optimizer", choices=INNER_OPTIMIZERS, default="adam")
-    p.add_argument("--task-sampling", default="uniform", help="uniform (default) or a train.sampling strategy")
-    p.add_argument("--no-anneal", action="store_true", help="keep meta-lr constant (default: linear decay to 0)")
-    p.add_argument("--eval-every", type=int, help="score the dev split every N meta steps (always at the end)")
-    p.add_argument("--quiet", action="store_true")
-
-
-def run_meta_train_cli(args):
-    root = meta_train(
-        args.config,
-        workdir=args.workdir,
-        inner_steps=args.inner_steps,
-        meta_steps=args.meta_steps,
-        inner_lr=args.inner_lr,
-        meta_lr=args.meta_lr,
-        overrides=args.set,
-        meta_batch_size=args.meta_batch_size,
-        inner_batch_size=args.inner_batch_size,
-        inner_optimizer=args.inner_optimizer,
-        task_sampling=args.task_sampling,
-        anneal=not args.no_anneal,
-        eval_every=args.eval_every,
-        verbose=0 if args.quiet else 1,
-    )
-    print((Path(root) / "report.md").read_text(encoding="utf-8"))
-    print(f"work dir: {root}")
-    return 0

@@ -317,13 +317,35 @@ def _post(opener, endpoint: str, payload: bytes, timeout: float, where: str,
         raise ServingError(f"cannot reach TF Serving at {endpoint}: {_one_line(str(err))}") from None
 
 
+def batch_limit_hint(limit: int | str, option: str = "max_batch_size") -> str:
+    """The advice added to TF Serving's refusal of a request above its
+    max_batch_size. `option` is how the caller sets the texts per request:
+    a Python argument (`max_batch_size`, `batch_size`: `pass NAME=N`) or a
+    command-line option (`--batch-size`: `pass --batch-size N`)."""
+    give = f"{option} {limit}" if option.startswith("-") else f"{option}={limit}"
+    return f"(this server takes at most {limit} texts per request: pass {give})"
+
+
+_HINT_RE = re.compile(r"\(this server takes at most (?P<limit>\d+) texts per request: pass max_batch_size=\d+\)")
+
+
+def with_batch_option(error: Exception, option: str) -> Exception:
+    """`error` with its batch-size advice (`batch_limit_hint`) naming `option`
+    instead of `max_batch_size`: a new `ServingError`, or `error` itself when
+    it holds no such advice."""
+    text = str(error)
+    match = _HINT_RE.search(text)
+    if match is None:
+        return error
+    return ServingError(text[:match.start()] + batch_limit_hint(match["limit"], option) + text[match.end():])
+
+
 def _one_line(text: str) -> str:
     """Server messages can span lines; the CLI prints errors on one."""
     text = " ".join(text.split())
     match = _TOO_LARGE_RE.search(text)
     if match:
-        text += (f" (this server takes at most {match['limit']} texts per request: "
-                 f"pass max_batch_size={match['limit']})")
+        text += " " + batch_limit_hint(match["limit"])
     return text
 
 

@@ -120,6 +120,15 @@ def find_versions(model_base: str | os.PathLike) -> list[int]:
     )
 
 
+def is_export(path):
+    """Whether `path` is an export: a SavedModel version dir, or a model base
+    holding one (an integer version dir with a saved_model.pb)."""
+    path = Path(path)
+    if (path / SAVED_MODEL).is_file():
+        return True
+    return any((version_path(path, v) / SAVED_MODEL).is_file() for v in version_dirs(path))
+
+
 def resolve_version_dir(model_dir):
     """A SavedModel version dir from a version dir or a model base dir (newest version)."""
     path = Path(model_dir)
@@ -164,7 +173,7 @@ def read_model_info(model_base: str | os.PathLike, version: int | None = None) -
 
 def write_assets_extra(version_dir, metadata, warmup=True):
     """Write `assets.extra/`: keras_mtl.json, and the warmup records when `warmup`."""
-    from keras_mtl.workdir import write_json
+    from keras_mtl.disk import write_json
 
     extra = Path(version_dir) / ASSETS_EXTRA
     extra.mkdir(exist_ok=True)
@@ -227,8 +236,18 @@ def check_keep(keep):
 
 
 def prepare_base(base, create=True):
-    """Create the model base dir (`create`), or say in one line why it cannot be used."""
+    """Create the model base dir (`create`), or say in one line why it cannot be used.
+
+    A version folder (`M/1`, holding saved_model.pb, or an integer-named dir
+    beside such versions) is refused: exporting into it would write `M/1/1`,
+    which TF Serving (and `keras-mtl serve`) do not serve; the base is `M`.
+    """
     base = Path(base)
+    if (base / SAVED_MODEL).is_file() or (base.name.isdigit() and _has_versions(base.parent)):
+        raise ModelError(
+            f"--out {base}: this is a version folder of the model base {base.parent} (TF Serving serves "
+            f"<base>/<version>/); pass the base, --out {base.parent}: export picks the next version number"
+        )
     for parent in [base, *base.parents]:
         if parent.exists() and not parent.is_dir():
             what = "the output dir" if parent == base else f"{parent} (a parent of the output dir)"
@@ -247,6 +266,30 @@ def prepare_base(base, create=True):
     if not os.access(base, os.W_OK | os.X_OK):
         raise ModelError(f"--out {base}: the directory is not writable")
     return base
+
+
+def _has_versions(path):
+    """Whether `path` holds an integer version dir with a SavedModel."""
+    return any((version_path(path, v) / SAVED_MODEL).is_file() for v in version_dirs(path))
+
+
+def missing_dirs(path):
+    """`path` and its ancestors that do not exist yet, deepest first (what `prepare_base` would create)."""
+    missing = []
+    for p in [Path(path), *Path(path).parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def remove_empty_dirs(dirs):
+    """Remove the directories `dirs` (deepest first) that are empty: undo `prepare_base` after a failed export."""
+    for d in dirs:
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty (another export wrote into it), or gone
+            return
 
 
 @contextlib.contextmanager

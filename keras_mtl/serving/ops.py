@@ -33,14 +33,12 @@ TF_TEXT_PREFIX = "TFText>"
 
 def _saved_model_pb(saved_model_dir: str | os.PathLike) -> Path:
     from keras_mtl.errors import ModelError
-    from keras_mtl.serving.layout import resolve_version_dir
+    from keras_mtl.serving.layout import SAVED_MODEL, resolve_version_dir
 
-    path = Path(saved_model_dir)
-    if not (path / "saved_model.pb").is_file():
-        path = resolve_version_dir(path)  # a model base: its newest version (or a one-line ModelError)
-    pb = path / "saved_model.pb"
+    path = resolve_version_dir(saved_model_dir)  # a version, or a model base's newest (else a one-line ModelError)
+    pb = path / SAVED_MODEL
     if not pb.is_file():
-        raise ModelError(f"{path}: no saved_model.pb")
+        raise ModelError(f"{path}: no {SAVED_MODEL}")
     return pb
 
 

@@ -62,7 +62,7 @@ def default_tasks(meta):
     return single or list(inputs)
 
 
-def _check_task(task, names, model):
+def check_task(task, names, model):
     if task is not None and task not in names:
         raise ServingError(
             f"{model}: no task {task!r}; the model's tasks are {', '.join(sorted(names)) or '(none)'}"
@@ -192,7 +192,7 @@ def open_signature(model_dir, task=None):
         decode = {t: meta_tasks[t] for t in default_tasks(meta)} if meta_tasks else None
     else:
         if model_tasks is not None:
-            _check_task(task, model_tasks, model_dir)
+            check_task(task, model_tasks, model_dir)
         decode = {task: meta_tasks[task]} if meta_tasks else None
         if task in signatures and task not in _NOT_TASK_SIGNATURES:
             name, fn = task, signatures[task]
@@ -200,7 +200,7 @@ def open_signature(model_dir, task=None):
             name, fn = DEFAULT_SIGNATURE, default()
             answered = default_tasks(meta) if meta_tasks else output_task_names(fn.structured_outputs)
             if model_tasks is None:
-                _check_task(task, answered, model_dir)
+                check_task(task, answered, model_dir)
             if task not in answered:
                 raise ModelError(
                     f"{version_dir}: the export has no signature {task!r}, and serving_default does not "
@@ -321,7 +321,7 @@ class _Predictor:
     decides, and every line must then be like it).
     """
 
-    def __init__(self, model, batch_size, timeout, task=None):
+    def __init__(self, model, batch_size, timeout, task=None, batch_option="batch_size"):
         self.tasks = None  # task names, when known before the first batch
         self.pairs = "never"
         self._refusal = PAIR_UNSUPPORTED
@@ -339,7 +339,20 @@ class _Predictor:
         model = str(model)
         self.name = model
         if model.startswith(("http://", "https://", "grpc://")):
-            self._fn = RemoteTask(model, task, timeout=timeout, max_batch_size=batch_size)
+            remote = RemoteTask(model, task, timeout=timeout, max_batch_size=batch_size)
+
+            def ask(texts, pairs):
+                from keras_mtl.serving.client import with_batch_option
+
+                try:
+                    return remote(texts, pairs)
+                except ServingError as e:  # the server's batch limit: advice naming `batch_option`
+                    error = with_batch_option(e, batch_option)
+                    if error is e:
+                        raise
+                    raise error from None
+
+            self._fn = ask
             if task is None:
                 self._refusal = REMOTE_PAIR_NEEDS_TASK
             else:
@@ -385,8 +398,64 @@ class _Predictor:
         return results
 
 
+def pid_alive(pid):
+    """Whether process `pid` still runs (this one, or one of another user, counts as running)."""
+    import os
+
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):  # no process has such an id
+        return False
+    return True
+
+
+def output_temporary(target):
+    """Where `predict_file` writes `target` before renaming it into place:
+    `.<name>.tmp-<pid>` beside it."""
+    import os
+    from pathlib import Path
+
+    target = Path(target)
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_outputs(target):
+    """Delete the temporaries of `target` (`.<name>.tmp-<pid>`) left by a
+    `predict_file` whose process is gone (killed); returns their paths.
+    Those of running processes are left alone."""
+    import os
+    from pathlib import Path
+
+    target = Path(target)
+    prefix = f".{target.name}.tmp-"
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        pid = name[len(prefix):]
+        if not (name.startswith(prefix) and pid.isdigit()) or pid_alive(int(pid)):
+            continue
+        path = target.parent / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
+
+
 def predict_file(model, input_path, output_path=None, *, task=None, batch_size=32, strict=False,
-                 format=None, header=False, stderr=None, timeout=30):
+                 format=None, header=False, stderr=None, timeout=30, options=None):
     """Predict every line of a JSON Lines or TSV file, streaming, in input order.
 
     Writes one JSON line per input line (the header line of a TSV with
@@ -398,7 +467,9 @@ def predict_file(model, input_path, output_path=None, *, task=None, batch_size=3
     predicted or written. The file is read and predicted `batch_size` lines at
     a time, so memory does not grow with its size; `output_path` is written to
     a temporary file renamed into place at the end (no partial output on an
-    error).
+    error; temporaries left by a killed run are removed by the next run to the
+    same output). Input that could not all be read (a file cut short while it
+    was read) is an error, never a short output.
 
     Args:
         model: a local export (`saved_models/<name>[/<version>]`), a TF
@@ -407,6 +478,9 @@ def predict_file(model, input_path, output_path=None, *, task=None, batch_size=3
             and `supports_pairs`).
         input_path: `.jsonl` (`text`, optional `text_pair` fields) or `.tsv`
             (text, optional text_pair column); see `keras_mtl.serving.input_file`.
+            `-` is standard input; it and a pipe (`/dev/stdin`, `<(...)`, a
+            FIFO) are read once, as they come (with `strict`, through a
+            temporary copy), and need `format`.
         output_path: a file path, a writable text stream, or None (stdout).
         task: predict with this task's signature and keep only its outputs
             (an unknown task is an error naming the model's tasks). A local
@@ -416,86 +490,153 @@ def predict_file(model, input_path, output_path=None, *, task=None, batch_size=3
             every line is a pair or none is.
         batch_size: lines per model call (and per request to a server).
         format: 'jsonl' or 'tsv' instead of the extension's.
-        header: a TSV's first line is a header (skipped).
+        header: a TSV's first line is a header (skipped); an error for JSON Lines.
         stderr: where bad lines are reported (default `sys.stderr`).
+        options: how messages name the arguments `format`, `header`,
+            `strict` and `batch_size` (e.g. the CLI's `{"format": "--format"}`);
+            by default as the Python arguments.
 
     Returns:
         {"lines": input lines, "predicted": lines predicted, "errors": bad lines,
          "output": output path or None}
     """
+    import errno
     import json
     import os
+    import shutil
     import sys
+    import tempfile
     from pathlib import Path
 
     from keras_mtl.data import progress
     from keras_mtl.errors import DataError
-    from keras_mtl.serving.input_file import count_lines, input_format, read_records
+    from keras_mtl.serving.input_file import (
+        count_lines,
+        display_name,
+        input_format,
+        input_kind,
+        open_input,
+        read_records,
+    )
+
+    options = dict(options or {})
+
+    def flag(name):  # a boolean argument, as the caller names it
+        return options.get(name) or f"{name}=True"
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ServingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    fmt = input_format(input_path, format)
-    total = max(0, count_lines(input_path) - (1 if header else 0))  # also: the file exists
-    predictor = _Predictor(model, batch_size, timeout, task)
+    kind = input_kind(input_path)  # a missing file or a directory is named as such, first
+    where = display_name(input_path)
+    fmt = input_format(input_path, format, option=options.get("format"))
+    if header and fmt == "jsonl":
+        raise DataError(f"{where}: {flag('header')} is for TSV input; JSON Lines has no header line "
+                        "(every line is a record)")
+    total = count_lines(input_path) if kind == "file" else None  # a pipe is read once: not counted
+    if total is not None and header:
+        total = max(0, total - 1)
+    predictor = _Predictor(model, batch_size, timeout, task, batch_option=options.get("batch_size", "batch_size"))
     if predictor.tasks is not None:
-        _check_task(task, predictor.tasks, predictor.name)
-    where = str(input_path)
+        check_task(task, predictor.tasks, predictor.name)
 
     def problem(record):
         if record.error:
             return record.error
         return predictor.problem(record)
 
-    if strict:  # nothing predicted or written unless every line is good
-        for record in read_records(input_path, fmt, header):
-            reason = problem(record)
-            if reason:
-                raise DataError(f"{where}:{record.line}: {reason}")
+    source, spool = input_path, None
+
+    def records():
+        if spool is not None:
+            spool.seek(0)
+        return read_records(source, fmt, header, name=where)
 
     report = stderr if stderr is not None else sys.stderr
     counts = {"lines": 0, "predicted": 0, "errors": 0, "output": None}
-    tmp = None
-    if output_path is None:
-        out = sys.stdout
-    elif hasattr(output_path, "write"):
-        out = output_path
-    else:
-        target = Path(output_path)
-        counts["output"] = str(target)
-        if target.is_dir():
-            raise ServingError(f"{target}: is a directory, expected an output file")
-        if target.exists() and target.resolve() == Path(input_path).resolve():
-            raise ServingError(f"{target}: the output file is the input file")
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            out = open(tmp, "w", encoding="utf-8", newline="\n")
-        except OSError as e:
-            raise ServingError(f"{target}: cannot write the output: {e.strerror or e}") from None
-    tasks_checked = predictor.tasks is not None
-
-    def flush(pending):
-        nonlocal tasks_checked
-        good = [r for r, _ in pending if r is not None]
-        results = iter(predictor([r.text for r in good], [r.text_pair for r in good]) if good else [])
-        lines = []
-        for record, error in pending:
-            if record is None:
-                lines.append(json.dumps(error, ensure_ascii=False))
-                continue
-            result = next(results)
-            if not tasks_checked:
-                _check_task(task, [k for k in result if not k.startswith("_")], predictor.name)
-                tasks_checked = True
-            if task is not None:
-                result = {k: v for k, v in result.items() if k == task or k == "_meta"}
-            lines.append(json.dumps(result, ensure_ascii=False))
-        if lines:
-            out.write("\n".join(lines) + "\n")
-
+    out = tmp = target = None
     try:
-        with progress.step(f"predicting {progress.display_path(where)}", total=total) as advance:
+        if strict:  # nothing predicted or written unless every line is good
+            if kind != "file":  # read once only: keep a copy to check, then to predict
+                spool = tempfile.TemporaryFile(prefix="keras-mtl-predict-")
+                try:
+                    with open_input(input_path) as stream:
+                        shutil.copyfileobj(stream, spool)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    raise DataError(f"{where}: cannot keep a copy of the input to check it first "
+                                    f"({flag('strict')}): no space left on device in "
+                                    f"{tempfile.gettempdir()}") from None
+                source = spool
+            checked = 0
+            for record in records():
+                checked += 1
+                reason = problem(record)
+                if reason:
+                    raise DataError(f"{where}:{record.line}: {reason}")
+            total = checked
+
+        if output_path is None:
+            out = sys.stdout
+        elif hasattr(output_path, "write"):
+            out = output_path
+        else:
+            target = Path(output_path)
+            counts["output"] = str(target)
+            if target.is_dir():
+                raise ServingError(f"{target}: is a directory, expected an output file")
+            if kind != "stdin" and target.exists() and target.resolve() == Path(input_path).resolve():
+                raise ServingError(f"{target}: the output file is the input file")
+            remove_stale_outputs(target)
+            tmp = output_temporary(target)
+            try:
+                out = open(tmp, "w", encoding="utf-8", newline="\n")
+            except OSError as e:
+                tmp = None
+                raise ServingError(f"{target}: cannot write the output: {e.strerror or e}") from None
+        ours = tmp is not None or out is sys.stdout  # a stream the caller gave reports its own errors
+
+        def write_failed(e):
+            why = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            name = target if target is not None else "standard output"
+            removed = "; nothing was written (the partial output is removed)" if tmp is not None else ""
+            return ServingError(f"{name}: cannot write the output: {why}{removed}")
+
+        def write(text):
+            try:
+                out.write(text)
+            except BrokenPipeError:  # `| head`: the reader left (the CLI stops quietly)
+                raise
+            except OSError as e:
+                if not ours:
+                    raise
+                raise write_failed(e) from None
+
+        tasks_checked = predictor.tasks is not None
+
+        def flush(pending):
+            nonlocal tasks_checked
+            good = [r for r, _ in pending if r is not None]
+            results = iter(predictor([r.text for r in good], [r.text_pair for r in good]) if good else [])
+            lines = []
+            for record, error in pending:
+                if record is None:
+                    lines.append(json.dumps(error, ensure_ascii=False))
+                    continue
+                result = next(results)
+                if not tasks_checked:
+                    check_task(task, [k for k in result if not k.startswith("_")], predictor.name)
+                    tasks_checked = True
+                if task is not None:
+                    result = {k: v for k, v in result.items() if k == task or k == "_meta"}
+                lines.append(json.dumps(result, ensure_ascii=False))
+            if lines:
+                write("\n".join(lines) + "\n")
+
+        shown = "standard input" if kind == "stdin" else progress.display_path(where)
+        with progress.step(f"predicting {shown}", total=total) as advance:
             pending = []
-            for record in read_records(input_path, fmt, header):
+            for record in records():
                 counts["lines"] += 1
                 reason = problem(record)
                 if reason:
@@ -513,13 +654,30 @@ def predict_file(model, input_path, output_path=None, *, task=None, batch_size=3
                     pending = []
             flush(pending)
             advance(len(pending))
-        out.flush()
-        if tmp is not None:
-            out.close()
-            os.replace(tmp, target)
-            tmp = None
+        if total is not None and counts["lines"] < total:
+            # never a short output reported as a success
+            written = "nothing was written" if tmp is not None else "the output is incomplete"
+            raise DataError(f"{where}: only {counts['lines']} of its {total} lines could be read "
+                            f"(the file changed while it was read); {written}")
+        try:
+            out.flush()
+            if tmp is not None:
+                out.close()
+                os.replace(tmp, target)
+                tmp = None
+        except BrokenPipeError:
+            raise
+        except OSError as e:
+            if not ours:
+                raise
+            raise write_failed(e) from None
     finally:
+        if spool is not None:
+            spool.close()
         if tmp is not None:
-            out.close()
+            try:
+                out.close()  # flushes what is buffered: may fail again (a full disk)
+            except OSError:
+                pass
             tmp.unlink(missing_ok=True)
     return counts

@@ -299,7 +299,10 @@ def write_serving_files(
         )
 
     out = Path(out_dir) if out_dir is not None else base
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ServingError(_cannot_write(out, err, out_dir)) from None
     docker_base = container_base_path or f"{CONTAINER_MODELS_DIR}/{name}"
     files = {
         "model_config": (out / MODEL_CONFIG,
@@ -315,12 +318,29 @@ def write_serving_files(
         files["monitoring_config"] = (out / MONITORING_CONFIG, monitoring_config_text())
     written: dict[str, Path] = {}
     for key, (path, text) in files.items():
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            path.write_text(text, encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
         except OSError as err:
-            raise ServingError(f"cannot write {path}: {err} (pass out_dir=...)") from None
+            try:
+                tmp.unlink(missing_ok=True)  # no half-written file left (a full disk)
+            except OSError:
+                pass
+            raise ServingError(_cannot_write(path, err, out_dir)) from None
         written[key] = path
     return written
+
+
+def _cannot_write(path: Path, err: OSError, out_dir) -> str:
+    """One line: why `path` cannot be written, and where else the config files can go."""
+    why = err.strerror or str(err)
+    if out_dir is None:
+        where = ("write the config files elsewhere: keras-mtl serve --config-dir DIR "
+                 "(write_serving_files/serve: out_dir=DIR)")
+    else:
+        where = "pass another --config-dir (out_dir=)"
+    return f"cannot write {path}: {why}; {where}"
 
 
 # --------------------------------------------------------------------------

@@ -7,11 +7,13 @@
 A type is a `TaskType` subclass registered with `@register_task_type`; the
 built-in ones are `classification`, `multilabel`, `regression` and
 `tagging`. `get_task_type(name)` gives the class, `for_task(task, classes)`
-one task's object, and `TASK_TYPES` the registered names (sorted).
-Importing this package imports numpy only.
+one task's object, and `TASK_TYPES` the registered names (sorted). A type
+reads the labels of data files itself (`label_from_text`, ...), raising
+`LabelError`. Importing this package imports numpy only.
 """
 
 from keras_mtl.tasks.base import TaskType
+from keras_mtl.tasks.labels import LabelError
 
 _TYPES = {}
 
@@ -59,4 +61,12 @@ def _import_types():
 
 _import_types()
 
-__all__ = ["TASK_TYPES", "TaskType", "for_task", "get_task_type", "register_task_type", "task_type_names"]
+__all__ = [
+    "TASK_TYPES",
+    "LabelError",
+    "TaskType",
+    "for_task",
+    "get_task_type",
+    "register_task_type",
+    "task_type_names",
+]

@@ -11,6 +11,8 @@ import abc
 
 import numpy as np
 
+from keras_mtl.tasks.labels import LabelError
+
 
 class TaskType(abc.ABC):
     """One task of one type; subclasses are registered with `register_task_type`."""
@@ -25,10 +27,59 @@ class TaskType(abc.ABC):
     default_metric = ""  # the metric used when the config names none
     primary_output = ""  # the serving output suffix that identifies the type ("_label")
     cardinality = None  # (unit, hint) of the too-many-labels warning; None: not checked
+    options = ()  # the task settings (TaskConfig fields) only this type takes, e.g. ("positive_class",)
+    layer_suffixes = {}  # {suffix: what}: model layers `<task>_<suffix>` the head adds beside `<task>`
 
     def __init__(self, task, classes=()):
         self.task = task  # the task's name: it names outputs, layers and losses
         self.classes = list(classes or ())  # the label vocabulary, in class-id order
+
+    # --- labels from data files (readers) ---
+    # Each raises `LabelError` (keras_mtl.tasks.labels) with a one-line message
+    # that the reader prefixes with where the label is (`path:line: `). A type
+    # that no reader reads that way keeps the default: a LabelError saying so.
+
+    @classmethod
+    def label_from_text(cls, text, column, separator=",", allowed=None):
+        """The `Example` label of a TSV/CSV label field.
+
+        Args:
+            text: str. The field as read (not yet stripped).
+            column: str. The field in words, for messages ("column 'label'").
+            separator: str. Separates several labels in one field (multilabel).
+            allowed: list of str, or None. The labels allowed (the reader
+                option `labels`); None: any.
+        """
+        raise LabelError(f"a {cls.name} label cannot be read from a text field ({column})")
+
+    @classmethod
+    def label_from_json(cls, value, field, allowed=None):
+        """The `Example` label of a decoded JSON value (`jsonl`).
+
+        Args:
+            value: the decoded value (str, int, float, bool, list, dict or None).
+            field: str. The key it was read from, for messages.
+            allowed: list of str, or None. As for `label_from_text`.
+        """
+        raise LabelError(f"a {cls.name} label cannot be read from a JSON field ({field!r})")
+
+    @classmethod
+    def label_from_tfds(cls, value, names, split):
+        """The `Example` label of a TFDS label feature's decoded (numpy) value.
+
+        Args:
+            value: a numpy scalar or array (bytes for strings).
+            names: list of str, or None. The `ClassLabel` names of the
+                feature (None: not a `ClassLabel`).
+            split: str. The TFDS split read, for messages.
+        """
+        raise LabelError(f"a {cls.name} label cannot be read from a TFDS feature")
+
+    @classmethod
+    def unlabelled_split(cls, labels):
+        """Whether a whole split's labels are TFDS's placeholder for "no label"
+        (a type whose placeholder is a valid label, such as -1.0, checks it here)."""
+        return False
 
     # --- labels (numpy) ---
 
@@ -58,12 +109,19 @@ class TaskType(abc.ABC):
 
     @property
     def output_names(self):
-        """The model outputs of this task; the first is the one the loss is applied to."""
+        """The model outputs of this task: its head's, named after the task (export reads them)."""
         return (self.task,)
 
     @abc.abstractmethod
-    def build_heads(self, h):
-        """{output name: float32 tensor} of the head(s) on the representation `h`."""
+    def build_head(self, gate=False, dropout=0.0):
+        """The task's head: a serializable Keras layer named `self.task` that maps
+        the task's representation (pooled [B, H], or token states [B, L, H]) to
+        its float32 output (`layers.TaskHead` for the built-in types).
+
+        Args:
+            gate: bool. A task gate before the dropout (`model.task_gates`).
+            dropout: float. The dropout rate on the representation.
+        """
 
     @abc.abstractmethod
     def loss(self, reduction, soft=False):
@@ -117,3 +175,14 @@ class TaskType(abc.ABC):
         import tensorflow as tf
 
         return tf.constant(self.classes or [""], tf.string)
+
+
+def task_head(task, units, activation=None, squeeze=False, gate=False, dropout=0.0):
+    """A `layers.TaskHead` named `task`: [gate] -> dropout -> a float32 Dense output
+    (float32 even under mixed precision: a stable softmax, and TF Serving's REST
+    API cannot encode bfloat16)."""
+    # Imported here, not at the top: keras_mtl.tasks is imported by config
+    # validation and the serving clients, which must not load Keras.
+    from keras_mtl.layers.task_head import TaskHead
+
+    return TaskHead(units, activation=activation, squeeze=squeeze, gate=gate, dropout=dropout, name=task)

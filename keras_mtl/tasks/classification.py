@@ -9,16 +9,9 @@ import numpy as np
 
 from keras_mtl.errors import ServingError
 from keras_mtl.tasks import register_task_type
-from keras_mtl.tasks.base import TaskType
+from keras_mtl.tasks.base import TaskType, task_head
+from keras_mtl.tasks.labels import LabelError, check_allowed, class_name, json_type_name, tfds_class_name
 from keras_mtl.tasks.values import as_float, as_list, as_str, scalar
-
-
-def dense_head(task, units, activation, h):
-    """A float32 Dense head named `task` (float32 even under mixed precision:
-    a stable softmax, and TF Serving's REST API cannot encode bfloat16)."""
-    import keras
-
-    return keras.layers.Dense(units, activation=activation, dtype="float32", name=task)(h)
 
 
 def tiled_classes(head, batch):
@@ -42,14 +35,14 @@ def probability_map(head, outputs, i, need):
 
 
 class ClassScores(TaskType):
-    """A type whose head is one Dense layer with a score per class (`dense_head`,
-    activation `head_activation`) and whose loss is `keras.losses.<loss_name>`."""
+    """A type whose head outputs a score per class (`task_head`, activation
+    `head_activation`) and whose loss is `keras.losses.<loss_name>`."""
 
     head_activation = "softmax"
     loss_name = "SparseCategoricalCrossentropy"
 
-    def build_heads(self, h):
-        return {self.task: dense_head(self.task, len(self.classes), self.head_activation, h)}
+    def build_head(self, gate=False, dropout=0.0):
+        return task_head(self.task, len(self.classes), self.head_activation, gate=gate, dropout=dropout)
 
     soft_loss_name = "CategoricalCrossentropy"  # on class distributions (distillation)
 
@@ -69,6 +62,32 @@ class Classification(ClassScores):
     default_metric = "accuracy"
     primary_output = "_label"
     cardinality = ("rows", "Is `label_column` pointing at the text?")
+    options = ("positive_class",)  # the class the `f1` metric scores
+
+    @classmethod
+    def label_from_text(cls, text, column, separator=",", allowed=None):
+        name = text.strip()
+        if not name:
+            raise LabelError(f"empty label in {column}")
+        check_allowed([name], allowed)
+        return name
+
+    @classmethod
+    def label_from_json(cls, value, field, allowed=None):
+        name = class_name(value)
+        if name is None:
+            raise LabelError(
+                f"field {field!r} must be a non-empty string or an integer for a {cls.name} task, "
+                f"found {json_type_name(value)}: {value!r:.80}"
+            )
+        check_allowed([name], allowed)
+        return name
+
+    @classmethod
+    def label_from_tfds(cls, value, names, split):
+        if getattr(value, "ndim", 0) != 0:
+            raise LabelError(f"a {cls.name} task needs a scalar label, found {value!r:.80}")
+        return tfds_class_name(value, names, split)
 
     @classmethod
     def label_values(cls, label):

@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_mtl.tasks import register_task_type
 from keras_mtl.tasks.classification import ClassScores, probability_map, tiled_classes
+from keras_mtl.tasks.labels import LabelError, check_allowed, class_name, json_type_name, tfds_class_name, unique
 from keras_mtl.tasks.values import as_list, as_str
 
 THRESHOLD = 0.5
@@ -28,6 +29,39 @@ class Multilabel(ClassScores):
 
     def distillation_columns(self, y, teacher):
         return np.concatenate([np.asarray(y, np.float32), np.stack(teacher).astype(np.float32)], axis=-1)
+
+    @classmethod
+    def label_from_text(cls, text, column, separator=",", allowed=None):
+        """The labels between `separator`s, blank ones dropped: an empty field has none."""
+        labels = unique(part.strip() for part in text.strip().split(separator) if part.strip())
+        check_allowed(labels, allowed)
+        return labels
+
+    @classmethod
+    def label_from_json(cls, value, field, allowed=None):
+        if not isinstance(value, list):
+            raise LabelError(
+                f"field {field!r} must be a list of labels for a {cls.name} task, "
+                f"found {json_type_name(value)}: {value!r:.80}"
+            )
+        names = []
+        for item in value:
+            name = class_name(item)
+            if name is None:
+                raise LabelError(
+                    f"field {field!r} must hold non-empty strings or integers, "
+                    f"found {json_type_name(item)}: {item!r:.80}"
+                )
+            names.append(name)
+        labels = unique(names)
+        check_allowed(labels, allowed)
+        return labels
+
+    @classmethod
+    def label_from_tfds(cls, value, names, split):
+        if getattr(value, "ndim", 0) != 1:
+            raise LabelError(f"a {cls.name} task needs a sequence label feature, found {value!r:.80}")
+        return unique(tfds_class_name(item, names, split) for item in value)
 
     @classmethod
     def label_values(cls, label):

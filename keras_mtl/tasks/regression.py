@@ -1,14 +1,17 @@
 """`regression`: one number per text (linear head, mean squared error).
 
-Label: a float. Model output `<task>`: the value [B] (a Dense layer
-`<task>_value` reshaped by the layer `<task>`). Serving: `<task>_value` [B].
+Label: a float. Model output `<task>`: the value [B] (the head `<task>`, a
+`TaskHead` with one squeezed unit). Serving: `<task>_value` [B].
 JSON: {"value": v}.
 """
+
+import math
 
 import numpy as np
 
 from keras_mtl.tasks import register_task_type
-from keras_mtl.tasks.base import TaskType
+from keras_mtl.tasks.base import TaskType, task_head
+from keras_mtl.tasks.labels import LabelError, json_type_name
 from keras_mtl.tasks.values import as_float
 
 
@@ -20,6 +23,43 @@ class Regression(TaskType):
     default_metric = "pearson"
     primary_output = "_value"
 
+    @classmethod
+    def label_from_text(cls, text, column, separator=",", allowed=None):
+        text = text.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise LabelError(f"{cls.name} label {text!r} in {column} is not a finite number")
+        return value
+
+    @classmethod
+    def label_from_json(cls, value, field, allowed=None):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise LabelError(
+                f"field {field!r} must be a number for a {cls.name} task, found {json_type_name(value)}: {value!r:.80}"
+            )
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = math.inf
+        if not math.isfinite(number):
+            raise LabelError(f"field {field!r} is not a finite number")
+        return number
+
+    @classmethod
+    def label_from_tfds(cls, value, names, split):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise LabelError(f"the label {value!r:.80} is not a number ({cls.name})") from None
+
+    @classmethod
+    def unlabelled_split(cls, labels):
+        """TFDS stores -1 for the labels of a split without public labels."""
+        return all(label == -1.0 for label in labels)
+
     def encode_labels(self, examples, token_ids, word_starts):
         labels = np.zeros([len(examples)], np.float32)
         weights = np.zeros([len(examples)], np.float32)
@@ -28,11 +68,8 @@ class Regression(TaskType):
                 labels[i], weights[i] = float(ex.labels[self.task]), 1.0
         return labels, weights
 
-    def build_heads(self, h):
-        import keras
-
-        value = keras.layers.Dense(1, dtype="float32", name=f"{self.task}_value")(h)
-        return {self.task: keras.layers.Reshape((), name=self.task)(value)}
+    def build_head(self, gate=False, dropout=0.0):
+        return task_head(self.task, 1, squeeze=True, gate=gate, dropout=dropout)
 
     def loss(self, reduction, soft=False):
         import keras

@@ -18,8 +18,8 @@ class GradNorm(LossWeighting):
     The gradient norms are taken w.r.t. the trainable weights of the *last
     shared layer*: the last layer (in graph order) with trainable weights
     that every active task's output depends on (e.g. the last
-    `TransformerEncoder` block, or the mixture of experts); `layer` names
-    another one. If the network is not functional or no layer is shared by
+    `TransformerEncoder` block of the shared encoder, or the mixture of
+    experts); `layer` names another one. If the network is not functional or no layer is shared by
     all tasks, all its trainable weights are used. `L_t(0)` is each task's
     loss on the first step that has its labels. Tasks absent from a batch
     keep their weight in that step's update; a step whose norms or losses
@@ -177,13 +177,22 @@ def gradnorm_step(
 def last_shared_layer(network, tasks, name=None):
     """The last layer with trainable weights that every task output depends on.
 
-    `name` picks a layer instead. None if the network is not functional
-    (no dict of outputs) or no layer is shared by all tasks.
+    A layer that runs layers of its own in order (`layers_in_order()`, as
+    keras_mtl's `SharedEncoder`: the embeddings, each transformer layer and
+    adapter, or a backbone called as a whole) is looked into: the last of
+    those with trainable weights is taken (the last transformer layer, or its
+    adapter). `name` picks a layer instead, of the network or inside such a
+    layer. None if the network is not functional (no dict of outputs) or no
+    layer is shared by all tasks.
     """
     if name is not None:
         try:
             return network.get_layer(name)
         except ValueError as e:
+            for layer in network.layers:
+                for inner in _layers_in_order(layer):
+                    if inner.name == name:
+                        return inner
             raise ConfigError(f"gradnorm layer {name!r} is not a layer of the network") from e
     try:
         outputs = network.output
@@ -200,4 +209,13 @@ def last_shared_layer(network, tasks, name=None):
     shared = [
         layer for layer in network.layers if all(id(layer) in a for a in ancestors) and layer.trainable_variables
     ]
-    return shared[-1] if shared else None
+    if not shared:
+        return None
+    inner = [layer for layer in _layers_in_order(shared[-1]) if layer.trainable_variables]
+    return inner[-1] if inner else shared[-1]
+
+
+def _layers_in_order(layer):
+    """The layers `layer` runs in order (its `layers_in_order()`), else none."""
+    in_order = getattr(layer, "layers_in_order", None)
+    return list(in_order()) if callable(in_order) else []

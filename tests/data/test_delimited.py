@@ -367,3 +367,33 @@ def test_fuzz_jsonl(tmp_path, data, task_type):
         assert str(e).startswith(str(path))
         return
     check_examples(examples, task_type)
+
+
+# ---------------------------------------------------- the second text of a pair
+
+
+@pytest.mark.parametrize(
+    "fmt, options, message",
+    [
+        # the label read as the second text
+        ("delimited", {"text_pair_column": "label"}, r"'label' is also the label column \(label_column\)"),
+        ("delimited", {"text_pair_column": " gold ", "label_column": "gold"}, r"is also the label column"),
+        ("delimited", {"header": False, "text_column": 0, "label_column": 2, "text_pair_column": 2},
+         r"2 is also the label column \(label_column\): the model would read each example's label as its second text"),
+        ("jsonl", {"text_pair_field": "label"}, r"'label' is also the label field \(label_field\)"),
+        ("jsonl", {"label_field": "y", "text_pair_field": "y"}, r"'y' is also the label field"),
+        ("tfds", {"name": "glue/rte", "text_pair_feature": "label"}, r"'label' is also the label feature \(label_feature\)"),
+        # the text paired with itself
+        ("delimited", {"text_pair_column": "sentence"}, r"'sentence' is also the text column \(text_column\): "
+                                                        r"each example would be its text paired with itself"),
+        ("delimited", {"text_column": 3, "text_pair_column": 3}, r"3 is also the text column"),
+        ("jsonl", {"text_field": "a", "text_pair_field": "a"}, r"'a' is also the text field \(text_field\)"),
+        ("tfds", {"name": "glue/rte", "text_feature": "s", "text_pair_feature": "s"}, r"'s' is also the text feature"),
+    ],
+)
+def test_the_second_text_is_neither_the_text_nor_the_label(fmt, options, message):
+    with pytest.raises(pydantic.ValidationError, match=message) as info:
+        get_reader(fmt).options.model_validate(options, strict=True)
+    [error] = info.value.errors()
+    assert error["loc"] == (next(k for k in options if k.startswith("text_pair_")),)  # blamed on the pair option
+

@@ -150,6 +150,33 @@ def test_one_class_only(memory_reader):
     )
 
 
+@pytest.mark.parametrize("type_, label", [("regression", "2.5"), ("classification", "x"), ("tagging", ("N",))])
+def test_leaks_drop_that_empties_a_task_names_the_drop(memory_reader, type_, label):
+    """Every training text of `ta` is another task's test text: splits.leaks: drop removes them all."""
+    memory_reader["ta"] = [ex("one", label, "a.tsv:1"), ex("two", label, "a.tsv:2")]
+    memory_reader["tadev"] = [ex("five", label, "ad.tsv:1")]
+    memory_reader["held"] = [ex("one", "p", "b.tsv:1"), ex("two", "q", "b.tsv:2"), ex("three", "p", "b.tsv:3")]
+    cfg = config(task("ta", type_, train="ta", dev="tadev", test="tadev"), task("tb", train="held", dev="held", test="held"),
+                 splits={"leaks": "drop"})
+    with pytest.raises(DataError) as info:
+        load_task_data(cfg)
+    assert str(info.value) == (
+        "tasks[0].data.train: task 'ta': no training examples left: splits.leaks: drop removed all 2 of them "
+        "(every one's text is also in some task's dev or test split); give this task other data, or set "
+        "splits.leaks: keep (`keras-mtl data` lists the leaks)"
+    )
+
+
+def test_leaks_drop_that_leaves_one_class_says_how_many_it_removed(memory_reader):
+    memory_reader["ta"] = [ex("one", "x", "a.tsv:1"), ex("two", "y", "a.tsv:2"), ex("three", "x", "a.tsv:3")]
+    memory_reader["tadev"] = [ex("five", "x", "ad.tsv:1")]
+    memory_reader["held"] = [ex("two", "p", "b.tsv:1"), ex("four", "q", "b.tsv:2")]
+    cfg = config(task("ta", train="ta", dev="tadev", test="tadev"), task("tb", train="held", dev="held", test="held"),
+                 splits={"leaks": "drop"})
+    with pytest.raises(DataError, match=r"has 1 class after splits.leaks: drop removed 1 of its examples"):
+        load_task_data(cfg)
+
+
 def test_empty_training_text_names_file_and_line(memory_reader):
     memory_reader["a"] = [ex("fine", "x", "fake.tsv:2"), ex("   ", "y", "fake.tsv:3")]
     with pytest.raises(DataError) as info:

@@ -241,13 +241,13 @@ def test_config_mixes_pair_and_single_text_tasks(tmp_path):
 
 
 def test_a_mixed_split_encodes_pairs_and_single_texts(tmp_path):
-    from keras_mtl.data.tokenize import CLS, SEP, make_encoder
-    from keras_mtl.prepare import vocabulary_for
+    from keras_mtl.data.tokenize import CLS, SEP
+    from keras_mtl.prepare import tokenization_for
 
     config = _pair_config(tmp_path)
     data = load_task_data(config)
-    vocabulary = vocabulary_for(config, data)
-    encoder = make_encoder(vocabulary, config.model)
+    tokenization = tokenization_for(config, data)
+    vocabulary, encoder = tokenization.vocabulary, tokenization.encoder
     examples = data.splits["train"]
     split = encode_split(examples, encoder, config.tasks, data.classes)
     cls, sep = vocabulary.index(CLS), vocabulary.index(SEP)

@@ -3,7 +3,8 @@
 import json
 
 from keras_mtl.config import config_from_dict
-from keras_mtl.data.summary import data_summary, format_summary, leak_lines
+from keras_mtl.data.summary import format_summary, leak_lines
+from keras_mtl.prepare import data_summary
 
 CONLL = """\
 Confidence NN B-NP

@@ -220,3 +220,54 @@ def test_publish_skips_taken_numbers(tmp_path):
     assert next_version(tmp_path) == 3
     assert publish(tmp, tmp_path) == tmp_path / "3"
     assert (tmp_path / "3" / "saved_model.pb").exists() and not tmp.exists()
+
+
+# ---------------------------------------------------------------------------
+# the base dir: a version folder is not one; what an export created it removes
+
+
+def test_a_version_folder_is_refused_as_the_base(tmp_path):
+    from keras_mtl.serving.layout import prepare_base
+
+    base = tmp_path / "M"
+    _version(base, 1)
+    for wrong in (base / "1", base / "2"):  # the existing version, and a new number beside it
+        with pytest.raises(ModelError) as e:
+            prepare_base(wrong, create=False)
+        msg = str(e.value)
+        assert msg.startswith(f"--out {wrong}: this is a version folder of the model base {base}"), msg
+        assert f"pass the base, --out {base}" in msg and "\n" not in msg, msg
+        assert not (wrong / "1").exists() and not (base / "2").exists()
+    other = tmp_path / "elsewhere"
+    _version(other, 3)
+    with pytest.raises(ModelError, match="version folder"):
+        prepare_base(other / "3")  # holds saved_model.pb, whatever its name
+    assert prepare_base(base) == base
+    assert prepare_base(tmp_path / "2024") == tmp_path / "2024"  # a base named by digits, no versions beside it
+
+
+def test_cli_export_into_a_version_folder_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from keras_mtl.cli import main
+
+    base = tmp_path / "M"
+    _version(base, 1)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(["export", str(tmp_path / "no-run-needed"), "--out", str(base / "1")])  # refused before loading
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"keras-mtl export: error: --out {base / '1'}: this is a version folder"), err
+    assert f"--out {base}" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_missing_dirs_and_remove_empty_dirs(tmp_path):
+    from keras_mtl.serving.layout import missing_dirs, prepare_base, remove_empty_dirs
+
+    base = tmp_path / "a" / "b" / "c"
+    created = missing_dirs(base)
+    assert created == [base, tmp_path / "a" / "b", tmp_path / "a"]
+    prepare_base(base)
+    (tmp_path / "a" / "keep.txt").write_text("the user's")
+    remove_empty_dirs(created)
+    assert not (tmp_path / "a" / "b").exists() and (tmp_path / "a" / "keep.txt").exists()
+    assert missing_dirs(tmp_path) == []

@@ -1,4 +1,4 @@
-"""Fixtures of the task type tests: run a type's heads, serving ops and JSON on tiny inputs."""
+"""Fixtures of the task type tests: run a type's head, serving ops and JSON on tiny inputs."""
 
 import numpy as np
 import pytest
@@ -6,13 +6,15 @@ import pytest
 from keras_mtl.errors import ServingError
 
 
-def _run_heads(head, h):
-    """The type's heads built on an Input shaped like `h`, called on `h`: {output: numpy}."""
+def _run_head(head, h, gate=False, dropout=0.0):
+    """The type's head built on an Input shaped like `h` as `build_network` builds it
+    (the output named after the task), called on `h`: (the head layer, {output: numpy})."""
     import keras
 
     inputs = keras.Input(shape=h.shape[1:], dtype="float32")
-    model = keras.Model(inputs, head.build_heads(inputs))
-    return model, {k: np.asarray(v) for k, v in model.predict_on_batch(h).items()}
+    layer = head.build_head(gate=gate, dropout=dropout)
+    model = keras.Model(inputs, {head.task: layer(inputs)})
+    return layer, {k: np.asarray(v) for k, v in model.predict_on_batch(h).items()}
 
 
 def _serve(head, heads, word_starts=None, length=None):
@@ -39,8 +41,8 @@ def _predictions(head, outputs, num_words=None):
 
 
 @pytest.fixture
-def run_heads():
-    return _run_heads
+def run_head():
+    return _run_head
 
 
 @pytest.fixture

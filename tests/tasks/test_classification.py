@@ -5,7 +5,7 @@ import pytest
 
 from keras_mtl.data.example import Example
 from keras_mtl.errors import ServingError
-from keras_mtl.tasks import get_task_type
+from keras_mtl.tasks import LabelError, get_task_type
 from keras_mtl.tasks.classification import Classification
 
 CLASSES = ["neg", "neu", "pos"]
@@ -37,13 +37,13 @@ def test_encode_labels_missing_and_unseen_get_weight_zero(head):
     assert head.label_units(labels, [0, 1], weights[[0, 1]]).tolist() == [1.0, 0.0]
 
 
-def test_head_is_one_float32_softmax_named_after_the_task(head, run_heads):
-    model, out = run_heads(head, np.random.default_rng(0).normal(size=[2, 8]).astype("float32"))
+def test_head_is_one_float32_softmax_named_after_the_task(head, run_head):
+    layer, out = run_head(head, np.random.default_rng(0).normal(size=[2, 8]).astype("float32"))
     assert list(out) == ["sent"] == list(head.output_names)
     assert out["sent"].shape == (2, 3) and out["sent"].dtype == np.float32
     np.testing.assert_allclose(out["sent"].sum(axis=1), 1.0, rtol=1e-6)
-    dense = model.get_layer("sent")
-    assert dense.activation.__name__ == "softmax" and dense.dtype_policy.compute_dtype == "float32"
+    assert layer.name == "sent" and layer.units == 3 and layer.activation == "softmax" and not layer.squeeze
+    assert layer.output_dense.dtype_policy.compute_dtype == "float32"
 
 
 def test_loss_is_sparse_cross_entropy(head):
@@ -79,3 +79,48 @@ def test_json_takes_classes_from_metadata_without_a_classes_output(head, predict
         predictions(head, {"sent_label": [b"neu"], "sent_probabilities": [[0.2, 0.8]]})
     with pytest.raises(ServingError, match="missing sent_classes"):
         predictions(Classification("sent"), outputs)  # no classes in the metadata either
+
+
+# --- labels from data files: the type reads them, the reader says where ---------------
+
+
+def test_label_from_text_is_the_stripped_class_name():
+    assert Classification.label_from_text(" pos \n", "column 'label'") == "pos"
+    assert Classification.label_from_text("1", "column 1", allowed=["0", "1"]) == "1"
+    with pytest.raises(LabelError, match=r"^empty label in column 'label'$"):
+        Classification.label_from_text("  ", "column 'label'")
+    with pytest.raises(LabelError, match=r"^unknown label 'maybe'; the allowed labels \(option `labels`\) are: 'no', 'yes'$"):
+        Classification.label_from_text("maybe", "column 2", allowed=["no", "yes"])
+
+
+def test_label_from_json_takes_a_string_or_an_integer():
+    assert Classification.label_from_json(" pos ", "label") == "pos"
+    assert Classification.label_from_json(1, "label") == "1"  # the class named "1"
+    for bad, found in [(True, "a boolean: True"), (1.5, "a number: 1.5"), ("", "a string: ''"), (None, "null: None"),
+                       (["a"], "a list: ['a']")]:
+        with pytest.raises(LabelError) as info:
+            Classification.label_from_json(bad, "y")
+        assert str(info.value) == f"field 'y' must be a non-empty string or an integer for a classification task, found {found}"
+    with pytest.raises(LabelError, match="unknown label '2'"):
+        Classification.label_from_json(2, "y", allowed=["0", "1"])
+
+
+def test_label_from_tfds_names_class_label_ids():
+    names = ["neg", "pos"]
+    assert Classification.label_from_tfds(np.int64(1), names, "train") == "pos"
+    assert Classification.label_from_tfds(np.int64(7), None, "train") == "7"  # no ClassLabel: the digits
+    assert Classification.label_from_tfds(np.array(b" yes "), None, "train") == "yes"
+    assert Classification.label_from_tfds(np.bool_(True), None, "train") == "1"
+    with pytest.raises(LabelError, match=r"^label -1: split 'test' is unlabelled \(TFDS stores -1"):
+        Classification.label_from_tfds(np.int64(-1), names, "test")
+    with pytest.raises(LabelError, match=r"^label 2 is out of range for the 2 class names$"):
+        Classification.label_from_tfds(np.int64(2), names, "train")
+    with pytest.raises(LabelError, match=r"^the label is not valid UTF-8$"):
+        Classification.label_from_tfds(np.array(b"\xff"), None, "train")
+    with pytest.raises(LabelError, match=r"^a classification task needs a scalar label, found array"):
+        Classification.label_from_tfds(np.array([0, 1]), names, "train")
+    assert not Classification.unlabelled_split(["-1", "-1"])  # -1 ids are refused one by one
+
+
+def test_positive_class_is_a_classification_option():
+    assert Classification.options == ("positive_class",) and Classification.layer_suffixes == {}

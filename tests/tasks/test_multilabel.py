@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mtl.data.example import Example
-from keras_mtl.tasks import get_task_type
+from keras_mtl.tasks import LabelError, get_task_type
 from keras_mtl.tasks.multilabel import THRESHOLD, Multilabel
 
 CLASSES = ["film", "food", "sport"]
@@ -30,11 +30,11 @@ def test_encode_labels_is_multi_hot(head):
     assert weights.tolist() == [1.0, 0.0, 1.0]  # an empty label set is a label
 
 
-def test_head_is_a_float32_sigmoid(head, run_heads):
-    model, out = run_heads(head, np.zeros([2, 4], np.float32))
-    assert list(out) == ["topics"] and out["topics"].shape == (2, 3)
+def test_head_is_a_float32_sigmoid(head, run_head):
+    layer, out = run_head(head, np.zeros([2, 4], np.float32))
+    assert list(out) == ["topics"] and out["topics"].shape == (2, 3) and out["topics"].dtype == np.float32
     np.testing.assert_allclose(out["topics"], 0.5)  # zero input, zero bias
-    assert model.get_layer("topics").activation.__name__ == "sigmoid"
+    assert layer.name == "topics" and layer.activation == "sigmoid" and layer.units == 3
 
 
 def test_loss_is_binary_cross_entropy(head):
@@ -58,3 +58,36 @@ def test_decode_and_serving_agree_on_the_threshold(head, serve, predictions):
     json = predictions(head, served)
     assert [p["labels"] for p in json] == [list(head.decode(out, r)) for r in range(2)]
     assert json[0]["probabilities"] == {"film": 0.9, "food": 0.5, "sport": 0.51}
+
+
+# --- labels from data files -------------------------------------------------------------
+
+
+def test_label_from_text_splits_drops_blanks_and_repeats():
+    assert Multilabel.label_from_text(" sport, film ,,sport ", "column 'label'") == ("sport", "film")
+    assert Multilabel.label_from_text("a|b", "column 1", separator="|") == ("a", "b")
+    assert Multilabel.label_from_text("  ", "column 1") == ()  # an example with no labels
+    with pytest.raises(LabelError, match=r"^unknown label 'x'; the allowed labels \(option `labels`\) are: 'a', 'b'$"):
+        Multilabel.label_from_text("a,x", "column 1", allowed=["a", "b"])
+
+
+def test_label_from_json_is_a_list_of_names():
+    assert Multilabel.label_from_json(["b", 1, " b "], "tags") == ("b", "1")
+    with pytest.raises(LabelError) as info:
+        Multilabel.label_from_json("a,b", "tags")
+    assert str(info.value) == "field 'tags' must be a list of labels for a multilabel task, found a string: 'a,b'"
+    with pytest.raises(LabelError) as info:
+        Multilabel.label_from_json(["a", None], "tags")
+    assert str(info.value) == "field 'tags' must hold non-empty strings or integers, found null: None"
+    with pytest.raises(LabelError, match="unknown label 'c'"):
+        Multilabel.label_from_json(["a", "c"], "tags", allowed=["a"])
+
+
+def test_label_from_tfds_is_a_sequence_of_class_labels():
+    names = ["film", "food", "sport"]
+    assert Multilabel.label_from_tfds(np.array([2, 0, 2]), names, "train") == ("sport", "film")
+    assert Multilabel.label_from_tfds(np.array([b"x", b"y"]), None, "train") == ("x", "y")
+    with pytest.raises(LabelError, match=r"^a multilabel task needs a sequence label feature, found np.int64\(1\)$"):
+        Multilabel.label_from_tfds(np.int64(1), names, "train")
+    with pytest.raises(LabelError, match="split 'test' is unlabelled"):
+        Multilabel.label_from_tfds(np.array([-1]), names, "test")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_mtl.data.example import Example
-from keras_mtl.tasks import get_task_type
+from keras_mtl.tasks import LabelError, get_task_type
 from keras_mtl.tasks.tagging import Tagging
 
 TAGS = ["DET", "NOUN", "VERB"]
@@ -50,10 +50,11 @@ def test_dataset_columns_units_and_batches(head):
     assert sw.tolist() == [[0, 1, 1, 1], [0, 1, 0, 0]]
 
 
-def test_head_reads_every_token(head, run_heads):
-    model, out = run_heads(head, np.ones([2, 5, 4], np.float32))
+def test_head_reads_every_token(head, run_head):
+    layer, out = run_head(head, np.ones([2, 5, 4], np.float32))
     assert list(out) == ["pos"] and out["pos"].shape == (2, 5, 3) and out["pos"].dtype == np.float32
     np.testing.assert_allclose(out["pos"].sum(-1), 1.0, rtol=1e-6)
+    assert layer.name == "pos" and layer.activation == "softmax"
 
 
 def test_loss_is_sparse_cross_entropy_over_labelled_tokens(head):
@@ -78,3 +79,11 @@ def test_decode_serving_and_json(head, serve, predictions):
     assert served["pos_tags"].tolist() == [[b"DET", b"VERB", b""], [b"NOUN", b"", b""]]
     assert predictions(head, served, num_words=[3, 1]) == [{"tags": ["DET", "VERB", ""]}, {"tags": ["NOUN"]}]
     assert predictions(head, served) == [{"tags": ["DET", "VERB"]}, {"tags": ["NOUN"]}]  # no num_words: trailing "" cut
+
+
+def test_no_sentence_format_reads_a_tagging_label():
+    # tagging labels come from the word-per-line readers (conll, conllu), which build them
+    for read, args in [(Tagging.label_from_text, ("DET NOUN", "column 1")), (Tagging.label_from_json, (["DET"], "tags")),
+                       (Tagging.label_from_tfds, (np.array([0]), ["DET"], "train"))]:
+        with pytest.raises(LabelError, match=r"^a tagging label cannot be read from a"):
+            read(*args)

@@ -45,12 +45,12 @@ naming the line (or, with `skip_empty_text`, a skipped row).
 Labels follow the conventions of `keras_mtl.data.example`: classification
 labels are strings (a label `1` in a file is the class name "1"), multilabel
 labels are tuples of strings (in file order, without repeats) and regression
-labels are floats.
+labels are floats. The task's type reads them (`TaskType.label_from_text`,
+`label_from_json`); the reader adds where the label is to its errors.
 """
 
 import csv
 import json
-import math
 from pathlib import Path
 from typing import List, Literal, Optional, Union
 
@@ -61,10 +61,45 @@ from keras_mtl.data.readers import open_text
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
+from keras_mtl.tasks import LabelError, get_task_type
+from keras_mtl.tasks.labels import json_type_name
 
 SENTENCE_TASK_TYPES = ("classification", "multilabel", "regression")
 
 Column = Union[pydantic.StrictInt, pydantic.StrictStr]
+
+
+def same_column(a, b):
+    """Whether two `delimited` columns are surely the same: two indexes, or two names
+    (stripped, as the header is read). A name and an index are told apart by the header only."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a == b
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip() == b.strip()
+    return False
+
+
+def check_second_text(value, info, others, what, same=lambda a, b: a == b):
+    """A pair option's validator (declared after `others`): the second text must not be read
+    from the text's or the label's column (field, feature), else a ValueError saying which.
+
+    `others` are (text option, label option) of the options model; `info.data` holds
+    those of them that are valid.
+    """
+    if value is None:
+        return value
+    text, label = others
+    if same(value, info.data.get(label)):
+        raise ValueError(
+            f"{value!r} is also the label {what} ({label}): the model would read each example's label as "
+            f"its second text; name the {what} that holds the second text"
+        )
+    if same(value, info.data.get(text)):
+        raise ValueError(
+            f"{value!r} is also the text {what} ({text}): each example would be its text paired with "
+            f"itself; name the {what} that holds the second text"
+        )
+    return value
 
 
 class _LabelledRecordOptions(ReaderOptions):
@@ -97,19 +132,20 @@ class DelimitedOptions(_LabelledRecordOptions):
             "or without a header)."
         ),
     )
+    label_column: Column = pydantic.Field(
+        "label",
+        description=(
+            "The column holding the label: a header name or a 0-based index, "
+            "as for `text_column`."
+        ),
+    )
+    # After text_column and label_column: its validator compares it with them.
     text_pair_column: Optional[Column] = pydantic.Field(
         None,
         description=(
             "Sentence-pair tasks: the column holding the second text (a header "
             "name or a 0-based index, as for `text_column`). null (the default): "
             "a single-text task."
-        ),
-    )
-    label_column: Column = pydantic.Field(
-        "label",
-        description=(
-            "The column holding the label: a header name or a 0-based index, "
-            "as for `text_column`."
         ),
     )
     header: bool = pydantic.Field(
@@ -158,6 +194,11 @@ class DelimitedOptions(_LabelledRecordOptions):
             raise ValueError("a column name must not be empty")
         return value
 
+    @pydantic.field_validator("text_pair_column")
+    @classmethod
+    def _second_text_column(cls, value, info):
+        return check_second_text(value, info, ("text_column", "label_column"), "column", same_column)
+
     @pydantic.field_validator("delimiter")
     @classmethod
     def _one_char(cls, value):
@@ -182,14 +223,6 @@ class JsonlOptions(_LabelledRecordOptions):
         min_length=1,
         description="The key of each JSON object that holds the text (a string).",
     )
-    text_pair_field: Optional[str] = pydantic.Field(
-        None,
-        min_length=1,
-        description=(
-            "Sentence-pair tasks: the key that holds the second text (a string). "
-            "null (the default): a single-text task."
-        ),
-    )
     label_field: str = pydantic.Field(
         "label",
         min_length=1,
@@ -199,16 +232,30 @@ class JsonlOptions(_LabelledRecordOptions):
             "(multilabel), or a number (regression)."
         ),
     )
+    # After text_field and label_field: its validator compares it with them.
+    text_pair_field: Optional[str] = pydantic.Field(
+        None,
+        min_length=1,
+        description=(
+            "Sentence-pair tasks: the key that holds the second text (a string). "
+            "null (the default): a single-text task."
+        ),
+    )
     encoding: str = pydantic.Field(
         "utf-8", description="Text encoding of the file (JSON Lines is UTF-8)."
     )
+
+    @pydantic.field_validator("text_pair_field")
+    @classmethod
+    def _second_text_field(cls, value, info):
+        return check_second_text(value, info, ("text_field", "label_field"), "field")
 
 
 def _string_field(record, field, role, where):
     """`record[field]` stripped; a DataError naming the line unless it is a string."""
     value = record[field]
     if not isinstance(value, str):
-        raise DataError(f"{where}: field {field!r}{role} must be a string, found {_type_name(value)}: {value!r:.80}")
+        raise DataError(f"{where}: field {field!r}{role} must be a string, found {json_type_name(value)}: {value!r:.80}")
     return value.strip()
 
 
@@ -216,43 +263,13 @@ def _empty_field(field, role, where):
     return DataError(f"{where}: field {field!r}{role} is empty (set `skip_empty_text: true` to skip such lines)")
 
 
-def _check_allowed(labels, allowed, where):
-    if allowed is None:
-        return
-    for label in labels:
-        if label not in allowed:
-            raise DataError(
-                f"{where}: unknown label {label!r}; the allowed labels "
-                f"(option `labels`) are: {', '.join(map(repr, allowed))}"
-            )
-
-
-def _parse_label(raw, task_type, options, where, column_desc):
-    """Turns a label field (a string) into the label of `task_type`."""
-    raw = raw.strip()
-    if task_type == "regression":
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None
-        if value is None or not math.isfinite(value):
-            raise DataError(
-                f"{where}: regression label {raw!r} in {column_desc} is not a "
-                f"finite number"
-            )
-        return value
-    if task_type == "multilabel":
-        labels = []
-        for part in raw.split(options.label_separator):
-            part = part.strip()
-            if part and part not in labels:
-                labels.append(part)
-        _check_allowed(labels, options.labels, where)
-        return tuple(labels)
-    if not raw:
-        raise DataError(f"{where}: empty label in {column_desc}")
-    _check_allowed([raw], options.labels, where)
-    return raw
+def read_label(where, read, *args, **kwargs):
+    """`read(*args, **kwargs)`: a task type's `label_from_text` (`_json`, `_tfds`)
+    on one raw label; its LabelError becomes a DataError naming `where` (path:line)."""
+    try:
+        return read(*args, **kwargs)
+    except LabelError as e:
+        raise DataError(f"{where}: {e}") from None
 
 
 def _resolve_column(column, names, header_where, what):
@@ -361,6 +378,7 @@ def read_delimited(request):
     label_desc = (
         f"column {names[label_idx].strip()!r}" if names else f"column {label_idx}"
     )
+    kind = get_task_type(request.task_type)  # the type reads the labels
 
     examples = []
     for lineno, fields in rows:
@@ -391,8 +409,9 @@ def read_delimited(request):
                     f"{where}: empty second text in {pair_desc} (text_pair_column; "
                     f"set `skip_empty_text: true` to skip such rows)"
                 )
-        label = _parse_label(
-            fields[label_idx], request.task_type, options, where, label_desc
+        label = read_label(
+            where, kind.label_from_text, fields[label_idx], label_desc,
+            separator=options.label_separator, allowed=options.labels,
         )
         examples.append(
             Example(
@@ -411,71 +430,6 @@ def read_delimited(request):
     return examples
 
 
-def _type_name(value):
-    return {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
-def _json_label(value, task_type, options, where):
-    """Turns a decoded JSON label into the label of `task_type`."""
-    field = options.label_field
-    if task_type == "regression":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DataError(
-                f"{where}: field {field!r} must be a number for a regression "
-                f"task, found {_type_name(value)}: {value!r:.80}"
-            )
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise DataError(f"{where}: field {field!r} is not a finite number")
-        return number
-
-    def as_name(item):
-        if isinstance(item, str) and item.strip():
-            return item.strip()
-        if isinstance(item, int) and not isinstance(item, bool):
-            return str(item)
-        return None
-
-    if task_type == "multilabel":
-        if not isinstance(value, list):
-            raise DataError(
-                f"{where}: field {field!r} must be a list of labels for a "
-                f"multilabel task, found {_type_name(value)}: {value!r:.80}"
-            )
-        labels = []
-        for item in value:
-            name = as_name(item)
-            if name is None:
-                raise DataError(
-                    f"{where}: field {field!r} must hold non-empty strings or "
-                    f"integers, found {_type_name(item)}: {item!r:.80}"
-                )
-            if name not in labels:
-                labels.append(name)
-        _check_allowed(labels, options.labels, where)
-        return tuple(labels)
-    name = as_name(value)
-    if name is None:
-        raise DataError(
-            f"{where}: field {field!r} must be a non-empty string or an "
-            f"integer for a classification task, found {_type_name(value)}: "
-            f"{value!r:.80}"
-        )
-    _check_allowed([name], options.labels, where)
-    return name
-
-
 def read_jsonl(request):
     """Read a JSON Lines file (one JSON object a line) into `Example`s.
 
@@ -492,6 +446,7 @@ def read_jsonl(request):
     options = request.options
     path = str(request.source)
     lines = open_text(path, options.encoding)
+    kind = get_task_type(request.task_type)  # the type reads the labels
     examples = []
     for index, line in enumerate(lines):
         if not line.strip():
@@ -507,7 +462,7 @@ def read_jsonl(request):
             raise DataError(f"{where}: invalid JSON ({e})") from None
         if not isinstance(record, dict):
             raise DataError(
-                f"{where}: expected a JSON object, found {_type_name(record)}"
+                f"{where}: expected a JSON object, found {json_type_name(record)}"
             )
         fields = [options.text_field, options.label_field]
         if options.text_pair_field is not None:
@@ -531,8 +486,8 @@ def read_jsonl(request):
                 if options.skip_empty_text:
                     continue
                 raise _empty_field(options.text_pair_field, " (the second text, text_pair_field)", where)
-        label = _json_label(
-            record[options.label_field], request.task_type, options, where
+        label = read_label(
+            where, kind.label_from_json, record[options.label_field], options.label_field, allowed=options.labels
         )
         examples.append(
             Example(

@@ -25,6 +25,7 @@ from keras_mtl.data.readers import open_text
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
+from keras_mtl.tasks.labels import class_name
 
 
 class PerLabelOptions(ReaderOptions):
@@ -71,14 +72,14 @@ def read_per_label(request):
     if not source:
         raise _shape_error(request, "an empty mapping")
     examples = []
-    for label, path in source.items():
-        if isinstance(label, bool) or not isinstance(label, (str, int)) or not str(label).strip():
-            raise _shape_error(request, f"the label {label!r}")
+    for key, path in source.items():
+        label = class_name(key)  # a non-blank string (stripped) or an integer (`1`: the class "1")
+        if label is None:
+            raise _shape_error(request, f"the label {key!r}")
         if not isinstance(path, (str, PurePath)):
             raise _shape_error(
-                request, f"{type(path).__name__} {path!r:.200} as the file of label {label!r}"
+                request, f"{type(path).__name__} {path!r:.200} as the file of label {key!r}"
             )
-        label = str(label).strip()
         path = str(path)
         count = 0
         for index, line in enumerate(open_text(path, options.encoding)):

@@ -30,7 +30,9 @@ import pydantic
 from keras_mtl.data.example import Example
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
+from keras_mtl.data.readers.delimited import check_second_text, read_label
 from keras_mtl.errors import DataError
+from keras_mtl.tasks import get_task_type
 
 
 class TfdsOptions(ReaderOptions):
@@ -47,14 +49,6 @@ class TfdsOptions(ReaderOptions):
     text_feature: str = pydantic.Field(
         "sentence", description="The feature holding the text (a `Text` feature)."
     )
-    text_pair_feature: Optional[str] = pydantic.Field(
-        None,
-        min_length=1,
-        description=(
-            "Sentence-pair tasks: the feature holding the second text (a `Text` "
-            "feature). null (the default): a single-text task."
-        ),
-    )
     label_feature: str = pydantic.Field(
         "label",
         description=(
@@ -62,6 +56,15 @@ class TfdsOptions(ReaderOptions):
             "names; other integers and strings become class names as written; "
             "regression tasks take its value as a float; multilabel tasks "
             "take a sequence (of `ClassLabel`s, integers or strings)."
+        ),
+    )
+    # After text_feature and label_feature: its validator compares it with them.
+    text_pair_feature: Optional[str] = pydantic.Field(
+        None,
+        min_length=1,
+        description=(
+            "Sentence-pair tasks: the feature holding the second text (a `Text` "
+            "feature). null (the default): a single-text task."
         ),
     )
     data_dir: Optional[str] = pydantic.Field(
@@ -78,6 +81,11 @@ class TfdsOptions(ReaderOptions):
             "false: use only what is already prepared (no network)."
         ),
     )
+
+    @pydantic.field_validator("text_pair_feature")
+    @classmethod
+    def _second_text_feature(cls, value, info):
+        return check_second_text(value, info, ("text_feature", "label_feature"), "feature")
 
 
 def _first_line(error):
@@ -96,66 +104,6 @@ def _class_names(feature):
         inner = getattr(feature, "feature", None)
         names = getattr(inner, "names", None)
     return list(names) if names is not None else None
-
-
-def _scalar_name(value, names, where, split):
-    """One class name from a decoded scalar label."""
-    if hasattr(value, "item") and getattr(value, "shape", ()) == ():
-        value = value.item()
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"{where}: the label is not valid UTF-8") from None
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        if value < 0:
-            raise DataError(
-                f"{where}: label {value}: split {split!r} is unlabelled (TFDS "
-                f"stores -1 for test splits without public labels); use a "
-                f"labelled split such as `validation` or a slice of `train`"
-            )
-        if names is not None:
-            if value >= len(names):
-                raise DataError(
-                    f"{where}: label {value} is out of range for the "
-                    f"{len(names)} class names"
-                )
-            return names[value]
-        return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise DataError(f"{where}: cannot use {value!r:.80} as a class label")
-
-
-def _label(value, task_type, names, where, split):
-    if task_type == "regression":
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise DataError(
-                f"{where}: the label {value!r:.80} is not a number (regression)"
-            ) from None
-        return number
-    if task_type == "multilabel":
-        if getattr(value, "ndim", 0) != 1:
-            raise DataError(
-                f"{where}: a multilabel task needs a sequence label feature, "
-                f"found {value!r:.80}"
-            )
-        labels = []
-        for item in value:
-            name = _scalar_name(item, names, where, split)
-            if name not in labels:
-                labels.append(name)
-        return tuple(labels)
-    if getattr(value, "ndim", 0) != 0:
-        raise DataError(
-            f"{where}: a classification task needs a scalar label, found "
-            f"{value!r:.80}"
-        )
-    return _scalar_name(value, names, where, split)
 
 
 def _text(record, feature, origin):
@@ -249,6 +197,7 @@ def read_tfds(request):
                 f"its features are: {', '.join(map(repr, available))}"
             )
     names = _class_names(features[options.label_feature])
+    kind = get_task_type(request.task_type)  # the type reads the labels
 
     try:
         dataset = builder.as_dataset(split=split)
@@ -272,9 +221,7 @@ def read_tfds(request):
                         f"{origin}: feature {options.text_pair_feature!r} (the "
                         f"second text, text_pair_feature) is empty"
                     )
-            label = _label(
-                record[options.label_feature], request.task_type, names, origin, split
-            )
+            label = read_label(origin, kind.label_from_tfds, record[options.label_feature], names, split)
             examples.append(
                 Example(
                     text=text.strip(),
@@ -290,9 +237,7 @@ def read_tfds(request):
 
     if not examples:
         raise DataError(f"{where}: the split has no examples")
-    if request.task_type == "regression" and all(
-        example.labels[request.task_name] == -1.0 for example in examples
-    ):
+    if kind.unlabelled_split([example.labels[request.task_name] for example in examples]):
         raise DataError(
             f"{where}: every label is -1: split {split!r} is unlabelled (TFDS "
             f"stores -1 for test splits without public labels)"

@@ -1,0 +1,119 @@
+"""Copying a trained network's weights into a new one, matched by role.
+
+A new network for other tasks (`adapt`: a new task from K examples) or for
+one of the trained network's tasks (`finetune`: MT-DNN's second stage)
+starts from the trained shared encoder (the `SharedEncoder` layer, whatever
+Keras named it and the keras-hub backbone inside), the layers shared across
+tasks (mixture of experts, task relation) and, for a task of both networks,
+that task's own layers (pooling, head) and rows of the per-task tables.
+"""
+
+import keras_hub
+import numpy as np
+
+from keras_mtl.layers import SharedEncoder
+
+
+def is_task_layer(name, task_names):
+    """Whether a layer belongs to one task (its head, pooling, gate, dropout)."""
+    return any(name == t or name.startswith(f"{t}_") for t in task_names)
+
+
+def _of_class(model, cls):
+    """The top-level layers of `model` that are a `cls`."""
+    return [layer for layer in model.layers if isinstance(layer, cls)]
+
+
+def transfer_weights(source, target, source_tasks, target_tasks):
+    """Copy the shared layers of `source` into `target`, matched by role
+    (and the layers of the tasks they share: fine-tuning a multi-task network
+    on one of its tasks).
+
+    The shared encoder is one role: the `SharedEncoder` layer of `target`
+    takes the weights of the `SharedEncoder` of `source`, whatever their
+    names (and whatever Keras named the keras-hub backbone inside).
+    Every other layer (the mixture of experts, the task relation layer) is
+    matched by name and class.
+
+    A network saved before the encoder was one layer has the encoder's
+    layers at its top level (`embedding`, `encoder_0`, `adapter_0`, a preset's
+    `transformer_layer_0`, ..., or a keras-hub Backbone called as a whole):
+    those are copied into the layers of the target's encoder of the same
+    name and class (a Backbone into its Backbone).
+
+    A weight of the same shape is copied. A per-task table (first axis =
+    number of source tasks in `source`, = number of target tasks in `target`)
+    takes the rows of the target tasks where every target task is a source
+    task (fine-tuning), and otherwise starts from the mean over the source
+    tasks (a new task). Task-specific layers (named after a task: its head,
+    `<task>_pool`, ...) are copied by name for a task of both networks and
+    left as initialized for the others.
+
+    Returns:
+        (names of the copied layers, as in `source`; names of the layers of
+        `target` left as initialized).
+    """
+    n_src, n_tgt = len(source_tasks), len(target_tasks)
+    # per-task tables: the target tasks' own rows when the source has them all, else the mean
+    rows = [list(source_tasks).index(t) for t in target_tasks] if set(target_tasks) <= set(source_tasks) else None
+    both = [t for t in target_tasks if t in source_tasks]  # tasks whose own layers are copied
+    names = {layer.name: layer for layer in source.layers}
+    src_encoders, tgt_encoders = _of_class(source, SharedEncoder), _of_class(target, SharedEncoder)
+    src_backbones = _of_class(source, keras_hub.models.Backbone)
+    tasks = list(source_tasks) + list(target_tasks)
+
+    def counterpart(layer):
+        """The layer of `source` whose weights `layer` of `target` takes, or None."""
+        if isinstance(layer, keras_hub.models.Backbone):  # a Backbone by role (Keras numbers their names)
+            return src_backbones[0] if len(src_backbones) == 1 else None
+        src = names.get(layer.name)
+        return src if src is not None and type(src).__name__ == type(layer).__name__ else None
+
+    pairs = []  # (layer of target, its counterpart in source or None)
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        # The encoder first: `shared_encoder` looks like a layer of a task named `shared`.
+        if isinstance(layer, SharedEncoder) and len(tgt_encoders) == 1:
+            if len(src_encoders) == 1:  # the shared encoder, by role
+                pairs.append((layer, src_encoders[0]))
+            elif not src_encoders:  # a network saved before the encoder was one layer: by part
+                parts = [(part, counterpart(part)) for part in layer.layers_in_order() if part.weights]
+                pairs += parts if any(src is not None for _, src in parts) else [(layer, None)]
+            else:
+                pairs.append((layer, None))
+        elif is_task_layer(layer.name, both):  # a task of both networks: its own layers
+            pairs.append((layer, counterpart(layer)))
+        elif is_task_layer(layer.name, tasks):
+            pairs.append((layer, None))
+        else:
+            pairs.append((layer, counterpart(layer)))
+
+    copied, fresh = [], []
+    for layer, src in pairs:
+        if src is not None and _copy_weights(src, layer, n_src, n_tgt, rows):
+            copied.append(src.name)
+        else:
+            fresh.append(layer.name)
+    return copied, fresh
+
+
+def _copy_weights(src, layer, n_src, n_tgt, rows=None):
+    """Set the weights of `layer` from those of `src` (per-task tables: the `rows`
+    of the source tasks, or their mean); False (nothing set) when they do not match."""
+    old, new = src.get_weights(), layer.get_weights()
+    if len(old) != len(new):
+        return False
+    values = []
+    for o, n in zip(old, new):
+        if o.shape == n.shape:
+            values.append(o)
+        elif o.ndim == n.ndim and o.shape[0] == n_src and n.shape[0] == n_tgt and o.shape[1:] == n.shape[1:]:
+            if rows is not None:
+                values.append(o[rows])
+            else:
+                values.append(np.repeat(o.mean(axis=0, keepdims=True), n_tgt, axis=0).astype(o.dtype))
+        else:
+            return False
+    layer.set_weights(values)
+    return True

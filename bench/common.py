@@ -294,17 +294,17 @@ def bench_config(encoder, seq, batch, tasks=("topic", "sentiment", "pos"), condi
 
 def build_compiled(loaded, total_steps=1000):
     """The keras-mtl model of `loaded`, wrapped and compiled exactly as
-    keras_mtl.train does it (`keras_mtl.train.compiled_trainer`: the
+    keras_mtl.train does it (`keras_mtl.training.compiled_trainer`: the
     functional network inside a `MultiTaskTrainer`). The trainer's `network`
     attribute is the plain functional model."""
     import keras
 
     from keras_mtl.model import build_network
-    from keras_mtl.train import compiled_trainer
+    from keras_mtl.training import compiled_trainer
 
     cfg = loaded.config
     classes = {t.name: DEMO_CLASSES[t.name] for t in cfg.tasks}
-    keras.mixed_precision.set_global_policy(cfg.train.precision)  # as keras_mtl.train.train does
+    keras.mixed_precision.set_global_policy(cfg.train.precision)  # as keras_mtl.training.train does
     vocabulary = [f"piece{i}" for i in range(cfg.model.vocabulary_size)]  # random ids: only its size matters
     return compiled_trainer(build_network(cfg, classes, vocabulary), cfg, total_steps)
 

@@ -10,7 +10,7 @@
    so the 4,175 subjective sentences shared with polarity land in the same
    split in both tasks).
 2. (a) `keras_mtl.meta.reptile.meta_train` (Reptile) on polarity + CoLA -> WORKDIR/meta.
-3. (b) `keras_mtl.train.train` on the same config (plain multi-task training,
+3. (b) `keras_mtl.training.train` on the same config (plain multi-task training,
    the config's epochs x steps_per_epoch = as many optimizer steps as
    meta_steps x inner_steps) -> WORKDIR/mtl.
 4. For K in --shots and every seed: `keras_mtl.meta.adapt.adapt` to subjectivity
@@ -98,7 +98,7 @@ def main(argv=None):
     from keras_mtl.config import load_config
     from keras_mtl.meta.adapt import Adapter
     from keras_mtl.meta.reptile import meta_train
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     overrides = []
     if args.tiny:

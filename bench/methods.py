@@ -6,7 +6,7 @@
     python bench/methods.py --tiny                # demo config, seconds (tests/test_bench.py)
 
 Each row is the config with a few `--set` overrides (a switch of keras-mtl,
-nothing else changed) and is trained from scratch with `keras_mtl.train.train`
+nothing else changed) and is trained from scratch with `keras_mtl.training.train`
 for the same number of steps (`train.epochs` x `train.steps_per_epoch`) and
 the same seeds (`seed=S`; the data split seed is fixed, so every row is scored
 on the same dev examples). The table reports, per task, the primary metric on

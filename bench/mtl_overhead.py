@@ -40,7 +40,7 @@ def plain_model(encoder, seq, dropout, total_steps, jit):
     import keras_hub
 
     from keras_mtl.config import TrainConfig
-    from keras_mtl.train import make_optimizer
+    from keras_mtl.training import make_optimizer
 
     token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     padding_mask = keras.Input(shape=(None,), dtype="bool", name="padding_mask")

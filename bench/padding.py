@@ -160,10 +160,11 @@ def main(argv=None):
         return 0
     from keras_mtl.data.buckets import bucket_lengths, training_bucket_lengths
     from keras_mtl.data.tokenize import load_vocabulary
-    from keras_mtl.prepare import prepare
+    from keras_mtl.prepare import Tokenization, prepare
 
     run.say(f"== {NAME}: {config_path}, {batches_n} batches of {cfg.train.batch_size}")
-    prepared = prepare(loaded, plan=False, vocabulary=load_vocabulary(args.vocab) if args.vocab else None)
+    given = Tokenization.of_vocabulary(load_vocabulary(args.vocab), cfg.model) if args.vocab else None
+    prepared = prepare(loaded, plan=False, tokenization=given)
     encoder, encoded = prepared.encoder, prepared.encoded["train"]
     max_len = cfg.model.max_sequence_length
     buckets = training_bucket_lengths(encoded, cfg.tasks, cfg.train, max_len)

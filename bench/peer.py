@@ -19,7 +19,7 @@ Training (batch 32, sequence 64 and 128, synthetic token ids with every
 position a real token, random labels; the same seeded numpy arrays on both
 sides):
   * keras-mtl: its real training path (`keras_mtl.model.build_network`,
-    which loads the preset's backbone, `keras_mtl.train.compiled_trainer`:
+    which loads the preset's backbone, `keras_mtl.training.compiled_trainer`:
     AdamW + warm-up/cosine schedule + clipnorm=1.0, `jit_compile: auto`) and
     `model.fit`, on TensorFlow (graph mode; XLA only where `auto` picks it:
     not on a CPU) and on JAX (XLA), at `train.precision: float32` and
@@ -36,7 +36,7 @@ sides):
   --warmup more steps. Every step ends by reading the loss (a device sync).
 
 Serving (raw text in, labels and probabilities out, float32):
-  * keras-mtl: the exported SavedModel (`keras_mtl.export.export` of a work
+  * keras-mtl: the exported SavedModel (`keras_mtl.serving.export.export` of a work
     dir holding the model: tokenizer inside), its `serving_default` called
     with a string tensor, outputs read to numpy;
   * transformers: `AutoTokenizer(texts, padding=True, truncation=True)` +
@@ -207,7 +207,7 @@ def keras_train(spec, job):
     import keras
     import numpy as np
 
-    from keras_mtl.train import compiled_trainer
+    from keras_mtl.training import compiled_trainer
 
     backend = keras.backend.backend()
     batch, warmup, steps = spec["batch"], spec["warmup"], spec["steps"]
@@ -270,7 +270,7 @@ def keras_serve(spec, job):
     import tensorflow as tf
 
     from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.pretrained import preset_vocabulary
     from keras_mtl.serving.predict import load_signature
     from keras_mtl.record import RunRecord

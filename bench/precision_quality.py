@@ -5,7 +5,7 @@
     python bench/precision_quality.py --tiny             # demo config, seconds (tests/test_bench.py)
 
 Each seed trains the config's multi-task model twice with
-`keras_mtl.train.train`, identical but for `train.precision`: float32 and
+`keras_mtl.training.train`, identical but for `train.precision`: float32 and
 the candidate (`auto`, the default since this check, is resolved on this
 machine by keras_mtl.precision and named in the table). Both are scored on the same
 test examples, and `keras_mtl.compare.bootstrap_compare` (the interval of

@@ -67,7 +67,7 @@ def build_models(tmp, encoder, max_len, tasks=None, embedding=True):
     """{key: (version dir, params, tasks answered)} + test texts + task names."""
     from keras_mtl.compare import subset_raw
     from keras_mtl.config import config_from_dict, load_config
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.prepare import prepare
 
     model = {k: v for k, v in encoder.items() if k != "vocabulary_size"}

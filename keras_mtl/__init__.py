@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_config": ("keras_mtl.config", "load_config"),
-    "train": ("keras_mtl.train", "train"),
-    "evaluate": ("keras_mtl.evaluate", "evaluate_run"),
-    "export": ("keras_mtl.export", "export"),
+    "train": ("keras_mtl.training", "train"),
+    "evaluate": ("keras_mtl.evaluation", "evaluate_run"),
+    "export": ("keras_mtl.serving.export", "export"),
     "predict": ("keras_mtl.serving.predict", "predict"),
     "data_summary": ("keras_mtl.prepare", "data_summary"),
 }

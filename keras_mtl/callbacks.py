@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_mtl.evaluate import evaluate_split
+from keras_mtl.evaluation import evaluate_split
 
 
 class PerTaskEvaluation(keras.callbacks.Callback):

@@ -43,11 +43,18 @@ class Tokenization:
     encoder: object  # data.tokenize.TextEncoder
     tokenizer_record: Optional[dict] = None  # a preset's tokenizer, kept whole (tokenizer.json); None: vocab.txt says all
 
+    @classmethod
+    def of_vocabulary(cls, vocabulary, model_cfg):
+        """A learned WordPiece vocabulary's (`model.lowercase`, `model.max_sequence_length`)."""
+        from keras_mtl.data.tokenize import make_encoder  # lazy: TensorFlow
+
+        return cls(list(vocabulary), make_encoder(list(vocabulary), model_cfg))
+
 
 def tokenization_for(config, data):
     """The preset's own tokenizer (`model.preset`), or a WordPiece vocabulary
     learned from the training texts (both texts of a pair)."""
-    from keras_mtl.data.tokenize import compute_vocabulary, encoder_from_tokenizer, make_encoder, tokenizer_record
+    from keras_mtl.data.tokenize import compute_vocabulary, encoder_from_tokenizer, tokenizer_record  # lazy: TF
 
     if config.model.preset:
         from keras_mtl.pretrained import load_tokenizer
@@ -59,7 +66,7 @@ def tokenization_for(config, data):
         return Tokenization(list(tokenizer.get_vocabulary()), encoder, tokenizer_record(tokenizer))
     texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
     vocabulary = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
-    return Tokenization(vocabulary, make_encoder(vocabulary, config.model))
+    return Tokenization.of_vocabulary(vocabulary, config.model)
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ def data_summary(config, overrides=(), tokenize=True):
     return summarize_data(loaded.config, data, encoder)
 
 
-def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocabulary=None, teachers=None):
+def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, tokenization=None, teachers=None):
     """Load, tokenize and encode the data of `config`; with `plan`, the training plan.
 
     Args:
@@ -155,9 +162,10 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
             epochs x steps, the sampling schedule and the bucket lengths.
         max_steps: optional cap on the total training steps (`plan_steps`).
         data: the config's `TaskData` when already loaded.
-        vocabulary: a learned WordPiece vocabulary to encode with (default:
-            `tokenization_for`: learned from the training texts, or the
-            preset's tokenizer).
+        tokenization: how to read text (`Tokenization`; default
+            `tokenization_for`: the preset's tokenizer, or a vocabulary
+            learned from the training texts). A fine-tuned run reads text
+            as the run it starts from did.
         teachers: the distilled tasks' teacher targets, computed by the
             caller (`keras_mtl.distill.teacher_targets`): with `plan`, they
             are put on the training split (`data.teachers`).
@@ -170,16 +178,12 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, vocab
     from keras_mtl.data.buckets import training_bucket_lengths
     from keras_mtl.data.pipeline import apply_class_weights, encode_split
     from keras_mtl.data.teachers import attach_teacher_targets
-    from keras_mtl.data.tokenize import make_encoder
-
     loaded = load_config(config, overrides)
     config = loaded.config
     if data is None:
         data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
-    if vocabulary is None:
+    if tokenization is None:
         tokenization = tokenization_for(config, data)
-    else:
-        tokenization = Tokenization(list(vocabulary), make_encoder(vocabulary, config.model))
     vocabulary, encoder = tokenization.vocabulary, tokenization.encoder
     encoded = {s: encode_split(data.splits[s], encoder, config.tasks, data.classes) for s in SPLITS}
     train_plan = None

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from keras_mtl.config import load_config
 from keras_mtl.errors import ModelError
+from keras_mtl.prepare import Tokenization
 from keras_mtl.record import RunRecord
 from keras_mtl.workdir import RunFiles
 
@@ -55,19 +56,29 @@ class Run:
 
         model_cfg = self.config.model
         length = max_sequence_length or model_cfg.max_sequence_length
-        if self.info.tokenizer:
-            path = self.files.root / self.info.tokenizer
-            try:
-                record = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise ModelError(f"{path}: cannot read the run's tokenizer ({type(e).__name__}: {e})") from None
-            tokenizer = tokenize.tokenizer_from_record(record, what=str(path))
+        record = self.tokenizer_record()
+        if record is not None:
+            tokenizer = tokenize.tokenizer_from_record(record, what=str(self.files.root / self.info.tokenizer))
             return tokenize.encoder_from_tokenizer(tokenizer, length, what=f"the tokenizer of {self.files.root}")
         if model_cfg.preset:
             from keras_mtl.pretrained import preset_encoder
 
             return preset_encoder(model_cfg.model_copy(update={"max_sequence_length": length}))
         return tokenize.make_encoder(self.vocabulary, model_cfg.model_copy(update={"max_sequence_length": length}))
+
+    def tokenizer_record(self):
+        """The preset's tokenizer kept in the work dir (tokenizer.json), or None (vocab.txt says all)."""
+        if not self.info.tokenizer:
+            return None
+        path = self.files.root / self.info.tokenizer
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: cannot read the run's tokenizer ({type(e).__name__}: {e})") from None
+
+    def tokenization(self):
+        """How the run reads text (`prepare.Tokenization`): what a run started from it reads with."""
+        return Tokenization(list(self.vocabulary), self.encoder(), self.tokenizer_record())
 
     def encode(self, examples, tasks=None, encoder=None):
         """`examples` encoded as the run encodes them (`EncodedSplit`), labels of `tasks`

@@ -5,7 +5,7 @@
         --choice train.learning_rate=2e-5,3e-5,5e-5 --choice train.epochs=3,5
     keras-mtl train runs/demo-search/best.yaml
 
-Each trial is one `keras_mtl.train.train` run of the config with `--set`
+Each trial is one `keras_mtl.training.train` run of the config with `--set`
 overrides for the sampled values (`tasks.<task>.loss_weight`,
 `train.temperature` with `search_temperature`, and each `--choice` field),
 scored on the dev metrics of the epoch whose weights the run kept (the last
@@ -227,7 +227,7 @@ class _Runner:
         import keras
         import keras_tuner as kt
 
-        from keras_mtl.train import TrainingFailed, train
+        from keras_mtl.training import TrainingFailed, train
 
         values = dict(trial.hyperparameters.values)
         sets = overrides_for(values, self.loaded.config)

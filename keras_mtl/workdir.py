@@ -44,9 +44,10 @@ from keras_mtl.record import RunRecord
 
 # The files of a finished run, in the order a finished run's staged files replace them.
 RESULT_FILES = (
-    "model.keras", "vocab.txt", "tokenizer.json", "config.yaml", "run.json", "metrics.csv", "report.json", "report.md"
+    "model.keras", "vocab.txt", "tokenizer.json", "config.yaml", "run.json", "metrics.csv", "report.json", "report.md",
+    "adapt.json",
 )
-OPTIONAL_RESULT_FILES = ("tokenizer.json",)  # a run that does not write it removes the previous run's
+OPTIONAL_RESULT_FILES = ("tokenizer.json", "adapt.json")  # a run that does not write it removes the previous run's
 
 class WorkdirBusy(ModelError):
     """Another process is training into the work dir."""

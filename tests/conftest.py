@@ -65,7 +65,7 @@ def make_tiny_config(conditioning="embedding", *, name=None, seed=1, tasks=tuple
 
 def _train_config(config, root, max_steps=3):
     from keras_mtl.config import config_from_dict
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     workdir = Path(root) / "run"
     report = train(config_from_dict(config), workdir=workdir, max_steps=max_steps, verbose=0)

@@ -207,7 +207,7 @@ def test_usage_errors_exit_2_with_one_line(capsys):
         main(["fly"])
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
-        "keras-mtl: error: argument COMMAND: invalid choice: 'fly' (choose from 'train', 'evaluate', "
+        "keras-mtl: error: argument COMMAND: invalid choice: 'fly' (choose from 'train', 'finetune', 'evaluate', "
         "'export', 'predict', 'data', 'serve', 'compare', 'meta-train', 'adapt', 'search', 'bench') "
         "(see 'keras-mtl --help')"
     ]
@@ -255,7 +255,7 @@ def test_every_command_module_has_the_same_shape():
     from keras_mtl.cli import app
 
     names = [app.command_name(m) for m in cli.COMMANDS]
-    assert names == ["train", "evaluate", "export", "predict", "data", "serve", "compare", "meta-train", "adapt",
+    assert names == ["train", "finetune", "evaluate", "export", "predict", "data", "serve", "compare", "meta-train", "adapt",
                      "search", "bench"]
     for module in cli.COMMANDS:
         assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, module.__name__
@@ -312,7 +312,7 @@ def test_predict_into_a_closed_pipe_stops_quietly(tiny_run, tmp_path):
     import subprocess
     import sys
 
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     version = export(tiny_run["workdir"], out=tmp_path / "m", warmup=False)
     texts = ["a b c ."] * 3000

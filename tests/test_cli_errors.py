@@ -206,6 +206,11 @@ BAD = [
     ("compare", ["compare", "{tiny}", "--set",
                  "tasks.topic.data={format: tfds, name: glue/rte, train: train, text_feature: s, text_pair_feature: s}"],
      ["tasks[0].data.text_pair_feature: 's' is also the text feature (text_feature)"]),
+    # ---- finetune: a multi-task run to start from, and one of its tasks
+    ("finetune", ["finetune", "{dir}/nowhere"], ["required: --task"]),
+    ("finetune", ["finetune", "{dir}/nowhere", "--task", "rte"], ["work dir not found"]),
+    ("finetune", ["finetune", "{dir}/empty-dir", "--task", "rte"], ["no trained model here"]),
+    ("finetune", ["finetune", "{dir}/nowhere", "--task", "rte", "--max-steps", "0"], ["--max-steps: must be >= 1"]),
     # ---- round 3: work dirs, disks, damaged models
     ("train", ["train", "{tiny}", "--set", "train.keep=best", "--set", "splits.dev_fraction=0",
                "--set", "tasks.topic.data.dev=null", "--set", "tasks.pos.data.dev=null"],

@@ -80,7 +80,7 @@ def test_loss_is_soft_only_for_a_task_with_a_teacher():
 @pytest.fixture(scope="module")
 def teacher_run(tiny_config, tmp_path_factory):
     from keras_mtl.config import config_from_dict
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     root = tmp_path_factory.mktemp("teacher")
     raw = tiny_config("embedding", name="teacher", tasks=("topic",))
@@ -97,7 +97,7 @@ def _student(tiny_config, teacher):
 def test_a_distilled_run_trains_from_cached_teacher_predictions(tiny_config, teacher_run, tmp_path, monkeypatch):
     from keras_mtl.config import config_from_dict
     from keras_mtl.prepare import prepare
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     raw = _student(tiny_config, teacher_run)
     workdir = tmp_path / "student"
@@ -133,7 +133,7 @@ def test_a_distilled_run_trains_from_cached_teacher_predictions(tiny_config, tea
 def test_teacher_targets_from_an_export_equal_those_from_its_run(tiny_config, teacher_run, tmp_path):
     from keras_mtl.config import config_from_dict
     from keras_mtl.data.load import load_task_data
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     version = export(teacher_run, out=tmp_path / "saved")
     config = config_from_dict(_student(tiny_config, teacher_run)).config
@@ -188,7 +188,7 @@ def test_a_distilled_run_trains_on_jax(tiny_config, teacher_run, tmp_path, subpr
 
 @pytest.fixture(scope="module")
 def pair_teacher_export(tiny_pair_run, tmp_path_factory):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     return export(tiny_pair_run["workdir"], out=tmp_path_factory.mktemp("pair-teacher") / "saved")
 

@@ -105,7 +105,7 @@ COMMON = textwrap.dedent(
         return wrap
 
     def train_rows(cfg, kind, workdir):
-        from keras_mtl.train import train
+        from keras_mtl.training import train
         cfg = json.loads(json.dumps(cfg))
         cfg["train"]["distribution"] = kind
         train(cfg, workdir=workdir, verbose=0)
@@ -155,7 +155,7 @@ TF_SCRIPT = textwrap.dedent(
         # with the trainer's joint-loss train step, which clips the global
         # gradient under `mirrored` (distribute.global_gradient_clipping).
         from keras_mtl.model import build_network, loss_for
-        from keras_mtl.train import make_optimizer
+        from keras_mtl.training import make_optimizer
         from keras_mtl.multitask_trainer import MultiTaskTrainer
         config = config_from_dict(args["step_config"]).config
         ids = rng.integers(3, 60, size=(BATCHES * 8, 16)).astype("int32")
@@ -224,11 +224,11 @@ TF_SCRIPT = textwrap.dedent(
     def _():
         import glob
         import tensorflow_text  # noqa: F401  (the tokenizer ops)
-        from keras_mtl.export import export
+        from keras_mtl.serving.export import export
         from keras_mtl.run import load_run
         workdir = os.path.join(args["root"], "bf16")
         cfg = json.loads(json.dumps(args["precision_config"]))
-        from keras_mtl.train import train
+        from keras_mtl.training import train
         train(cfg, workdir=workdir, max_steps=2, verbose=0)
         model = load_run(workdir).load_model()
         policies = {l.name: l.dtype_policy.name for l in model.layers + model.get_layer("shared_encoder").layers_in_order()}
@@ -485,7 +485,7 @@ def test_tf_auto_is_none_without_gpus(tf_results):
 
 @pytest.mark.slow
 def test_tf_train_mirrored_matches_none(tf_results):
-    """`keras_mtl.train.train` with `mirrored` on 2 logical CPUs == `none`.
+    """`keras_mtl.training.train` with `mirrored` on 2 logical CPUs == `none`.
 
     train.py passes the dataset through `distribute.prepare_dataset` (int32
     padding mask), the trainer clips the global gradient, not each
@@ -683,7 +683,7 @@ MULTIHOST_TRAIN_WORKER = textwrap.dedent(
     from keras_mtl import distribute
     args = json.loads(sys.argv[1])
     distribute.initialize_multihost()  # from KERAS_MTL_*; train() calling it again is a no-op
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     cfg = args["config"]
     cfg["train"]["distribution"] = "data_parallel"
     workdir = os.path.join(args["root"], f"p{args['pid']}")  # one work dir per process

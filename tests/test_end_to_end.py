@@ -35,7 +35,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def e2e(tiny_run, train_tiny, serve_without_keras, tmp_path_factory):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.serving.layout import version_dirs
 
     runs = {}
@@ -142,7 +142,7 @@ def test_saved_config_reloads_identically(e2e):
 
 
 def test_evaluate_run_gives_per_task_metrics(e2e):
-    from keras_mtl.evaluate import evaluate_run
+    from keras_mtl.evaluation import evaluate_run
 
     r = e2e["runs"]["embedding"]
     result = evaluate_run(r["workdir"])
@@ -162,20 +162,20 @@ def test_evaluate_run_gives_per_task_metrics(e2e):
 def test_evaluation_silences_only_the_expected_retracing_warning(e2e):
     import logging
 
-    from keras_mtl import evaluate
+    from keras_mtl import evaluation
 
-    evaluate.evaluate_run(e2e["runs"]["embedding"]["workdir"], split="dev")
+    evaluation.evaluate_run(e2e["runs"]["embedding"]["workdir"], split="dev")
     tf_logger = logging.getLogger("tensorflow")
-    assert evaluate._RETRACING_FILTER in tf_logger.filters
-    assert tf_logger.filters.count(evaluate._RETRACING_FILTER) == 1  # installed once, however often called
+    assert evaluation._RETRACING_FILTER in tf_logger.filters
+    assert tf_logger.filters.count(evaluation._RETRACING_FILTER) == 1  # installed once, however often called
 
     def record(msg):
         return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, msg, None, None)
 
     retracing = ("5 out of the last 57 calls to <function TensorFlowTrainer.make_predict_function.<locals>."
                  "one_step_on_data_distributed at 0x7f> triggered tf.function retracing. Tracing is expensive")
-    assert not evaluate._RETRACING_FILTER.filter(record(retracing))
-    assert evaluate._RETRACING_FILTER.filter(record("some other TensorFlow warning"))
+    assert not evaluation._RETRACING_FILTER.filter(record(retracing))
+    assert evaluation._RETRACING_FILTER.filter(record("some other TensorFlow warning"))
 
 
 # ------------------------------------------------------------------ export
@@ -308,7 +308,7 @@ def test_predict_equals_the_served_outputs(e2e, cond):
 
 def test_export_of_a_dir_without_a_trained_model(tmp_path, e2e):
     from keras_mtl.errors import ModelError
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -40,7 +40,7 @@ EXPORT_SCRIPT = textwrap.dedent(
     """
     import os, sys, time
     import keras_mtl.disk
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     def hang(*args, **kwargs):
         time.sleep(600)
@@ -53,7 +53,7 @@ EXPORT_SCRIPT = textwrap.dedent(
 
 
 def test_killed_export_leaves_no_version(tmp_path, tiny_run, subprocess_env, serve_without_keras):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.serving.layout import version_dirs
 
     workdir, base = tiny_run["workdir"], tmp_path / "saved"

@@ -26,7 +26,7 @@ from keras_mtl.errors import KerasMTLError, ModelError
 
 @pytest.mark.parametrize("keep", [0, -1, 1.5, "2", True])
 def test_bad_keep_is_refused_before_anything(tmp_path, keep):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     out = tmp_path / "saved"
     with pytest.raises(ModelError, match=r"keep \(--keep\) must be an integer >= 1") as info:
@@ -36,7 +36,7 @@ def test_bad_keep_is_refused_before_anything(tmp_path, keep):
 
 
 def test_out_naming_a_file_is_one_line_error(tmp_path):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     afile = tmp_path / "model.txt"
     afile.write_text("not a directory")
@@ -80,7 +80,7 @@ EXPORT_SCRIPT = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    import keras_mtl.export as ex
+    import keras_mtl.serving.export as ex
     import keras_mtl.serving.layout as layout
 
     workdir, base, sync = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -111,7 +111,7 @@ EXPORT_SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_two_concurrent_exports_get_distinct_versions(tiny_run, subprocess_env, result_of, tmp_path):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.serving.layout import version_dirs
 
     workdir = tiny_run["workdir"]  # the session's tiny run (conftest.py)

@@ -38,8 +38,8 @@ JAX_SCRIPT = textwrap.dedent(
     import numpy as np
     from keras_mtl.config import config_from_dict
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.export import export
-    from keras_mtl.train import train
+    from keras_mtl.serving.export import export
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     args = json.loads(sys.argv[1])

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_mtl.data.tokenize import RESERVED, TextEncoder, make_tokenizer
-from keras_mtl.export import _serving_functions, default_tasks
+from keras_mtl.serving.export import _serving_functions, default_tasks
 
 VOCAB = RESERVED + ["the", "cat", "dog"]
 

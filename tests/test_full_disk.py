@@ -168,7 +168,7 @@ def test_a_checkpoint_that_does_not_fit_stops_training_and_the_same_command_resu
     epoch 2 and replaces the previous run."""
     import keras
 
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.disk import NoSpace
 
     workdir, config, before = previous
@@ -210,7 +210,7 @@ def test_the_checkpoint_is_reserved_before_hdf5_writes_it(previous, monkeypatch)
     reaches `save_weights`."""
     import keras
 
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.disk import NoSpace
 
     workdir, config, before = previous
@@ -233,7 +233,7 @@ def test_the_checkpoint_is_reserved_before_hdf5_writes_it(previous, monkeypatch)
 def test_a_model_that_does_not_fit_keeps_the_finished_epochs(previous, monkeypatch, epochs_ended):
     import keras
 
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.disk import NoSpace
 
     workdir, config, before = previous
@@ -292,7 +292,7 @@ def test_cli_export_on_a_full_disk_is_one_line_and_leaves_no_trace(tiny_run, tmp
         (base / "1" / "saved_model.pb").write_bytes(b"version 1")
     before = digest(tmp_path)
 
-    import keras_mtl.export as export_module
+    import keras_mtl.serving.export as export_module
 
     def write_out(filepath, **kwargs):  # TensorFlow's SavedModel writer on a full disk, halfway
         Path(filepath, "variables").mkdir(parents=True)

@@ -67,8 +67,8 @@ def same(a, b):
 
 
 def test_keep_best_keeps_the_early_peak(tmp_path, tiny_config, forced_scores):
-    from keras_mtl.evaluate import evaluate_run
-    from keras_mtl.train import train
+    from keras_mtl.evaluation import evaluate_run
+    from keras_mtl.training import train
 
     captured = forced_scores([0.9, 0.2, 0.5])
     workdir = tmp_path / "run"
@@ -88,7 +88,7 @@ def test_keep_best_keeps_the_early_peak(tmp_path, tiny_config, forced_scores):
 
 
 def test_keep_last_keeps_the_last_epoch(tmp_path, tiny_config, forced_scores):
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     captured = forced_scores([0.9, 0.2, 0.5])
     workdir = tmp_path / "run"
@@ -103,7 +103,7 @@ def test_keep_best_survives_a_resume(tmp_path, tiny_config, forced_scores, inter
     """Best at epoch 2 (replacing epoch 1), killed after epoch 2, resumed: epoch
     3 is worse, and the weights kept are epoch 2's from before the kill."""
     from keras_mtl.callbacks import read_backup_state
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     captured = forced_scores([0.6, 0.9, 0.3])
     workdir = tmp_path / "run"
@@ -129,7 +129,7 @@ def test_keep_best_survives_a_resume(tmp_path, tiny_config, forced_scores, inter
 
 def test_keep_best_without_dev_examples_is_a_config_error(tmp_path, tiny_config):
     from keras_mtl.errors import ConfigError
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     workdir = tmp_path / "run"
     with pytest.raises(ConfigError) as e:
@@ -151,14 +151,15 @@ def test_keep_best_without_any_dev_source_is_refused_before_the_data(tmp_path, t
     """No task has a dev source and dev_fraction is 0: the config alone says there
     will be no dev examples. Refused before the data work, naming the line of
     `train.keep` (or the --set that gave it)."""
-    import keras_mtl.train as train_module
+    import keras_mtl.training as train_module
     from keras_mtl.errors import ConfigError
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     def no_data_work(*args, **kwargs):
         raise AssertionError("the data was read before the config error")
 
     monkeypatch.setattr(train_module, "prepare", no_data_work)
+    monkeypatch.setattr(train_module, "load_task_data", no_data_work)
     path = tmp_path / "keep.yaml"
     text = yaml.safe_dump(_without_dev_sources(tiny_config), sort_keys=False)
     path.write_text(text, encoding="utf-8")
@@ -245,7 +246,7 @@ JAX_SCRIPT = textwrap.dedent(
     import numpy as np
     import keras_mtl.callbacks as callbacks_module
     from keras_mtl.config import config_from_dict
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     raw, workdir, steps = json.loads(sys.argv[1]), sys.argv[2], int(sys.argv[3])

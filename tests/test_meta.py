@@ -408,7 +408,7 @@ def _tiny_preset(path):
 @pytest.fixture(scope="module")
 def preset_run(tmp_path_factory):
     """A multi-task run on the tiny preset with `task_conditioning: none` (2 steps)."""
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     root = tmp_path_factory.mktemp("preset-run")
     raw = _meta_config()

@@ -62,7 +62,7 @@ def test_delimited_reader_refuses_nan_labels(tmp_path):
 def test_train_raises_training_failed_naming_the_task(tmp_path):
     from keras_mtl.config import load_config
     from keras_mtl.errors import KerasMTLError
-    from keras_mtl.train import TrainingFailed, train
+    from keras_mtl.training import TrainingFailed, train
 
     workdir = tmp_path / "run"
     with pytest.raises(TrainingFailed) as e:

@@ -38,7 +38,7 @@ def calls():
 
 @pytest.fixture(scope="module")
 def pairs_e2e(tiny_pair_run, train_tiny_pairs, serve_without_keras, tmp_path_factory):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     runs = {}
     for cond in CONDITIONINGS:
@@ -168,7 +168,7 @@ def test_the_pair_model_reads_segments_off_the_separator(pairs_e2e):
 def test_a_single_text_model_has_no_segment_layers_and_one_signature_per_task(tiny_run, serve_without_keras,
                                                                               tmp_path):
     """serving_default of an all-single-text model is what it was: `text` -> every task."""
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.run import load_run
 
     model = load_run(tiny_run["workdir"]).load_model()

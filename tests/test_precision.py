@@ -66,7 +66,7 @@ def test_a_run_records_the_policy_it_trained_under(tmp_path, tiny_config, interr
     the same after `train` as before it, whatever the run trained under."""
     import keras
 
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     want, _ = resolve_precision("auto")

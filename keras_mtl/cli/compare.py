@@ -29,6 +29,9 @@ def add_arguments(parser):
     parser.add_argument("--no-reuse", action="store_true", help="retrain sub-runs even if an identical finished one exists")
     parser.add_argument("--distill", action="store_true",
                         help="also train the multi-task model distilled from each seed's single-task runs (teacher annealing)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="also fine-tune each seed's multi-task run on each target task with its single-task "
+                        "budget (MT-DNN's second stage) and compare those models too")
     parser.add_argument("--records", metavar="DIR",
                         help="keep every finished sub-run's records (no model) and the report in DIR, and reuse "
                         "the sub-runs recorded there: a comparison spread over sessions or machines")
@@ -52,6 +55,7 @@ def run(args):
         verbose=0 if args.quiet else 1,
         reuse=not args.no_reuse,
         distill=args.distill,
+        finetune=args.finetune,
         records=args.records,
     )
     print((Path(workdir) / "compare.md").read_text(encoding="utf-8"))

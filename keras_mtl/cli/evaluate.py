@@ -13,7 +13,7 @@ def add_arguments(parser):
 
 def run(args):
     # lazy: imports TensorFlow/Keras (start-up time of --help and argument errors)
-    from keras_mtl.evaluate import evaluate_run, report_markdown
+    from keras_mtl.evaluation import evaluate_run, report_markdown
 
     result = evaluate_run(args.workdir, split=args.split)
     if args.json:

@@ -1,6 +1,6 @@
 """`keras-mtl export WORKDIR`: a versioned SavedModel for TF Serving; prints the version dir."""
 
-from keras_mtl.export import export
+from keras_mtl.serving.export import export
 
 HELP = "write a versioned SavedModel for TF Serving"
 

@@ -18,7 +18,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from keras_mtl.train import train  # lazy: imports TensorFlow/Keras (start-up time of --help and argument errors)
+    from keras_mtl.training import train  # lazy: imports TensorFlow/Keras (start-up time of --help and argument errors)
 
     loaded = load_config(args.config, args.set)
     workdir = args.workdir or os.path.join("runs", loaded.config.name)

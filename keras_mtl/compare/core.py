@@ -38,6 +38,8 @@ from keras_mtl.compare.stats import (
     mean_std,
 )
 from keras_mtl.config import load_config
+from keras_mtl.finetuning import StartFrom, finetune_raw
+from keras_mtl.run import load_run
 from keras_mtl.data.load import load_task_data
 from keras_mtl.errors import ConfigError
 from keras_mtl.prepare import plan_steps
@@ -108,6 +110,7 @@ def compare(
     log=print,
     distill=False,
     records=None,
+    finetune=False,
 ):
     """Train and compare the multi-task model with single-task baselines.
 
@@ -148,6 +151,10 @@ def compare(
             machine; the serving measurement needs one seed's models in
             `workdir`, and a distilled run still to train needs its
             teachers' models (retrained when only their records exist).
+        finetune: also fine-tune, per seed and target task, the multi-task
+            run on that task with the single-task run's budget (MT-DNN's
+            second stage, keras_mtl.finetuning), and compare these T models
+            with the baselines the same way (`result["finetuned"]`).
 
     Returns:
         dict: the content of `compare.json`.
@@ -156,7 +163,8 @@ def compare(
     plan = _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap, serving_texts, records)
     plan.verbose, plan.reuse, plan.log = verbose, reuse, log
     root, cfg, names = plan.root, plan.cfg, plan.names
-    runs = {seed: _seed_runs(plan, seed, distill) for seed in range(int(seeds))}  # seed -> {"mtl": result, task: ...}
+    # seed -> {"mtl": result, task: result, "distilled": result, "finetuned-<task>": result}
+    runs = {seed: _seed_runs(plan, seed, distill, finetune) for seed in range(int(seeds))}
 
     # === Metrics and confidence intervals (paired bootstrap over the test examples) ===
     scored = score_against_baselines(runs, "mtl", names, plan.primary, plan.higher, cfg, plan.test_examples, bootstrap, log)
@@ -173,6 +181,7 @@ def compare(
                         "verdict": d["boot"]["delta_m"]["verdict"]},
             "fit_seconds": mean_std([runs[s]["distilled"]["report"]["seconds"]["fit"] for s in runs]),
         }
+    finetuned = _finetuned_scores(plan, runs, bootstrap) if finetune else None
     cost = _cost(plan, runs)
     result = {
         "name": cfg.name,
@@ -215,6 +224,7 @@ def compare(
         "params": cost["params"],
         "fit_seconds": cost["fit"],
         "distilled": distilled,  # with distill: the distilled multi-task model against the same baselines
+        **({"finetuned": finetuned} if finetuned else {}),  # with finetune: the T fine-tuned models (MT-DNN)
         "serving": _serving_table(plan, runs, serving_batch, log),
         "curves": dev_curves(runs, names, plan.primary),
         "seconds": round(time.time() - started, 1),
@@ -296,9 +306,10 @@ def _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap
     )
 
 
-def _seed_runs(plan, seed, distill):
+def _seed_runs(plan, seed, distill, finetune=False):
     """One seed's sub-runs: the multi-task run, a single-task run per target task
-    (at `plan.budgets`, set from the first multi-task run), the distilled student."""
+    (at `plan.budgets`, set from the first multi-task run), the distilled student,
+    and the multi-task run fine-tuned on each target task (at its single-task budget)."""
     cfg, root, records, reuse, log = plan.cfg, plan.root, plan.records, plan.reuse, plan.log
 
     def sub_run(raw_config, overrides, path, need_model=False):
@@ -307,7 +318,11 @@ def _seed_runs(plan, seed, distill):
 
     sdir = root / f"seed{seed}"
     log(f"seed {seed}: multi-task ({', '.join(cfg.task_names)}), {plan.epochs} x {plan.steps_per_epoch} steps")
-    out = {"mtl": sub_run(plan.raw, [f"seed={seed}", *plan.mtl_overrides], sdir / "mtl")}
+    mtl_overrides = [f"seed={seed}", *plan.mtl_overrides]
+    # the fine-tuned runs start from the multi-task run's model: it is needed while one is still to train
+    start_needed = finetune and plan.budgets is not None and not all(
+        _finetuned_finished(plan, sdir, t, mtl_overrides) for t in plan.names)
+    out = {"mtl": sub_run(plan.raw, mtl_overrides, sdir / "mtl", need_model=start_needed)}
     if plan.budgets is None:
         info = out["mtl"]["info"]
         sched = info.sampling_schedule
@@ -334,7 +349,59 @@ def _seed_runs(plan, seed, distill):
     if distill:
         log(f"seed {seed}: multi-task distilled from the single-task runs, {plan.epochs} x {plan.steps_per_epoch} steps")
         out["distilled"] = sub_run(taught, student_overrides, sdir / "distilled")
+    if finetune:
+        for t in plan.names:
+            b = plan.budgets[t]
+            log(f"seed {seed}: the multi-task run fine-tuned on {t}, {b['epochs']} x {b['steps_per_epoch']} steps")
+            ft_raw, over = _finetuned_config(plan, t, mtl_overrides)
+            start = (out["mtl"]["marker"], lambda t=t: StartFrom(load_run(sdir / "mtl"), t))
+            out[f"finetuned-{t}"] = train_run(config_with(ft_raw, over), sdir / f"finetuned-{t}", plan.verbose, reuse,
+                                              log, plan.test_examples, root, records, start=start)
     return out
+
+
+def _finetuned_config(plan, task, mtl_overrides):
+    """(raw config, overrides) of the multi-task run fine-tuned on `task` at its single-task budget:
+    the multi-task run's own config reduced to the task (`finetuning.finetune_raw`), as `keras-mtl finetune` makes it."""
+    b = plan.budgets[task]
+    mtl_raw = config_with(plan.raw, mtl_overrides).raw
+    return finetune_raw(mtl_raw, task), [f"train.epochs={b['epochs']}", f"train.steps_per_epoch={b['steps_per_epoch']}"]
+
+
+def _finetuned_finished(plan, sdir, task, mtl_overrides):
+    """Whether the fine-tuned run of `task` is finished here or in --records (then no model needs to start it)."""
+    raw, over = _finetuned_config(plan, task, mtl_overrides)
+    mtl_marker = run_marker(config_with(plan.raw, mtl_overrides).raw, plan.root)
+    marker = {**run_marker(config_with(raw, over).raw, plan.root), "start": mtl_marker}
+    homes = [sdir] + ([plan.records / sdir.relative_to(plan.root)] if plan.records is not None else [])
+    return plan.reuse and any(is_finished(h / f"finetuned-{task}", marker, plan.root) for h in homes)
+
+
+def _finetuned_scores(plan, runs, bootstrap):
+    """The T fine-tuned models of each seed, as one model answering every target task
+    (task t by the run fine-tuned on t), against the same single-task baselines."""
+    for s in runs:
+        parts = {t: runs[s][f"finetuned-{t}"] for t in plan.names}
+        runs[s]["finetuned"] = {
+            "report": {"tasks": {t: parts[t]["report"]["tasks"].get(t, {}) for t in plan.names},
+                       "seconds": {"fit": sum(p["report"]["seconds"]["fit"] for p in parts.values())}},
+            "predictions": {t: parts[t]["predictions"].get(t, {}) for t in plan.names},
+            "params": sum(p["params"] for p in parts.values()),
+        }
+    f = score_against_baselines(runs, "finetuned", plan.names, plan.primary, plan.higher, plan.cfg,
+                                plan.test_examples, bootstrap, plan.log)
+    return {
+        "metrics": f["metrics"],
+        "delta_m": {"value_pct": f["dm"]["delta_m"], "per_seed_pct": f["per_seed"], "included": f["dm"]["included"],
+                    "excluded": f["dm"]["excluded"], "per_task": f["dm"]["per_task"], "ci": f["boot"]["delta_m"],
+                    "verdict": f["boot"]["delta_m"]["verdict"]},
+        # what they cost: the multi-task run's training, then T runs; T models at serving time
+        "fit_seconds": mean_std([runs[s]["finetuned"]["report"]["seconds"]["fit"] for s in runs]),
+        "steps": {t: runs[0][f"finetuned-{t}"]["info"].epochs * runs[0][f"finetuned-{t}"]["info"].steps_per_epoch
+                  for t in plan.names},
+        "params": runs[0]["finetuned"]["params"],
+        "models": len(plan.names),
+    }
 
 
 def _cost(plan, runs):

@@ -53,9 +53,9 @@ def unsettled_names(task_cis, dm_ci, label=""):
 
 
 def unsettled_verdicts(result):
-    """`unsettled_names` of a report: the multi-task model's, then the distilled one's."""
+    """`unsettled_names` of a report: the multi-task model's, then the distilled and fine-tuned ones'."""
     found = []
-    for label, part in (("", result), ("distilled ", result.get("distilled"))):
+    for label, part in (("", result), ("distilled ", result.get("distilled")), ("finetuned ", result.get("finetuned"))):
         if part:
             found += unsettled_names({t: row.get("ci") for t, row in part["metrics"].items()},
                                       part["delta_m"].get("ci"), label)
@@ -66,8 +66,8 @@ def unsettled_verdicts(result):
 def compare_markdown(result):
     """compare.md: the report of a comparison (`compare.json`'s dict), section by section."""
     lines = []
-    for section in (_summary_lines, _delta_m_lines, _interval_lines, _distilled_lines, _other_metric_lines,
-                    _budget_lines, _cost_lines, _serving_lines):
+    for section in (_summary_lines, _delta_m_lines, _interval_lines, _distilled_lines, _finetuned_lines,
+                    _other_metric_lines, _budget_lines, _cost_lines, _serving_lines):
         lines += section(result)
     if result.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in result["plots"]) + "."]
@@ -202,21 +202,49 @@ def _interval_lines(result):
 
 def _distilled_lines(result):
     """The distilled multi-task model against the same baselines."""
+    return _variant_lines(
+        result, "distilled", "Distilled multi-task model",
+        "The multi-task model trained again on the same budget, each task learning from its seed's single-task "
+        "run (`teacher`) with teacher annealing: target = λ gold + (1 - λ) teacher, λ from 0 to 1 "
+        "(keras_mtl.distill).",
+        lambda d: f". Fit time {d['fit_seconds']['mean']:.1f} s (mean over seeds).",
+    )
+
+
+def _finetuned_lines(result):
+    """The multi-task run fine-tuned on each target task (MT-DNN) against the same baselines."""
+    def cost(f):
+        steps = ", ".join(f"{t} {n}" for t, n in f["steps"].items())
+        return (
+            f". Cost: the multi-task run, then {f['models']} fine-tuning runs ({steps} steps: the single-task "
+            f"budgets; fit {f['fit_seconds']['mean']:.1f} s, mean over seeds), and {f['models']} models at serving "
+            f"time ({f['params']:,} parameters in all), as many as the single-task models."
+        )
+
+    return _variant_lines(
+        result, "finetuned", "Fine-tuned per task (MT-DNN)",
+        "Each seed's multi-task run fine-tuned on each target task alone, with that task's single-task budget, "
+        "starting from the shared encoder and the task's head (MT-DNN's second stage, `keras-mtl finetune`); "
+        "task t is answered by the run fine-tuned on t.",
+        cost,
+    )
+
+
+def _variant_lines(result, key, title, intro, tail):
+    """A section for another model of the multi-task run's (distilled, fine-tuned) against the same baselines."""
     names, n, boot = result["tasks"], len(result["seeds"]), result.get("bootstrap")
     pct = f"{100 * boot['level']:g}%" if boot else "95%"
     lines = []
-    d = result.get("distilled")
+    d = result.get(key)
     if d:
         ddm, ddci = d["delta_m"], d["delta_m"].get("ci")
         lines += [
             "",
-            "## Distilled multi-task model",
+            f"## {title}",
             "",
-            "The multi-task model trained again on the same budget, each task learning from its seed's single-task "
-            "run (`teacher`) with teacher annealing: target = λ gold + (1 - λ) teacher, λ from 0 to 1 "
-            "(keras_mtl.distill).",
+            intro,
             "",
-            f"| task | metric | distilled | single-task | Δ abs (points) | {pct} CI of Δ abs | verdict |",
+            f"| task | metric | {key} | single-task | Δ abs (points) | {pct} CI of Δ abs | verdict |",
             "|---|---|---|---|---|---|---|",
         ]
         for t in names:
@@ -231,11 +259,11 @@ def _distilled_lines(result):
         if ddm["value_pct"] is not None:
             lines += [
                 "",
-                f"**Δm (distilled) = {ddm['value_pct']:+.2f}%**"
+                f"**Δm ({key}) = {ddm['value_pct']:+.2f}%**"
                 + (f", {pct} CI {format_interval(ddci['low'], ddci['high'])}%: **{verdict_cell(ddci)}**" if ddci and ddci["low"] is not None else "")
                 + ("; per seed: " + ", ".join(f"{v:+.2f}%" if v is not None else "n/a" for v in ddm["per_seed_pct"])
                    if n > 1 else "")
-                + f". Fit time {d['fit_seconds']['mean']:.1f} s (mean over seeds).",
+                + tail(d),
             ]
     return lines
 

@@ -153,7 +153,11 @@ def is_finished(path, marker, root, need_model=False):
     if not RunFiles(path).model.exists() and not (path / "compare_result.json").exists():
         return False
     saved = read_json(path / "compare_run.json")
-    return isinstance(saved, dict) and run_marker(saved.get("config"), root) == marker and _same_policy(path, marker)
+    if not isinstance(saved, dict):
+        return False
+    # the config read as a marker now reads it (data by content); a start (a fine-tuned run's) as it was written
+    found = {**saved, **run_marker(saved.get("config"), root)}
+    return found == marker and _same_policy(path, marker)
 
 
 
@@ -190,16 +194,24 @@ def recorded_result(path, fingerprint):
 
 
 
-def train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None, records=None, need_model=False):
+def train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None, records=None, need_model=False,
+              start=None):
     """Train one run into `path` (or reuse a finished identical one, from `path`
     or from the `records` directory); its results, with its parameter count and
     its predictions on `test_examples` (None without them: no predictions,
     and a finished run needs its model to be reused). `root`: the comparison's
-    directory (default: the parent of `path`)."""
-    from keras_mtl.train import train  # lazy: imports TensorFlow (start-up time of the CLI's argument errors)
+    directory (default: the parent of `path`).
+
+    `start`: a fine-tuned run's starting point, `(marker, make)`: the marker of
+    the run it starts from (part of this run's marker: another start is
+    another run) and a function giving the `finetuning.StartFrom` (called only
+    when the run trains, so a recorded run needs no model to start from)."""
+    from keras_mtl.training import train  # lazy: imports TensorFlow (start-up time of the CLI's argument errors)
 
     root = Path(root) if root is not None else path.parent
     marker = run_marker(loaded.raw, root)
+    if start is not None:
+        marker["start"] = start[0]
     if test_examples is None:
         need_model = True  # the parameter count comes from the model
     fingerprint = examples_fingerprint(test_examples) if test_examples is not None else None
@@ -227,7 +239,7 @@ def train_run(loaded, path, verbose, reuse, log, test_examples=None, root=None, 
         for name in RECORD_FILES:
             (path / name).unlink(missing_ok=True)
         started = time.time()
-        train(loaded, workdir=path, verbose=verbose)
+        train(loaded, workdir=path, verbose=verbose, init_from=start[1]() if start is not None else None)
         log(f"  trained {path} in {time.time() - started:.0f} s")
         write_json(path / "compare_run.json", marker)
     if recorded is None and test_examples is None:
@@ -259,7 +271,7 @@ def _params_and_predictions(path, test_examples):
     comparison is scored on the same indices): {task: {index: prediction}}."""
     import keras  # lazy, as below: TensorFlow
 
-    from keras_mtl.evaluate import predict_split
+    from keras_mtl.evaluation import predict_split
     from keras_mtl.run import load_run
 
     keras.backend.clear_session()

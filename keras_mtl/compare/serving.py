@@ -127,7 +127,7 @@ def earlier_serving(dirs, runs, names, texts, batch):
 def measure_serving(seed_dir, names, texts, pairs, batch, mtl_tasks=None):
     """Export seed_dir's multi-task run (its `mtl_tasks` heads; default all)
     and its single-task runs, and time them answering every task in `names`."""
-    from keras_mtl.export import export  # lazy: imports TensorFlow
+    from keras_mtl.serving.export import export  # lazy: imports TensorFlow
 
     out = {"batch_size": batch, "texts": len(texts), "pairs": bool(pairs), "single": {}}
     exported = {}

@@ -9,7 +9,6 @@ weights, the baseline). The adaptation steps: docs/meta_learning.md.
 
 import collections
 import math
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -281,7 +280,7 @@ class Adapter:
     def run(self, shots, seed=0, steps=100, out=None):
         """Fine-tune on a K-shot sample drawn with `seed`; score the test split (see `adapt`)."""
         from keras_mtl.data.pipeline import encode_split
-        from keras_mtl.evaluate import evaluate_split
+        from keras_mtl.evaluation import evaluate_split
 
         _check_shots(shots)
         _check_steps(steps)
@@ -301,7 +300,7 @@ class Adapter:
             loss = self.model.train_on_batch(x, {target.name: y}, sample_weight={target.name: sw})
             losses.append(float(np.asarray(loss[0] if isinstance(loss, (list, tuple)) else loss)))
             if not math.isfinite(losses[-1]):
-                from keras_mtl.train import TrainingFailed
+                from keras_mtl.training import TrainingFailed
 
                 raise TrainingFailed(f"adapt: the loss became NaN/inf at step {len(losses)}; lower --lr")
         scores = evaluate_split(self.model, self.test, self.cfg, self.classes, self.encoder.pad_id)[target.name]
@@ -344,28 +343,27 @@ def _overlap_with_run(run, test_examples, normalize):
 
 
 def _save_adapted(out, run, cfg, model, classes, pad_id, result):
+    """The adapted network as a work dir (`--out`), written through the run skeleton;
+    it reads text as the run it started from (its vocabulary, its preset's tokenizer)."""
     from keras_mtl.config import LoadedConfig
-    from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.disk import write_json
+    from keras_mtl.disk import write_json, write_or_no_space
     from keras_mtl.record import RunRecord
-    from keras_mtl.workdir import RunFiles, save_config
+    from keras_mtl.runner import save_inputs, staged_run
+    from keras_mtl.workdir import RunFiles
 
-    files = RunFiles(Path(out))
-    files.root.mkdir(parents=True, exist_ok=True)
-    save_config(files, LoadedConfig(cfg, None, cfg.model_dump(mode="json")))
-    save_vocabulary(run.vocabulary, files.vocab)
-    if run.info.tokenizer:  # the run's preset tokenizer: the adapted run reads text as it does
-        shutil.copy2(run.files.root / run.info.tokenizer, files.tokenizer)
-    model.save(files.model)
-    RunRecord.for_config(
-        cfg,
-        classes,
-        pad_id=pad_id,
-        tokenizer=files.tokenizer.name if run.info.tokenizer else None,
-        adapted_from=str(run.files.root),
-        adapt={k: v for k, v in result.items() if k not in ("copied_layers", "fresh_layers")},
-    ).write(files.run)
-    write_json(files.root / "adapt.json", result)
+    with staged_run(RunFiles(Path(out))) as stage:
+        loaded = LoadedConfig(cfg, None, cfg.model_dump(mode="json"))
+        inputs = save_inputs(stage, loaded, run.vocabulary, run.tokenizer_record())
+        write_or_no_space(stage.model, lambda: model.save(stage.model), "the adapted model")
+        RunRecord.for_config(
+            cfg,
+            classes,
+            pad_id=pad_id,
+            adapted_from=str(run.files.root),
+            adapt={k: v for k, v in result.items() if k not in ("copied_layers", "fresh_layers")},
+            **inputs,
+        ).write(stage.run)
+        write_json(stage.root / "adapt.json", result)
 
 
 def format_adapt_result(result):

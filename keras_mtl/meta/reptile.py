@@ -10,7 +10,6 @@ shared: docs/meta_learning.md.
 
 import collections
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -178,30 +177,24 @@ def meta_train(
         Path of the work dir.
     """
     _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size, inner_batch_size, inner_optimizer, task_sampling, eval_every)
-    from keras_mtl.workdir import RunFiles, promote_staged, workdir_lock
+    from keras_mtl.runner import staged_run
+    from keras_mtl.workdir import RunFiles
 
     loaded = load_config(config, overrides)
     config = loaded.config
     work = RunFiles(Path(workdir) if workdir else Path("runs") / f"{config.name}-meta")
-    with workdir_lock(work.root):
-        promote_staged(work)  # a complete run killed while moving its files in place: finish that first
-        if work.backup.exists():
-            raise ModelError(
-                f"{work.backup}: the work dir holds an unfinished `keras-mtl train`; resume it "
-                f"(the same train command) or delete {work.backup}, or meta-train into another --workdir"
+    if work.backup.exists() and not work.complete_marker.exists():
+        raise ModelError(
+            f"{work.backup}: the work dir holds an unfinished `keras-mtl train`; resume it "
+            f"(the same train command) or delete {work.backup}, or meta-train into another --workdir"
+        )
+    with staged_run(work) as stage:
+        # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
+        with precision.policy_scope(loaded.config.train.precision):
+            _meta_train_staged(
+                loaded, stage, inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
+                inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
             )
-        try:
-            # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
-            with precision.policy_scope(loaded.config.train.precision):
-                _meta_train_staged(
-                    loaded, work.staged(), inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size,
-                    inner_batch_size, inner_optimizer, task_sampling, anneal, eval_every, verbose,
-                )
-        except BaseException:
-            shutil.rmtree(work.backup, ignore_errors=True)  # the previous run's files were not touched
-            raise
-        work.complete_marker.write_text("", encoding="utf-8")
-        promote_staged(work)
     return work.root
 
 
@@ -213,13 +206,11 @@ def _meta_train_staged(
     import keras
 
     from keras_mtl.data import sampling
-    from keras_mtl.data.tokenize import save_vocabulary
-    from keras_mtl.evaluate import evaluate_split, write_test_report
+    from keras_mtl.evaluation import evaluate_split
     from keras_mtl.model import build_network
     from keras_mtl.prepare import prepare
-    from keras_mtl.disk import write_json
     from keras_mtl.record import RunRecord
-    from keras_mtl.workdir import save_config
+    from keras_mtl.runner import save_inputs, save_results
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
@@ -228,11 +219,7 @@ def _meta_train_staged(
     # === Data ===
     prepared = prepare(loaded, plan=False)  # no class weights, epochs or buckets: Reptile draws its own batches
     data, vocabulary, encoder, encoded = prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded
-    files.root.mkdir(parents=True, exist_ok=True)
-    save_config(files, loaded)
-    save_vocabulary(vocabulary, files.vocab)
-    if prepared.tokenizer_record is not None:
-        write_json(files.tokenizer, prepared.tokenizer_record, compact=True)
+    inputs = save_inputs(files, loaded, vocabulary, prepared.tokenizer_record)
     train = encoded["train"]
     sizes = {t.name: len(train.indices(t.name)) for t in config.tasks}
     present = [i for i, t in enumerate(config.tasks) if sizes[t.name] > 0]
@@ -272,7 +259,7 @@ def _meta_train_staged(
         losses = reptile.meta_step(task_batches, _epsilon(meta_lr, step, meta_steps, anneal))
         for name, value in losses.items():
             if not math.isfinite(value):
-                from keras_mtl.train import TrainingFailed
+                from keras_mtl.training import TrainingFailed
 
                 raise TrainingFailed(
                     f"the inner loss of task {name!r} became NaN/inf at meta step {step + 1}; "
@@ -300,7 +287,6 @@ def _meta_train_staged(
     _write_csv(files.metrics_csv, history)
 
     # === Save and report ===
-    model.save(files.model)
     meta = {
         "algorithm": "reptile",
         "inner_steps": inner_steps,
@@ -315,7 +301,7 @@ def _meta_train_staged(
         "task_probabilities": {config.tasks[i].name: float(p) for i, p in zip(present, probs)},
         "shared_weights": [v.path for v in reptile.shared],
     }
-    RunRecord.for_config(
+    record = RunRecord.for_config(
         config,
         data.classes,
         pad_id=encoder.pad_id,
@@ -325,11 +311,12 @@ def _meta_train_staged(
         replicas=1,
         meta=meta,
         history=history,
-        tokenizer=files.tokenizer.name if prepared.tokenizer_record is not None else None,
-    ).write(files.run)
-    write_test_report(
+        **inputs,
+    )
+    save_results(
         files,
         model,
+        record,
         encoded["test"],
         config,
         data.classes,

@@ -134,7 +134,7 @@ def test_check_ops_names_each_broken_promise(tmp_path):
 
 @pytest.fixture(scope="module", params=["tiny_run", "tiny_pair_run"])
 def exported(request, tmp_path_factory):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     try:
         run = request.getfixturevalue(request.param)

@@ -221,7 +221,7 @@ def test_cli_argument_errors(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_export(tiny_run, tmp_path_factory):
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
 
     base = tmp_path_factory.mktemp("predict-file") / "saved"
     export(tiny_run["workdir"], out=str(base), warmup=False)

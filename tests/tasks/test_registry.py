@@ -177,9 +177,9 @@ def test_a_new_type_trains_exports_and_serves(scored, tiny_config, tmp_path, mon
 
     from keras_mtl.data import readers
     from keras_mtl.data.tokenize import make_encoder
-    from keras_mtl.export import export
+    from keras_mtl.serving.export import export
     from keras_mtl.serving.predict import predict
-    from keras_mtl.train import train
+    from keras_mtl.training import train
     from keras_mtl.run import load_run
 
     # The jsonl reader reads the new type's labels (its `label_from_json`, a classification's).

@@ -1,7 +1,11 @@
-"""train(config, workdir): data -> vocabulary -> model -> fit -> report.
+"""train(config, workdir): data -> tokenization -> network -> fit -> report.
 
     from keras_mtl import load_config, train
     result = train(load_config("configs/demo.yaml"), workdir="runs/demo")
+
+The run is written through the run skeleton (keras_mtl.runner): staged in
+`WORKDIR/backup/`, resumable from its per-epoch backup, promoted when
+complete. `init_from` starts it from a trained run's weights (finetune).
 """
 
 import hashlib
@@ -16,24 +20,15 @@ import numpy as np
 from keras_mtl import precision
 from keras_mtl.callbacks import KeepBest, PerTaskEvaluation, RunBackup, TaskNaNGuard, dev_score, read_backup_state
 from keras_mtl.config import check_keep_best_has_dev, load_config
-from keras_mtl.data.tokenize import save_vocabulary
-from keras_mtl.errors import ConfigError, KerasMTLError
-from keras_mtl.evaluate import write_test_report
-from keras_mtl.model import build_network, loss_for
 from keras_mtl.data.load import load_task_data
+from keras_mtl.disk import NoSpace, is_disk_full, unraisable_disk_errors_hidden, write_json
 from keras_mtl.distill import teacher_targets
+from keras_mtl.errors import ConfigError, KerasMTLError
+from keras_mtl.model import build_network, loss_for
 from keras_mtl.prepare import check_max_steps, prepare
-from keras_mtl.disk import NoSpace, is_disk_full, unraisable_disk_errors_hidden, write_json, write_or_no_space
 from keras_mtl.record import RunRecord
-from keras_mtl.workdir import (
-    RunFiles,
-    check_workdir,
-    config_changes,
-    default_workdir,
-    promote_staged,
-    save_config,
-    workdir_lock,
-)
+from keras_mtl.runner import save_inputs, save_results, staged_run
+from keras_mtl.workdir import RunFiles, check_workdir, config_changes, default_workdir
 
 # Config fields a resumed run may change: they do not touch the training
 # (evaluation batch size; warn vs error for dev/test labels unseen in train).
@@ -80,7 +75,7 @@ def compiled_trainer(network, config, total_steps):
     return model
 
 
-def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=False):
+def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=False, *, init_from=None):
     """Train the multi-task model of `config` into `workdir`.
 
     The run writes into `WORKDIR/backup/` and moves its model, metrics and
@@ -104,6 +99,9 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
         max_steps: optional cap on the total number of training steps.
         verbose: 0 silent, 1 progress bar and one line per epoch.
         fresh: discard the backup of a killed run and train from scratch.
+        init_from: start from a trained run's weights and tokenization
+            (`finetuning.StartFrom`: MT-DNN's second stage); a resumed
+            run continues from its own backup instead.
 
     Returns:
         dict: the test report (`report.json`): per-task metrics and timings.
@@ -128,9 +126,11 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
     distribute.initialize_multihost()  # no-op unless KERAS_MTL_COORDINATOR/...; before any JAX work
     try:
         # auto: resolved here, recorded in run.json; the caller's global policy is back afterwards
-        with workdir_lock(files.root), precision.policy_scope(config.train.precision):
+        with precision.policy_scope(config.train.precision):
             try:
-                return _train(loaded, files, max_steps, verbose, fresh)
+                with staged_run(files, keep_on_failure=True) as stage:  # a failed run resumes from backup/
+                    report = _train(loaded, files, stage, max_steps, verbose, fresh, init_from)
+                return report
             except Exception as err:
                 if not is_disk_full(err):
                     raise
@@ -143,14 +143,12 @@ def train(config, workdir=None, overrides=(), max_steps=None, verbose=1, fresh=F
         raise NoSpace(err.filename or files.root, "the work dir", "free some space and rerun") from None
 
 
-def _train(loaded, files, max_steps, verbose, fresh):
+def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
     from keras_mtl import distribute
     from keras_mtl.multitask_trainer import LossWeightLogger
 
     config = loaded.config
     keras.utils.set_random_seed(config.seed)
-    promote_staged(files)  # a complete run killed while moving its files in place: finish that first
-    stage = files.staged()
     killed = None if fresh else _killed_run(files)
     if killed is not None:  # fail fast, before the data work; the plan and data are checked below
         _check_resume(files, killed, {"config": loaded.raw, "backend": keras.backend.backend()})
@@ -158,9 +156,12 @@ def _train(loaded, files, max_steps, verbose, fresh):
 
     # === Data === (nothing in the work dir is touched until this succeeded)
     data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+    if init_from is not None:
+        init_from.check(config, data)  # the run it starts from knows these tasks and classes
     # Teachers' predictions (distillation) are cached by content in WORKDIR/teachers/.
     teachers = teacher_targets(config, data.splits["train"], data.classes, files.root / "teachers")
-    prepared = prepare(loaded, max_steps=max_steps, data=data, teachers=teachers)
+    tokenization = init_from.tokenization() if init_from is not None else None
+    prepared = prepare(loaded, max_steps=max_steps, data=data, teachers=teachers, tokenization=tokenization)
     data, vocabulary, encoder, encoded, plan = (
         prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded, prepared.plan
     )
@@ -180,6 +181,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
         "epochs": epochs,
         "steps_per_epoch": steps,
         "train_data": _fingerprint(data.splits["train"], vocabulary),
+        **({"init_from": init_from.identity()} if init_from is not None else {}),
     }
     if killed is not None:
         _check_resume(files, killed, run_state)
@@ -193,10 +195,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
         shutil.rmtree(files.backup, ignore_errors=True)  # --fresh, or a run killed before its first epoch ended
         stage.root.mkdir(parents=True)
         write_json(files.run_state, run_state)
-    save_config(stage, loaded)
-    save_vocabulary(vocabulary, stage.vocab)
-    if prepared.tokenizer_record is not None:
-        write_json(stage.tokenizer, prepared.tokenizer_record, compact=True)
+    inputs = save_inputs(stage, loaded, vocabulary, prepared.tokenizer_record)
     data_seconds = time.time() - started
 
     # === Model ===
@@ -250,9 +249,7 @@ def _train(loaded, files, max_steps, verbose, fresh):
     kept = f"Kept the weights of epoch {kept_epoch} ({config.train.keep}" + (
         f", mean dev score {kept_score:.4f})." if kept_score is not None else ")."
     )
-    # the plain functional network, no trainer class inside
-    write_or_no_space(stage.model, lambda: network.save(stage.model), "the trained model")
-    RunRecord.for_config(
+    record = RunRecord.for_config(
         config,
         data.classes,
         pad_id=encoder.pad_id,
@@ -269,25 +266,27 @@ def _train(loaded, files, max_steps, verbose, fresh):
         keep=config.train.keep,
         kept_epoch=kept_epoch,
         kept_dev_score=kept_score,
-        tokenizer=stage.tokenizer.name if prepared.tokenizer_record is not None else None,
-    ).write(stage.run)
-    report = write_test_report(
+        finetuned_from=init_from.identity() if init_from is not None else None,
+        **inputs,
+    )
+    started_from = f" Started from {init_from.describe()}." if init_from is not None else ""
+    report = save_results(
         stage,
         network,
+        record,
         encoded["test"],
         config,
         data.classes,
         encoder.pad_id,
         f"{config.name}: test metrics",
-        f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s. {kept}",
+        f"Trained {epochs} epochs x {steps} steps on {keras.backend.backend()} in {fit_seconds:.0f} s. "
+        f"{kept}{started_from}",
         seconds={"data": round(data_seconds, 1), "fit": round(fit_seconds, 1), "total": round(time.time() - started, 1)},
         epochs=epochs,
         steps_per_epoch=steps,
         kept_epoch=kept_epoch,
         kept_dev_score=kept_score,
     )
-    files.complete_marker.write_text("", encoding="utf-8")
-    promote_staged(files)
     return report
 
 

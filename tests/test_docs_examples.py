@@ -30,3 +30,13 @@ def test_assemble_a_multi_task_model_yourself(tmp_path, monkeypatch):
     assert want["topic"].shape == (64, 3) and want["tags"].shape == (64, 16, 5)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-6)
+
+
+def test_config_reference_is_the_scripts_output():
+    """docs/config.md is what docs/make_config_reference.py prints from the config and reader models."""
+    import runpy
+
+    script = runpy.run_path(str(DOCS / "make_config_reference.py"), run_name="config_reference")
+    want = script["render"]()
+    got = (DOCS / "config.md").read_text(encoding="utf-8")
+    assert got == want, "docs/config.md is stale: run `python docs/make_config_reference.py > docs/config.md`"

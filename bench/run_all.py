@@ -6,6 +6,7 @@
     python bench/run_all.py --only methods  # the methods table (about 1.5 hours on 2 cores; not in a plain run)
     python bench/run_all.py --only peer     # keras-mtl vs transformers + PyTorch (needs the peer and torch extras; not in a plain run)
     python bench/run_all.py --only precision_quality  # glue_conll float32 vs train.precision: auto, 3 seeds (not in a plain run)
+    python bench/run_all.py --only data_scale  # 0.3M and 3M rows: train RSS, prepare throughput vs `datasets` (not in a plain run)
     python bench/run_all.py --markdown-only # rewrite BENCHMARKS.md from bench/results/*.json
 
 Each script runs in its own subprocess (one Keras backend and a fresh
@@ -30,11 +31,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench import common  # noqa: E402
 
 SCRIPTS = ("machine", "train_efficiency", "mtl_overhead", "padding", "serving", "backends", "methods", "peer",
-           "precision_quality")
+           "precision_quality", "data_scale")
 # Not in a plain run: methods (about 1.5 hours on 2 cores: 74 min of fit alone), peer (16 MiniLM
 # training runs on 4 runtimes plus serving; needs `transformers` and torch) and precision_quality
-# (3 to 6 glue_conll trainings of about 4 minutes): ask with --only methods / peer / precision_quality.
-LONG = ("methods", "peer", "precision_quality")
+# (3 to 6 glue_conll trainings of about 4 minutes) and data_scale (0.3M and 3M rows generated, trained on, prepared
+# and tokenized by the `datasets` peer; 0.3M alone took 202 s on 2 cores): ask with --only methods / peer /
+# precision_quality / data_scale.
+LONG = ("methods", "peer", "precision_quality", "data_scale")
 # Scripts that rewrite BENCHMARKS.md themselves unless told not to (run_all writes it once, at the end).
 OWN_MARKDOWN = ("methods",)
 TITLES = {
@@ -47,6 +50,7 @@ TITLES = {
     "methods": "Multi-task methods",
     "peer": "Ahead of the peer (keras-mtl vs transformers + PyTorch)",
     "precision_quality": "Does bfloat16 cost quality? (glue_conll, float32 vs train.precision: auto)",
+    "data_scale": "Data at production scale (0.3M and 3M rows; vs Hugging Face datasets)",
 }
 BENCHMARKS_MD = common.ROOT / "BENCHMARKS.md"
 

@@ -25,6 +25,15 @@ The target applies to `task_conditioning: none` (one encoder pass for all
 heads: glue_conll's setting). With task conditioning (`embedding`, the demo's
 setting) the encoder runs once per task by design, so S ~ 1 is expected; it
 is measured for information.
+
+Long texts (issue 28, docs/long_inputs.md): the multi-task model answers a
+text that fits one window and a text the graph splits into 10 windows, at
+batch 1 and batch 32, in interleaved rounds of the same run (best round);
+target: the 10-window text costs at most 12x the 1-window one.
+`--before DIR` (the `models/` of an earlier `--keep` run, e.g. exported by the
+code before windows) also times those exports against today's on the same
+texts in the same rounds: a text that fits one window should cost what it
+did (ratio ~1 within noise).
 """
 
 import os
@@ -104,6 +113,102 @@ def measure(models, texts, names, batch, n_texts, repeats):
     return res
 
 
+WINDOW_TARGET = 12.0  # a 10-window text costs at most this many times a 1-window text
+
+
+def window_cost(version_dir, texts, repeats, calls=20):
+    """Seconds per call on a text that fills one window and on a text of 10 windows, at batch 1 and 32.
+
+    Both texts are prefixes of the test texts joined: the longest that the
+    export reads in 1 window and the shortest it reads in 10 (its `windows`
+    output). Timed through `serving_default` (every task: the sentence tasks,
+    under `long_inputs: truncate`, read a long text's cut row besides the
+    windows) and through each tagging task's own signature (the windows
+    alone). Rounds interleave the two texts; best round.
+    """
+    import time
+
+    import tensorflow as tf
+
+    from keras_mtl.serving.layout import read_metadata
+    from keras_mtl.serving.predict import load_signature
+
+    _, fn, _ = load_signature(version_dir)
+    words = " ".join(texts).split()
+    counts = {}
+
+    def windows_of(n):
+        if n not in counts:
+            counts[n] = int(fn(text=tf.constant([" ".join(words[:n])]))["windows"][0])
+        return counts[n]
+
+    def first(predicate):  # the smallest prefix length for which predicate holds (windows grow with n)
+        lo, hi = 1, len(words)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if predicate(mid) else (mid + 1, hi)
+        return lo
+
+    one_n = first(lambda n: windows_of(n) > 1) - 1
+    ten_n = first(lambda n: windows_of(n) >= 10)
+    if one_n < 1 or windows_of(one_n) != 1 or windows_of(ten_n) != 10:
+        raise RuntimeError("could not build a 1-window and a 10-window text from the test texts")
+    one, ten = " ".join(words[:one_n]), " ".join(words[:ten_n])
+    tagging = [t for t, spec in (read_metadata(version_dir) or {}).get("tasks", {}).items() if spec["type"] == "tagging"]
+    out = {"one_window_words": one_n, "ten_window_words": ten_n, "by_batch": []}
+    for signature in ["serving_default"] + tagging:
+        call = load_signature(version_dir, None if signature == "serving_default" else signature)[1]
+        for batch in (1, 32):
+            feeds = {"one": tf.constant([one] * batch), "ten": tf.constant([ten] * batch)}
+            best = {k: float("inf") for k in feeds}
+            for feed in feeds.values():
+                call(text=feed)  # warm-up
+            for _ in range(repeats):
+                for key, feed in feeds.items():
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        call(text=feed)
+                    best[key] = min(best[key], (time.perf_counter() - start) / calls)
+            out["by_batch"].append({"signature": signature, "batch": batch, "seconds_per_call": best,
+                                    "ratio": best["ten"] / best["one"]})
+    # The model alone on 10x the rows (serve_tokens, full-length rows): what the windows cannot beat.
+    loaded = tf.saved_model.load(str(version_dir))
+    tokens = loaded.signatures["serve_tokens"]
+    length = int((read_metadata(version_dir) or {}).get("max_sequence_length", 96))
+    out["model_alone"] = []
+    for batch in (1, 32):
+        feeds = {k: tf.fill([n, length], 5) for k, n in (("one", batch), ("ten", 10 * batch))}
+        best = {k: float("inf") for k in feeds}
+        for _ in range(repeats):
+            for key, ids in feeds.items():
+                tokens(token_ids=ids, padding_mask=tf.ones_like(ids, tf.bool))
+                start = time.perf_counter()
+                for _ in range(calls):
+                    tokens(token_ids=ids, padding_mask=tf.ones_like(ids, tf.bool))
+                best[key] = min(best[key], (time.perf_counter() - start) / calls)
+        out["model_alone"].append({"batch": batch, "rows": [batch, 10 * batch], "ratio": best["ten"] / best["one"]})
+    return out
+
+
+def before_and_now(models, before_dir, texts, n_texts, repeats):
+    """Today's exports against earlier ones (`--before`) on the same texts, in the same rounds."""
+    from keras_mtl.compare import serving_throughput
+    from keras_mtl.serving.layout import resolve_version_dir
+
+    out = []
+    for key in ("mtl", "mtl_embedding"):
+        earlier = Path(before_dir) / key
+        if key not in models or not earlier.is_dir():
+            continue
+        for batch, n in ((1, max(4, n_texts // 4)), (32, n_texts)):
+            use = (texts * (1 + n // max(1, len(texts))))[:n]
+            dirs = {"now": models[key]["dir"], "before": resolve_version_dir(earlier)}
+            timed = serving_throughput(dirs, use, batch, repeats)
+            out.append({"model": key, "batch": batch, "texts_per_s": {k: v[0] for k, v in timed.items()},
+                        "ratio_now_to_before": timed["now"][0] / timed["before"][0]})
+    return out
+
+
 def markdown(result):
     T = len(result["tasks"])
     rows = []
@@ -131,6 +236,7 @@ def main(argv=None):
     p.add_argument("--texts", type=int, default=256, help="texts timed at batch 32 (a quarter of them at batch 1)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--keep", help="keep the exported models in this directory")
+    p.add_argument("--before", help="the models/ dir of an earlier --keep run: time its exports against today's")
     args = p.parse_args(argv)
     run = common.Run(NAME, args)
     encoder = dict(common.TINY if args.tiny else common.GLUE_CONLL)
@@ -138,12 +244,14 @@ def main(argv=None):
     n_texts, repeats = (32, 2) if args.tiny else (args.texts, args.repeats)
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
-        tasks = ("topic", "sentiment") if args.tiny else None  # tiny: T = 2, no conditioning variant
+        tasks = ("topic", "pos") if args.tiny else None  # tiny: T = 2 (tagging: long texts in windows), no conditioning variant
         run.say(f"== {NAME}: encoder {encoder}, max length {max_len}; exporting the multi-task and single-task models")
         models, texts, names = build_models(tmp, encoder, max_len, tasks, embedding=not args.tiny)
         T = len(names)
         by_batch = [measure(models, texts, names, 1, max(4, n_texts // 4), repeats),
                     measure(models, texts, names, 32, n_texts, repeats)]
+        windows = window_cost(models["mtl"]["dir"], texts, repeats)
+        before = before_and_now(models, args.before, texts, n_texts, repeats) if args.before else []
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -151,6 +259,7 @@ def main(argv=None):
         "tasks": names, "encoder": encoder, "max_sequence_length": max_len,
         "params": {k: v["params"] for k, v in models.items()}, "by_batch": by_batch,
         "definition": "S = sum_t time(single-task model t, texts) / time(multi-task model, texts); target S >= 0.9 T",
+        "long_texts": windows, "before_and_now": before,
     })
     for b in by_batch:
         tps = b["texts_per_s"]
@@ -165,6 +274,21 @@ def main(argv=None):
                    "" if s >= goal else f"short by {goal - s:.2f}x ({100 * s / T:.0f}% of T)")
         if "mtl_embedding" in b["speedup"]:
             run.say(f"  (info) S with task conditioning 'embedding' at batch {b['batch']}: {b['speedup']['mtl_embedding']:.2f}x")
+    run.say(f"  long texts: a {windows['one_window_words']}-word text (1 full window) and a "
+            f"{windows['ten_window_words']}-word text (10 windows) through the multi-task model")
+    for b in windows["by_batch"]:
+        secs = b["seconds_per_call"]
+        run.say(f"  {b['signature']}, batch {b['batch']}: 1 window {1000 * secs['one']:.2f} ms, "
+                f"10 windows {1000 * secs['ten']:.2f} ms per call: {b['ratio']:.2f}x")
+        if b["batch"] == 1:  # one request, one text: the target
+            run.target(f"cost of a 10-window text vs a 1-window one, {b['signature']}, batch {b['batch']}",
+                       b["ratio"], WINDOW_TARGET, False, "x")
+    for m in windows["model_alone"]:
+        run.say(f"  (info) the model alone on {m['rows'][1]} full rows vs {m['rows'][0]}: {m['ratio']:.2f}x")
+    for b in before:
+        tps = b["texts_per_s"]
+        run.say(f"  {b['model']} batch {b['batch']}: today {tps['now']:.0f} texts/s, before {tps['before']:.0f} "
+                f"texts/s: {b['ratio_now_to_before']:.3f}x")
     run.write()
     return 0
 

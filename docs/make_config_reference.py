@@ -116,7 +116,7 @@ def field_table(model, prefix, skip=()):
 
 
 SECTIONS = (
-    ("Top level", cfg.ExperimentConfig, "", "The whole file: its name, the seed, the tasks and three sections."),
+    ("Top level", cfg.ExperimentConfig, "", "The whole file: its name, the seed, the tasks and four sections."),
     ("`tasks[i]`: one task", cfg.TaskConfig, "tasks[i].",
      "Each entry of `tasks`. Task names are unique; a task is addressed by name in `--set tasks.<name>.<field>`."),
     ("`tasks[i].data`: the task's data", cfg.DataConfig, "tasks[i].data.",
@@ -131,6 +131,9 @@ SECTIONS = (
     ("`splits`: carving dev and test", cfg.SplitConfig, "splits.",
      "How a task without a `dev` or `test` source gets one, and what happens to texts "
      "shared between splits ([data.md](data.md#splits-and-leaks))."),
+    ("`cache`: the prepared data", cfg.CacheConfig, "cache.",
+     "Where `keras-mtl prepare` keeps the tokenized, label-encoded splits, and how data files are identified "
+     "([data_at_scale.md](data_at_scale.md))."),
 )
 
 

@@ -259,7 +259,7 @@ class ModelConfig(_Strict):
         4000, ge=16, description="size of the WordPiece vocabulary learned from the train text (not with a preset)"
     )
     max_sequence_length: int = pydantic.Field(
-        128, ge=4, le=4096, description="the most word pieces per text; longer texts are truncated"
+        128, ge=4, le=4096, description="the most word pieces the model reads at once; longer texts: windows or long_inputs"
     )
     hidden_dim: int = pydantic.Field(
         128, ge=4, description="the model width: embeddings and encoder states (from scratch)"
@@ -294,6 +294,19 @@ class ModelConfig(_Strict):
     adapter_dim: int = pydantic.Field(
         0, ge=0, description="bottleneck size of per-task adapters after each encoder layer (TaskAdapter); 0: off"
     )
+    # Texts longer than max_sequence_length (keras_mtl/data/windows.py, docs/long_inputs.md).
+    window_stride: Optional[int] = pydantic.Field(
+        None, ge=1, description="pieces between the starts of a long text's windows (snapped to words); empty: half a window"
+    )
+    window_merge: Literal["central", "mean"] = pydantic.Field(
+        "mean", description="a word in several windows: tagged by its mean logits (mean) or where it is most central"
+    )
+    max_windows: int = pydantic.Field(
+        16, ge=1, description="the most windows of one training text (its later words are not trained); no bound when predicting"
+    )
+    long_inputs: Literal["truncate", "head_tail", "windows"] = pydantic.Field(
+        "truncate", description="sentence-level tasks on a long text: truncate, head_tail (first and last pieces) or windows"
+    )
 
     _cond = _choice("task_conditioning", "task conditioning", CONDITIONING)
     _pool = _choice("pooling", "pooling", POOLING)
@@ -303,6 +316,15 @@ class ModelConfig(_Strict):
         if self.preset is None and self.hidden_dim % self.num_heads:
             raise ValueError(
                 f"hidden_dim ({self.hidden_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _stride(self):
+        if self.window_stride is not None and self.window_stride > self.max_sequence_length - 1:
+            raise ValueError(
+                f"window_stride ({self.window_stride}) must be at most max_sequence_length - 1 "
+                f"({self.max_sequence_length - 1}), the pieces a window holds after [CLS]"
             )
         return self
 
@@ -406,6 +428,21 @@ class SplitConfig(_Strict):
     )
 
 
+class CacheConfig(_Strict):
+    """The prepared cache of tokenized, label-encoded splits (keras_mtl.data.cache, docs/data_at_scale.md)."""
+
+    dir: Optional[str] = pydantic.Field(
+        None,
+        description="where prepared data is cached; null: $KERAS_MTL_CACHE, else ~/.cache/keras-mtl (or $XDG_CACHE_HOME)",
+    )
+    full_hash: bool = pydantic.Field(
+        False, description="identify data files by a hash of all their bytes (false: size, mtime, head and tail)"
+    )
+    vocabulary_sample: int = pydantic.Field(
+        1_000_000, ge=1, description="the most distinct training texts a WordPiece vocabulary is learned from"
+    )
+
+
 class ExperimentConfig(_Strict):
     name: str = pydantic.Field(
         description="the experiment's name: the default work dir and model names (letters, digits, _ - .)"
@@ -420,6 +457,9 @@ class ExperimentConfig(_Strict):
     )
     splits: SplitConfig = pydantic.Field(
         default_factory=SplitConfig, description="how missing dev/test splits are carved from train"
+    )
+    cache: CacheConfig = pydantic.Field(
+        default_factory=CacheConfig, description="where and how prepared data is cached, the vocabulary's sample"
     )
 
     @pydantic.field_validator("name")

@@ -32,14 +32,29 @@ class ExpectedRetracingFilter(logging.Filter):
 _RETRACING_FILTER = ExpectedRetracingFilter()
 
 
-def predict_split(model, split, config, classes, pad_id=0):
-    """{task: (example indices, predicted labels)} for every task."""
+def predict_split(model, split, config, classes, pad_id=0, raw=False):
+    """{task: (example indices, predicted labels)} for every task.
+
+    With `raw`, each prediction is instead the model's output for the
+    example (`merged_outputs`: {output: array with a batch axis of 1}, per
+    word for tagging), e.g. to compare probabilities with an export's.
+
+    A task reads the rows of `split` that it weighs (`split.weights`): an
+    example with one such row is decoded from it, as before windows existed;
+    a long text's several rows are merged (`merge_rows`: tagging takes each
+    word from the window(s) that read it, `model.window_merge`; a sentence
+    task under `long_inputs: windows` the mean of its windows' logits), so
+    every word of every text gets a tag.
+    """
     logging.getLogger("tensorflow").addFilter(_RETRACING_FILTER)  # idempotent
     tasks, m = config.tasks, config.model
     lengths = bucket_lengths(config.train.bucket_lengths, m.max_sequence_length)
     batch = config.train.eval_batch_size
     results = {t.name: ([], []) for t in tasks}
     heads = {t.name: for_task(t, classes[t.name]) for t in tasks}
+    rows_read = {t.name: np.bincount(split.row_example[split.indices(t.name)], minlength=len(split.examples))
+                 for t in tasks}
+    pending = {t.name: {} for t in tasks}  # example -> [(row, its outputs)] of texts read in several rows
     if m.sees_task:
         groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
     else:
@@ -50,11 +65,51 @@ def predict_split(model, split, config, classes, pad_id=0):
             out = {k: np.asarray(v) for k, v in model.predict_on_batch(x).items()}
             for task in group:
                 idx, preds = results[task.name]
+                head = heads[task.name]
                 for row, i in enumerate(chunk):
                     if split.weights[task.name][i] > 0:
-                        idx.append(i)
-                        preds.append(heads[task.name].decode(out, row, split.word_starts[i]))
+                        e = int(split.row_example[i])
+                        if rows_read[task.name][e] == 1 and not raw:
+                            idx.append(e)
+                            preds.append(head.decode(out, row, split.word_starts[i]))
+                        else:
+                            outputs = {k: out[k][row] for k in head.output_names}
+                            pending[task.name].setdefault(e, []).append((i, outputs))
+    for task in tasks:
+        idx, preds = results[task.name]
+        for e, parts in sorted(pending[task.name].items()):
+            idx.append(e)
+            merged, starts = merged_outputs(heads[task.name], split, parts)
+            preds.append(merged if raw else heads[task.name].decode(merged, 0, starts))
     return results
+
+
+def merged_outputs(head, split, parts):
+    """The outputs of one example from its rows: `parts` = [(row, {output: its value})].
+
+    Returns ({output: array [1, ...]}, word_starts) for `head.decode(outputs,
+    0, word_starts)`. Tagging: per word ([1, W, ...]), from the rows whose
+    `word_starts` read it (one under `window_merge: central`, all windows
+    holding it under `mean`), merged with `head.merge_windows`; a sentence
+    task: its rows merged. A single row's values are kept exactly.
+    """
+    if not head.token_level:
+        return {k: head.merge_windows([o[k] for _, o in parts])[None] for k in parts[0][1]}, None
+    words = len(split.word_starts[parts[0][0]])
+    per_word = {k: [[] for _ in range(words)] for k in parts[0][1]}
+    for row, outputs in parts:
+        for w, position in enumerate(split.word_starts[row]):
+            if position < len(split.token_ids[row]):
+                for k, value in outputs.items():
+                    per_word[k][w].append(value[position])
+    read = [w for w in range(words) if per_word[head.output_names[0]][w]]
+    starts = np.full([words], words, np.int64)  # a word no row read (past a max_windows bound) gets no tag
+    starts[read] = np.arange(len(read))
+    merged = {}
+    for k, values in per_word.items():
+        stacked = [head.merge_windows(values[w]) for w in read]
+        merged[k] = np.stack(stacked)[None] if stacked else np.zeros([1, 0], np.float32)
+    return merged, starts
 
 
 def score(config, split, predictions):
@@ -99,7 +154,7 @@ def evaluate_run(workdir, split="test"):
     encoder = run.encoder()
     enc = run.encode(data.splits[split], encoder=encoder)
     scores = evaluate_split(model, enc, run.config, run.classes, encoder.pad_id)
-    counts = {t.name: int(len(enc.indices(t.name))) for t in run.config.tasks}
+    counts = {t.name: int(len(enc.example_indices(t.name))) for t in run.config.tasks}
     return {"split": split, "tasks": scores, "examples": counts}
 
 
@@ -119,7 +174,7 @@ def write_test_report(files, model, test, config, classes, pad_id, title, summar
     from keras_mtl.disk import write_json
 
     scores = evaluate_split(model, test, config, classes, pad_id) if len(test) else {}
-    counts = {t.name: int(len(test.indices(t.name))) for t in config.tasks}
+    counts = {t.name: int(len(test.example_indices(t.name))) for t in config.tasks}
     report = {
         "name": config.name,
         "split": "test",

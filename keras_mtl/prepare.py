@@ -61,7 +61,8 @@ def tokenization_for(config, data):
 
         tokenizer = load_tokenizer(config.model)
         encoder = encoder_from_tokenizer(
-            tokenizer, config.model.max_sequence_length, what=f"model.preset: the tokenizer of {config.model.preset!r}"
+            tokenizer, config.model.max_sequence_length,
+            what=f"model.preset: the tokenizer of {config.model.preset!r}", model_cfg=config.model,
         )
         return Tokenization(list(tokenizer.get_vocabulary()), encoder, tokenizer_record(tokenizer))
     texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
@@ -185,7 +186,12 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, token
     if tokenization is None:
         tokenization = tokenization_for(config, data)
     vocabulary, encoder = tokenization.vocabulary, tokenization.encoder
-    encoded = {s: encode_split(data.splits[s], encoder, config.tasks, data.classes) for s in SPLITS}
+    # Training texts are cut at `model.max_windows` windows; dev and test are read whole.
+    encoded = {
+        s: encode_split(data.splits[s], encoder, config.tasks, data.classes,
+                        max_windows=config.model.max_windows if s == "train" else None)
+        for s in SPLITS
+    }
     train_plan = None
     if plan:
         train = encoded["train"]

@@ -107,7 +107,8 @@ def preset_encoder(model_cfg):
     from keras_mtl.data.tokenize import encoder_from_tokenizer
 
     return encoder_from_tokenizer(
-        load_tokenizer(model_cfg), model_cfg.max_sequence_length, what=f"model.preset: the tokenizer of {model_cfg.preset!r}"
+        load_tokenizer(model_cfg), model_cfg.max_sequence_length,
+        what=f"model.preset: the tokenizer of {model_cfg.preset!r}", model_cfg=model_cfg,
     )
 
 

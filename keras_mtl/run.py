@@ -59,7 +59,9 @@ class Run:
         record = self.tokenizer_record()
         if record is not None:
             tokenizer = tokenize.tokenizer_from_record(record, what=str(self.files.root / self.info.tokenizer))
-            return tokenize.encoder_from_tokenizer(tokenizer, length, what=f"the tokenizer of {self.files.root}")
+            return tokenize.encoder_from_tokenizer(
+                tokenizer, length, what=f"the tokenizer of {self.files.root}", model_cfg=model_cfg
+            )
         if model_cfg.preset:
             from keras_mtl.pretrained import preset_encoder
 

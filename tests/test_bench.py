@@ -187,15 +187,33 @@ def test_packing():
 
 
 @pytest.mark.slow
+def test_long_inputs(tmp_path, capsys):
+    """The tiny smoke of the long-text measurement (one task, one variant: windows, central)."""
+    from bench import long_inputs
+
+    result = _run(long_inputs, tmp_path, "--tasks", "pos", "--variants", "central", "--workdir", str(tmp_path / "runs"))
+    if "skipped" in result:  # ../shared/data absent
+        return
+    score = result["scores"]["pos"]["16, windows (central)"]
+    assert 0 < score <= 1 and result["runs"]["pos-central"]["windowed_test_sentences"] > 0
+    assert "| pos | 16, windows (central) |" in long_inputs.markdown(result)
+
+
+@pytest.mark.slow
 def test_serving(tmp_path, capsys):
     from bench import serving
 
     result = _run(serving, tmp_path)
-    assert result["tasks"] == ["topic", "sentiment"]
+    assert result["tasks"] == ["topic", "pos"]
     assert [b["batch"] for b in result["by_batch"]] == [1, 32]
     for b in result["by_batch"]:
         assert b["speedup"]["mtl"] > 0 and all(v > 0 for v in b["texts_per_s"].values())
-    assert "TARGET serving speedup" in capsys.readouterr().out
+    long_texts = result["long_texts"]  # a 1-window and a 10-window text (issue 28)
+    assert long_texts["ten_window_words"] > long_texts["one_window_words"]
+    assert [(b["signature"], b["batch"]) for b in long_texts["by_batch"]] == [("serving_default", 1), ("serving_default", 32), ("pos", 1), ("pos", 32)]
+    assert all(b["ratio"] > 1 for b in long_texts["by_batch"])
+    out = capsys.readouterr().out
+    assert "TARGET serving speedup" in out and "TARGET cost of a 10-window text vs a 1-window one, pos, batch 1" in out
 
 
 @pytest.mark.slow
@@ -261,6 +279,48 @@ def test_peer_skips_without_transformers(tmp_path, monkeypatch, capsys):
     assert result["skipped"].startswith("transformers not installed")
     assert peer.markdown(result).startswith("Skipped: transformers not installed")
     assert "SKIPPED" in capsys.readouterr().out
+
+
+def test_data_scale_generates_the_synthetic_tasks(tmp_path, capsys):
+    """--tiny, generation only (fast): the data of the issue's shape; the other figures n/a, not guessed."""
+    from bench import data_scale
+
+    result = _run(data_scale, tmp_path, "--parts", "generate", "--workdir", str(tmp_path / "work"))
+    assert result["size_list"] == [3000] and result["parts"] == ["generate"]
+    lines = (tmp_path / "work" / "3000" / "reviews.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "sentence\tlabel" and len(lines) == 3001
+    rows = [line.split("\t") for line in lines[1:]]
+    assert all(8 <= len(text.split()) <= 30 for text, _ in rows)
+    assert {label for _, label in rows} == {"negative", "neutral", "positive"}
+    sentences = (tmp_path / "work" / "3000" / "tags.conll").read_text(encoding="utf-8").split("\n\n")
+    assert len([s for s in sentences if s.strip()]) == 60  # the small second task: 2% of the rows
+    # deterministic: the same bytes again
+    again = tmp_path / "again.tsv"
+    data_scale.generate_classification(again, 3000, seed=3000)
+    assert again.read_text(encoding="utf-8").splitlines() == lines
+    assert all(t["value"] is None and t["met"] is None for t in result["targets"])  # nothing measured: n/a
+    assert "| 3,000 |" in data_scale.markdown(result)
+    assert "TARGET preparation examples/s / datasets peer" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_data_scale_measures_train_prepare_and_the_peer(tmp_path, capsys):
+    """--tiny, every part (about a minute on 2 cores: three TensorFlow start-ups)."""
+    import importlib.util
+
+    from bench import data_scale
+
+    result = _run(data_scale, tmp_path, "--workdir", str(tmp_path / "work"))
+    size = result["sizes"]["3000"]
+    assert size["train"]["peak_rss_mb"] > 0 and size["train"]["first_step_s"] > 0 and "error" not in size["train"]
+    cold, warm = size["prepare"]["cold"], size["prepare"]["warm"]
+    assert cold["rows_written"] > 3000 and cold["examples_per_s"] > 0 and "error" not in cold
+    assert 0 < warm["first_rows_s"] and warm["first_rows"] > 0
+    if importlib.util.find_spec("datasets") and importlib.util.find_spec("transformers"):
+        assert size["peer"]["rows"] == 3000 and size["peer"]["fast"] and size["peer"]["examples_per_s"] > 0
+    labels = {t["label"]: t for t in result["targets"]}
+    assert labels["warm first step / cold first step at 3,000 rows"]["value"] is None  # phase B
+    assert "TARGET train peak RSS" in capsys.readouterr().out
 
 
 def test_run_all_regenerates_only_between_markers(tmp_path):

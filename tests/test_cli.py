@@ -157,7 +157,7 @@ def test_predict_prints_one_json_object_per_text(exported, capsys):
         assert pred["topic"]["label"] in {"food", "sports", "tech", "weather"}
         assert set(pred["topic"]["probabilities"]) == {"food", "sports", "tech", "weather"}
         assert len(pred["pos"]["tags"]) == len(text.split())
-        assert pred["_meta"] == {"num_words": len(text.split()), "truncated": False}
+        assert pred["_meta"] == {"num_words": len(text.split()), "truncated": False, "windows": 1}
 
 
 # ------------------------------------------------------------------ user errors
@@ -208,7 +208,7 @@ def test_usage_errors_exit_2_with_one_line(capsys):
     assert info.value.code == 2
     assert capsys.readouterr().err.splitlines() == [
         "keras-mtl: error: argument COMMAND: invalid choice: 'fly' (choose from 'train', 'finetune', 'evaluate', "
-        "'export', 'predict', 'data', 'serve', 'compare', 'meta-train', 'adapt', 'search', 'bench') "
+        "'export', 'predict', 'data', 'prepare', 'serve', 'compare', 'meta-train', 'adapt', 'search', 'bench') "
         "(see 'keras-mtl --help')"
     ]
     with pytest.raises(SystemExit) as info:
@@ -255,8 +255,8 @@ def test_every_command_module_has_the_same_shape():
     from keras_mtl.cli import app
 
     names = [app.command_name(m) for m in cli.COMMANDS]
-    assert names == ["train", "finetune", "evaluate", "export", "predict", "data", "serve", "compare", "meta-train", "adapt",
-                     "search", "bench"]
+    assert names == ["train", "finetune", "evaluate", "export", "predict", "data", "prepare", "serve", "compare",
+                     "meta-train", "adapt", "search", "bench"]
     for module in cli.COMMANDS:
         assert isinstance(module.HELP, str) and module.HELP and "\n" not in module.HELP, module.__name__
         assert callable(module.add_arguments) and callable(module.run), module.__name__

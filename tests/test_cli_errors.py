@@ -134,6 +134,16 @@ BAD = [
     ("train", ["train", "{tiny}", "--set", "train.temperature=.nan"], ["--set train.temperature=.nan", "finite"]),
     ("train", ["train", "{tiny}", "--set", "tasks.topic.loss_weight=-.inf"], ["tasks[0].loss_weight", "finite"]),
     ("data", ["data", "{tiny}", "--set", "train.batch_size='8'"], ["--set train.batch_size='8'", "valid integer"]),
+    # ---- prepare: the cache (keras_mtl.data.cache)
+    ("prepare", ["prepare"], ["give CONFIG to prepare, or --list / --clear"]),
+    ("prepare", ["prepare", "{tiny}", "--list", "--clear"], ["--list and --clear go alone"]),
+    ("prepare", ["prepare", "--key", "abc"], ["--key goes with --clear"]),
+    ("prepare", ["prepare", "{tiny}", "--clear", "--key", "abc"], ["--clear takes CONFIG or --key KEY, not both"]),
+    ("prepare", ["prepare", "{missing}"], ["missing.yaml: config file not found"]),
+    ("prepare", ["prepare", "{duplicate_key}", "--list"], ["duplicate key 'epochs'"]),
+    ("prepare", ["prepare", "--list", "--cache-dir", "{dir}/a-file.txt"], ["a-file.txt: is a file, expected the cache directory"]),
+    ("prepare", ["prepare", "--clear", "--key", "zz", "--cache-dir", "{dir}/empty-dir"], ["no cache entry 'zz'"]),
+    ("prepare", ["prepare", "{tiny}", "--set", "cache.vocabulary_sample=0"], ["cache.vocabulary_sample", "greater than or equal to 1"]),
     # ---- evaluate / export / predict / serve: paths
     ("evaluate", ["evaluate", "{dir}/nowhere"], ["work dir not found"]),
     ("evaluate", ["evaluate", "{dir}/empty-dir", "--json"], ["no trained model here"]),

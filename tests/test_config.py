@@ -726,7 +726,8 @@ def test_every_config_field_says_what_it_is_in_one_line():
     from keras_mtl import config as config_module
 
     sections = [config_module.DataConfig, config_module.TaskConfig, config_module.ModelConfig,
-                config_module.TrainConfig, config_module.SplitConfig, config_module.ExperimentConfig]
+                config_module.TrainConfig, config_module.SplitConfig, config_module.CacheConfig,
+                config_module.ExperimentConfig]
     for section in sections:
         for name, field in section.model_fields.items():
             where = f"{section.__name__}.{name}"

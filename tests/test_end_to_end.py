@@ -81,12 +81,19 @@ def keras_outputs(e2e):
         else:
             out = model.predict_on_batch(x)
             probs = {name: np.asarray(out[name]) for name in run.config.task_names}
+        # Every word's tag as evaluation reads it (a long text in windows: keras_mtl.data.windows).
+        from keras_mtl.data.example import Example
+        from keras_mtl.evaluation import predict_split
+
+        examples = [Example(t, {"pos": ("X",) * len(t.split())}) for t in TEXTS]
+        tags = dict(zip(*predict_split(model, run.encode(examples), run.config, run.classes, encoder.pad_id)["pos"]))
         result[cond] = {
             "run": run,
             "probs": probs,
             "ids": ids,
             "word_starts": enc["word_starts"].to_list(),
             "truncated": enc["truncated"].numpy().tolist(),
+            "tags": [list(tags[i]) for i in range(len(TEXTS))],
         }
     return result
 
@@ -222,7 +229,7 @@ def test_signature_and_output_layout(e2e, cond):
     assert "serving_default" in served["signatures"] and "serve_tokens" in served["signatures"]
     assert served["inputs"] == ["text"]
     out = served["outputs"]
-    expected = {"num_words", "truncated", "pos_tags"}
+    expected = {"num_words", "truncated", "windows", "pos_tags"}
     for task in ("topic", "sentiment"):
         expected |= {f"{task}_label", f"{task}_probabilities", f"{task}_classes"}
     assert set(out) == expected
@@ -233,7 +240,8 @@ def test_signature_and_output_layout(e2e, cond):
     assert served["dtypes"]["truncated"] == "bool"
     assert out["topic_classes"][0] == ["food", "sports", "tech", "weather"]
     assert out["num_words"] == [len(t.split()) for t in TEXTS]
-    assert out["truncated"][1:3] == [False, True]  # "" and the long text
+    assert out["truncated"][1:3] == [False, True]  # "" and the long text (cut for topic and sentiment)
+    assert out["windows"][1] == 1 and out["windows"][2] > 1  # the long text's tags come from windows
     assert all(len(row) == max(len(t.split()) for t in TEXTS) for row in out["pos_tags"])
     assert out["pos_tags"][1] == [""] * len(out["pos_tags"][1])  # the empty text has no words
 
@@ -258,15 +266,17 @@ def test_served_tags_are_the_argmax_at_first_pieces(e2e, keras_outputs, cond):
     probs, length = k["probs"]["pos"], k["ids"].shape[1]
     width = len(out["pos_tags"][0])
     for i, starts in enumerate(k["word_starts"]):
+        if TEXTS[i] == LONG_TEXT:
+            continue
         expected = [classes[int(np.argmax(probs[i, s]))] if s < length else "" for s in starts]
         expected += [""] * (width - len(expected))
         assert out["pos_tags"][i] == expected, TEXTS[i]
-    # The long text: words cut off by truncation get no tag.
+    # The long text: every word gets a tag, read in windows as evaluation reads it.
     n_words = len(LONG_TEXT.split())
     long_tags = out["pos_tags"][2][:n_words]
-    assert [tag != "" for tag in long_tags] == [s < MAX_LEN for s in k["word_starts"][2]]
-    assert long_tags[0] != "" and long_tags[-1] == ""
-    assert out["truncated"] == k["truncated"]
+    assert "" not in long_tags and long_tags == k["tags"][2]
+    assert [row[: len(t.split())] for row, t in zip(out["pos_tags"], TEXTS)] == k["tags"]
+    assert out["truncated"] == k["truncated"]  # topic and sentiment read the long text cut, as before
     assert k["truncated"][1:3] == [False, True]
 
 
@@ -298,7 +308,8 @@ def test_predict_equals_the_served_outputs(e2e, cond):
     got = predict(r["base"], TEXTS)  # the base dir: its newest version
     assert got == expected
     assert set(got[0]) == set(TASKS) | {"_meta"}
-    assert got[2]["_meta"] == {"num_words": len(LONG_TEXT.split()), "truncated": True}
+    assert got[2]["_meta"] == {"num_words": len(LONG_TEXT.split()), "truncated": True, "windows": got[2]["_meta"]["windows"]}
+    assert got[2]["_meta"]["windows"] > 1 and "" not in got[2]["pos"]["tags"]
     assert got[1]["pos"] == {"tags": []}
     assert len(got[0]["pos"]["tags"]) == len(TEXTS[0].split())
 

@@ -51,7 +51,7 @@ def test_a_task_signature_runs_the_encoder_once_serving_default_once_per_task():
     # serving_default: the single-text task only (topic), so 3 rows, id 0
     out = fns["serving_default"](text=texts)
     np.testing.assert_allclose(out["topic_probabilities"], np.full([3, 2], 30.0))
-    assert set(out) == {"topic_label", "topic_probabilities", "topic_classes", "num_words", "truncated"}
+    assert set(out) == {"topic_label", "topic_probabilities", "topic_classes", "num_words", "truncated", "windows"}
 
 
 def test_serving_default_of_single_text_tasks_runs_one_pass_per_task():

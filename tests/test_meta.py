@@ -469,3 +469,27 @@ def test_adapt_refuses_when_no_shared_layer_is_copied(preset_run, tmp_path, caps
     assert captured.out == "" and not out.exists()
     [line] = captured.err.splitlines()
     assert line.startswith("keras-mtl adapt: error: adapt: no shared layer of the network in "), line
+
+
+@pytest.mark.slow
+def test_a_preset_run_is_evaluated_and_exported_with_the_preset_moved_away(preset_run, tmp_path, serve_without_keras):
+    """The work dir keeps the preset's tokenizer (tokenizer.json) and the model holds the
+    backbone: evaluate and export need the work dir alone."""
+    import shutil
+
+    from keras_mtl.evaluation import evaluate_run
+    from keras_mtl.run import load_run
+    from keras_mtl.serving.export import export
+
+    run = load_run(preset_run)
+    assert run.info.tokenizer == "tokenizer.json" and (preset_run / "tokenizer.json").is_file()
+    with_preset = evaluate_run(preset_run)
+    preset, moved = preset_run.parent / "preset", tmp_path / "moved-away"
+    shutil.move(str(preset), str(moved))
+    try:
+        assert evaluate_run(preset_run)["tasks"] == with_preset["tasks"]
+        version = export(preset_run, out=tmp_path / "saved", warmup=False)
+        served = serve_without_keras([version], ["the brilliant chef cooked quickly ."])[str(version)]
+        assert set(served["outputs"]) >= {"topic_label", "num_words"}
+    finally:
+        shutil.move(str(moved), str(preset))

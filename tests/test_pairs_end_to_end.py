@@ -87,9 +87,9 @@ def test_every_task_has_its_signature(pairs_e2e, cond):
     assert topic["inputs"] == ["text"]
     # serving_default keeps the single-text tasks (here: topic), from `text`
     assert served["inputs"] == ["text"]
-    assert set(served["outputs"]) == {"topic_label", "topic_probabilities", "topic_classes", "num_words", "truncated"}
-    assert set(nli["outputs"]) == {"nli_label", "nli_probabilities", "nli_classes", "num_words", "truncated"}
-    assert set(sts["outputs"]) == {"sts_value", "num_words", "truncated"}
+    assert set(served["outputs"]) == {"topic_label", "topic_probabilities", "topic_classes", "num_words", "truncated", "windows"}
+    assert set(nli["outputs"]) == {"nli_label", "nli_probabilities", "nli_classes", "num_words", "truncated", "windows"}
+    assert set(sts["outputs"]) == {"sts_value", "num_words", "truncated", "windows"}
 
 
 @pytest.mark.parametrize("cond", CONDITIONINGS)
@@ -161,8 +161,10 @@ def test_the_pair_model_reads_segments_off_the_separator(pairs_e2e):
     from keras_mtl.run import load_run
 
     model = load_run(pairs_e2e["runs"]["embedding"]["workdir"]).load_model()
-    names = {layer.name for layer in model.layers}
-    assert {"segment_ids", "segment_embedding"} <= names
+    encoder = model.get_layer("shared_encoder")
+    assert encoder.segment_ids is not None and encoder.segment_ids.name == "segment_ids"
+    assert encoder.segment_embedding is not None and encoder.segment_embedding.name == "segment_embedding"
+    assert encoder.segment_embedding.get_weights()[0].shape[0] == 2
 
 
 def test_a_single_text_model_has_no_segment_layers_and_one_signature_per_task(tiny_run, serve_without_keras,
@@ -172,7 +174,8 @@ def test_a_single_text_model_has_no_segment_layers_and_one_signature_per_task(ti
     from keras_mtl.run import load_run
 
     model = load_run(tiny_run["workdir"]).load_model()
-    assert not {"segment_ids", "segment_embedding"} & {layer.name for layer in model.layers}
+    encoder = model.get_layer("shared_encoder")
+    assert encoder.segment_ids is None and encoder.segment_embedding is None
     version = export(tiny_run["workdir"], out=tmp_path / "saved")
     served = serve_without_keras([version], SINGLE, calls=[{"signature": "pos", "inputs": {"text": SINGLE}}])
     answer = served[str(version)]

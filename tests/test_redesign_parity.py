@@ -65,6 +65,12 @@ def test_a_run_trains_and_exports_as_before_the_redesign(tmp_path):
     now = _signature_answers(version)
     assert sorted(now) == sorted(before["signatures"])
     for name, sig in before["signatures"].items():
+        # An output added since the recording: `windows` (issue 28; every text here fits one window).
+        added = {} if name == "serve_tokens" else {"windows": ["int32", [None]]}
+        assert {k: now[name]["outputs"][k] for k in added} == added, name
+        assert [now[name]["values"][k] for k in added] == [[1] * len(TEXTS)] * len(added), name
+        for part in ("outputs", "values"):
+            now[name][part] = {k: v for k, v in now[name][part].items() if k not in added}
         assert now[name]["inputs"] == sig["inputs"], name
         assert now[name]["outputs"] == sig["outputs"], name
         assert sorted(now[name]["values"]) == sorted(sig["values"]), name

@@ -6,6 +6,7 @@
     keras-mtl export WORKDIR [--out saved_models/<name>] [--keep N]
     keras-mtl predict MODEL_DIR|URL TEXT... [--text-pair P ...] | --input FILE.jsonl|.tsv [--output OUT.jsonl] [--task T] [--strict]
     keras-mtl data CONFIG [--json]
+    keras-mtl prepare CONFIG | --list | --clear [--key KEY] [--cache-dir DIR]
     keras-mtl serve saved_models/<name> [--port 8500 --rest-port 8501] [--dry-run] [--config-dir DIR]
     keras-mtl compare CONFIG [--seeds 3] [--tasks a,b] [--max-steps N] [--budget labelled|drawn] [--bootstrap 1000] [--distill] [--records DIR]
     keras-mtl meta-train CONFIG / keras-mtl adapt WORKDIR NEW_TASK_CONFIG --shots K
@@ -48,13 +49,14 @@ from keras_mtl.cli import (
     finetune,
     meta_train,
     predict,
+    prepare,
     search,
     serve,
     train,
 )
 
 # The commands, in the order `keras-mtl --help` lists them.
-COMMANDS = (train, finetune, evaluate, export, predict, data, serve, compare, meta_train, adapt, search, bench)
+COMMANDS = (train, finetune, evaluate, export, predict, data, prepare, serve, compare, meta_train, adapt, search, bench)
 
 
 def build_parser():

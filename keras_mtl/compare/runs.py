@@ -80,13 +80,23 @@ def _data_identity(value, root):
 # before the field existed (which trained as the default does) still matches.
 LATER_FIELDS = {
     "tasks.*.role": "target",
+    "model.window_stride": None,  # long texts (issue 28): windows for tagging, long_inputs for sentence tasks
+    "model.window_merge": "mean",
+    "model.max_windows": 16,
+    "model.long_inputs": "truncate",
+    "cache.vocabulary_sample": 1_000_000,
 }
+# Config sections that never change what a run learns (where the prepared data is
+# kept, how its files are identified): left out of every marker, so a comparison
+# continued with another cache directory reuses its runs.
+MARKER_IGNORES = ("cache.dir", "cache.full_hash")
 
 
 
 def _omit_later_defaults(config):
     """`config` (a marker's config dict, changed in place) without the `LATER_FIELDS` at their defaults."""
-    for path, default in LATER_FIELDS.items():
+    ignored = {path: None for path in MARKER_IGNORES}
+    for path, default in [*ignored.items(), *LATER_FIELDS.items()]:
         section, _, key = path.rpartition(".")
         if section == "tasks.*":
             holders = [t for t in config.get("tasks") or [] if isinstance(t, dict)]
@@ -94,8 +104,10 @@ def _omit_later_defaults(config):
             holder = config.get(section) if section else config
             holders = [holder] if isinstance(holder, dict) else []
         for holder in holders:
-            if key in holder and holder[key] == default:
+            if key in holder and (path in ignored or holder[key] == default):
                 del holder[key]
+    if config.get("cache") == {}:  # a section left empty: as a config from before it existed
+        del config["cache"]
     return config
 
 

@@ -135,7 +135,9 @@ def read_task(task, config: ExperimentConfig, index=None, locate=None):
             what = f"reading the {split} data of task {task.name!r}"
         request = readers.ReadRequest(source, options, task.name, task.type, split)
         with progress.step(what):
-            by_split[split] = reader.read(request)
+            # A reader streams its examples; they are held here until the merge
+            # across tasks works on the stream too (issue 27, phase B).
+            by_split[split] = list(reader.read(request))
     if not by_split.get("train"):
         where = locate(index, "train")
         raise DataError(
@@ -218,17 +220,22 @@ def _check_pairs(task, by_split):
 
 
 def merge_by_text(per_task, split):
-    """Merge the examples of all tasks in one split by identical (text, text_pair)."""
+    """Merge the examples of all tasks in one split by identical (text, text_pair).
+
+    Identical examples are found through `splits.texts_hash` (16 bytes per
+    distinct example), not by keeping their texts as keys.
+    """
     merged, index = [], collections.defaultdict(list)
     for task, by_split in per_task.items():
         for ex in by_split[split]:
             target = None
-            for i in index[ex.texts]:
+            key = splits_lib.texts_hash(ex.text, ex.text_pair)
+            for i in index[key]:
                 if task not in merged[i].labels:
                     target = merged[i]
                     break
             if target is None:
-                index[ex.texts].append(len(merged))
+                index[key].append(len(merged))
                 merged.append(Example(ex.text, dict(ex.labels), ex.origin, ex.text_pair))
             else:
                 target.labels.update(ex.labels)

@@ -12,6 +12,10 @@ classification int32 [B] / [B]; tagging (token-level) int32 [B, L] / [B, L]
 (weight 1 on the first piece of each word); regression float32 [B] / [B];
 multilabel float32 [B, C] / [B].
 
+A row is what the model reads: a text that fits `max_sequence_length` is
+one row; a longer one a row per window and/or a cut row (`encode_split`,
+keras_mtl.data.windows), and training draws rows.
+
 Training draws from one dataset per task with the configured sampling
 strategy (`sampling.py`); when the encoder does not see the task
 (`model.sees_task`) an example keeps all its labels (one forward pass trains
@@ -26,32 +30,56 @@ replicas, so every replica trains the same task at each step.
 """
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
 from keras_mtl.data import sampling
+from keras_mtl.data.windows import CUT
 from keras_mtl.data.buckets import training_bucket_lengths
 from keras_mtl.tasks import for_task
 
 
 @dataclasses.dataclass
 class EncodedSplit:
-    """A split's examples, tokenized, with per-task label ids."""
+    """A split's examples, tokenized into rows, with per-task label ids per row.
 
-    examples: list
-    token_ids: list  # list of int32 arrays: [CLS] text, or [CLS] text [SEP] text_pair [SEP]
-    word_starts: list  # list of int32 arrays
-    truncated: np.ndarray  # bool [N]
-    labels: dict  # task -> encoded labels (see `encode_labels`)
-    weights: dict  # task -> float32 [N] (1 where the example has the task's label)
-    teacher: dict = dataclasses.field(default_factory=dict)  # task -> per-example teacher targets (data/teachers.py)
+    A row is what the model reads: an example whose text fits
+    `max_sequence_length` is one row (row i = example i when all fit), a
+    longer one a row per window and/or a cut row (`encode_split`).
+    """
+
+    examples: list  # the examples, [N]
+    token_ids: list  # per row, int32 arrays: [CLS] text, or [CLS] text [SEP] text_pair [SEP]
+    word_starts: list  # per row, int32 [words of the example]: first piece of each word the row reads, else NOT_HERE
+    truncated: np.ndarray  # bool [R]: the row's input lost pieces
+    labels: dict  # task -> encoded labels per row (see `encode_labels`)
+    weights: dict  # task -> float32 [R] (> 0 where the row trains / is read for the task's label)
+    teacher: dict = dataclasses.field(default_factory=dict)  # task -> per-row teacher targets (data/teachers.py)
+    row_example: Optional[np.ndarray] = None  # int64 [R]: the example of each row (None: row i is example i)
+    row_window: Optional[np.ndarray] = None  # int32 [R]: the row's window, or windows.CUT for a cut row
+    num_windows: Optional[np.ndarray] = None  # int32 [N]: windows of each example's text (before `max_windows`)
+
+    def __post_init__(self):
+        rows = len(self.token_ids)
+        if self.row_example is None:
+            self.row_example = np.arange(rows, dtype=np.int64)
+        if self.row_window is None:
+            self.row_window = np.zeros([rows], np.int32)
+        if self.num_windows is None:
+            self.num_windows = np.ones([len(self.examples)], np.int32)
 
     def __len__(self):
         return len(self.token_ids)
 
     def indices(self, task):
+        """The rows labelled for `task` (what training draws and evaluation reads)."""
         return np.flatnonzero(self.weights[task] > 0)
+
+    def example_indices(self, task):
+        """The examples labelled for `task` (each once)."""
+        return np.unique(self.row_example[self.indices(task)])
 
 
 def balanced_class_weights(labels, has_label, num_classes):
@@ -66,18 +94,66 @@ def encode_labels(task, classes, examples, token_ids, word_starts):
     return for_task(task, classes).encode_labels(examples, token_ids, word_starts)
 
 
-def encode_split(examples, encoder, tasks, classes):
-    """Tokenize a split (single texts and sentence pairs) and encode every task's labels."""
-    from keras_mtl.data.tokenize import encode_examples
+def encode_split(examples, encoder, tasks, classes, max_windows=None):
+    """Tokenize a split (single texts and sentence pairs) into rows and encode every task's labels.
 
-    encoding = encode_examples(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples])
-    token_ids, word_starts, truncated = encoding.token_ids, encoding.word_starts, encoding.truncated
+    An example whose text (pair) fits `max_sequence_length` is one row, for
+    every task, encoded as it always was. A longer one is read as
+    `encoder.windowing` says (keras_mtl.data.windows, docs/long_inputs.md):
+    a row per window for the tasks that read windows (tagging, each word's
+    label in the window(s) that read it; sentence tasks under `long_inputs:
+    windows`, each window weighted 1/windows), and one cut row for sentence
+    tasks under `truncate` / `head_tail`. `max_windows`: the most windows of
+    one text (the training split's bound, `model.max_windows`); None: all.
+    """
+    from keras_mtl.data.tokenize import encode_pieces, encode_rows
+
+    rule = encoder.windowing
+    token_tasks = {t.name for t in tasks if for_task(t).token_level}
+    sentence_tasks = {t.name for t in tasks} - token_tasks
+    cut_mode = None if rule.long_inputs == "windows" else rule.long_inputs
+    uncut = encode_pieces(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples])
+    token_ids, word_starts, truncated, row_example, row_window = [], [], [], [], []
+    num_windows = np.ones([len(examples)], np.int32)
+    kept = np.ones([len(examples)], np.int32)  # window rows kept per example
+    single = []  # per row: the example's only row (every task reads it)
+    for e, (ex, (pieces, lengths, pair)) in enumerate(zip(examples, uncut)):
+        labelled = set(ex.labels)
+        has_sentence = bool(labelled & sentence_tasks)
+        windowed = (bool(labelled & token_tasks) and pair is None) or (has_sentence and cut_mode is None)
+        cut = cut_mode if has_sentence else None
+        if not windowed and cut is None:  # no task of `tasks` labels it: read as a sentence task would
+            windowed, cut = cut_mode is None, cut_mode
+        rows, num_windows[e] = encode_rows(encoder, pieces, lengths, pair, windowed, cut, max_windows)
+        kept[e] = max(1, sum(1 for row in rows if row[2] != CUT))
+        for ids, starts, window, cut_off in rows:
+            token_ids.append(ids)
+            word_starts.append(starts)
+            truncated.append(cut_off)
+            row_example.append(e)
+            row_window.append(window)
+            single.append(len(rows) == 1)
+    row_example = np.asarray(row_example, np.int64)
+    row_window = np.asarray(row_window, np.int32)
+    single = np.asarray(single, bool)
+    row_examples = [examples[e] for e in row_example]
     labels, weights = {}, {}
     for task in tasks:
         labels[task.name], weights[task.name] = encode_labels(
-            task, classes[task.name], examples, token_ids, word_starts
+            task, classes[task.name], row_examples, token_ids, word_starts
         )
-    return EncodedSplit(examples, token_ids, word_starts, truncated, labels, weights)
+        if not single.all():  # the rows of long texts: each task reads its own
+            if task.name in token_tasks:
+                factor = row_window != CUT
+            elif cut_mode is None:
+                factor = 1.0 / kept[row_example]
+            else:
+                factor = row_window == CUT
+            weights[task.name] = np.where(single, weights[task.name], weights[task.name] * factor).astype(np.float32)
+    return EncodedSplit(
+        examples, token_ids, word_starts, np.asarray(truncated, bool), labels, weights,
+        row_example=row_example, row_window=row_window, num_windows=num_windows,
+    )
 
 
 def apply_class_weights(split, tasks, classes):

@@ -8,14 +8,27 @@ its normalized text and a seed, so a sentence shared by two tasks lands in the
 same split in both. A sentence pair is keyed by both of its texts (see
 `example_key`); a single text is keyed, and hashed, exactly as before pairs
 existed.
+
+At scale the texts are compared through 16-byte hashes of their keys
+(`example_hash`), never through sets of whole texts: the leak report, the
+removal of held-out texts (`splits.leaks: drop`) and the merge of identical
+examples across tasks (`texts_hash`, in `load.merge_by_text`) hold 16 bytes
+per distinct text. Two different keys share a hash with probability about
+n² / 2^129 (1e-26 for ten million texts), so the results are those of
+comparing the keys themselves.
 """
 
 import hashlib
 import itertools
+import struct
 
 from keras_mtl.errors import DataError
 
 SPLITS = ("train", "dev", "test")
+
+HASH_BYTES = 16  # the size of `example_hash` and `texts_hash`
+_EXAMPLE_SALT = b"keras-mtl example key\x00"
+_TEXTS_SALT = b"keras-mtl texts\x00"
 
 
 def normalize_text(text):
@@ -47,6 +60,41 @@ def example_key(text, text_pair=None):
     if text_pair is None:
         return normalize_text(text)
     return f"{normalize_text(text)}\t{normalize_text(text_pair)}"
+
+
+def _utf8(text):
+    return text.encode("utf-8", "surrogatepass")
+
+
+def example_hash(text, text_pair=None):
+    """The 16-byte hash of `example_key(text, text_pair)`: equal for the same
+    normalized text (pair), what the leak report and `splits.leaks: drop` compare.
+
+    BLAKE2b with a 16-byte digest. It is not the hash `split_of` draws a split
+    from (that one is seeded: see `_unit_interval`), so the split of a text is
+    what it always was.
+
+    >>> example_hash("The  Rock") == example_hash("the rock") != example_hash("the rock", "")
+    True
+    """
+    return hashlib.blake2b(_EXAMPLE_SALT + _utf8(example_key(text, text_pair)), digest_size=HASH_BYTES).digest()
+
+
+def texts_hash(text, text_pair=None):
+    """The 16-byte hash of the exact (text, text_pair): equal for identical
+    examples as `Example.texts` compares them (no normalization), what the merge
+    across tasks (`load.merge_by_text`) keys on.
+
+    The text is length-prefixed and a single text is told from a pair by a
+    marker byte, so no two different (text, text_pair) give the same bytes.
+    """
+    first = _utf8(text)
+    parts = [_TEXTS_SALT, struct.pack(">Q", len(first)), first]
+    if text_pair is None:
+        parts.append(b"\x00")
+    else:
+        parts += [b"\x01", _utf8(text_pair)]
+    return hashlib.blake2b(b"".join(parts), digest_size=HASH_BYTES).digest()
 
 
 def _check_fractions(dev_fraction, test_fraction):
@@ -163,6 +211,7 @@ def drop_held_out_from_train(task_splits):
     A text (a pair: both texts, `example_key`) in some task's dev or test
     split is taken out of the train split of every task, so that no model is
     scored on a text it trained on (`splits.leaks: drop`). Works in place.
+    Held-out texts are compared by `example_hash` (16 bytes each).
 
     Args:
         task_splits: `{task: {split: [Example, ...]}}`.
@@ -171,7 +220,7 @@ def drop_held_out_from_train(task_splits):
         `{task: number of training examples removed}`.
     """
     held_out = {
-        example_key(ex.text, ex.text_pair)
+        example_hash(ex.text, ex.text_pair)
         for splits in task_splits.values()
         for split in ("dev", "test")
         for ex in splits.get(split, ())
@@ -179,7 +228,7 @@ def drop_held_out_from_train(task_splits):
     dropped = {}
     for task, splits in task_splits.items():
         train = splits.get("train", [])
-        kept = [ex for ex in train if example_key(ex.text, ex.text_pair) not in held_out]
+        kept = [ex for ex in train if example_hash(ex.text, ex.text_pair) not in held_out]
         dropped[task] = len(train) - len(kept)
         splits["train"] = kept
     return dropped
@@ -190,7 +239,8 @@ def overlap_report(task_splits):
 
     Texts are compared by `example_key`: a single text by `normalize_text`,
     a sentence pair by both of its normalized texts (a pair and a single
-    text are never the same; "texts" below counts pairs for a pair task).
+    text are never the same; "texts" below counts pairs for a pair task),
+    through its 16-byte `example_hash`: the sets hold hashes, not texts.
 
     Args:
         task_splits: `{task: {split: [Example, ...]}}`.
@@ -212,7 +262,7 @@ def overlap_report(task_splits):
     """
     texts = {
         task: {
-            split: {example_key(ex.text, ex.text_pair) for ex in examples}
+            split: {example_hash(ex.text, ex.text_pair) for ex in examples}
             for split, examples in splits.items()
         }
         for task, splits in task_splits.items()

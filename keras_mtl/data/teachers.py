@@ -25,23 +25,28 @@ def attach_teacher_targets(split, config, classes, targets):
         targets: task -> one target per training example labelled for the
             task, in the split's order (`distill.teacher_targets`).
 
-    Each example gets one array, placed on its pieces (`teacher_on_pieces`);
-    an example without the task's label gets zeros (weight 0: never trained on).
+    Each row gets one array, its example's target placed on its pieces
+    (`teacher_on_pieces`; a long text's windows each get the words they
+    read); a row without the task's label gets zeros (weight 0: never
+    trained on).
     """
     for task in config.tasks:
         if task.name not in targets:
             continue
         idx = split.indices(task.name)
+        examples = split.example_indices(task.name)
         given = targets[task.name]
-        if len(given) != len(idx):
+        if len(given) != len(examples):
             raise ValueError(
-                f"task {task.name!r}: {len(given)} teacher targets for {len(idx)} labelled training examples"
+                f"task {task.name!r}: {len(given)} teacher targets for {len(examples)} labelled training examples"
             )
+        of_example = dict(zip(examples.tolist(), given))
         head = for_task(task, classes[task.name])
-        per_example = [head.teacher_blank(len(ids)) for ids in split.token_ids]
-        for i, target in zip(idx, given):
-            per_example[i] = head.teacher_on_pieces(target, split.word_starts[i], len(split.token_ids[i]))
-        split.teacher[task.name] = per_example
+        per_row = [head.teacher_blank(len(ids)) for ids in split.token_ids]
+        for i in idx:
+            target = of_example[int(split.row_example[i])]
+            per_row[i] = head.teacher_on_pieces(target, split.word_starts[i], len(split.token_ids[i]))
+        split.teacher[task.name] = per_row
 
 
 def annealing_lambda(step, total_steps):

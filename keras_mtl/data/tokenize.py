@@ -4,7 +4,10 @@ The same `TextEncoder` runs in the tf.data pipeline and inside the exported
 SavedModel, so training and serving tokenize identically. Text is split on
 whitespace into words; each word is cut into word pieces by a keras-hub
 `WordPieceTokenizer`; a `[CLS]` piece is put first. Tagging tasks label (and
-predict) a word on its first piece.
+predict) a word on its first piece. A text longer than `max_length` is read
+in windows (keras_mtl.data.windows): `encode_rows` (numpy, training and
+evaluation) and `TextEncoder.serving_rows` (TF ops, the SavedModel) apply
+the same rule.
 """
 
 import dataclasses
@@ -12,7 +15,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from keras_mtl.data import progress, wordpiece
+from keras_mtl.data import progress, windows, wordpiece
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 RESERVED = [PAD, UNK, CLS, SEP, MASK]
@@ -119,15 +122,21 @@ class TextEncoder:
     piece when both are cut (`pair_lengths`; the same lengths as keras-hub's
     `MultiSegmentPacker(truncate="round_robin")`, computed with core TF ops
     so that the export needs no `RoundRobinTrim` op).
+
+    That is the cut encoding (`long_inputs: truncate`). Texts longer than a
+    window are read as `windowing` says (`keras_mtl.data.windows`): the
+    training and evaluation rows come from `encode_rows` (numpy, from the
+    uncut `pieces`), the SavedModel's from `serving_rows` (TF ops).
     """
 
-    def __init__(self, tokenizer, max_length, cls_id, unk_id, pad_id=0, sep_id=None):
+    def __init__(self, tokenizer, max_length, cls_id, unk_id, pad_id=0, sep_id=None, windowing=None):
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.cls_id = int(cls_id)
         self.unk_id = int(unk_id)
         self.pad_id = int(pad_id)
         self.sep_id = None if sep_id is None else int(sep_id)
+        self.windowing = windowing or windows.Windowing()
         # Graph mode always: keras-hub tokenizers return Python lists eagerly.
         self._encode_fn = tf.function(
             self._encode, input_signature=[tf.TensorSpec([None], tf.string)]
@@ -135,6 +144,7 @@ class TextEncoder:
         self._encode_pair_fn = tf.function(
             self._encode_pair, input_signature=[tf.TensorSpec([None], tf.string)] * 2
         )
+        self._uncut_fn = tf.function(self._uncut, input_signature=[tf.TensorSpec([None], tf.string)])
 
     def __call__(self, text, text_pair=None):
         text = tf.convert_to_tensor(text, tf.string)
@@ -144,8 +154,18 @@ class TextEncoder:
             raise ValueError("this TextEncoder has no sep_id: it cannot encode sentence pairs")
         return self._encode_pair_fn(text, tf.convert_to_tensor(text_pair, tf.string))
 
-    def _pieces(self, text):
-        """(pieces ragged [B, P] int32, words ragged [B, W], word_starts ragged [B, W] from 0)."""
+    def pieces(self, text):
+        """Uncut: (pieces ragged [B, P] int32, word lengths ragged [B, W] int32), eagerly."""
+        out = self._uncut_fn(tf.convert_to_tensor(text, tf.string))
+        return out["pieces"], out["word_lengths"]
+
+    def _uncut(self, text):
+        per_text, words, _, lengths = self._pieces(text, with_lengths=True)
+        return {"pieces": per_text, "word_lengths": lengths}
+
+    def _pieces(self, text, with_lengths=False):
+        """(pieces ragged [B, P] int32, words ragged [B, W], word_starts ragged [B, W] from 0)
+        [+ the pieces of each word, ragged [B, W] int32, `with_lengths`]."""
         # Invalid UTF-8 is replaced (U+FFFD) rather than failing the batch.
         text = tf.strings.unicode_transcode(
             text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
@@ -169,34 +189,45 @@ class TextEncoder:
         row_base = tf.gather(totals, words.row_splits[:-1])
         starts = cum - tf.gather(row_base, words.value_rowids())
         word_starts = tf.RaggedTensor.from_row_splits(starts, words.row_splits)
+        if with_lengths:
+            lengths = tf.RaggedTensor.from_row_splits(piece_counts, words.row_splits, validate=False)
+            return per_text, words, word_starts, lengths
         return per_text, words, word_starts
 
     def _encode(self, text):
-        per_text, words, word_starts = self._pieces(text)
-        cls = tf.fill([tf.shape(text)[0], 1], self.cls_id)
-        token_ids = tf.concat([tf.RaggedTensor.from_tensor(cls), per_text], axis=1)
-        full_length = token_ids.row_lengths()
-        return {
-            "token_ids": token_ids[:, : self.max_length],
-            "word_starts": word_starts + 1,
-            "num_words": tf.cast(words.row_lengths(), tf.int32),
-            "truncated": full_length > self.max_length,
-        }
+        return self.encoding(self.tokenize(text))
 
     def _encode_pair(self, text, text_pair):
-        first, words, word_starts = self._pieces(text)
-        second, _, _ = self._pieces(text_pair)
-        len_a = tf.cast(first.row_lengths(), tf.int32)
+        return self.encoding(self.tokenize(text, text_pair))
+
+    def tokenize(self, text, text_pair=None):
+        """TF ops: the uncut pieces of a batch of texts (or pairs), for `encoding`, `fits` and `serving_rows`."""
+        per_text, words, word_starts, lengths = self._pieces(text, with_lengths=True)
+        tokens = {"pieces": per_text, "words": words, "word_starts": word_starts, "lengths": lengths,
+                  "batch": tf.shape(text)[0]}
+        if text_pair is not None:
+            tokens["pair_pieces"] = self._pieces(text_pair)[0]
+        return tokens
+
+    def encoding(self, tokens):
+        """TF ops: the cut encoding of `tokenize`'s result (what `__call__` returns)."""
+        per_text, words, word_starts, batch = tokens["pieces"], tokens["words"], tokens["word_starts"], tokens["batch"]
+        if "pair_pieces" not in tokens:
+            token_ids = tf.concat([_column(self.cls_id, batch), per_text], axis=1)
+            full_length = token_ids.row_lengths()
+            return {
+                "token_ids": token_ids[:, : self.max_length],
+                "word_starts": word_starts + 1,
+                "num_words": tf.cast(words.row_lengths(), tf.int32),
+                "truncated": full_length > self.max_length,
+            }
+        second = tokens["pair_pieces"]
+        len_a = tf.cast(per_text.row_lengths(), tf.int32)
         len_b = tf.cast(second.row_lengths(), tf.int32)
         keep_a, keep_b = pair_lengths(len_a, len_b, self.max_length - 3)
-        batch = tf.shape(text)[0]
-
-        def column(value):
-            return tf.RaggedTensor.from_tensor(tf.fill([batch, 1], value))
-
-        sep = column(self.sep_id)
+        sep = _column(self.sep_id, batch)
         token_ids = tf.concat(
-            [column(self.cls_id), _keep_first(first, keep_a), sep, _keep_first(second, keep_b), sep], axis=1
+            [_column(self.cls_id, batch), _keep_first(per_text, keep_a), sep, _keep_first(second, keep_b), sep], axis=1
         )
         cut_a, cut_b = keep_a < len_a, keep_b < len_b
         return {
@@ -207,6 +238,175 @@ class TextEncoder:
             "truncated_text": cut_a,
             "truncated_text_pair": cut_b,
         }
+
+    def fits(self, tokens):
+        """TF ops: a scalar bool, whether every text (pair) of `tokenize`'s result fits one row uncut."""
+        length = tf.cast(tokens["pieces"].row_lengths(), tf.int32)
+        if "pair_pieces" in tokens:
+            length += tf.cast(tokens["pair_pieces"].row_lengths(), tf.int32) + 2
+        return tf.reduce_all(length <= self.max_length - 1)
+
+    def serving_rows(self, tokens, windows_needed=True, cut=None):
+        """The model's rows for a batch of texts (or pairs), in the graph (the SavedModel's signatures).
+
+        Args:
+            tokens: `tokenize`'s result for the batch.
+            windows_needed: read texts longer than a window in windows (tagging
+                tasks; sentence tasks under `long_inputs: windows`).
+            cut: None, or `truncate` / `head_tail`: also give each text its cut
+                row (sentence tasks under those modes).
+
+        Returns a dict: `token_ids` ragged [R, L] (the rows: every text's
+        windows in order, then, with both, the cut rows of the texts that
+        did not fit; a text that fits has one row, the encoding of `__call__`,
+        shared by both), `num_words` [B], `truncated` [B] (pieces were
+        dropped for the rows read), `windows` [B] (window count; 1 without
+        `windows_needed`), `window_text` [R_w] (the text of each window row),
+        `cut_row` [B] (the row of each text's cut encoding), and with windows
+        of single texts the word reads of `windows.tf_word_rows` (`word`,
+        `row`, `position`) with `word_splits` [B + 1] (the words of each text).
+        """
+        rule = self.windowing
+        batch, per_text, words, lengths = tokens["batch"], tokens["pieces"], tokens["words"], tokens["lengths"]
+        if "pair_pieces" not in tokens:
+            content = tf.fill([batch], self.max_length - 1)
+            total = tf.cast(per_text.row_lengths(), tf.int32)
+            fits = total <= content
+            truncated = tf.logical_not(fits) if cut else tf.zeros([batch], tf.bool)
+            cut_ids = None
+            if cut:
+                body = per_text[:, : self.max_length - 1] if cut == "truncate" else windows.tf_head_tail(per_text, content)
+                cut_ids = tf.concat([_column(self.cls_id, batch), body], axis=1)
+            tail = None
+        else:
+            second = tokens["pair_pieces"]
+            len_a = tf.cast(per_text.row_lengths(), tf.int32)
+            len_b = tf.cast(second.row_lengths(), tf.int32)
+            keep_a, keep_b = pair_lengths(len_a, len_b, self.max_length - 3)
+            content = keep_a
+            fits = tf.logical_and(keep_a >= len_a, keep_b >= len_b)
+            sep = _column(self.sep_id, batch)
+            cut_ids = None
+            if cut:
+                if cut == "truncate":
+                    first_part, second_part = _keep_first(per_text, keep_a), _keep_first(second, keep_b)
+                else:
+                    first_part, second_part = windows.tf_head_tail(per_text, keep_a), windows.tf_head_tail(second, keep_b)
+                cut_ids = tf.concat([_column(self.cls_id, batch), first_part, sep, second_part, sep], axis=1)
+                truncated = tf.logical_not(fits)
+            else:
+                truncated = keep_b < len_b  # the windows cover all of `text`, not all of `text_pair`
+            tail = tf.concat([sep, _keep_first(second, keep_b), sep], axis=1)  # [B, *]: after each window of `text`
+        out = {"num_words": tf.cast(words.row_lengths(), tf.int32)}
+        if not windows_needed:
+            out.update(token_ids=cut_ids, truncated=truncated, windows=tf.ones([batch], tf.int32),
+                       cut_row=tf.range(batch, dtype=tf.int32))
+            return out
+        stride = tf.maximum(1, content // 2) if rule.stride is None else tf.fill([batch], max(1, int(rule.stride)))
+        plan = windows.tf_windows(lengths, content, stride)
+        splits = tf.concat([[0], tf.cumsum(lengths.values)], axis=0)  # flat piece offset of each word
+        begin = tf.gather(splits, plan["start"])
+        whole = tf.gather(splits, plan["end"]) - begin
+        room = tf.gather(content, plan["text"])
+        body = tf.gather(per_text.values, tf.ragged.range(begin, begin + tf.minimum(whole, room)))
+        rows = [_column(self.cls_id, tf.size(begin)), body]
+        if tail is not None:
+            rows.append(tf.gather(tail, plan["text"]))
+        window_ids = tf.concat(rows, axis=1)
+        over_long = tf.math.unsorted_segment_max(tf.cast(whole > room, tf.int32), plan["text"], batch) > 0
+        truncated = tf.logical_or(truncated, over_long)
+        out.update(windows=plan["windows"], window_text=plan["text"])
+        if tail is None:
+            out.update(windows.tf_word_rows(lengths, plan, rule.merge), word_splits=tf.cast(words.row_splits, tf.int32))
+        if cut is None:
+            out.update(token_ids=window_ids, truncated=truncated)
+            return out
+        # Both: a text that fits reads its one window; the others get a cut row after the windows.
+        longer = tf.logical_not(fits)
+        extra = tf.cumsum(tf.cast(longer, tf.int32), exclusive=True) + tf.size(plan["text"])
+        out.update(
+            token_ids=tf.concat([window_ids, tf.ragged.boolean_mask(cut_ids, longer)], axis=0),
+            truncated=truncated,
+            cut_row=tf.where(longer, extra, plan["row_splits"][:-1]),
+        )
+        return out
+
+
+def _column(value, rows):
+    """A ragged [rows, 1] column holding `value`."""
+    return tf.RaggedTensor.from_tensor(tf.fill([rows, 1], value))
+
+
+def encode_rows(encoder, pieces, word_lengths, pair_pieces=None, windows_needed=True, cut=None, max_windows=None):
+    """The encoded rows of one text (or pair) for training and evaluation (numpy; the rule of `serving_rows`).
+
+    Args:
+        encoder: the `TextEncoder` (ids, `max_length`, `windowing`).
+        pieces, word_lengths: the text's uncut pieces and the pieces of each
+            of its words (`TextEncoder.pieces`); `pair_pieces`: the second text's.
+        windows_needed, cut: as for `serving_rows` (a pair reads either).
+        max_windows: keep at most this many windows (training); None: all.
+
+    Returns:
+        (rows, count): rows is a list of (token_ids int32, word_starts int32 [W],
+        window index or `windows.CUT`, truncated); count the text's windows
+        before `max_windows`. A text (pair) that fits has one row, index 0:
+        exactly what `__call__` encodes. `word_starts` holds each word's
+        first-piece position in the row where the row reads it (its window
+        under `windowing.merge`, every word in a cut row), else `windows.NOT_HERE`.
+    """
+    rule = encoder.windowing
+    pieces = np.asarray(pieces, np.int32)
+    word_lengths = np.asarray(word_lengths, np.int64)
+    offsets = np.concatenate([[0], np.cumsum(word_lengths)]).astype(np.int64)
+    starts = (1 + offsets[:-1]).astype(np.int32)  # every word's first piece after [CLS], uncut
+    cls = np.asarray([encoder.cls_id], np.int32)
+    if pair_pieces is None:
+        content = encoder.max_length - 1
+        tail = np.zeros([0], np.int32)
+        fits = len(pieces) <= content
+        if fits:
+            return [(np.concatenate([cls, pieces]), starts, 0, False)], 1
+        cut_row = None
+        if cut:
+            body = pieces[:content] if cut == "truncate" else windows.head_tail(pieces, content)
+            cut_row = (np.concatenate([cls, body]), starts, windows.CUT, True)
+        truncated = False
+    else:
+        second = np.asarray(pair_pieces, np.int32)
+        keep_a, keep_b = windows.pair_lengths(len(pieces), len(second), encoder.max_length - 3)
+        sep = np.asarray([encoder.sep_id], np.int32)
+        whole_a = keep_a >= len(pieces)
+        if (whole_a and keep_b >= len(second)) or (not cut and whole_a):
+            row = np.concatenate([cls, pieces[:keep_a], sep, second[:keep_b], sep])
+            return [(row, starts, 0, keep_b < len(second))], 1
+        if cut:
+            if cut == "truncate":
+                first_part, second_part = pieces[:keep_a], second[:keep_b]
+            else:
+                first_part, second_part = windows.head_tail(pieces, keep_a), windows.head_tail(second, keep_b)
+            return [(np.concatenate([cls, first_part, sep, second_part, sep]), starts, windows.CUT, True)], 1
+        content = keep_a
+        tail = np.concatenate([sep, second[:keep_b], sep])
+        truncated = keep_b < len(second)
+        cut_row = None
+    rows = []
+    if windows_needed:
+        begin, end = windows.split_words(word_lengths, content, rule.stride_for(content))
+        count = len(begin)
+        kept = count if max_windows is None else min(count, max_windows)
+        read = windows.reads(word_lengths, begin, end, rule.merge)[:kept]  # the rule over all windows, then the bound
+        for k in range(kept):
+            a, b = offsets[begin[k]], offsets[end[k]]
+            body = pieces[a : min(b, a + content)]
+            here = np.full([len(starts)], windows.NOT_HERE, np.int32)
+            here[read[k]] = starts[read[k]] - a
+            rows.append((np.concatenate([cls, body, tail]), here, k, truncated or b - a > content))
+    else:
+        count = 1
+    if cut_row is not None:
+        rows.append(cut_row)
+    return rows, count
 
 
 def pair_lengths(len_a, len_b, budget):
@@ -281,6 +481,28 @@ def encode_examples(encoder, texts, text_pairs=None, batch_size=2048):
     return Encoded(token_ids, word_starts, **cut)
 
 
+def encode_pieces(encoder, texts, text_pairs=None, batch_size=2048):
+    """Eagerly, the uncut pieces of Python strings: per text (pieces int32 [P],
+    pieces per word int32 [W], the pieces of its `text_pairs` entry or None)."""
+    n = len(texts)
+    text_pairs = [None] * n if text_pairs is None else list(text_pairs)
+    if len(text_pairs) != n:
+        raise ValueError(f"{n} texts but {len(text_pairs)} text pairs")
+    out = [None] * n
+    for start in range(0, n, batch_size):
+        part = list(range(start, min(n, start + batch_size)))
+        pieces, lengths = encoder.pieces(tf.constant([texts[i] for i in part], dtype=tf.string))
+        seconds = [None] * len(part)
+        with_pair = [k for k, i in enumerate(part) if text_pairs[i] is not None]
+        if with_pair:
+            second, _ = encoder.pieces(tf.constant([text_pairs[part[k]] for k in with_pair], dtype=tf.string))
+            for k, row in zip(with_pair, _rows(second)):
+                seconds[k] = row
+        for k, (i, row, length) in enumerate(zip(part, _rows(pieces), _rows(lengths))):
+            out[i] = (row, length, seconds[k])
+    return out
+
+
 def encode_texts(encoder, texts, batch_size=2048):
     """Eagerly encode a list of Python strings -> (token_ids, word_starts, truncated)."""
     encoded = encode_examples(encoder, texts, batch_size=batch_size)
@@ -298,14 +520,16 @@ def make_encoder(vocabulary, model_cfg):
         unk_id=vocabulary.index(UNK),
         pad_id=vocabulary.index(PAD),
         sep_id=separator_id(vocabulary),
+        windowing=windows.Windowing.of(model_cfg),
     )
 
 
-def encoder_from_tokenizer(tokenizer, max_length, what="the tokenizer"):
+def encoder_from_tokenizer(tokenizer, max_length, what="the tokenizer", model_cfg=None):
     """The `TextEncoder` of a keras-hub tokenizer (a preset's): the ids of its
     `[CLS]`, `[SEP]`, `[PAD]` and `[UNK]` pieces from its special-token
     attributes, else from its vocabulary; `ModelError` naming `what` when
-    one is missing."""
+    one is missing. `model_cfg`: the run's `ModelConfig`, for its windowing
+    (None: the defaults)."""
     from keras_mtl.errors import ModelError
 
     vocab = list(tokenizer.get_vocabulary())
@@ -325,6 +549,7 @@ def encoder_from_tokenizer(tokenizer, max_length, what="the tokenizer"):
         unk_id=vocab.index(UNK) if UNK in vocab else 0,
         pad_id=token_id("pad_token_id", PAD),
         sep_id=token_id("sep_token_id", SEP),
+        windowing=None if model_cfg is None else windows.Windowing.of(model_cfg),
     )
 
 

@@ -15,13 +15,13 @@ window, encoded exactly as before windows existed. A longer one is split
   but never after the first word the current window left out (so every
   word is in a window) and always at least one word later. The last window
   is the first that reaches the last word.
-* **Which window tags a word** (`model.window_merge`): `central` (default)
-  reads a word in the window where it is most central: its score in a
-  window is min(pieces of the window before the word, pieces after it),
-  a side that is the start or end of the text counting as unbounded; the
-  highest score wins, the earlier window on ties. `mean` averages the
-  word's log-probabilities over every window holding it (the mean of its
-  logits, as the softmax's normalizer is one constant per window).
+* **Which window tags a word** (`model.window_merge`): `mean` (default)
+  averages the word's log-probabilities over every window holding it (the
+  mean of its logits, as the softmax's normalizer is one constant per
+  window); `central` reads a word in the window where it is most central:
+  its score in a window is min(pieces of the window before the word,
+  pieces after it), a side that is the start or end of the text counting
+  as unbounded; the highest score wins, the earlier window on ties.
   Training puts a word's label where prediction reads it: in its central
   window, or (`mean`) in every window holding it.
 
@@ -40,7 +40,7 @@ import numpy as np
 
 MERGES = ("central", "mean")
 LONG_INPUTS = ("truncate", "head_tail", "windows")
-DEFAULT_MAX_WINDOWS = 16
+DEFAULT_MAX_WINDOWS = 16  # `model.max_windows`
 # The `word_starts` entry of a word that an encoded row does not read (a
 # position no row has: every reader checks `position < len(row)`).
 NOT_HERE = np.iinfo(np.int32).max
@@ -53,13 +53,13 @@ class Windowing:
     """How long texts are read (the `model.*` fields of the same names).
 
     stride: pieces between the starts of successive windows (None: half a window's content).
-    merge: `central` or `mean` (tagging: which windows a word is read and trained in).
+    merge: `mean` or `central` (tagging: which windows a word is read and trained in).
     long_inputs: `truncate`, `head_tail` or `windows` (sentence-level tasks).
     max_windows: the most windows of one training text (evaluation and serving: no bound).
     """
 
     stride: Optional[int] = None
-    merge: str = "central"
+    merge: str = "mean"
     long_inputs: str = "truncate"
     max_windows: int = DEFAULT_MAX_WINDOWS
 
@@ -111,33 +111,42 @@ def split_words(word_lengths, content, stride):
     return np.asarray(starts, np.int64), np.asarray(ends, np.int64)
 
 
-def scores(word_lengths, starts, ends):
-    """[K, W] int64: how central each word is in each window (-1 where the window lacks it)."""
-    n = np.asarray(word_lengths, np.int64)
-    words = len(n)
-    ends_at = np.cumsum(n)
-    offset = ends_at - n
-    out = np.full([len(starts), words], -1, np.int64)
-    for k, (s, e) in enumerate(zip(starts, ends)):
-        w = np.arange(s, e)
-        left = np.full(len(w), _UNBOUNDED) if s == 0 else offset[w] - offset[s]
-        right = np.full(len(w), _UNBOUNDED) if e >= words else ends_at[e - 1] - ends_at[w]
-        out[k, s:e] = np.minimum(left, right)
-    return out
+def _window_scores(offset, ends_at, s, e):
+    """int64 [e - s]: how central words s..e-1 are in the window [s, e) (piece offsets and ends of the words)."""
+    words = len(offset)
+    left = np.full(e - s, _UNBOUNDED) if s == 0 else offset[s:e] - offset[s]
+    right = np.full(e - s, _UNBOUNDED) if e >= words else ends_at[e - 1] - ends_at[s:e]
+    return np.minimum(left, right)
 
 
 def owners(word_lengths, starts, ends):
     """[W] int64: the window each word is most central in (`central`), the earlier on ties."""
-    return np.argmax(scores(word_lengths, starts, ends), axis=0).astype(np.int64)
+    n = np.asarray(word_lengths, np.int64)
+    ends_at = np.cumsum(n)
+    offset = ends_at - n
+    best = np.full([len(n)], -1, np.int64)
+    owner = np.zeros([len(n)], np.int64)
+    for k, (s, e) in enumerate(zip(starts, ends)):
+        score = _window_scores(offset, ends_at, s, e)
+        better = score > best[s:e]  # strictly: the earlier window keeps a tie
+        best[s:e] = np.where(better, score, best[s:e])
+        owner[s:e] = np.where(better, k, owner[s:e])
+    return owner
+
+
+def reads(word_lengths, starts, ends, merge):
+    """Per window, int64 [words it reads]: the words it reads (and trains) under `merge`."""
+    if merge == "mean" or len(starts) == 1:
+        return [np.arange(s, e) for s, e in zip(starts, ends)]
+    owner = owners(word_lengths, starts, ends)
+    return [s + np.flatnonzero(owner[s:e] == k) for k, (s, e) in enumerate(zip(starts, ends))]
 
 
 def readers(word_lengths, starts, ends, merge):
-    """[K, W] bool: the windows that read (and train) each word under `merge`."""
-    held = scores(word_lengths, starts, ends) >= 0
-    if merge == "mean" or len(starts) == 1:
-        return held
-    out = np.zeros_like(held)
-    out[owners(word_lengths, starts, ends), np.arange(held.shape[1])] = True
+    """[K, W] bool: the windows that read (and train) each word under `merge` (`reads`, dense)."""
+    out = np.zeros([len(starts), len(word_lengths)], bool)
+    for k, words in enumerate(reads(word_lengths, starts, ends, merge)):
+        out[k, words] = True
     return out
 
 

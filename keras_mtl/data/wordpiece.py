@@ -31,7 +31,62 @@ the same vocabulary (tests compare the two on random corpora and on keras-hub's
 search step for progress output.
 """
 
+import hashlib
+import heapq
 import inspect
+
+
+_SAMPLE_SALT = b"keras-mtl vocabulary sample\x00"
+
+
+def sample_rank(text):
+    """A text's place in the vocabulary sample: a 128-bit hash of it (smaller: sooner in)."""
+    digest = hashlib.blake2b(_SAMPLE_SALT + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return int.from_bytes(digest, "big")
+
+
+def vocabulary_sample(texts, limit):
+    """The distinct texts a vocabulary is learned from: at most `limit`, sorted.
+
+    With at most `limit` distinct texts it is all of them, `sorted(set(texts))`
+    (every config today: the vocabulary is what it was). With more, it is the
+    `limit` distinct texts whose 128-bit hash (BLAKE2b, salted) is smallest:
+    a uniform sample that does not depend on the order of `texts` (files
+    sorted by label, date or task give the same sample as shuffled ones) nor
+    on how often a text occurs, and that mostly stays the same when rows are
+    added. Chosen over the first `limit` texts, which would learn the word
+    pieces of whatever the files hold first.
+
+    `texts` may be a stream (a generator over a large split): memory holds at
+    most `limit` + 1 texts. Hashing starts only once `limit` is exceeded.
+
+    Args:
+        texts: an iterable of strings (both texts of a pair are two texts).
+        limit: the largest sample, >= 1 (`cache.vocabulary_sample`).
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer >= 1. Received: limit={limit!r}")
+    texts = iter(texts)
+    distinct = set()
+    for text in texts:
+        distinct.add(text)
+        if len(distinct) > limit:
+            break
+    else:
+        return sorted(distinct)
+    # More than `limit`: keep the `limit` smallest ranks (a max-heap of them, as negated ranks).
+    heap = [(-sample_rank(text), text) for text in distinct]
+    heapq.heapify(heap)
+    while len(heap) > limit:
+        distinct.discard(heapq.heappop(heap)[1])
+    for text in texts:
+        if text in distinct:
+            continue
+        rank = sample_rank(text)
+        if rank < -heap[0][0]:  # a text evicted before ranks above the sample's largest: it never comes back
+            distinct.discard(heapq.heapreplace(heap, (-rank, text))[1])
+            distinct.add(text)
+    return sorted(distinct)
 
 
 def _learner():

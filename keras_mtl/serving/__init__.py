@@ -19,7 +19,8 @@ The outputs, all with the batch as dim 0:
 - regression task T: `T_value` float32 [B];
 - multilabel task T: `T_labels` string [B, C] ("" where not predicted),
   `T_probabilities`, `T_classes`;
-- common: `num_words` int32 [B], `truncated` bool [B].
+- common: `num_words` int32 [B], `truncated` bool [B] (pieces were dropped),
+  `windows` int32 [B] (the windows a long text was read in; docs/long_inputs.md).
 
 `<version>/assets.extra/keras_mtl.json` holds {"name", "tasks" (each with its
 signature's "inputs"), "serving_default" (the tasks it answers), "backend", ...}.

@@ -24,7 +24,11 @@ Outputs of a task, as its type builds them (`serving_outputs` in keras_mtl.tasks
     <task>_tags [B, W] (one per whitespace word, "" past each row's end)      tagging
     <task>_value [B]                                                          regression
 and with them num_words [B] int32 (words of `text`), truncated [B] bool
-(pieces cut at max_sequence_length). Every output has the batch as first
+(pieces of the text were dropped: a sentence task's cut under `long_inputs:
+truncate / head_tail`, or a word longer than a whole window), windows [B]
+int32 (the windows a long text was read in; 1 when it fits). Every word
+gets a tag however long the text (keras_mtl.data.windows: the graph splits
+a long text into overlapping windows). Every output has the batch as first
 dimension (TF Serving's REST row format needs that), and every head is
 float32. `export(..., tasks=[...])` (`keras-mtl export --tasks a,b`) keeps
 only those tasks' heads and signatures.
@@ -51,34 +55,88 @@ def _serving_functions(model_fn, encoder, tasks, classes, sees_task, pair_tasks,
     import tensorflow as tf
 
     pad_id = encoder.pad_id
+    long_inputs = encoder.windowing.long_inputs
     # The task ids are the model's (config order), also when only some tasks are exported.
     heads = {t.name: (i, for_task(t, classes[t.name])) for i, t in enumerate(tasks) if t.name in exported}
 
-    def serve(text, text_pair, names):
-        enc = encoder(text) if text_pair is None else encoder(text, text_pair)
+    def run_model(token_ids, names):
+        """The model on rows (ragged token ids): per task, its float32 outputs [rows, ...]."""
         # JAX exports are traced at one fixed length (jax2tf cannot bound a symbolic one).
         shape = None if fixed_length is None else [None, fixed_length]
-        ids = enc["token_ids"].to_tensor(default_value=pad_id, shape=shape)
+        ids = token_ids.to_tensor(default_value=pad_id, shape=shape)
         # An empty request batch ([0] texts) gives [0, 0] ids: pad to length 1
         # so that [CLS] pooling has a position to read (every text has one).
         ids = tf.pad(ids, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(ids)[1])]], constant_values=pad_id)
-        batch = tf.shape(ids)[0]
-        length = tf.shape(ids)[1]
+        rows = tf.shape(ids)[0]
         inputs = {"token_ids": ids, "padding_mask": tf.not_equal(ids, pad_id)}
         if sees_task:  # one pass per task, with its id
             inputs = {k: tf.tile(v, [len(names), 1]) for k, v in inputs.items()}
             ids_of = tf.constant([heads[n][0] for n in names], tf.int32)
-            inputs["task_ids"] = tf.repeat(ids_of, batch)
+            inputs["task_ids"] = tf.repeat(ids_of, rows)
         out = model_fn(inputs)
-        result = {"num_words": enc["num_words"], "truncated": enc["truncated"]}
-        starts = enc["word_starts"].to_tensor(default_value=-1)
+        per_task = {}
         for k, name in enumerate(names):
-            head = heads[name][1]
-            ys = {key: tf.cast(out[key], tf.float32) for key in head.output_names}
+            ys = {key: tf.cast(out[key], tf.float32) for key in heads[name][1].output_names}
             if sees_task:  # the rows run with this task's id
-                ys = {key: y[k * batch : (k + 1) * batch] for key, y in ys.items()}
-            result.update(head.serving_outputs(ys, batch, starts, length))
+                ys = {key: y[k * rows : (k + 1) * rows] for key, y in ys.items()}
+            per_task[name] = ys
+        return per_task, tf.shape(ids)[1]
+
+    def one_row_each(tokens, names):
+        """Every text (pair) as one row, cut at max_sequence_length: the answer before windows, op for op."""
+        enc = encoder.encoding(tokens)
+        outputs, length = run_model(enc["token_ids"], names)
+        batch = tokens["batch"]
+        result = {"num_words": enc["num_words"], "truncated": enc["truncated"], "windows": tf.ones([batch], tf.int32)}
+        starts = enc["word_starts"].to_tensor(default_value=-1)
+        for name in names:
+            result.update(heads[name][1].serving_outputs(outputs[name], batch, starts, length))
         return result
+
+    def in_windows(tokens, names, windows_needed, cut):
+        """Long texts in windows (tagging; sentence tasks under `long_inputs: windows`) and/or cut."""
+        plan = encoder.serving_rows(tokens, windows_needed=windows_needed, cut=cut)
+        outputs, _ = run_model(plan["token_ids"], names)
+        batch = tokens["batch"]
+        result = {"num_words": plan["num_words"], "truncated": plan["truncated"], "windows": plan["windows"]}
+        for name in names:
+            head, ys = heads[name][1], outputs[name]
+            if head.token_level:  # per word: its first piece in the window(s) that read it
+                at = tf.stack([plan["row"], plan["position"]], axis=1)
+                per_word = {}
+                for key, y in ys.items():
+                    picked = tf.gather_nd(y, at)
+                    if encoder.windowing.merge == "mean":
+                        picked = head.merge_windows_tf(picked, plan["word"], plan["word_splits"][-1])
+                    per_word[key] = tf.RaggedTensor.from_row_splits(picked, plan["word_splits"]).to_tensor()
+                width = tf.shape(per_word[head.output_names[0]])[1]
+                starts = tf.ragged.range(plan["num_words"]).to_tensor(default_value=-1, shape=[batch, width])
+                result.update(head.serving_outputs(per_word, batch, starts, width))
+            elif cut is None:  # long_inputs: windows: the mean of its windows' logits
+                windowed = tf.size(plan["window_text"])
+                ys = {key: head.merge_windows_tf(y[:windowed], plan["window_text"], batch) for key, y in ys.items()}
+                result.update(head.serving_outputs(ys, batch, None, None))
+            else:  # its cut row
+                ys = {key: tf.gather(y, plan["cut_row"]) for key, y in ys.items()}
+                result.update(head.serving_outputs(ys, batch, None, None))
+        return result
+
+    def serve(text, text_pair, names):
+        # keras_mtl.data.windows: a text that fits is one row, answered as it always was;
+        # a longer one a row per window (tagging; sentence tasks under `long_inputs:
+        # windows`) and/or one cut row (`truncate`, `head_tail`).
+        tokens = encoder.tokenize(text, text_pair)
+        token_level = [heads[n][1].token_level for n in names]
+        windows_needed = any(token_level) or (long_inputs == "windows" and not all(token_level))
+        cut = None if long_inputs == "windows" or all(token_level) else long_inputs
+        if not windows_needed and cut == "truncate":  # sentence tasks cut: nothing else to do
+            return one_row_each(tokens, names)
+        # Batches that fit take the path of before (the same ops, no window bookkeeping).
+        return tf.cond(
+            encoder.fits(tokens),
+            lambda: one_row_each(tokens, names),
+            lambda: in_windows(tokens, names, windows_needed, cut),
+        )
 
     text_spec = tf.TensorSpec([None], tf.string, name="text")
     pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
@@ -212,6 +270,11 @@ def metadata(run, tasks=None):
         },
         "serving_default": default_tasks(exported, pairs),  # the tasks serving_default answers
         "max_sequence_length": run.config.model.max_sequence_length,
+        "long_inputs": {  # how texts longer than a window are read (docs/long_inputs.md)
+            "sentence_tasks": run.config.model.long_inputs,
+            "window_stride": run.config.model.window_stride,
+            "window_merge": run.config.model.window_merge,
+        },
         "task_conditioning": run.config.model.task_conditioning,
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,

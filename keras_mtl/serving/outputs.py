@@ -8,7 +8,7 @@ turns them into one plain dict per text:
      "pos":       {"tags": ["B-NP", "I-NP"]},
      "score":     {"value": 0.3},
      "topics":    {"labels": ["a", "c"], "probabilities": {"a": 0.8, ...}},
-     "_meta":     {"num_words": 2, "truncated": False}}
+     "_meta":     {"num_words": 2, "truncated": False, "windows": 1}}
 
 The same function is fed by a direct signature call (numpy arrays, strings as
 bytes), by TF Serving REST (JSON lists, strings as str, float32 written as
@@ -28,7 +28,7 @@ from keras_mtl.errors import ServingError
 from keras_mtl.tasks import get_task_type, task_type_names
 from keras_mtl.tasks.values import scalar
 
-META_KEYS = ("num_words", "truncated")
+META_KEYS = ("num_words", "truncated", "windows")
 
 
 def validate_texts(texts: Any, what: str = "text") -> list[str | bytes]:
@@ -149,8 +149,8 @@ def outputs_to_predictions(
         (`T_label`, `T_tags`, `T_value`, `T_labels`); other keys are ignored.
 
     Returns:
-      one dict per text, tasks in name order then `_meta`; `_meta` holds `num_words` and `truncated` when the
-      outputs have them. Tags are cut to `num_words` (trailing "" dropped when
+      one dict per text, tasks in name order then `_meta`; `_meta` holds `num_words`, `truncated` (pieces of
+      the text were dropped) and `windows` (the windows a long text was read in) when the outputs have them. Tags are cut to `num_words` (trailing "" dropped when
       there is no `num_words`); multilabel `labels` drop the "" entries.
     """
     if not outputs:
@@ -191,6 +191,7 @@ def outputs_to_predictions(
 
     num_words = outputs.get("num_words")
     truncated = outputs.get("truncated")
+    windows = outputs.get("windows")  # exports from before long texts were read in windows lack it
     results: list[dict] = []
     for i in range(batch):
         n_words = int(scalar(num_words[i])) if num_words is not None else None
@@ -202,6 +203,8 @@ def outputs_to_predictions(
             meta["num_words"] = n_words
         if truncated is not None:
             meta["truncated"] = bool(scalar(truncated[i]))
+        if windows is not None:
+            meta["windows"] = int(scalar(windows[i]))
         pred["_meta"] = meta
         results.append(pred)
     return results

@@ -216,7 +216,7 @@ def load_signature(model_dir, task=None):
 
     With `task`, the signature named like the task; an export without
     per-task signatures gives `serving_default` narrowed to that task's
-    outputs (and `num_words`, `truncated`). A task the model lacks is a
+    outputs (and `num_words`, `truncated`, `windows`). A task the model lacks is a
     `ServingError` naming the model's tasks. The function takes `text=`, or
     `text=` and `text_pair=` (string tensors [B]) for a sentence-pair task.
     """

@@ -13,6 +13,9 @@ import numpy as np
 
 from keras_mtl.tasks.labels import LabelError
 
+_TINY = 1e-30  # probabilities below it count as it when averaged as logits
+_EPSILON = 1e-7  # sigmoid probabilities are kept below 1 - it
+
 
 class TaskType(abc.ABC):
     """One task of one type; subclasses are registered with `register_task_type`."""
@@ -154,6 +157,50 @@ class TaskType(abc.ABC):
         gold = np.eye(teacher.shape[-1], dtype=np.float32)[np.asarray(y)]
         return np.concatenate([gold, teacher], axis=-1)
 
+    # --- long texts read in windows (keras_mtl.data.windows) ---
+
+    averaged_as = None  # how outputs of several windows average: "softmax" / "sigmoid" (as logits) or None (values)
+
+    def merge_windows(self, outputs):
+        """One output from a text's (or, tagging, a word's) outputs in several windows.
+
+        numpy [K, ...] -> [...]: one window's output as it is; else the mean
+        of the logits (`averaged_as`: log-probabilities for a softmax, whose
+        normalizer is one constant per window; log-odds for a sigmoid) put
+        through the activation again, or the mean value.
+        """
+        outputs = np.asarray(outputs, np.float32)
+        if len(outputs) == 1:
+            return outputs[0]
+        if self.averaged_as == "softmax":
+            z = np.log(np.maximum(outputs, _TINY)).mean(axis=0)
+            e = np.exp(z - z.max(axis=-1, keepdims=True))
+            return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+        if self.averaged_as == "sigmoid":
+            p = np.clip(outputs, _TINY, 1.0 - _EPSILON)
+            z = (np.log(p) - np.log1p(-p)).mean(axis=0)
+            return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+        return outputs.mean(axis=0).astype(np.float32)
+
+    def merge_windows_tf(self, values, segments, count):
+        """TF ops: `merge_windows` of groups of rows. values [M, ...] float32, segments [M]
+        int32 (< count) -> [count, ...]; a group of one row gives that row exactly."""
+        import tensorflow as tf
+
+        n = tf.math.unsorted_segment_sum(tf.ones_like(segments, tf.float32), segments, count)
+        n = tf.reshape(n, tf.concat([[count], tf.ones([tf.rank(values) - 1], tf.int32)], axis=0))
+        total = tf.math.unsorted_segment_sum(values, segments, count)
+        if self.averaged_as == "softmax":
+            z = tf.math.unsorted_segment_sum(tf.math.log(tf.maximum(values, _TINY)), segments, count)
+            merged = tf.nn.softmax(z / tf.maximum(n, 1.0), axis=-1)
+        elif self.averaged_as == "sigmoid":
+            p = tf.clip_by_value(values, _TINY, 1.0 - _EPSILON)
+            z = tf.math.unsorted_segment_sum(tf.math.log(p) - tf.math.log1p(-p), segments, count)
+            merged = tf.sigmoid(z / tf.maximum(n, 1.0))
+        else:
+            merged = total / tf.maximum(n, 1.0)
+        return tf.where(tf.equal(n, 1.0), total, merged)
+
     # --- predictions ---
 
     @abc.abstractmethod
@@ -162,7 +209,13 @@ class TaskType(abc.ABC):
 
     @abc.abstractmethod
     def serving_outputs(self, heads, batch, word_starts, length):
-        """TF ops: {signature output name: tensor [batch, ...]} from the float32 `heads`."""
+        """TF ops: {signature output name: tensor [batch, ...]} from the float32 `heads`.
+
+        A token-level type gets `heads` per word ([batch, W, ...]: each word's
+        first piece, read in its window), `word_starts` [batch, W] (`w`, or -1
+        past a text's words) and `length` W; a sentence-level type gets one
+        row per text and None for both.
+        """
 
     @abc.abstractmethod
     def prediction(self, outputs, i, need, num_words=None):

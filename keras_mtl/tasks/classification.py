@@ -41,6 +41,10 @@ class ClassScores(TaskType):
     head_activation = "softmax"
     loss_name = "SparseCategoricalCrossentropy"
 
+    @property
+    def averaged_as(self):  # windows average their logits (keras_mtl.data.windows)
+        return self.head_activation if self.head_activation in ("softmax", "sigmoid") else None
+
     def build_head(self, gate=False, dropout=0.0):
         return task_head(self.task, len(self.classes), self.head_activation, gate=gate, dropout=dropout)
 

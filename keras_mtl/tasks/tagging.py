@@ -1,8 +1,9 @@
 """`tagging`: one tag per word (softmax over each token state).
 
 Label: a tuple of tags, one per whitespace word. Encoded as one int32 array
-per example over its word pieces: the tag id on each word's first piece, -1
-elsewhere (and for truncated words and unseen tags). Model output `<task>`:
+per encoded row over its word pieces: the tag id on the first piece of each
+word the row reads (a long text's window: the words keras_mtl.data.windows
+gives it), -1 elsewhere (and for unseen tags). Model output `<task>`:
 probabilities [B, L, C]. Serving: `<task>_tags` [B, W] ("" past each row's
 words). JSON: {"tags": [...]}, cut to the text's word count.
 """

@@ -22,7 +22,7 @@ def read(path, task="pos", **options):
         task_type="tagging",
         split="train",
     )
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def write(tmp_path, text, name="data.txt"):

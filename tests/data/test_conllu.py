@@ -22,7 +22,7 @@ def read(path, task="tags", **options):
         task_type="tagging",
         split="train",
     )
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def word_line(word_id, form="w", upos="X", deprel="dep"):

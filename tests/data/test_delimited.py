@@ -23,7 +23,7 @@ def read(path, task_type="classification", fmt="delimited", task="t", **options)
         task_type=task_type,
         split="train",
     )
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def write(tmp_path, text, name="data.tsv"):

@@ -14,7 +14,7 @@ TAGS = {"DET", "ADJ", "NOUN", "VERB", "ADV", "PREP", "PUNCT"}
 def read(source, kind="topic", task_type="classification", split="train", seed=0, task="t"):
     reader = get_reader("demo")
     request = ReadRequest(source, DemoOptions(kind=kind, seed=seed), task, task_type, split)
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def test_registered_for_classification_and_tagging_with_count_sources():

@@ -49,7 +49,7 @@ def request(path_or_source, fmt, task_type="classification", **options):
 
 def read(source, fmt, task_type="classification", **options):
     reader, req = request(source, fmt, task_type, **options)
-    return reader.read(req)
+    return list(reader.read(req))  # a reader streams: take the whole stream
 
 
 def data_error(source, fmt, task_type="classification", **options):

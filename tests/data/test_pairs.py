@@ -24,7 +24,7 @@ SHARED = REPO.parent / "shared" / "data"
 def read(path, task_type="classification", fmt="delimited", task="t", **options):
     reader = get_reader(fmt)
     request = ReadRequest(str(path), reader.options(**options), task, task_type, "train")
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def write(tmp_path, text, name="data.tsv"):

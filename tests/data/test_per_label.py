@@ -23,7 +23,7 @@ def read(source, task="polarity", split="train", **options):
         task_type="classification",
         split=split,
     )
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def shared(*parts):

@@ -76,15 +76,14 @@ def encoder():
 @pytest.fixture(scope="module")
 def split(encoder):
     examples = make_examples()
-    # Keep examples whose (possibly truncated) pieces are unique, so that a
-    # batch row can be traced back to its example.
-    ids, _, _ = encode_texts(encoder, [e.text for e in examples])
-    keep, seen = [], set()
-    for e, row in zip(examples, ids):
-        if tuple(row) not in seen:
-            seen.add(tuple(row))
-            keep.append(e)
-    return encode_split(keep, encoder, CONFIG.tasks, CLASSES)
+    # Keep examples whose rows (a long text's windows and cut row) are unique,
+    # so that a batch row can be traced back to its row and example.
+    rows = encode_split(examples, encoder, CONFIG.tasks, CLASSES)
+    count = {}
+    for row in rows.token_ids:
+        count[tuple(row)] = count.get(tuple(row), 0) + 1
+    clash = {int(rows.row_example[r]) for r, row in enumerate(rows.token_ids) if count[tuple(row)] > 1}
+    return encode_split([e for i, e in enumerate(examples) if i not in clash], encoder, CONFIG.tasks, CLASSES)
 
 
 def by_ids(split):
@@ -110,9 +109,12 @@ def row_example(split, lookup, ids_row):
 def test_split_encoding(split):
     assert len(split) > 60
     assert split.truncated.any() and not split.truncated.all()
+    one_row = np.bincount(split.row_example)[split.row_example] == 1  # texts that fit: one row, as before windows
+    assert one_row.any() and not one_row.all()
     for task in ("topic", "pos", "sentiment"):
-        has = [task in e.labels for e in split.examples]
-        assert split.weights[task].tolist() == [float(h) for h in has]
+        has = np.asarray([task in e.labels for e in split.examples])
+        assert split.example_indices(task).tolist() == np.flatnonzero(has).tolist()
+        assert split.weights[task][one_row].tolist() == has[split.row_example[one_row]].astype(float).tolist()
     assert split.weights["topic"].dtype == np.float32
 
 
@@ -150,23 +152,24 @@ def test_batch_structure_without_conditioning(split):
         assert y["topic"].shape == sw["topic"].shape == (BATCH,)
         assert y["pos"].shape == sw["pos"].shape == (BATCH, length)
         for r in range(BATCH):
-            i = row_example(split, lookup, ids[r])
-            ex = split.examples[i]
+            i = row_example(split, lookup, ids[r])  # the row
+            ex = split.examples[split.row_example[i]]
             assert ids[r, 0] == CLS_ID
             for task, classes in (("topic", TOPICS), ("sentiment", SENTIMENTS)):
-                if task in ex.labels:
+                if task in ex.labels and split.weights[task][i] > 0:  # a long text's cut row has them
                     assert sw[task][r] == 1.0
                     assert classes[y[task][r]] == ex.labels[task]
                 else:
                     assert sw[task][r] == 0.0
             n = int((ids[r] != PAD_ID).sum())
             assert not sw["pos"][r, n:].any(), "padded positions must have weight 0"
-            if "pos" in ex.labels:
-                starts = [s for s in split.word_starts[i] if s < n]
+            if "pos" in ex.labels and split.weights["pos"][i] > 0:  # a long text's windows have them
+                read = [w for w, s in enumerate(split.word_starts[i]) if s < n]
+                starts = [split.word_starts[i][w] for w in read]
                 expected = np.zeros(length, np.float32)
                 expected[starts] = 1.0
                 np.testing.assert_array_equal(sw["pos"][r], expected)
-                assert [TAGS[t] for t in y["pos"][r, starts]] == list(ex.labels["pos"][: len(starts)])
+                assert [TAGS[t] for t in y["pos"][r, starts]] == [ex.labels["pos"][w] for w in read]
             else:
                 assert not sw["pos"][r].any()
             both += len(ex.labels) > 1 and sum(float(np.sum(sw[t][r])) > 0 for t in sw) > 1
@@ -190,8 +193,9 @@ def test_batch_structure_with_conditioning(split):
             assert len(active) == 1, f"row {r}: weights on {active}"
             task_id = int(x["task_ids"][r])
             assert active == [names[task_id]]
-            ex = split.examples[row_example(split, lookup, x["token_ids"][r])]
-            assert names[task_id] in ex.labels
+            row = row_example(split, lookup, x["token_ids"][r])
+            assert names[task_id] in split.examples[split.row_example[row]].labels
+            assert split.weights[names[task_id]][row] > 0
             seen_tasks.add(task_id)
     assert seen_tasks == {0, 1, 2}
 

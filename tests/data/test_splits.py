@@ -159,7 +159,7 @@ def test_split_of_any_text(text, seed, dev, test):
 
 def read_per_label(source, task):
     reader = get_reader("per_label")
-    return reader.read(ReadRequest(source, reader.options(), task, "classification", "train"))
+    return list(reader.read(ReadRequest(source, reader.options(), task, "classification", "train")))
 
 
 @pytest.mark.real_data

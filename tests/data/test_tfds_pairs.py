@@ -68,7 +68,7 @@ def read(split, data_dir, task_type="classification", **options):
     reader = get_reader("tfds")
     options = {"name": BUILDER, "download": False, "data_dir": data_dir, "text_feature": "sentence1", **options}
     request = ReadRequest(split, reader.options(**options), "t", task_type, "train")
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def test_pairs_classification_and_regression(data_dir):

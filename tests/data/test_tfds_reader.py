@@ -85,7 +85,7 @@ def read(split, task_type="classification", task="t", **options):
         task_type=task_type,
         split="train",
     )
-    return reader.read(request)
+    return list(reader.read(request))  # a reader streams: take the whole stream
 
 
 def sorted_by_text(examples, task="t"):

@@ -66,3 +66,32 @@ def test_empty_corpus_fails_like_keras_hub():
     with pytest.raises(Exception) as theirs:
         _keras_hub([], 50, True, RESERVED)
     assert type(ours.value) is type(theirs.value)
+
+
+# ------------------------------------------------------------------ the vocabulary sample
+
+
+@settings(max_examples=80, deadline=None)
+@given(texts=st.lists(st.text(alphabet="ab c", max_size=4), max_size=40), limit=st.integers(1, 30), seed=st.integers())
+def test_vocabulary_sample_is_the_bottom_of_a_hash_whatever_the_order(texts, limit, seed):
+    """All distinct texts (sorted) up to `limit`: today's vocabulary input; beyond it, the `limit`
+    distinct texts of smallest hash, the same for any order and repetition of the stream."""
+    sample = wordpiece.vocabulary_sample(iter(texts), limit)
+    distinct = sorted(set(texts))
+    if len(distinct) <= limit:
+        assert sample == distinct
+    else:
+        assert sample == sorted(sorted(distinct, key=wordpiece.sample_rank)[:limit])
+    shuffled = texts * 2
+    random.Random(seed).shuffle(shuffled)
+    assert wordpiece.vocabulary_sample(shuffled, limit) == sample
+
+
+def test_vocabulary_sample_of_a_large_stream_is_bounded_and_deterministic():
+    stream = (f"text number {i % 5000}" for i in range(20000))  # 5,000 distinct texts, each 4 times
+    sample = wordpiece.vocabulary_sample(stream, 300)
+    assert len(sample) == 300 and sample == sorted(sample)
+    assert sample == wordpiece.vocabulary_sample((f"text number {i}" for i in reversed(range(5000))), 300)
+    assert set(sample) <= {f"text number {i}" for i in range(5000)}
+    with pytest.raises(ValueError, match="limit must be an integer >= 1"):
+        wordpiece.vocabulary_sample(["a"], 0)

@@ -1,4 +1,12 @@
-"""Readers turn one data source of one task into a list of `Example`s.
+"""Readers turn one data source of one task into a stream of `Example`s.
+
+A reader is a generator: it reads a line (a sentence, a record), yields its
+example and goes on, so that nothing holds a whole file and a bad line fails
+when it is reached, not after the rest of a large file was read. Its errors
+name the file and line, as before. What a reader can only tell at the end
+(no example at all, a TFDS split whose labels are all -1) is raised after the
+last example: a consumer that writes what it reads (the prepared cache) must
+not keep its output when the stream raises.
 
 A reader is registered under a `format` name used in YAML:
 
@@ -17,12 +25,13 @@ mapping (the per-label-file reader takes `{label: path}`) or a split name
 (TFDS). Relative paths are resolved against the config file's directory
 before the reader sees them.
 
-Lines: every file-based reader gets its lines from `open_text`, which splits
-at `\n` and `\r\n` only (see `split_lines`), as JSON Lines, CoNLL, CoNLL-U
-and TSV/CSV define a line. A bare `\r` is an ordinary character; a file whose
+Lines: every file-based reader gets its lines from `iter_lines`, which reads
+the file a chunk at a time and splits at `\n` and `\r\n` only (see
+`split_lines`), as JSON Lines, CoNLL, CoNLL-U and TSV/CSV define a line. A bare `\r` is an ordinary character; a file whose
 only line ends are bare `\r` (classic Mac OS) is refused with a hint.
 """
 
+import codecs
 import dataclasses
 from pathlib import Path
 from typing import Callable
@@ -57,7 +66,7 @@ class ReadRequest:
 @dataclasses.dataclass(frozen=True)
 class Reader:
     name: str
-    read: Callable  # (ReadRequest) -> list[Example]
+    read: Callable  # (ReadRequest) -> an iterator of Example (a generator: see the module docstring)
     options: type = NoOptions  # pydantic model of the format's options
     task_types: tuple = TASK_TYPES  # task types this reader can serve
     source_is_path: bool = True  # resolve str sources as paths
@@ -83,7 +92,11 @@ def pair_option(options):
 
 
 def register_reader(name, options=NoOptions, task_types=TASK_TYPES, source_is_path=True):
-    """Decorator registering `fn(request) -> list[Example]` under `name`."""
+    """Decorator registering `fn(request) -> iterator of Example` under `name`.
+
+    `fn` should be a generator that yields each example as soon as it is read
+    (a list works too, but holds the whole source in memory).
+    """
 
     def wrap(fn):
         READERS[name] = Reader(name, fn, options, tuple(task_types), source_is_path)
@@ -139,35 +152,80 @@ def split_lines(text):
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def open_text(path, encoding="utf-8"):
-    """Read a whole text file, with a clear error for bad bytes or a missing file.
+# How much of a data file `iter_lines` reads at a time (bytes).
+READ_CHUNK_BYTES = 1 << 20
 
-    Returns the file's lines (without line ends), split by `split_lines`: at
-    `\\n` and `\\r\\n` only, so line numbers are those `grep -n` shows. A
-    decoding error names the file and byte offset and suggests the
-    `encoding:` option.
+
+def iter_lines(path, encoding="utf-8"):
+    """The lines of a text file, one at a time, with clear errors for bad bytes or a missing file.
+
+    Yields the file's lines (without line ends) as `split_lines` splits them:
+    at `\\n` and `\\r\\n` only, so line numbers are those `grep -n` shows. The
+    file is read and decoded `READ_CHUNK_BYTES` at a time; whatever the file's
+    size, a line is yielded once it is complete. A leading byte-order mark is
+    dropped. A decoding error names the file and the byte offset in the whole
+    file, and suggests the `encoding:` option; it is raised when the reader
+    gets there (the lines before it have been yielded).
+
+    Raises:
+        DataError: the file is missing or a directory; the encoding is unknown;
+            a byte sequence is not valid in `encoding`; the file's only line
+            ends are bare carriage returns (classic Mac OS: known at its end,
+            before any line is yielded, since such a file is one line).
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: data file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
-    raw = path.read_bytes()
     try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: byte offset {e.start}: not valid {encoding} ({e.reason}); "
-            f"set `encoding:` in the task's data section (e.g. encoding: latin-1)"
-        ) from None
+        b"".decode(encoding)  # LookupError for an unknown (or non-text) encoding
+        decoder = codecs.getincrementaldecoder(encoding)()
     except LookupError:
         raise DataError(f"{path}: unknown encoding {encoding!r}") from None
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\n" not in text and "\r" in text.rstrip("\r"):
+    offset = 0  # bytes handed to the decoder so far
+    pending = ""  # the text after the last line end
+    started = seen_newline = False
+    with path.open("rb") as f:
+        while True:
+            chunk = f.read(READ_CHUNK_BYTES)
+            final = not chunk
+            held = len(decoder.getstate()[0])  # bytes of an unfinished character, kept from the last chunk
+            try:
+                text = decoder.decode(chunk, final)
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}: byte offset {offset - held + e.start}: not valid {encoding} ({e.reason}); "
+                    f"set `encoding:` in the task's data section (e.g. encoding: latin-1)"
+                ) from None
+            offset += len(chunk)
+            if text and not started:
+                started = True
+                if text.startswith("\ufeff"):
+                    text = text[1:]
+            if "\n" in text:
+                seen_newline = True
+                lines = (pending + text).split("\n")
+                pending = lines.pop()
+                for line in lines:
+                    yield line[:-1] if line.endswith("\r") else line
+            else:
+                pending += text
+            if final:
+                break
+    if not seen_newline and "\r" in pending.rstrip("\r"):
         raise DataError(
             f"{path}: lines end in a bare carriage return (\\r, classic Mac OS); "
             f"data files need \\n or \\r\\n line ends: convert the file, e.g. "
             f"with `tr '\\r' '\\n' < old > new`"
         )
-    return split_lines(text)
+    if pending:
+        yield pending[:-1] if pending.endswith("\r") else pending
+
+
+def open_text(path, encoding="utf-8"):
+    """All lines of a text file, as a list: `list(iter_lines(path, encoding))`.
+
+    For small files (tests, tools); a reader streams with `iter_lines`.
+    """
+    return list(iter_lines(path, encoding))

@@ -22,7 +22,7 @@ from typing import Optional
 import pydantic
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import iter_lines
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
@@ -87,7 +87,8 @@ END_OF_SENTENCE = object()  # what a line parser returns for a line that ends th
 
 
 def tagged_sentences(request, lines, parse, other_lines):
-    """One tagging `Example` per sentence of `lines` (sentences end at blank lines).
+    """One tagging `Example` per sentence of `lines` (sentences end at blank lines), yielded
+    as soon as the sentence ends (a generator: `lines` may be a stream).
 
     `parse(line, lineno, words_so_far)` is called on each non-blank line and
     returns `(word, tag)`, None (a line of the sentence without a word, such
@@ -98,40 +99,35 @@ def tagged_sentences(request, lines, parse, other_lines):
     file is empty or has only `other_lines`.
     """
     path = str(request.source)
-    examples = []
+    count = 0
     words, tags, first_line = [], [], None
 
-    def flush():
-        nonlocal words, tags, first_line
-        if words:
-            examples.append(
-                Example(
-                    text=" ".join(words),
-                    labels={request.task_name: tuple(tags)},
-                    origin=f"{path}:{first_line}",
-                )
-            )
-        words, tags, first_line = [], [], None
+    def sentence():
+        return Example(text=" ".join(words), labels={request.task_name: tuple(tags)}, origin=f"{path}:{first_line}")
 
     for index, line in enumerate(lines):
         lineno = index + 1
         parsed = parse(line, lineno, len(words)) if line.strip() else END_OF_SENTENCE
         if parsed is END_OF_SENTENCE:
-            flush()
+            if words:
+                count += 1
+                yield sentence()
+            words, tags, first_line = [], [], None
             continue
         if first_line is None:
             first_line = lineno
         if parsed is not None:
             words.append(parsed[0])
             tags.append(parsed[1])
-    flush()
-    if not examples:
+    if words:
+        count += 1
+        yield sentence()
+    if not count:
         raise DataError(f"{path}: no sentences found (the file is empty or has only {other_lines})")
-    return examples
 
 
 def read_conll(request):
-    """Read a CoNLL column file into one tagging `Example` per sentence.
+    """Read a CoNLL column file into one tagging `Example` per sentence, a sentence at a time.
 
     Each non-blank line is one token: its columns are split on
     `options.separator` (runs of spaces and tabs when null). Blank lines end a
@@ -151,7 +147,7 @@ def read_conll(request):
     """
     options = request.options
     path = str(request.source)
-    lines = open_text(path, options.encoding)
+    lines = iter_lines(path, options.encoding)
     token_col = options.token_column
     label_col = options.label_column
     needed = max(token_col, label_col) + 1
@@ -204,7 +200,7 @@ def read_conll(request):
             )
         return token, tag
 
-    return tagged_sentences(
+    yield from tagged_sentences(
         request, lines, parse, f"blank or {options.docstart or 'document-start'} lines"
     )
 

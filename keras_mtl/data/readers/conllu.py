@@ -29,7 +29,7 @@ from typing import Literal
 
 import pydantic
 
-from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import iter_lines
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.data.readers.conll import clean_token
@@ -69,7 +69,7 @@ class ConlluOptions(ReaderOptions):
 
 
 def read_conllu(request):
-    """Read a CoNLL-U file into one tagging `Example` per sentence.
+    """Read a CoNLL-U file into one tagging `Example` per sentence, a sentence at a time.
 
     Sentences are separated by blank lines. The example's `text` is the FORM
     of each regular word line joined by single spaces (whitespace inside a
@@ -85,7 +85,7 @@ def read_conllu(request):
     """
     options = request.options
     path = str(request.source)
-    lines = open_text(path, options.encoding)
+    lines = iter_lines(path, options.encoding)
     col = COLUMNS[options.column]
     strip_subtype = options.column == "deprel" and options.deprel_subtypes == "strip"
 
@@ -128,7 +128,7 @@ def read_conllu(request):
             )
         return form, tag
 
-    return tagged_sentences(request, lines, parse, "comments and blank lines")
+    yield from tagged_sentences(request, lines, parse, "comments and blank lines")
 
 
 register_reader("conllu", options=ConlluOptions, task_types=("tagging",))(read_conllu)

@@ -57,7 +57,7 @@ from typing import List, Literal, Optional, Union
 import pydantic
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import iter_lines
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
@@ -326,7 +326,7 @@ def _rows(path, lines, delimiter, quoting):
 
 
 def read_delimited(request):
-    """Read a TSV/CSV file into one `Example` per row.
+    """Read a TSV/CSV file into one `Example` per row, a row at a time (a generator).
 
     With `header: true` the first line names the columns. Blank lines are
     skipped; a row may have more fields than needed, but not fewer. The
@@ -344,7 +344,7 @@ def read_delimited(request):
     suffix = Path(path).suffix.lower()
     delimiter = options.delimiter or ("," if suffix == ".csv" else "\t")
     quoting = options.quoting or ("minimal" if suffix == ".csv" else "none")
-    lines = open_text(path, options.encoding)
+    lines = iter_lines(path, options.encoding)
     rows = _rows(path, lines, delimiter, quoting)
 
     names, header_where = None, path
@@ -380,7 +380,7 @@ def read_delimited(request):
     )
     kind = get_task_type(request.task_type)  # the type reads the labels
 
-    examples = []
+    count = 0
     for lineno, fields in rows:
         where = f"{path}:{lineno}"
         if len(fields) < needed:
@@ -413,25 +413,18 @@ def read_delimited(request):
             where, kind.label_from_text, fields[label_idx], label_desc,
             separator=options.label_separator, allowed=options.labels,
         )
-        examples.append(
-            Example(
-                text=text,
-                labels={request.task_name: label},
-                origin=where,
-                text_pair=text_pair,
-            )
-        )
+        count += 1
+        yield Example(text=text, labels={request.task_name: label}, origin=where, text_pair=text_pair)
 
-    if not examples:
+    if not count:
         raise DataError(
             f"{path}: no rows found (the file is empty"
             f"{' or has only a header' if options.header else ''})"
         )
-    return examples
 
 
 def read_jsonl(request):
-    """Read a JSON Lines file (one JSON object a line) into `Example`s.
+    """Read a JSON Lines file (one JSON object a line) into `Example`s, a line at a time (a generator).
 
     Blank lines are skipped. The text (`options.text_field`) must be a
     string and is stripped of surrounding whitespace; see `JsonlOptions` for
@@ -445,9 +438,9 @@ def read_jsonl(request):
     """
     options = request.options
     path = str(request.source)
-    lines = open_text(path, options.encoding)
+    lines = iter_lines(path, options.encoding)
     kind = get_task_type(request.task_type)  # the type reads the labels
-    examples = []
+    count = 0
     for index, line in enumerate(lines):
         if not line.strip():
             continue
@@ -489,17 +482,10 @@ def read_jsonl(request):
         label = read_label(
             where, kind.label_from_json, record[options.label_field], options.label_field, allowed=options.labels
         )
-        examples.append(
-            Example(
-                text=text,
-                labels={request.task_name: label},
-                origin=where,
-                text_pair=text_pair,
-            )
-        )
-    if not examples:
+        count += 1
+        yield Example(text=text, labels={request.task_name: label}, origin=where, text_pair=text_pair)
+    if not count:
         raise DataError(f"{path}: no examples found (the file is empty)")
-    return examples
 
 
 register_reader(

@@ -119,8 +119,9 @@ def split_of_text(text):
     return split_of(text, _SPLIT_SALT, dev_fraction=SPLIT_SHARES[1][1], test_fraction=SPLIT_SHARES[0][1])
 
 
-def generate(kind, split, count, seed=0):
-    """`count` demo examples of one kind and split, deterministic in all four.
+def stream(kind, split, count, seed=0, task="__label__"):
+    """`count` demo examples of one kind and split, one at a time (a generator),
+    deterministic in all four; each example's label is keyed by `task`.
 
     Every sentence lies in the split's own share of the sentence space (see
     `split_of_text`): a sentence drawn for another split is drawn again, so
@@ -130,7 +131,6 @@ def generate(kind, split, count, seed=0):
     digest = hashlib.sha256(f"{kind}/{split}/{seed}".encode()).hexdigest()
     rng = random.Random(int(digest[:16], 16))
     share = split if split in ("train", "dev", "test") else "train"
-    examples = []
     for i in range(count):
         while True:
             topic = rng.choice(sorted(TOPICS))
@@ -141,13 +141,15 @@ def generate(kind, split, count, seed=0):
             if split_of_text(" ".join(words)) == share:
                 break
         label = {"topic": topic, "sentiment": polarity, "pos": tuple(tags)}[kind]
-        examples.append(Example(" ".join(words), {}, f"demo:{kind}/{split}:{i + 1}"))
-        examples[-1].labels["__label__"] = label
-    return examples
+        yield Example(" ".join(words), {task: label}, f"demo:{kind}/{split}:{i + 1}")
 
 
-@register_reader("demo", options=DemoOptions, task_types=("classification", "tagging"), source_is_path=False)
-def read_demo(request):
+def generate(kind, split, count, seed=0):
+    """The list of `stream(kind, split, count, seed)`: labels keyed by `"__label__"`."""
+    return list(stream(kind, split, count, seed))
+
+
+def _check_request(request):
     count = request.source
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise DataError(
@@ -159,7 +161,11 @@ def read_demo(request):
     if request.task_type != wanted:
         raise DataError(f"demo data: kind {kind!r} gives {wanted} labels, but task "
                         f"{request.task_name!r} is a {request.task_type} task")
-    examples = generate(kind, request.split, count, request.options.seed)
-    for ex in examples:
-        ex.labels = {request.task_name: ex.labels.pop("__label__")}
-    return examples
+
+
+@register_reader("demo", options=DemoOptions, task_types=("classification", "tagging"), source_is_path=False)
+def read_demo(request):
+    """The demo examples of one split, generated one at a time (a generator)."""
+    _check_request(request)
+    options = request.options
+    yield from stream(options.kind, request.split, request.source, options.seed, task=request.task_name)

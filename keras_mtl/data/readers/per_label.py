@@ -13,7 +13,9 @@ Example YAML:
 
 Each split is a mapping from a label name to the file holding that label's
 examples. Examples come label by label, in the mapping's order, and line by
-line within each file.
+line within each file, streamed (a generator: one file open at a time). So
+the stream is sorted by label: whoever consumes it in order (a shuffle
+buffer) must mix it across the whole split, not within a window.
 """
 
 from pathlib import PurePath
@@ -21,7 +23,7 @@ from pathlib import PurePath
 import pydantic
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import open_text
+from keras_mtl.data.readers import iter_lines
 from keras_mtl.data.readers import ReaderOptions
 from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
@@ -54,7 +56,7 @@ def _shape_error(request, found):
 
 
 def read_per_label(request):
-    """Read one file per label into classification `Example`s.
+    """Read one file per label into classification `Example`s, a line at a time (a generator).
 
     `request.source` is a dict `{label: path}`. Each line of each file is the
     text of one example (stripped of surrounding whitespace) whose label is
@@ -71,7 +73,6 @@ def read_per_label(request):
         raise _shape_error(request, f"{type(source).__name__} {source!r:.200}")
     if not source:
         raise _shape_error(request, "an empty mapping")
-    examples = []
     for key, path in source.items():
         label = class_name(key)  # a non-blank string (stripped) or an integer (`1`: the class "1")
         if label is None:
@@ -82,7 +83,7 @@ def read_per_label(request):
             )
         path = str(path)
         count = 0
-        for index, line in enumerate(open_text(path, options.encoding)):
+        for index, line in enumerate(iter_lines(path, options.encoding)):
             text = line.strip()
             if not text:
                 if options.skip_blank_lines:
@@ -91,20 +92,13 @@ def read_per_label(request):
                     f"{path}:{index + 1}: blank line (set `skip_blank_lines: "
                     f"true` to skip such lines)"
                 )
-            examples.append(
-                Example(
-                    text=text,
-                    labels={request.task_name: label},
-                    origin=f"{path}:{index + 1}",
-                )
-            )
             count += 1
+            yield Example(text=text, labels={request.task_name: label}, origin=f"{path}:{index + 1}")
         if count == 0:
             raise DataError(
                 f"{path}: no examples found for label {label!r} (the file is "
                 f"empty or has only blank lines)"
             )
-    return examples
 
 
 register_reader(

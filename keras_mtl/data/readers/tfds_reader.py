@@ -126,10 +126,16 @@ def _text(record, feature, origin):
 
 
 def read_tfds(request):
-    """Read one split of a TFDS dataset into `Example`s.
+    """Read one split of a TFDS dataset into `Example`s, a record at a time (a generator).
 
     `request.source` is the split string. `origin` is
-    `tfds:NAME/SPLIT:N` with N the 1-based position in the split.
+    `tfds:NAME/SPLIT:N` with N the 1-based position in the split. The
+    dataset is iterated (`tfds.as_numpy`), never held whole; the class names
+    come from the builder's features, not from a pass over the data. Two
+    checks need the whole split and are raised after its last example: the
+    split is empty, or every label is the unlabelled placeholder (the task
+    type's `unlabelled_split`, asked one label at a time: a split is
+    unlabelled when each of its labels is).
 
     Raises:
         DataError: tensorflow-datasets is missing; the builder is unknown or
@@ -208,7 +214,7 @@ def read_tfds(request):
             f"{', '.join(map(repr, builder.info.splits.keys()))})"
         ) from None
 
-    examples = []
+    count, unlabelled = 0, True
     try:
         for index, record in enumerate(tfds.as_numpy(dataset)):
             origin = f"{where}:{index + 1}"
@@ -222,27 +228,21 @@ def read_tfds(request):
                         f"second text, text_pair_feature) is empty"
                     )
             label = read_label(origin, kind.label_from_tfds, record[options.label_feature], names, split)
-            examples.append(
-                Example(
-                    text=text.strip(),
-                    labels={request.task_name: label},
-                    origin=origin,
-                    text_pair=text_pair,
-                )
-            )
+            unlabelled = unlabelled and kind.unlabelled_split([label])
+            count += 1
+            yield Example(text=text.strip(), labels={request.task_name: label}, origin=origin, text_pair=text_pair)
     except DataError:
         raise
     except Exception as e:
         raise DataError(f"{where}: reading {name!r} failed: {_first_line(e)}") from None
 
-    if not examples:
+    if not count:
         raise DataError(f"{where}: the split has no examples")
-    if kind.unlabelled_split([example.labels[request.task_name] for example in examples]):
+    if unlabelled:
         raise DataError(
             f"{where}: every label is -1: split {split!r} is unlabelled (TFDS "
             f"stores -1 for test splits without public labels)"
         )
-    return examples
 
 
 register_reader(

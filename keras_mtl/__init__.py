@@ -7,6 +7,8 @@
     keras_mtl.predict(version_dir, ["the brilliant chef cooked quickly near the old kitchen ."])
 """
 
+import importlib
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -22,7 +24,6 @@ _LAZY = {
 def __getattr__(name):
     # Lazy: `import keras_mtl` stays cheap (no TensorFlow import) until used.
     if name in _LAZY:
-        import importlib
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)

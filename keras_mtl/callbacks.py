@@ -2,6 +2,7 @@
 best epoch's weights (`train.keep: best`), the per-epoch backup a killed run
 resumes from."""
 
+import base64
 import csv
 import json
 import math
@@ -389,7 +390,6 @@ def _global_rng_state():
     there goes through a `SeedGenerator`)."""
     if keras.backend.backend() != "torch":
         return None
-    import base64
 
     import torch
 
@@ -405,7 +405,6 @@ def _global_rng_state():
 def _set_global_rng_state(state):
     if not state or keras.backend.backend() != "torch":
         return
-    import base64
 
     import numpy as np
     import torch

@@ -18,6 +18,7 @@ a name the model gives one of its inputs or layers (`MODEL_INPUTS`, ...).
 Relative data paths are resolved against the config file's directory.
 """
 
+import copy
 import dataclasses
 import difflib
 import re
@@ -577,7 +578,6 @@ def load_config(config, overrides=()) -> LoadedConfig:
 
 def config_from_dict(raw, source="<dict>", lines=None, base_dir=".", overrides=()) -> LoadedConfig:
     """Validate a config given as a dict (the Python-API twin of `load_config`)."""
-    import copy
 
     raw = copy.deepcopy(raw)
     lines = lines or {}
@@ -687,21 +687,28 @@ def _yaml_problem(e):
     return " ".join(text.split())
 
 
+UNSAFE_TAGS = "loaded with yaml.safe_load: tags that construct Python objects are not allowed"
+
+
+def _yaml_failure(e):
+    """(mark, unsafe) of a PyYAML error: where it is (or None), and whether it is a
+    tag constructing a Python object (refused: `UNSAFE_TAGS`) rather than a syntax error."""
+    if isinstance(e, yaml.constructor.ConstructorError):
+        return e.problem_mark or e.context_mark, True
+    return getattr(e, "problem_mark", None), False
+
+
 def _parse_yaml(text, source):
     try:
         node = yaml.compose(text, Loader=_LineLoader)
         data = yaml.load(text, Loader=_LineLoader)
     except _DuplicateKey as e:
         raise ConfigError(f"{source}:{e.line}: {e}") from None
-    except yaml.constructor.ConstructorError as e:
-        mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{source}{line}: {e.problem} (configs are loaded with yaml.safe_load: "
-            "tags that construct Python objects are not allowed)"
-        ) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark, unsafe = _yaml_failure(e)
+        if unsafe:
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{source}{where}: {e.problem} (configs are {UNSAFE_TAGS})") from None
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise ConfigError(f"{source}{where}: YAML syntax error: {_yaml_problem(e)}") from None
     if data is None:
@@ -945,13 +952,10 @@ def _apply_override(raw, item):
     key, value_text = item.split("=", 1)
     try:
         value = yaml.load(value_text, Loader=_LineLoader)
-    except yaml.constructor.ConstructorError as e:
-        raise ConfigError(
-            f"--set {item}: invalid YAML value: {_yaml_problem(e)} (values are loaded with yaml.safe_load: "
-            "tags that construct Python objects are not allowed)"
-        ) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
+        mark, unsafe = _yaml_failure(e)
+        if unsafe:
+            raise ConfigError(f"--set {item}: invalid YAML value: {_yaml_problem(e)} (values are {UNSAFE_TAGS})") from None
         at = f" at column {mark.column + 1} of the value" if mark else ""
         raise ConfigError(f"--set {item}: invalid YAML value{at}: {_yaml_problem(e)}") from None
     parts = _split_key(key.strip())

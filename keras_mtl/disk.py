@@ -10,9 +10,11 @@ fail cleanly (HDF5) gets its bytes reserved first (`reserve_space`).
 
 import contextlib
 import errno
+import gc
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from keras_mtl.errors import ModelError
@@ -58,7 +60,6 @@ def unraisable_disk_errors_hidden():
     Yields a list that collects the dropped errors: h5py may report a failed
     write only there (its file's `close()` then returns as if all went well).
     """
-    import sys
 
     previous = sys.unraisablehook
     dropped = []
@@ -88,7 +89,6 @@ def write_or_no_space(path, write, what):
     and return: that counts as a failure too. (Where HDF5's own `close()`
     fails it may still crash at exit: `reserve_space` first, for HDF5.)
     """
-    import gc
 
     with unraisable_disk_errors_hidden() as dropped:
         try:
@@ -152,6 +152,24 @@ def _size(nbytes):
         nbytes /= 1024
         if nbytes < 1024 or unit == "TiB":
             return f"{nbytes:.1f} {unit}"
+
+def pid_alive(pid):
+    """Whether process `pid` still runs (this one, or one of another user, counts as running).
+
+    Used to tell a temporary of a killed writer (its pid in its name) from one being written now.
+    """
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, ValueError):  # no process has such an id
+        return False
+    return True
+
 
 def write_text(path, text):
     """Write `path` whole or not at all (a `.tmp` file renamed over it; removed if the write fails)."""

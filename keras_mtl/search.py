@@ -263,22 +263,9 @@ class _Runner:
 
 
 def search(
-    config,
-    workdir=None,
-    algorithm="random",
-    trials=10,
-    objective="mean",
-    *,
-    overrides=(),
-    max_steps=None,
-    search_temperature=False,
-    weights=WEIGHT_VALUES,
-    temperatures=TEMPERATURES,
-    tasks=None,
-    choices=None,
-    seed=0,
-    resume=False,
-    verbose=0,
+    config, workdir=None, algorithm="random", trials=10, objective="mean", *, overrides=(), max_steps=None,
+    search_temperature=False, weights=WEIGHT_VALUES, temperatures=TEMPERATURES, tasks=None, choices=None,
+    seed=0, resume=False, verbose=0,
 ):
     """Search the loss weights, optionally the temperature, and any config
     fields given in `choices` of `config`.

@@ -231,18 +231,9 @@ def run_precision_test(
 
 
 def run_layer_test(
-    layer_cls,
-    init_kwargs,
-    input_data,
-    expected_output_shape=None,
-    expected_output_data=None,
-    expected_num_trainable_weights=None,
-    expected_num_non_trainable_weights=None,
-    run_saving_check=True,
-    run_training_check=True,
-    run_precision_checks=True,
-    atol=1e-5,
-    rtol=1e-5,
+    layer_cls, init_kwargs, input_data, expected_output_shape=None, expected_output_data=None,
+    expected_num_trainable_weights=None, expected_num_non_trainable_weights=None, run_saving_check=True,
+    run_training_check=True, run_precision_checks=True, atol=1e-5, rtol=1e-5,
 ):
     """Run the standard checks for a keras-mtl layer (see module docstring).
 

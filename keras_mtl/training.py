@@ -8,6 +8,8 @@ The run is written through the run skeleton (keras_mtl.runner): staged in
 complete. `init_from` starts it from a trained run's weights (finetune).
 """
 
+import csv
+import gc
 import hashlib
 import json
 import shutil
@@ -308,7 +310,6 @@ def _after_disk_full(files, path, what):
     `.tmp` files and the staged model and report go. A run with no finished
     epoch leaves no `backup/`.
     """
-    import gc
 
     with unraisable_disk_errors_hidden():
         gc.collect()  # a failed writer's open files close now
@@ -425,7 +426,6 @@ def _fingerprint(train_examples, vocabulary):
 def _loss_history(csv_path, task_names, epochs):
     """Per finished epoch, the mean training loss of each task (metrics.csv):
     the Python-side history that DWA's weights are computed from."""
-    import csv
 
     if not csv_path.exists():
         return []

@@ -31,6 +31,7 @@ run half-wrote is removed, the previous run's files stay as they were.
 import contextlib
 import dataclasses
 import errno
+import fnmatch
 import os
 import shutil
 import zipfile
@@ -159,7 +160,6 @@ def config_changes(old, new, ignore=()):
     Tasks are compared by name (`tasks.topic.loss_weight`); a changed task
     list is one change of `tasks`.
     """
-    import fnmatch
 
     changes = []
 

@@ -2,7 +2,8 @@
 serving client that loads SavedModels with TensorFlow alone.
 
 Test modules run with `--import-mode=importlib` and cannot import this file,
-so the helpers are handed out as fixtures:
+so the helpers are handed out as fixtures (plain functions that need no
+fixture live in tests/helpers.py, which this file puts on `sys.path`):
 
 * `tiny_config(...)` builds the config dict of a tiny demo-data run (three
   tasks: `topic`, `sentiment`, `pos`; 16-wide, one layer);
@@ -34,6 +35,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MAX_LEN = 16
+
+# `from helpers import ...` in test modules: tests/helpers.py holds the plain
+# functions they share (appended, so that it shadows no installed module).
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
 
 # The three demo tasks of the tiny run (train examples each).
 _TINY_TASKS = {

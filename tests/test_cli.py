@@ -13,34 +13,14 @@ import yaml
 
 from keras_mtl.cli import main
 
+from helpers import cli_tiny_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SIZES = {"topic": (48, 16, 16), "pos": (24, 8, 8)}
 
-TINY_YAML = """\
-name: cli-tiny
-seed: 0
-tasks:
-  - name: topic
-    type: classification
-    metrics: [accuracy, macro_f1]
-    data: {format: demo, kind: topic, train: 48, dev: 16, test: 16}
-  - name: pos
-    type: tagging
-    data: {format: demo, kind: pos, train: 24, dev: 8, test: 8}
-model:
-  vocabulary_size: 150
-  max_sequence_length: 16
-  hidden_dim: 16
-  num_layers: 1
-  num_heads: 2
-  intermediate_dim: 32
-  task_conditioning: none
-train:
-  batch_size: 8
-  epochs: 2
-  bucket_lengths: [8]
-  jit_compile: false
-"""
+TINY_YAML = cli_tiny_yaml(
+    "cli-tiny", seed=0, metrics=["accuracy", "macro_f1"], topic=SIZES["topic"], vocabulary_size=150, epochs=2
+)
 
 
 @pytest.fixture(scope="module")

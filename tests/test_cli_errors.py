@@ -20,31 +20,11 @@ from keras_mtl import cli
 from keras_mtl.cli import app, main
 from keras_mtl.cli import evaluate as evaluate_command
 
+from helpers import cli_tiny_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = """\
-name: cli-errors
-tasks:
-  - name: topic
-    type: classification
-    data: {format: demo, kind: topic, train: 24, dev: 8, test: 8}
-  - name: pos
-    type: tagging
-    data: {format: demo, kind: pos, train: 24, dev: 8, test: 8}
-model:
-  vocabulary_size: 120
-  max_sequence_length: 16
-  hidden_dim: 16
-  num_layers: 1
-  num_heads: 2
-  intermediate_dim: 32
-  task_conditioning: none
-train:
-  batch_size: 8
-  epochs: 1
-  bucket_lengths: [8]
-  jit_compile: false
-"""
+TINY = cli_tiny_yaml("cli-errors")
 
 # name -> config text; every one holds exactly one mistake.
 CONFIGS = {

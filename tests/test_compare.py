@@ -28,6 +28,8 @@ from keras_mtl.compare import (
 from keras_mtl.config import config_from_dict
 from keras_mtl.errors import ConfigError
 
+from helpers import save_tiny_preset
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -794,35 +796,12 @@ def test_earlier_serving_needs_the_same_models_inputs_and_batch(tmp_path):
     assert earlier_serving([tmp_path], runs, ["a"], 16, 32) is None
 
 
-def _tiny_preset(path):
-    """A local keras-hub preset: a random 1-layer BertBackbone and a BertTokenizer
-    whose vocabulary holds every word of the demo grammar."""
-    import keras
-    import keras_hub
-
-    from keras_mtl.data.readers import demo
-
-    keras.utils.set_random_seed(0)
-    words = set(demo.DETERMINERS) | set(demo.ADVERBS) | set(demo.PREPOSITIONS) | {"."}
-    for nouns, verbs in demo.TOPICS.values():
-        words |= set(nouns) | set(verbs)
-    for adjectives in demo.ADJECTIVES.values():
-        words |= set(adjectives)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32
-    )
-    backbone.save_to_preset(str(path))
-    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(str(path))
-    return vocab, int(backbone.count_params())
-
-
 @pytest.mark.slow
 def test_compare_with_a_preset(tmp_path):
     """The single-task baselines fine-tune the same pretrained encoder; two seeds are paired and averaged."""
     from keras_mtl.compare import compare
 
-    vocab, backbone_params = _tiny_preset(tmp_path / "preset")
+    vocab, backbone_params = save_tiny_preset(tmp_path / "preset")
     cfg = _tiny_config()
     cfg["model"] = {"preset": str(tmp_path / "preset"), "max_sequence_length": 32, "task_conditioning": "none"}
     out = tmp_path / "cmp"

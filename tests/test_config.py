@@ -128,70 +128,47 @@ def test_missing_required_field(tmp_path):
     assert msg == f"{path}:3: tasks[0].type: required field is missing"
 
 
-def test_mistyped_field(tmp_path):
-    path = write(tmp_path, TINY.replace("batch_size: 8", 'batch_size: "big"'))
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:13: train.batch_size: "), msg
-    assert "valid integer" in msg
-
-
-def test_out_of_range_field(tmp_path):
-    path = write(tmp_path, TINY.replace("batch_size: 8", "batch_size: 0"))
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:13: train.batch_size: "), msg
-    assert "greater than or equal to 1" in msg
-
-
-def test_unknown_key_suggests_the_closest(tmp_path):
-    path = write(tmp_path, TINY.replace("hidden_dim: 16", "hiden_dim: 16"))
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:11: model.hiden_dim: unknown key 'hiden_dim'"), msg
-    assert "did you mean 'hidden_dim'?" in msg
-
-
-def test_unknown_top_level_key(tmp_path):
-    path = write(tmp_path, TINY + "trian:\n  epochs: 2\n")
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:14: trian: unknown key 'trian'; did you mean 'train'?"), msg
-
-
-def test_unknown_task_type_lists_the_types(tmp_path):
-    path = write(tmp_path, TINY.replace("type: classification\n    data: {format: demo, kind: sentiment",
-                                        "type: clasification\n    data: {format: demo, kind: sentiment"))
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:8: tasks[1].type: unknown task type 'clasification'"), msg
-    assert "expected one of classification, multilabel, regression, tagging" in msg
-
-
-def test_unknown_metric_for_the_task_type(tmp_path):
-    path = write(tmp_path, TINY.replace("metrics: [accuracy]", "metrics: [token_accuracy]"))
-    msg = error_of(path)
-    assert "unknown metric 'token_accuracy' for a classification task" in msg
-    assert "expected one of accuracy" in msg
+# One mistake in TINY each: (the text, how the message starts, what else it says).
+FIELD_ERRORS = [
+    pytest.param(TINY.replace("batch_size: 8", 'batch_size: "big"'), "{path}:13: train.batch_size: ",
+                 ["valid integer"], id="mistyped_field"),
+    pytest.param(TINY.replace("batch_size: 8", "batch_size: 0"), "{path}:13: train.batch_size: ",
+                 ["greater than or equal to 1"], id="out_of_range_field"),
+    pytest.param(TINY.replace("hidden_dim: 16", "hiden_dim: 16"), "{path}:11: model.hiden_dim: unknown key 'hiden_dim'",
+                 ["did you mean 'hidden_dim'?"], id="unknown_key_suggests_the_closest"),
+    pytest.param(TINY + "trian:\n  epochs: 2\n", "{path}:14: trian: unknown key 'trian'; did you mean 'train'?",
+                 [], id="unknown_top_level_key"),
+    pytest.param(TINY.replace("type: classification\n    data: {format: demo, kind: sentiment",
+                              "type: clasification\n    data: {format: demo, kind: sentiment"),
+                 "{path}:8: tasks[1].type: unknown task type 'clasification'",
+                 ["expected one of classification, multilabel, regression, tagging"], id="unknown_task_type_lists_the_types"),
     # The field path is tasks[0].metrics and the line is the `metrics:` line (5).
-    assert msg.startswith(f"{path}:5: tasks[0].metrics: "), msg
-
-
-def test_duplicate_task_names(tmp_path):
-    path = write(tmp_path, TINY.replace("name: sentiment", "name: topic"))
-    msg = error_of(path)
-    assert "tasks[1].name: duplicate task name 'topic' (also tasks[0])" in msg
+    pytest.param(TINY.replace("metrics: [accuracy]", "metrics: [token_accuracy]"), "{path}:5: tasks[0].metrics: ",
+                 ["unknown metric 'token_accuracy' for a classification task", "expected one of accuracy"],
+                 id="unknown_metric_for_the_task_type"),
     # The line is the second task's `name:` line (7), not the `tasks:` line.
-    assert msg.startswith(f"{path}:7: "), msg
+    pytest.param(TINY.replace("name: sentiment", "name: topic"), "{path}:7: ",
+                 ["tasks[1].name: duplicate task name 'topic' (also tasks[0])"], id="duplicate_task_names"),
+    pytest.param(TINY.replace("name: sentiment", "name: Senti-ment"), "{path}:7: tasks[1].name: ", ["lowercase"],
+                 id="bad_task_name"),
+    pytest.param(TINY.replace("format: demo, kind: sentiment", "format: tsvv, kind: sentiment"),
+                 "{path}:9: tasks[1].data.format: unknown data format 'tsvv'", ["delimited", "demo"],  # lists the formats
+                 id="unknown_data_format"),
+    # conll serves tagging only; label_column is also required, but the type
+    # mismatch is the first problem reported for the task.
+    pytest.param(TINY.replace("format: demo, kind: sentiment, train: 20", "format: conll, train: x.txt"),
+                 "{path}:9: tasks[1].data.format: ", ["cannot serve a classification task"],
+                 id="reader_that_cannot_serve_the_task_type"),
+]
 
 
-def test_bad_task_name(tmp_path):
-    path = write(tmp_path, TINY.replace("name: sentiment", "name: Senti-ment"))
+@pytest.mark.parametrize("text, start, fragments", FIELD_ERRORS)
+def test_a_field_error_names_file_line_and_field(tmp_path, text, start, fragments):
+    path = write(tmp_path, text)
     msg = error_of(path)
-    assert msg.startswith(f"{path}:7: tasks[1].name: "), msg
-    assert "lowercase" in msg
-
-
-def test_unknown_data_format(tmp_path):
-    path = write(tmp_path, TINY.replace("format: demo, kind: sentiment", "format: tsvv, kind: sentiment"))
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:9: tasks[1].data.format: unknown data format 'tsvv'"), msg
-    assert "delimited" in msg and "demo" in msg  # lists the formats
+    assert msg.startswith(start.format(path=path)), msg
+    for fragment in fragments:
+        assert fragment in msg, msg
 
 
 def test_unknown_reader_option_suggests_the_closest(tmp_path):
@@ -212,15 +189,6 @@ def test_unknown_reader_option_suggests_the_closest(tmp_path):
     msg = error_of(path)
     assert msg.startswith(f"{path}:8: tasks[0].data.seedd: unknown option 'seedd' for format 'demo'"), msg
     assert "did you mean 'seed'?" in msg
-
-
-def test_reader_that_cannot_serve_the_task_type(tmp_path):
-    path = write(tmp_path, TINY.replace("format: demo, kind: sentiment, train: 20", "format: conll, train: x.txt"))
-    # conll serves tagging only; label_column is also required, but the type
-    # mismatch is the first problem reported for the task.
-    msg = error_of(path)
-    assert msg.startswith(f"{path}:9: tasks[1].data.format: "), msg
-    assert "cannot serve a classification task" in msg
 
 
 def test_several_problems_are_reported_together(tmp_path):
@@ -265,18 +233,6 @@ def test_set_applies_and_validates(tmp_path):
     assert loaded.raw["train"]["batch_size"] == 16
 
 
-def test_set_invalid_value_is_an_error(tmp_path):
-    msg = error_of(write(tmp_path, TINY), ["train.batch_size=0"])
-    assert "train.batch_size" in msg and "greater than or equal to 1" in msg
-
-
-def test_set_invalid_value_names_the_override(tmp_path):
-    # The bad value comes from the command line, not from line 13 of the file
-    # (which says `batch_size: 8`): the message should say so.
-    msg = error_of(write(tmp_path, TINY), ["train.batch_size=0"])
-    assert "--set train.batch_size=0" in msg, msg
-
-
 def test_set_by_task_name(tmp_path):
     loaded = load_config(write(tmp_path, TINY), ["tasks.sentiment.loss_weight=2"])
     assert loaded.config.task("sentiment").loss_weight == 2.0
@@ -294,25 +250,27 @@ def test_set_reader_option(tmp_path):
     assert reader_options(loaded.config.task("topic")).seed == 7
 
 
-def test_set_unknown_field_suggests_the_closest(tmp_path):
-    msg = error_of(write(tmp_path, TINY), ["model.hiden_dim=8"])
-    assert msg.startswith("--set model.hiden_dim=8: model.hiden_dim: no such field"), msg
-    assert "did you mean 'hidden_dim'?" in msg
+# One bad --set on TINY each: (the override, how the message starts, what else it says).
+SET_ERRORS = [
+    pytest.param("train.batch_size=0", "", ["train.batch_size", "greater than or equal to 1"],
+                 id="invalid_value_is_an_error"),
+    # The bad value comes from the command line, not from line 13 of the file
+    # (which says `batch_size: 8`): the message should say so.
+    pytest.param("train.batch_size=0", "", ["--set train.batch_size=0"], id="invalid_value_names_the_override"),
+    pytest.param("model.hiden_dim=8", "--set model.hiden_dim=8: model.hiden_dim: no such field",
+                 ["did you mean 'hidden_dim'?"], id="unknown_field_suggests_the_closest"),
+    pytest.param("tasks.topik.loss_weight=2", "", ["no task named 'topik'", "topic, sentiment"], id="unknown_task_name"),
+    pytest.param("tasks[5].loss_weight=2", "", ["index 5 out of range"], id="index_out_of_range"),
+    pytest.param("train.batch_size", "", ["expected KEY=VALUE"], id="without_equals"),
+]
 
 
-def test_set_unknown_task_name(tmp_path):
-    msg = error_of(write(tmp_path, TINY), ["tasks.topik.loss_weight=2"])
-    assert "no task named 'topik'" in msg and "topic, sentiment" in msg
-
-
-def test_set_index_out_of_range(tmp_path):
-    msg = error_of(write(tmp_path, TINY), ["tasks[5].loss_weight=2"])
-    assert "index 5 out of range" in msg
-
-
-def test_set_without_equals(tmp_path):
-    msg = error_of(write(tmp_path, TINY), ["train.batch_size"])
-    assert "expected KEY=VALUE" in msg
+@pytest.mark.parametrize("override, start, fragments", SET_ERRORS)
+def test_set_error(tmp_path, override, start, fragments):
+    msg = error_of(write(tmp_path, TINY), [override])
+    assert msg.startswith(start), msg
+    for fragment in fragments:
+        assert fragment in msg, msg
 
 
 # ------------------------------------------------------------------ data paths

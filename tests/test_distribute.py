@@ -434,6 +434,16 @@ def _losses(rows):
     return [{k: float(v) for k, v in row.items() if k.startswith("train_") and v != ""} for row in rows]
 
 
+def _assert_same_training(none, other, a, b, rows=None):
+    """Two train runs agree: their train losses `a` (of `none`) and `b` (of `other`), key by
+    key within TOL, and every task's outputs (of `other`, its first `rows` rows)."""
+    for ra, rb in zip(a, b):
+        for key in ra:
+            assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)
+    for task in none["outputs"]:
+        assert _close(none["outputs"][task], other["outputs"][task][:rows]), task
+
+
 @pytest.fixture(scope="module")
 def tf_results(tmp_path_factory):
     root = tmp_path_factory.mktemp("tf-dist")
@@ -499,11 +509,7 @@ def test_tf_train_mirrored_matches_none(tf_results):
     assert none["replicas"] == 1 and mirrored["replicas"] == 2
     a, b = _losses(none["rows"]), _losses(mirrored["rows"])
     assert len(a) == len(b) == 2 and set(a[0]) == set(b[0])
-    for ra, rb in zip(a, b):
-        for key in ra:
-            assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)
-    for task in none["outputs"]:
-        assert _close(none["outputs"][task], mirrored["outputs"][task][:8]), task
+    _assert_same_training(none, mirrored, a, b, rows=8)
 
 
 @pytest.mark.slow
@@ -519,11 +525,7 @@ def test_tf_train_mirrored_two_tasks_with_tagging_matches_none(tf_results):
     assert none["replicas"] == 1 and mirrored["replicas"] == 2
     a, b = _losses(none["rows"]), _losses(mirrored["rows"])
     assert len(a) == len(b) == 2 and "train_pos_loss" in a[0] and "train_topic_loss" in a[0]
-    for ra, rb in zip(a, b):
-        for key in ra:
-            assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)
-    for task in none["outputs"]:
-        assert _close(none["outputs"][task], mirrored["outputs"][task][:8]), task
+    _assert_same_training(none, mirrored, a, b, rows=8)
 
 
 @pytest.mark.slow
@@ -559,11 +561,7 @@ def test_jax_data_parallel_matches_none(jax_results):
     assert res["cleared"]
     a, b = _losses(none["rows"]), _losses(dp["rows"])
     assert len(a) == 2 and "train_pos_loss" in a[0] and "train_topic_loss" in a[0]
-    for ra, rb in zip(a, b):
-        for key in ra:
-            assert abs(ra[key] - rb[key]) <= TOL, (key, a, b)
-    for task in none["outputs"]:
-        assert _close(none["outputs"][task], dp["outputs"][task]), task
+    _assert_same_training(none, dp, a, b)
 
 
 # --------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from keras_mtl.config import config_from_dict
 from keras_mtl.data.example import Example
 from keras_mtl.errors import ConfigError, DataError, ModelError
 
+from helpers import save_tiny_preset
+
 TINY_MODEL = {
     "vocabulary_size": 200,
     "max_sequence_length": 24,
@@ -379,26 +381,10 @@ def test_adapter_runs_are_reproducible_and_independent(meta_run):
 
 
 def _tiny_preset(path):
-    """A local keras-hub preset (a random 1-layer BertBackbone, a BertTokenizer holding
-    every word of the demo grammar) whose backbone, like a Hugging Face-format preset's
+    """`save_tiny_preset(path)` whose backbone, like a Hugging Face-format preset's
     (all-MiniLM-L6-v2), has no saved name: Keras numbers each one it builds in the
     process (`bert_backbone`, `bert_backbone_1`, ...)."""
-    import keras
-    import keras_hub
-
-    from keras_mtl.data.readers import demo
-
-    keras.utils.set_random_seed(0)
-    words = set(demo.DETERMINERS) | set(demo.ADVERBS) | set(demo.PREPOSITIONS) | {"."}
-    for nouns, verbs in demo.TOPICS.values():
-        words |= set(nouns) | set(verbs)
-    for adjectives in demo.ADJECTIVES.values():
-        words |= set(adjectives)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(words)]
-    keras_hub.models.BertBackbone(
-        vocabulary_size=len(vocab), num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=32
-    ).save_to_preset(str(path))
-    keras_hub.models.BertTokenizer(vocabulary=vocab, lowercase=True).save_to_preset(str(path))
+    save_tiny_preset(path)
     config = json.loads((path / "config.json").read_text())
     del config["config"]["name"]
     (path / "config.json").write_text(json.dumps(config))

@@ -223,13 +223,8 @@ def _interval(values, level):
 
 
 def bootstrap_compare(
-    samples,
-    replicates=DEFAULT_REPLICATES,
-    seed=BOOTSTRAP_SEED,
-    level=LEVEL,
-    near_zero=NEAR_ZERO,
-    keep_replicates=False,
-    seeds_resampled=True,
+    samples, replicates=DEFAULT_REPLICATES, seed=BOOTSTRAP_SEED, level=LEVEL, near_zero=NEAR_ZERO,
+    keep_replicates=False, seeds_resampled=True,
 ):
     """Bootstrap confidence intervals of the per-task gains and of delta_m.
 

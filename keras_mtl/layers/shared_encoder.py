@@ -127,30 +127,14 @@ class SharedEncoder(keras.layers.Layer):
     """
 
     def __init__(
-        self,
-        vocabulary_size=None,
-        num_layers=None,
-        num_heads=None,
-        hidden_dim=None,
-        intermediate_dim=None,
-        max_sequence_length=None,
-        dropout=0.1,
-        backbone=None,
-        num_tasks=None,
-        task_conditioning="none",
-        adapter_dim=0,
-        separator_id=None,
-        **kwargs,
+        self, vocabulary_size=None, num_layers=None, num_heads=None, hidden_dim=None, intermediate_dim=None,
+        max_sequence_length=None, dropout=0.1, backbone=None, num_tasks=None, task_conditioning="none",
+        adapter_dim=0, separator_id=None, **kwargs,
     ):
         super().__init__(**kwargs)
-        scratch = dict(
-            vocabulary_size=vocabulary_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            hidden_dim=hidden_dim,
-            intermediate_dim=intermediate_dim,
-            max_sequence_length=max_sequence_length,
-        )
+        scratch = dict(vocabulary_size=vocabulary_size, num_layers=num_layers, num_heads=num_heads,
+                       hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+                       max_sequence_length=max_sequence_length)
         if backbone is None:
             missing = [k for k, v in scratch.items() if v is None]
             if missing:

@@ -61,20 +61,8 @@ def _check_shots(shots):
 
 
 def adapt(
-    workdir,
-    new_task_config,
-    shots,
-    seed=0,
-    steps=100,
-    *,
-    overrides=(),
-    task=None,
-    init="pretrained",
-    learning_rate=None,
-    batch_size=None,
-    out=None,
-    check_overlap=True,
-    verbose=0,
+    workdir, new_task_config, shots, seed=0, steps=100, *, overrides=(), task=None, init="pretrained",
+    learning_rate=None, batch_size=None, out=None, check_overlap=True, verbose=0,
 ):
     """Fit a new classification task from `shots` examples per class.
 
@@ -160,16 +148,8 @@ class Adapter:
     """
 
     def __init__(
-        self,
-        workdir,
-        new_task_config,
-        *,
-        overrides=(),
-        task=None,
-        init="pretrained",
-        learning_rate=None,
-        batch_size=None,
-        check_overlap=True,
+        self, workdir, new_task_config, *, overrides=(), task=None, init="pretrained", learning_rate=None,
+        batch_size=None, check_overlap=True,
     ):
         import keras
 

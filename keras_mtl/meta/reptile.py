@@ -9,6 +9,7 @@ shared: docs/meta_learning.md.
 """
 
 import collections
+import csv
 import math
 import time
 from pathlib import Path
@@ -352,7 +353,6 @@ def _check_meta_args(inner_steps, meta_steps, inner_lr, meta_lr, meta_batch_size
 
 
 def _write_csv(path, rows):
-    import csv
 
     fields = []
     for row in rows:

@@ -28,6 +28,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from keras_mtl.disk import pid_alive
 from keras_mtl.errors import ModelError
 
 DEFAULT_ROOT = Path("saved_models")
@@ -313,20 +314,8 @@ def remove_stale_temporaries(base):
     """Delete `.tmp-<version>-[<token>-]<pid>` dirs left by an export that was killed."""
     for tmp in Path(base).glob(f"{TMP_PREFIX}*-*"):
         pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid):
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

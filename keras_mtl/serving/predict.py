@@ -17,6 +17,15 @@ every task is single-text there: `task=` then reads that task's outputs of
 `serving_default`.
 """
 
+import errno
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from keras_mtl.disk import pid_alive
 from keras_mtl.errors import ModelError, ServingError
 from keras_mtl.serving.layout import read_metadata, resolve_version_dir
 from keras_mtl.serving.outputs import (
@@ -398,28 +407,9 @@ class _Predictor:
         return results
 
 
-def pid_alive(pid):
-    """Whether process `pid` still runs (this one, or one of another user, counts as running)."""
-    import os
-
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):  # no process has such an id
-        return False
-    return True
-
-
 def output_temporary(target):
     """Where `predict_file` writes `target` before renaming it into place:
     `.<name>.tmp-<pid>` beside it."""
-    import os
-    from pathlib import Path
 
     target = Path(target)
     return target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -429,8 +419,6 @@ def remove_stale_outputs(target):
     """Delete the temporaries of `target` (`.<name>.tmp-<pid>`) left by a
     `predict_file` whose process is gone (killed); returns their paths.
     Those of running processes are left alone."""
-    import os
-    from pathlib import Path
 
     target = Path(target)
     prefix = f".{target.name}.tmp-"
@@ -500,13 +488,6 @@ def predict_file(model, input_path, output_path=None, *, task=None, batch_size=3
         {"lines": input lines, "predicted": lines predicted, "errors": bad lines,
          "output": output path or None}
     """
-    import errno
-    import json
-    import os
-    import shutil
-    import sys
-    import tempfile
-    from pathlib import Path
 
     from keras_mtl.data import progress
     from keras_mtl.errors import DataError

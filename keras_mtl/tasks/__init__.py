@@ -12,6 +12,9 @@ reads the labels of data files itself (`label_from_text`, ...), raising
 `LabelError`. Importing this package imports numpy only.
 """
 
+import importlib
+import pkgutil
+
 from keras_mtl.tasks.base import TaskType
 from keras_mtl.tasks.labels import LabelError
 
@@ -52,8 +55,6 @@ def __getattr__(name):
 def _import_types():
     # Every module of this package is imported, and its types register
     # themselves: a new type is one new module.
-    import importlib
-    import pkgutil
 
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")

@@ -5,37 +5,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_mtl.data.example import Example
-from keras_mtl.data.readers import ReadRequest, get_reader
+from keras_mtl.data.readers import get_reader
 from keras_mtl.errors import DataError
 
+from helpers import check_word_tags, examples_or_data_error, read_all, write_text
+from helpers import shared_data as shared
+
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def read(path, task="pos", **options):
-    reader = get_reader("conll")
-    request = ReadRequest(
-        source=str(path),
-        options=reader.options(**options),
-        task_name=task,
-        task_type="tagging",
-        split="train",
-    )
-    return list(reader.read(request))  # a reader streams: take the whole stream
+    return read_all("conll", str(path), task, "tagging", **options)
 
 
 def write(tmp_path, text, name="data.txt"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def shared(*parts):
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip("../shared/data not found: real-data tests need the shared data beside the repo")
-    return path
+    return write_text(tmp_path, text, name)
 
 
 def test_registered_for_tagging_only():
@@ -90,12 +74,6 @@ def test_custom_token_column_and_crlf(tmp_path):
     assert ex.labels["pos"] == ("X", "Y")
 
 
-def test_column_count_differs(tmp_path):
-    path = write(tmp_path, "a DT B-NP\nb NN I-NP\n\nc NN\n")
-    with pytest.raises(DataError, match=r"data\.txt:4: expected 3 columns, found 2 \(the first token line, line 1, has 3\)"):
-        read(path, label_column=1)
-
-
 def test_missing_label_column(tmp_path):
     path = write(tmp_path, "a DT\nx\n")
     with pytest.raises(DataError) as info:
@@ -106,22 +84,24 @@ def test_missing_label_column(tmp_path):
     assert "token 'x' has no label in column 1" in message
 
 
-def test_missing_label_column_on_first_line(tmp_path):
-    path = write(tmp_path, "a DT\n")
-    with pytest.raises(DataError, match=r"data\.txt:1: token 'a' has no label in column 2"):
-        read(path, label_column=2)
+# (file text, reader options, the DataError it raises: a regex)
+BAD_FILES = [
+    pytest.param("a DT B-NP\nb NN I-NP\n\nc NN\n", {"label_column": 1},
+                 r"data\.txt:4: expected 3 columns, found 2 \(the first token line, line 1, has 3\)",
+                 id="column_count_differs"),
+    pytest.param("a DT\n", {"label_column": 2}, r"data\.txt:1: token 'a' has no label in column 2",
+                 id="missing_label_column_on_first_line"),
+    pytest.param("a\t\n", {"label_column": 1, "separator": "\t"}, r"data\.txt:1: token 'a' has an empty label",
+                 id="empty_label_with_tab_separator"),
+    pytest.param("\n\n-DOCSTART- -X- O\n\n", {"label_column": 1}, r"data\.txt: no sentences found", id="empty_file"),
+]
 
 
-def test_empty_label_with_tab_separator(tmp_path):
-    path = write(tmp_path, "a\t\n")
-    with pytest.raises(DataError, match=r"data\.txt:1: token 'a' has an empty label"):
-        read(path, label_column=1, separator="\t")
-
-
-def test_empty_file(tmp_path):
-    path = write(tmp_path, "\n\n-DOCSTART- -X- O\n\n")
-    with pytest.raises(DataError, match=r"data\.txt: no sentences found"):
-        read(path, label_column=1)
+@pytest.mark.parametrize("text, options, error", BAD_FILES)
+def test_bad_file_is_a_data_error(tmp_path, text, options, error):
+    path = write(tmp_path, text)
+    with pytest.raises(DataError, match=error):
+        read(path, **options)
 
 
 def test_missing_file(tmp_path):
@@ -189,15 +169,9 @@ CONLL_TEXT = st.lists(st.sampled_from(PIECES), max_size=60).map("".join)
 def test_fuzz_gives_examples_or_data_error(tmp_path, data, separator):
     path = tmp_path / "fuzz.txt"
     path.write_bytes(data)
-    try:
-        examples = read(path, label_column=1, separator=separator)
-    except DataError as e:
-        assert str(e).startswith(str(path))
+    examples = examples_or_data_error(read, path, label_column=1, separator=separator)
+    if examples is None:
         return
-    assert examples
+    check_word_tags(examples, "pos")
     for ex in examples:
-        assert isinstance(ex, Example)
-        tags = ex.labels["pos"]
-        assert isinstance(tags, tuple) and all(isinstance(t, str) and t for t in tags)
-        assert len(ex.text.split()) == len(tags)
         assert ex.text == " ".join(ex.text.split())

@@ -5,24 +5,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_mtl.data.example import Example
-from keras_mtl.data.readers import ReadRequest, get_reader
+from keras_mtl.data.readers import get_reader
 from keras_mtl.errors import DataError
+
+from helpers import check_word_tags, examples_or_data_error, read_all, write_text
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UD = FIXTURES / "tiny.conllu"
 
 
 def read(path, task="tags", **options):
-    reader = get_reader("conllu")
-    request = ReadRequest(
-        source=str(path),
-        options=reader.options(**options),
-        task_name=task,
-        task_type="tagging",
-        split="train",
-    )
-    return list(reader.read(request))  # a reader streams: take the whole stream
+    return read_all("conllu", str(path), task, "tagging", **options)
 
 
 def word_line(word_id, form="w", upos="X", deprel="dep"):
@@ -30,9 +23,7 @@ def word_line(word_id, form="w", upos="X", deprel="dep"):
 
 
 def write(tmp_path, text):
-    path = tmp_path / "data.conllu"
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(tmp_path, text, "data.conllu")
 
 
 def test_registered_for_tagging_only():
@@ -139,14 +130,6 @@ PIECES = ["\t", "\n", "\n\n", "# c\n", word_line(1), word_line(2), word_line("1-
 def test_fuzz_gives_examples_or_data_error(tmp_path, data, column, subtypes):
     path = tmp_path / "fuzz.conllu"
     path.write_bytes(data)
-    try:
-        examples = read(path, column=column, deprel_subtypes=subtypes)
-    except DataError as e:
-        assert str(e).startswith(str(path))
-        return
-    assert examples
-    for ex in examples:
-        assert isinstance(ex, Example)
-        tags = ex.labels["tags"]
-        assert isinstance(tags, tuple) and all(isinstance(t, str) and t for t in tags)
-        assert len(ex.text.split()) == len(tags)
+    examples = examples_or_data_error(read, path, column=column, deprel_subtypes=subtypes)
+    if examples is not None:
+        check_word_tags(examples, "tags")

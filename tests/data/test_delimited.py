@@ -7,36 +7,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import ReadRequest, get_reader
+from keras_mtl.data.readers import get_reader
 from keras_mtl.errors import DataError
 
+from helpers import examples_or_data_error, read_all, write_text
+from helpers import shared_data as shared
+
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def read(path, task_type="classification", fmt="delimited", task="t", **options):
-    reader = get_reader(fmt)
-    request = ReadRequest(
-        source=str(path),
-        options=reader.options(**options),
-        task_name=task,
-        task_type=task_type,
-        split="train",
-    )
-    return list(reader.read(request))  # a reader streams: take the whole stream
+    return read_all(fmt, str(path), task, task_type, **options)
 
 
 def write(tmp_path, text, name="data.tsv"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def shared(*parts):
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip("../shared/data not found: real-data tests need the shared data beside the repo")
-    return path
+    return write_text(tmp_path, text, name)
 
 
 def labels(examples, task="t"):
@@ -117,18 +102,6 @@ def test_multilabel(tmp_path):
     ]
 
 
-def test_multilabel_unknown_label(tmp_path):
-    path = write(tmp_path, "text\tlabel\nok\ta\nbad\ta,zz\n")
-    with pytest.raises(DataError, match=r"data\.tsv:3: unknown label 'zz'.*'a', 'b'"):
-        read(path, task_type="multilabel", text_column="text", labels=["a", "b"])
-
-
-def test_classification_unknown_label(tmp_path):
-    path = write(tmp_path, "text\tlabel\nok\ta\nbad\tc\n")
-    with pytest.raises(DataError, match=r"data\.tsv:3: unknown label 'c'"):
-        read(path, text_column="text", labels=["a", "b"])
-
-
 def test_regression(tmp_path):
     path = write(tmp_path, "text\tlabel\nok\t3.5\nalso\t-1\n")
     assert labels(read(path, task_type="regression", text_column="text")) == [3.5, -1.0]
@@ -141,12 +114,6 @@ def test_regression_label_not_a_number(tmp_path, value):
         read(path, task_type="regression", text_column="text")
 
 
-def test_too_few_fields(tmp_path):
-    path = write(tmp_path, "sentence\tlabel\ngood\t1\nno label here\n")
-    with pytest.raises(DataError, match=r"data\.tsv:3: expected at least 2 fields .* found 1"):
-        read(path)
-
-
 def test_header_name_not_found_lists_names(tmp_path):
     path = write(tmp_path, "index\tsentence\n0\thello\n")
     with pytest.raises(DataError) as info:
@@ -156,18 +123,6 @@ def test_header_name_not_found_lists_names(tmp_path):
     assert "'index', 'sentence'" in message
 
 
-def test_name_without_header(tmp_path):
-    path = write(tmp_path, "hello\t1\n")
-    with pytest.raises(DataError, match=r"data\.tsv: text_column is the name 'sentence' but `header: false`"):
-        read(path, header=False)
-
-
-def test_index_beyond_header(tmp_path):
-    path = write(tmp_path, "sentence\tlabel\nhello\t1\n")
-    with pytest.raises(DataError, match=r"data\.tsv:1: label_column is 5 but the header has only 2"):
-        read(path, label_column=5)
-
-
 def test_empty_text(tmp_path):
     path = write(tmp_path, "sentence\tlabel\nfine\t1\n  \t0\n")
     with pytest.raises(DataError, match=r"data\.tsv:3: empty text"):
@@ -175,16 +130,37 @@ def test_empty_text(tmp_path):
     assert labels(read(path, skip_empty_text=True)) == ["1"]
 
 
-def test_empty_label(tmp_path):
-    path = write(tmp_path, "sentence\tlabel\nfine\t\n")
-    with pytest.raises(DataError, match=r"data\.tsv:2: empty label"):
-        read(path)
+# (file text, file name, `read` arguments, the DataError it raises: a regex)
+BAD_FILES = [
+    pytest.param("text\tlabel\nok\ta\nbad\ta,zz\n", "data.tsv",
+                 {"task_type": "multilabel", "text_column": "text", "labels": ["a", "b"]},
+                 r"data\.tsv:3: unknown label 'zz'.*'a', 'b'", id="multilabel_unknown_label"),
+    pytest.param("text\tlabel\nok\ta\nbad\tc\n", "data.tsv", {"text_column": "text", "labels": ["a", "b"]},
+                 r"data\.tsv:3: unknown label 'c'", id="classification_unknown_label"),
+    pytest.param("sentence\tlabel\ngood\t1\nno label here\n", "data.tsv", {},
+                 r"data\.tsv:3: expected at least 2 fields .* found 1", id="too_few_fields"),
+    pytest.param("hello\t1\n", "data.tsv", {"header": False},
+                 r"data\.tsv: text_column is the name 'sentence' but `header: false`", id="name_without_header"),
+    pytest.param("sentence\tlabel\nhello\t1\n", "data.tsv", {"label_column": 5},
+                 r"data\.tsv:1: label_column is 5 but the header has only 2", id="index_beyond_header"),
+    pytest.param("sentence\tlabel\nfine\t\n", "data.tsv", {}, r"data\.tsv:2: empty label", id="empty_label"),
+    pytest.param('text,label\nok,1\n"never closed,1\nmore,0\n', "data.csv", {"text_column": "text"},
+                 r"data\.csv:3: malformed CSV row: a quoted field is never closed", id="unclosed_quote_in_csv"),
+    pytest.param('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "d.jsonl", {"fmt": "jsonl"},
+                 r"d\.jsonl:2: invalid JSON", id="jsonl_invalid_json"),
+    pytest.param('["a", "x"]\n', "d.jsonl", {"fmt": "jsonl"}, r"d\.jsonl:1: expected a JSON object, found a list",
+                 id="jsonl_not_an_object"),
+    pytest.param('{"text": "a", "label": "x"}\n{"sentence": "b", "label": "y"}\n', "d.jsonl", {"fmt": "jsonl"},
+                 r"d\.jsonl:2: no field 'text'; the object has fields: 'sentence', 'label'",
+                 id="jsonl_missing_field_lists_fields"),
+]
 
 
-def test_unclosed_quote_in_csv(tmp_path):
-    path = write(tmp_path, 'text,label\nok,1\n"never closed,1\nmore,0\n', name="data.csv")
-    with pytest.raises(DataError, match=r"data\.csv:3: malformed CSV row: a quoted field is never closed"):
-        read(path, text_column="text")
+@pytest.mark.parametrize("text, name, options, error", BAD_FILES)
+def test_bad_file_is_a_data_error(tmp_path, text, name, options, error):
+    path = write(tmp_path, text, name=name)
+    with pytest.raises(DataError, match=error):
+        read(path, **options)
 
 
 def test_empty_and_header_only_files(tmp_path):
@@ -239,28 +215,28 @@ def test_real_cola():
 
 
 TSV_PIECES = list("ab \t\n\r\",'#;1.é\x00\x0c") + ["\t1\n", "sentence\tlabel\n", '"x\ty"', "0.5", "nan"]
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TASK_TYPES = st.sampled_from(["classification", "multilabel", "regression"])
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    data=st.one_of(
-        st.lists(st.sampled_from(TSV_PIECES), max_size=50).map(lambda p: "".join(p).encode("utf-8")),
+def fuzz_bytes(pieces, max_size):
+    """A file's bytes: up to `max_size` pieces of the format, or up to 120 bytes of anything."""
+    return st.one_of(
+        st.lists(st.sampled_from(pieces), max_size=max_size).map(lambda p: "".join(p).encode("utf-8")),
         st.binary(max_size=120),
-    ),
-    task_type=st.sampled_from(["classification", "multilabel", "regression"]),
-    suffix=st.sampled_from([".tsv", ".csv"]),
-    header=st.booleans(),
-)
+    )
+
+
+@FUZZ
+@given(data=fuzz_bytes(TSV_PIECES, 50), task_type=TASK_TYPES, suffix=st.sampled_from([".tsv", ".csv"]),
+       header=st.booleans())
 def test_fuzz_delimited(tmp_path, data, task_type, suffix, header):
     path = tmp_path / f"fuzz{suffix}"
     path.write_bytes(data)
     columns = dict(text_column="sentence", label_column="label") if header else dict(text_column=0, label_column=1)
-    try:
-        examples = read(path, task_type=task_type, header=header, **columns)
-    except DataError as e:
-        assert str(e).startswith(str(path))
-        return
-    check_examples(examples, task_type)
+    examples = examples_or_data_error(read, path, task_type=task_type, header=header, **columns)
+    if examples is not None:
+        check_examples(examples, task_type)
 
 
 def check_examples(examples, task_type):
@@ -292,24 +268,6 @@ def test_jsonl_fixture_all_task_types():
     assert [ex.origin for ex in examples] == [f"{path}:1", f"{path}:3", f"{path}:4"]
     assert labels(read_jsonl(path, "multilabel", label_field="tags")) == [("film", "thriller"), ("film",), ()]
     assert labels(read_jsonl(path, "regression", label_field="score")) == [4.5, 1.0, 2.25]
-
-
-def test_jsonl_invalid_json(tmp_path):
-    path = write(tmp_path, '{"text": "a", "label": "x"}\n{"text": "b", "label": \n', name="d.jsonl")
-    with pytest.raises(DataError, match=r"d\.jsonl:2: invalid JSON"):
-        read_jsonl(path)
-
-
-def test_jsonl_not_an_object(tmp_path):
-    path = write(tmp_path, '["a", "x"]\n', name="d.jsonl")
-    with pytest.raises(DataError, match=r"d\.jsonl:1: expected a JSON object, found a list"):
-        read_jsonl(path)
-
-
-def test_jsonl_missing_field_lists_fields(tmp_path):
-    path = write(tmp_path, '{"text": "a", "label": "x"}\n{"sentence": "b", "label": "y"}\n', name="d.jsonl")
-    with pytest.raises(DataError, match=r"d\.jsonl:2: no field 'text'; the object has fields: 'sentence', 'label'"):
-        read_jsonl(path)
 
 
 @pytest.mark.parametrize(
@@ -350,23 +308,14 @@ def test_jsonl_empty_file(tmp_path):
 JSON_PIECES = ['{"text": ', '"a b"', ', "label": ', '"x"', "1", "[", "]", "}", "\n", "null", "1e999", ",", '"', "\\u12"]
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    data=st.one_of(
-        st.lists(st.sampled_from(JSON_PIECES), max_size=40).map(lambda p: "".join(p).encode("utf-8")),
-        st.binary(max_size=120),
-    ),
-    task_type=st.sampled_from(["classification", "multilabel", "regression"]),
-)
+@FUZZ
+@given(data=fuzz_bytes(JSON_PIECES, 40), task_type=TASK_TYPES)
 def test_fuzz_jsonl(tmp_path, data, task_type):
     path = tmp_path / "fuzz.jsonl"
     path.write_bytes(data)
-    try:
-        examples = read_jsonl(path, task_type)
-    except DataError as e:
-        assert str(e).startswith(str(path))
-        return
-    check_examples(examples, task_type)
+    examples = examples_or_data_error(read_jsonl, path, task_type)
+    if examples is not None:
+        check_examples(examples, task_type)
 
 
 # ---------------------------------------------------- the second text of a pair

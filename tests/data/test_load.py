@@ -268,6 +268,20 @@ def _line_of(path, needle):
     return next(i + 1 for i, line in enumerate(path.read_text().split("\n")) if needle in line)
 
 
+def _write_files(root, files):
+    """{relative path: text} written below `root` (folders made)."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def _load_error(path, overrides=()):
+    """The message of the DataError that loading the data of the config at `path` raises."""
+    with pytest.raises(DataError) as info:
+        load_task_data(load_config(path, overrides))
+    return str(info.value)
+
+
 SST_YAML = """\
   - name: sst
     type: classification
@@ -279,20 +293,17 @@ SST_YAML = """\
 
 
 def test_missing_data_file_names_the_config_line(tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\ngood\tpos\nbad\tneg\n")
+    _write_files(tmp_path, {"data/train.tsv": "sentence\tlabel\ngood\tpos\nbad\tneg\n"})
     path = _write_config(tmp_path, SST_YAML)
-    with pytest.raises(DataError) as info:
-        load_task_data(load_config(path))
     missing = (tmp_path / "data" / "test.tsv").resolve()
-    assert str(info.value) == (
+    assert _load_error(path) == (
         f"{path}:{_line_of(path, 'test: data/test.tsv')}: tasks[0].data.test: file not found: {missing} (task 'sst')"
     )
     # A path set by --set has no line in the file: the message says so.
-    with pytest.raises(DataError) as info:
-        load_task_data(load_config(path, ["tasks.sst.data.test=data/other.tsv"]))
     other = (tmp_path / "data" / "other.tsv").resolve()
-    assert str(info.value) == f"tasks[0].data.test (set by --set): file not found: {other} (task 'sst')"
+    assert _load_error(path, ["tasks.sst.data.test=data/other.tsv"]) == (
+        f"tasks[0].data.test (set by --set): file not found: {other} (task 'sst')"
+    )
 
 
 def test_missing_per_label_file_names_its_config_line(tmp_path):
@@ -306,9 +317,7 @@ def test_missing_per_label_file_names_its_config_line(tmp_path):
         positive: a.pos
         negative: a.neg
 """)
-    with pytest.raises(DataError) as info:
-        load_task_data(load_config(path))
-    assert str(info.value) == (
+    assert _load_error(path) == (
         f"{path}:{_line_of(path, 'negative: a.neg')}: tasks[0].data.train.negative: file not found: "
         f"{(tmp_path / 'a.neg').resolve()} (task 'pol')"
     )
@@ -322,14 +331,11 @@ def test_a_directory_instead_of_a_data_file(tmp_path):
 
 
 def test_one_class_error_names_the_file_and_the_config_line(tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.tsv").write_text("sentence\tlabel\ngood\tpos\nfine\tpos\n")
-    (tmp_path / "data" / "test.tsv").write_text("sentence\tlabel\nbad\tneg\n")
+    _write_files(tmp_path, {"data/train.tsv": "sentence\tlabel\ngood\tpos\nfine\tpos\n",
+                            "data/test.tsv": "sentence\tlabel\nbad\tneg\n"})
     path = _write_config(tmp_path, SST_YAML)
-    with pytest.raises(DataError) as info:
-        load_task_data(load_config(path))
     train = (tmp_path / "data" / "train.tsv").resolve()
-    assert str(info.value) == (
+    assert _load_error(path) == (
         f"{path}:{_line_of(path, 'train: data/train.tsv')}: tasks[0].data.train: task 'sst': the training "
         f"data ({train}) has 1 class after carving dev out of it (pos); a classification task needs at least 2"
     )

@@ -2,7 +2,6 @@
 
 import collections
 import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -12,32 +11,23 @@ from keras_mtl.data.example import Example
 from keras_mtl.config import is_pair_task
 from keras_mtl.data.load import load_task_data, merge_by_text
 from keras_mtl.data.pipeline import encode_split
-from keras_mtl.data.readers import ReadRequest, get_reader
 from keras_mtl.data.splits import carve_splits, example_key, normalize_text, overlap_report, split_of
 from keras_mtl.errors import DataError
 
-# ../shared beside the repo root, as tests/test_configs.py resolves it.
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
+from helpers import read_all, shared_data, write_text
 
 
 def read(path, task_type="classification", fmt="delimited", task="t", **options):
-    reader = get_reader(fmt)
-    request = ReadRequest(str(path), reader.options(**options), task, task_type, "train")
-    return list(reader.read(request))  # a reader streams: take the whole stream
+    return read_all(fmt, str(path), task, task_type, **options)
 
 
 def write(tmp_path, text, name="data.tsv"):
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_text(tmp_path, text, name)
 
 
 def shared(*parts):
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip("../shared/data not found beside the repo: the real-data pair tests need rte/, mrpc/ and stsb/")
-    return path
+    return shared_data(
+        *parts, missing="../shared/data not found beside the repo: the real-data pair tests need rte/, mrpc/ and stsb/")
 
 
 # ------------------------------------------------------------------ delimited

@@ -7,30 +7,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import ReadRequest, get_reader
+from keras_mtl.data.readers import get_reader
 from keras_mtl.errors import DataError
 
+from helpers import examples_or_data_error, read_all
+from helpers import shared_data as shared
+
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def read(source, task="polarity", split="train", **options):
-    reader = get_reader("per_label")
-    request = ReadRequest(
-        source=source,
-        options=reader.options(**options),
-        task_name=task,
-        task_type="classification",
-        split=split,
-    )
-    return list(reader.read(request))  # a reader streams: take the whole stream
-
-
-def shared(*parts):
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip("../shared/data not found: real-data tests need the shared data beside the repo")
-    return path
+    return read_all("per_label", source, task, "classification", split, **options)
 
 
 def test_registered_for_classification_only():
@@ -152,10 +139,8 @@ def test_fuzz_gives_examples_or_data_error(tmp_path, first, second, skip):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_bytes(first)
     b.write_bytes(second)
-    try:
-        examples = read({"a": str(a), "b": str(b)}, skip_blank_lines=skip)
-    except DataError as e:
-        assert str(e).startswith((str(a), str(b)))
+    examples = examples_or_data_error(read, {"a": str(a), "b": str(b)}, where=(str(a), str(b)), skip_blank_lines=skip)
+    if examples is None:
         return
     assert examples
     for ex in examples:

@@ -1,24 +1,17 @@
 import collections
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keras_mtl.data.example import Example
-from keras_mtl.data.readers import ReadRequest, get_reader
 from keras_mtl.data.splits import carve_splits, normalize_text, overlap_report, split_of
 from keras_mtl.errors import DataError
 
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+from helpers import read_all
+from helpers import shared_data as shared
 
-
-def shared(*parts):
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip("../shared/data not found: real-data tests need the shared data beside the repo")
-    return path
 
 
 def make(texts, task="t", label="x"):
@@ -158,8 +151,7 @@ def test_split_of_any_text(text, seed, dev, test):
 
 
 def read_per_label(source, task):
-    reader = get_reader("per_label")
-    return list(reader.read(ReadRequest(source, reader.options(), task, "classification", "train")))
+    return read_all("per_label", source, task, "classification")
 
 
 @pytest.mark.real_data

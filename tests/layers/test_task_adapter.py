@@ -5,11 +5,9 @@ from keras import ops
 from keras_mtl.layers.task_adapter import TaskAdapter
 from keras_mtl.testing import run_layer_test
 
+from helpers import random_hidden as _hidden
+
 TASK_IDS = np.array([0, 2], dtype="int32")
-
-
-def _hidden(shape=(2, 5, 8), seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
 
 
 def _randomize(layer, seed=1):

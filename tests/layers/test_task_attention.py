@@ -13,6 +13,11 @@ def _sequence(seed=0):
     return np.random.default_rng(seed).normal(size=(2, 5, 8)).astype("float32")
 
 
+def _assert_same(a, b):
+    """Two pooled outputs (tensors) equal within 1e-6."""
+    np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6, atol=1e-6)
+
+
 def test_layer_basics():
     run_layer_test(
         TaskAttentionPooling,
@@ -54,12 +59,7 @@ def test_integer_padding_mask_and_no_mask():
         ops.convert_to_numpy(int_outputs), ops.convert_to_numpy(bool_outputs)
     )
     all_valid = np.ones((2, 5), dtype=bool)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(layer(sequence)),
-        ops.convert_to_numpy(layer(sequence, padding_mask=all_valid)),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same(layer(sequence), layer(sequence, padding_mask=all_valid))
 
 
 def test_keras_mask_is_used_when_no_padding_mask():
@@ -68,12 +68,7 @@ def test_keras_mask_is_used_when_no_padding_mask():
     layer = TaskAttentionPooling(num_heads=2)
     from_keras_mask = layer(embedding(token_ids))
     explicit = layer(embedding(token_ids), padding_mask=token_ids != 0)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(from_keras_mask),
-        ops.convert_to_numpy(explicit),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same(from_keras_mask, explicit)
 
 
 def test_callers_keras_mask_survives_for_the_next_task():
@@ -83,12 +78,7 @@ def test_callers_keras_mask_survives_for_the_next_task():
     first(sequence)
     with_keras_mask = second(sequence)
     explicit = second(sequence, padding_mask=token_ids != 0)
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(with_keras_mask),
-        ops.convert_to_numpy(explicit),
-        rtol=1e-6,
-        atol=1e-6,
-    )
+    _assert_same(with_keras_mask, explicit)
 
 
 def test_default_key_dim():

@@ -6,9 +6,7 @@ from keras import ops
 from keras_mtl.layers.task_gate import TaskGate
 from keras_mtl.testing import run_layer_test
 
-
-def _hidden(shape=(2, 5, 8), seed=0):
-    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+from helpers import random_hidden as _hidden
 
 
 def test_layer_basics_sequence_input():

@@ -9,8 +9,9 @@ Sentence pairs and per-task signatures are checked here on FAKE exports:
 (`serving_default` -> the single-text tasks; one signature per task, named
 like it; a pair task's takes `text` and `text_pair`; keras_mtl.json with
 per-task `inputs` and a top-level `serving_default`), so these tests do not
-depend on the exporter. `build_fake_exports` is also used by
-tests/serving/test_predict_file.py (loaded from this file's path).
+depend on the exporter. `build_fake_exports` writes them for the `fakes` fixture
+of tests/serving/conftest.py (which loads this file from its path), used here and
+by tests/serving/test_predict_file.py and test_predict_input.py.
 """
 
 import json
@@ -91,16 +92,20 @@ def build_fake_exports(root):
     def common(num_words):
         return {"num_words": num_words, "truncated": num_words > MAX_WORDS}
 
+    def classification(task, probs, batch):
+        """A classification task's outputs: its label, probabilities and classes."""
+        classes = tf.constant({**SINGLE_TASKS, **PAIR_TASKS}[task]["classes"])
+        return {
+            f"{task}_label": tf.gather(classes, tf.argmax(probs, axis=1)),
+            f"{task}_probabilities": probs,
+            f"{task}_classes": tf.tile(classes[None], [batch, 1]),
+        }
+
     def sentiment(text):
         split = tf.strings.split(text)
         good = tf.reduce_any(tf.equal(split, "good"), axis=1)
         probs = tf.stack([tf.where(good, 0.1, 0.8), tf.where(good, 0.9, 0.2)], axis=1)
-        classes = tf.constant(["neg", "pos"])
-        return {
-            "sentiment_label": tf.gather(classes, tf.argmax(probs, axis=1)),
-            "sentiment_probabilities": probs,
-            "sentiment_classes": tf.tile(classes[None], [tf.shape(text)[0], 1]),
-        }
+        return classification("sentiment", probs, tf.shape(text)[0])
 
     def chunk(text):
         split = tf.strings.split(text)
@@ -111,12 +116,7 @@ def build_fake_exports(root):
     def rte(text, text_pair):
         entails = tf.equal(tf.strings.substr(text, tf.zeros_like(tf.strings.length(text_pair)), tf.strings.length(text_pair)), text_pair)
         probs = tf.stack([tf.where(entails, 0.9, 0.3), tf.where(entails, 0.1, 0.7)], axis=1)
-        classes = tf.constant(["entailment", "not_entailment"])
-        return {
-            "rte_label": tf.gather(classes, tf.argmax(probs, axis=1)),
-            "rte_probabilities": probs,
-            "rte_classes": tf.tile(classes[None], [tf.shape(text)[0], 1]),
-        }
+        return classification("rte", probs, tf.shape(text)[0])
 
     def stsb(text, text_pair):
         return {"stsb_value": tf.cast(words(text), tf.float32) + tf.cast(words(text_pair), tf.float32) / 10}
@@ -197,11 +197,7 @@ def meta_of(*texts):
     return {"num_words": n, "truncated": n > MAX_WORDS}
 
 
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    return build_fake_exports(tmp_path_factory.mktemp("fake-exports"))
-
+# `fakes` (tests/serving/conftest.py): {kind: model base dir} of `build_fake_exports`.
 
 TEXTS = ["the good dog ran home", "A cat sat", ""]
 PAIRS = ["the good dog", "a cat", ""]

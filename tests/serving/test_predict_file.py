@@ -6,12 +6,15 @@ run without TensorFlow; the end-to-end tests export the session's tiny run.
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
 from keras_mtl.errors import DataError, ServingError
 from keras_mtl.serving import input_file
 from keras_mtl.serving.predict import PAIR_UNSUPPORTED, predict_file
+
+from helpers import import_path
 
 
 class Fake:
@@ -276,27 +279,12 @@ def test_cli_end_to_end_on_a_real_export(tiny_export, tmp_path, capsys):
 
 # --------------------------------------------------------------------------
 # Sentence pairs and per-task signatures: fake exports (built by
-# tests/serving/test_predict.py's build_fake_exports) and a fake TF Serving
+# tests/serving/test_predict.py's build_fake_exports: the `fakes` fixture of
+# tests/serving/conftest.py) and a fake TF Serving
 # --------------------------------------------------------------------------
 
 
-def _test_predict_module():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_fake_exports", Path(__file__).with_name("test_predict.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FAKES = _test_predict_module()
-
-
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    return FAKES.build_fake_exports(tmp_path_factory.mktemp("fake-exports"))
+FAKES = import_path(Path(__file__).with_name("test_predict.py"), "_fake_exports")  # its fakes' answers
 
 
 def _write_jsonl(path, rows):

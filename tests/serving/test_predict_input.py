@@ -22,6 +22,8 @@ import pytest
 from keras_mtl.errors import DataError, ServingError
 from keras_mtl.serving.predict import predict_file
 
+from helpers import import_path
+
 REPO = Path(__file__).resolve().parents[2]
 N = 100
 
@@ -64,22 +66,7 @@ def _one_error(code, err):
     return lines[0]
 
 
-def _load_fakes_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("_fake_exports_input", Path(__file__).with_name("test_predict.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FAKES = _load_fakes_module()
-
-
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory):
-    pytest.importorskip("tensorflow")
-    return FAKES.build_fake_exports(tmp_path_factory.mktemp("fake-exports-input"))
+FAKES = import_path(Path(__file__).with_name("test_predict.py"), "_fake_exports_input")  # its fakes' answers
 
 
 # --------------------------------------------------------------------------

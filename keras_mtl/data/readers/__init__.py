@@ -33,6 +33,7 @@ only line ends are bare `\r` (classic Mac OS) is refused with a hint.
 
 import codecs
 import dataclasses
+import importlib
 from pathlib import Path
 from typing import Callable
 
@@ -119,7 +120,6 @@ def reader_names():
 
 def _import_builtin_readers():
     # Imported lazily so that `keras_mtl.data.readers` stays cheap to import.
-    import importlib
 
     for module in ("demo", "conll", "conllu", "delimited", "per_label", "tfds_reader"):
         try:

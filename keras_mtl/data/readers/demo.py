@@ -35,23 +35,15 @@ from keras_mtl.data.readers import register_reader
 from keras_mtl.errors import DataError
 
 DETERMINERS = ["the", "a", "this", "every", "one"]
+# topic -> (its nouns, its verbs)
 TOPICS = {
-    "sports": (
-        ["match", "team", "striker", "goal", "coach", "league", "referee", "stadium"],
-        ["scored", "won", "trained", "defended", "kicked"],
-    ),
-    "food": (
-        ["soup", "chef", "pasta", "recipe", "bakery", "dessert", "kitchen", "salad"],
-        ["cooked", "baked", "tasted", "served", "seasoned"],
-    ),
-    "tech": (
-        ["laptop", "server", "code", "robot", "chip", "network", "app", "database"],
-        ["crashed", "compiled", "booted", "updated", "deployed"],
-    ),
-    "weather": (
-        ["storm", "rain", "forecast", "cloud", "breeze", "snow", "sunshine", "fog"],
-        ["arrived", "cleared", "drifted", "fell", "lingered"],
-    ),
+    topic: (nouns.split(), verbs.split())
+    for topic, nouns, verbs in [
+        ("sports", "match team striker goal coach league referee stadium", "scored won trained defended kicked"),
+        ("food", "soup chef pasta recipe bakery dessert kitchen salad", "cooked baked tasted served seasoned"),
+        ("tech", "laptop server code robot chip network app database", "crashed compiled booted updated deployed"),
+        ("weather", "storm rain forecast cloud breeze snow sunshine fog", "arrived cleared drifted fell lingered"),
+    ]
 }
 ADJECTIVES = {
     "positive": ["brilliant", "lovely", "wonderful", "great", "superb", "delightful"],

@@ -26,6 +26,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -33,6 +34,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The prepared-data cache of every run the tests start (and of their child processes): one
+# directory per session, never the user's ~/.cache/keras-mtl.
+os.environ["KERAS_MTL_CACHE"] = tempfile.mkdtemp(prefix="keras-mtl-test-cache-")
 TINY_MAX_LEN = 16
 
 # The three demo tasks of the tiny run (train examples each).

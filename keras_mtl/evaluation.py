@@ -54,7 +54,10 @@ def predict_split(model, split, config, classes, pad_id=0, raw=False):
     heads = {t.name: for_task(t, classes[t.name]) for t in tasks}
     rows_read = {t.name: np.bincount(split.row_example[split.indices(t.name)], minlength=len(split.examples))
                  for t in tasks}
-    pending = {t.name: {} for t in tasks}  # example -> [(row, its outputs)] of texts read in several rows
+    # Only predictions are kept: the outputs of a text read in several rows wait for its last row
+    # (`pending`: example -> [(row, its outputs)]), are merged and decoded then (`done`), and dropped.
+    pending = {t.name: {} for t in tasks}
+    done = {t.name: {} for t in tasks}
     if m.sees_task:
         groups = [(split.indices(t.name), i, [t]) for i, t in enumerate(tasks)]
     else:
@@ -73,15 +76,25 @@ def predict_split(model, split, config, classes, pad_id=0, raw=False):
                             idx.append(e)
                             preds.append(head.decode(out, row, split.word_starts[i]))
                         else:
-                            outputs = {k: out[k][row] for k in head.output_names}
-                            pending[task.name].setdefault(e, []).append((i, outputs))
+                            outputs = {k: np.array(out[k][row]) for k in head.output_names}
+                            parts = pending[task.name].setdefault(e, [])
+                            parts.append((i, outputs))
+                            if len(parts) == rows_read[task.name][e] and not raw:  # its last row: decode it now
+                                done[task.name][e] = _decoded(head, split, pending[task.name].pop(e))
     for task in tasks:
         idx, preds = results[task.name]
-        for e, parts in sorted(pending[task.name].items()):
+        finished = {**done[task.name],
+                    **{e: _decoded(heads[task.name], split, parts, raw) for e, parts in pending[task.name].items()}}
+        for e in sorted(finished):
             idx.append(e)
-            merged, starts = merged_outputs(heads[task.name], split, parts)
-            preds.append(merged if raw else heads[task.name].decode(merged, 0, starts))
+            preds.append(finished[e])
     return results
+
+
+def _decoded(head, split, parts, raw=False):
+    """The prediction of one example read in several rows (`raw`: its merged outputs)."""
+    merged, starts = merged_outputs(head, split, parts)
+    return merged if raw else head.decode(merged, 0, starts)
 
 
 def merged_outputs(head, split, parts):
@@ -145,17 +158,49 @@ def report_markdown(title, scores, counts=None, extra_lines=()):
 
 def evaluate_run(workdir, split="test"):
     """Evaluate a trained work dir on a split -> {"tasks": {task: {metric: value}}}."""
-    from keras_mtl.data.load import load_task_data
     from keras_mtl.run import load_run
 
     run = load_run(workdir)
     model = run.load_model()  # a damaged model.keras: one error, before the data work
-    data = load_task_data(run.config)
     encoder = run.encoder()
-    enc = run.encode(data.splits[split], encoder=encoder)
+    enc = held_out_split(run, split, encoder)
     scores = evaluate_split(model, enc, run.config, run.classes, encoder.pad_id)
     counts = {t.name: int(len(enc.example_indices(t.name))) for t in run.config.tasks}
     return {"split": split, "tasks": scores, "examples": counts}
+
+
+def held_out_split(run, split, encoder):
+    """A split of a trained run's data, encoded as the run reads it (`EncodedSplit`).
+
+    From the prepared cache: the entry its `train` read (keyed by the config,
+    or for a fine-tuned run by its vocabulary), or one written now, keyed by
+    the run's vocabulary, when there is none. An entry is used only when its
+    vocabulary and label maps are the run's; otherwise (the data changed
+    since and has other labels) the data is read and encoded in memory with
+    the run's label maps, as before the cache.
+    """
+    from keras_mtl.config import load_config
+    from keras_mtl.data import cached
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl.prepare import cache_key, cache_of, check_held_out_labels, write_entry
+
+    loaded = load_config(run.files.config)
+    cache = cache_of(loaded)
+    vocabulary = list(run.vocabulary)
+    classes = {k: list(v) for k, v in run.classes.items()}
+    for tokenization in (None, run.tokenization()):
+        entry = cache.open(cache_key(loaded.config, tokenization))
+        built = False
+        if entry is None and tokenization is not None:
+            entry, built = write_entry(loaded, cache, tokenization)
+        if entry is None or cached.vocabulary_of(entry) != vocabulary or entry.meta.get("classes") != classes:
+            continue
+        data = cached.task_data(entry)
+        if not built:
+            check_held_out_labels(loaded.config, data)
+        return cached.encoded_split(entry, split, data.splits[split])
+    data = load_task_data(run.config)
+    return run.encode(data.splits[split], encoder=encoder)
 
 
 def write_test_report(files, model, test, config, classes, pad_id, title, summary, **fields):

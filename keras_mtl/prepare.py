@@ -53,7 +53,9 @@ class Tokenization:
 
 def tokenization_for(config, data):
     """The preset's own tokenizer (`model.preset`), or a WordPiece vocabulary
-    learned from the training texts (both texts of a pair)."""
+    learned from the training texts (both texts of a pair): from at most
+    `cache.vocabulary_sample` distinct texts (`wordpiece.vocabulary_sample`,
+    a deterministic sample; all of them when there are fewer)."""
     from keras_mtl.data.tokenize import compute_vocabulary, encoder_from_tokenizer, tokenizer_record  # lazy: TF
 
     if config.model.preset:
@@ -65,7 +67,13 @@ def tokenization_for(config, data):
             what=f"model.preset: the tokenizer of {config.model.preset!r}", model_cfg=config.model,
         )
         return Tokenization(list(tokenizer.get_vocabulary()), encoder, tokenizer_record(tokenizer))
-    texts = sorted({text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None})
+    from keras_mtl.data.wordpiece import vocabulary_sample
+
+    # At most `cache.vocabulary_sample` distinct texts (all of them, sorted, below it: every shipped config).
+    texts = vocabulary_sample(
+        (text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None),
+        config.cache.vocabulary_sample,
+    )
     vocabulary = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
     return Tokenization.of_vocabulary(vocabulary, config.model)
 
@@ -82,6 +90,7 @@ class PreparedRun:
     sees_task: bool  # config.model.sees_task: one pass per task
     plan: Optional[TrainPlan] = None  # None unless prepare(plan=True)
     tokenizer_record: Optional[dict] = None  # a preset's tokenizer (Tokenization), for the work dir
+    entry: Optional[object] = None  # the cache entry read (data.cache.CacheEntry); None: read in memory
 
     @property
     def config(self):
@@ -153,7 +162,74 @@ def data_summary(config, overrides=(), tokenize=True):
     return summarize_data(loaded.config, data, encoder)
 
 
-def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, tokenization=None, teachers=None):
+def cache_of(loaded, directory=None):
+    """The prepared-data cache of a loaded config (`cache.dir`; `directory` beats it)."""
+    from keras_mtl.data import cache as cache_lib
+
+    if directory is not None:
+        return cache_lib.Cache(cache_lib.cache_dir(directory))
+    base = loaded.path.parent if getattr(loaded, "path", None) else None
+    return cache_lib.Cache(cache_lib.cache_dir(loaded.config.cache.dir, base=base))
+
+
+def cache_key(config, tokenization=None):
+    """The cache key of a config's prepared data (`cache.data_key`); a given
+    tokenization (a run to fine-tune from) is keyed by its vocabulary."""
+    from keras_mtl.data import cache as cache_lib
+
+    if tokenization is None:
+        return cache_lib.data_key(config)
+    return cache_lib.data_key(config, vocabulary=tokenization.vocabulary)
+
+
+def encode_all(config, data, encoder):
+    """split -> `EncodedSplit`: training texts cut at `model.max_windows` windows; dev and test read whole."""
+    from keras_mtl.data.pipeline import encode_split  # lazy: TensorFlow
+
+    return {
+        s: encode_split(data.splits[s], encoder, config.tasks, data.classes,
+                        max_windows=config.model.max_windows if s == "train" else None)
+        for s in SPLITS
+    }
+
+
+def entry_data_for(loaded, tokenization=None):
+    """Read, carve, merge, tokenize and encode a config's data in memory: the `EntryData` of its cache entry."""
+    from keras_mtl.data.cached import entry_data  # lazy: TensorFlow
+
+    config = loaded.config
+    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+    if tokenization is None:
+        tokenization = tokenization_for(config, data)
+    encoded = encode_all(config, data, tokenization.encoder)
+    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
+
+
+def write_entry(loaded, cache, tokenization=None):
+    """(entry, built): the cache entry of a config, written first unless there (`keras-mtl prepare`, the
+    first run of a config)."""
+    config = loaded.config
+    return cache.get_or_write(cache_key(config, tokenization), lambda: entry_data_for(loaded, tokenization),
+                              name=config.name)
+
+
+def tokenization_of_entry(entry, model_cfg):
+    """How the entry's rows were tokenized (its `vocab.txt`, or a preset's `tokenizer.json`)."""
+    from keras_mtl.data.cached import tokenizer_record_of, vocabulary_of
+    from keras_mtl.data.tokenize import encoder_from_tokenizer, tokenizer_from_record  # lazy: TensorFlow
+
+    record = tokenizer_record_of(entry)
+    vocabulary = vocabulary_of(entry)
+    if record is None:
+        return Tokenization.of_vocabulary(vocabulary, model_cfg)
+    tokenizer = tokenizer_from_record(record, what=str(entry.file("tokenizer.json")))
+    encoder = encoder_from_tokenizer(tokenizer, model_cfg.max_sequence_length,
+                                     what=f"the tokenizer of cache entry {entry.key}", model_cfg=model_cfg)
+    return Tokenization(vocabulary, encoder, record)
+
+
+def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, tokenization=None, teachers=None,
+            cache=None, num_processes=1, process_id=0, train_rows=False):
     """Load, tokenize and encode the data of `config`; with `plan`, the training plan.
 
     Args:
@@ -170,56 +246,116 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, token
         teachers: the distilled tasks' teacher targets, computed by the
             caller (`keras_mtl.distill.teacher_targets`): with `plan`, they
             are put on the training split (`data.teachers`).
+        cache: a `data.cache.Cache` (`cache_of(loaded)`): open the config's
+            entry, writing it first if it is missing (`write_entry`), and
+            read from it: the training split is streamed from its shards
+            (`data.cached.CachedTrainSplit`), dev and test are read back,
+            the label maps and reports come from its meta, and the data
+            files are not read at all when the entry was there. None: read
+            and encode in memory (with `data` or `teachers`, which need the
+            examples).
+        num_processes, process_id: with `cache`, the share of the training
+            rows this process streams (multi-host).
+        train_rows: with `cache`, read the training rows into memory (an
+            `EncodedSplit` without examples) for random access (meta-train's
+            batches) instead of streaming them.
 
     Returns:
         PreparedRun.
     """
-    # lazy: these import TensorFlow, and `prepare` is imported by light modules (compare's plan)
-    from keras_mtl.data import sampling
-    from keras_mtl.data.buckets import training_bucket_lengths
-    from keras_mtl.data.pipeline import apply_class_weights, encode_split
-    from keras_mtl.data.teachers import attach_teacher_targets
     loaded = load_config(config, overrides)
+    if cache is not None:
+        if data is not None or teachers:
+            raise ValueError("prepare: `cache` reads the entry's rows; `data` and `teachers` need the in-memory path")
+        return _prepare_cached(loaded, cache, plan, max_steps, tokenization, num_processes, process_id, train_rows)
     config = loaded.config
     if data is None:
         data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
     if tokenization is None:
         tokenization = tokenization_for(config, data)
-    vocabulary, encoder = tokenization.vocabulary, tokenization.encoder
-    # Training texts are cut at `model.max_windows` windows; dev and test are read whole.
-    encoded = {
-        s: encode_split(data.splits[s], encoder, config.tasks, data.classes,
-                        max_windows=config.model.max_windows if s == "train" else None)
-        for s in SPLITS
-    }
+    encoded = encode_all(config, data, tokenization.encoder)
     train_plan = None
     if plan:
-        train = encoded["train"]
-        class_weights = apply_class_weights(train, config.tasks, data.classes)
         if teachers:
-            attach_teacher_targets(train, config, data.classes, teachers)
-        epochs, steps = plan_steps(config.train, len(train), max_steps)
-        planned = config.train.model_copy(update={"epochs": epochs})
-        schedule = sampling.training_schedule(train, config.tasks, planned)
-        sizes = [len(train.indices(t.name)) for t in config.tasks]
-        train_plan = TrainPlan(
-            epochs=epochs,
-            steps_per_epoch=steps,
-            sizes=sizes,
-            present=[t.name for t, n in zip(config.tasks, sizes) if n > 0],
-            schedule=schedule,
-            bucket_lengths=training_bucket_lengths(
-                train, config.tasks, planned, config.model.max_sequence_length, schedule
-            ),
-            class_weights=class_weights,
-        )
+            from keras_mtl.data.teachers import attach_teacher_targets  # lazy: TensorFlow
+
+            attach_teacher_targets(encoded["train"], config, data.classes, teachers)
+        train_plan = _plan(config, encoded["train"], data.classes, max_steps)
     return PreparedRun(
         loaded=loaded,
         data=data,
-        vocabulary=vocabulary,
-        encoder=encoder,
+        vocabulary=tokenization.vocabulary,
+        encoder=tokenization.encoder,
         encoded=encoded,
         sees_task=config.model.sees_task,
         plan=train_plan,
         tokenizer_record=tokenization.tokenizer_record,
+    )
+
+
+def _prepare_cached(loaded, cache, plan, max_steps, tokenization, num_processes, process_id, train_rows):
+    """`prepare` from the config's cache entry (written first when missing)."""
+    from keras_mtl.data import cached
+
+    config = loaded.config
+    entry, built = write_entry(loaded, cache, tokenization)
+    data = cached.task_data(entry)
+    if not built:  # reading the data checked this
+        check_held_out_labels(config, data)
+    if tokenization is None:
+        tokenization = tokenization_of_entry(entry, config.model)
+    if train_rows:
+        train = cached.encoded_split(entry, "train", None)
+    else:
+        train = cached.CachedTrainSplit(entry, config.tasks, num_processes, process_id)
+    encoded = {"train": train, **{s: cached.encoded_split(entry, s, data.splits[s]) for s in cached.HELD_SPLITS}}
+    train_plan = None
+    if plan:
+        train_plan = _plan(config, train, data.classes, max_steps)
+        if not train_rows:  # applied to the rows as they are streamed
+            train.class_factors = {k: np.asarray(v, np.float32) for k, v in train_plan.class_weights.items()}
+    return PreparedRun(
+        loaded=loaded,
+        data=data,
+        vocabulary=tokenization.vocabulary,
+        encoder=tokenization.encoder,
+        encoded=encoded,
+        sees_task=config.model.sees_task,
+        plan=train_plan,
+        tokenizer_record=tokenization.tokenizer_record,
+        entry=entry,
+    )
+
+
+def check_held_out_labels(config, data):
+    """What reading the data says of dev/test labels never seen in train (`tasks[i].unseen_labels`:
+    a warning, or a `DataError` naming the first one's file and line), for data read from the cache."""
+    from keras_mtl.data.load import unseen_labels
+
+    for task in config.tasks:
+        held = {s: [ex for ex in data.splits[s] if task.name in ex.labels] for s in ("dev", "test")}
+        unseen_labels(task, held, data.classes[task.name])
+
+
+def _plan(config, train, classes, max_steps):
+    """The `TrainPlan` of an encoded (or cached) training split; applies its class weights."""
+    from keras_mtl.data import sampling
+    from keras_mtl.data.buckets import training_bucket_lengths
+    from keras_mtl.data.pipeline import apply_class_weights  # lazy: TensorFlow
+
+    class_weights = apply_class_weights(train, config.tasks, classes)
+    epochs, steps = plan_steps(config.train, len(train), max_steps)
+    planned = config.train.model_copy(update={"epochs": epochs})
+    schedule = sampling.training_schedule(train, config.tasks, planned)
+    sizes = [len(train.indices(t.name)) for t in config.tasks]
+    return TrainPlan(
+        epochs=epochs,
+        steps_per_epoch=steps,
+        sizes=sizes,
+        present=[t.name for t, n in zip(config.tasks, sizes) if n > 0],
+        schedule=schedule,
+        bucket_lengths=training_bucket_lengths(
+            train, config.tasks, planned, config.model.max_sequence_length, schedule
+        ),
+        class_weights=class_weights,
     )

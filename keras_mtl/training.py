@@ -27,7 +27,7 @@ from keras_mtl.disk import NoSpace, is_disk_full, unraisable_disk_errors_hidden,
 from keras_mtl.distill import teacher_targets
 from keras_mtl.errors import ConfigError, KerasMTLError
 from keras_mtl.model import build_network, loss_for
-from keras_mtl.prepare import check_max_steps, prepare
+from keras_mtl.prepare import cache_of, check_max_steps, prepare
 from keras_mtl.record import RunRecord
 from keras_mtl.runner import save_inputs, save_results, staged_run
 from keras_mtl.workdir import RunFiles, check_workdir, config_changes, default_workdir
@@ -157,13 +157,23 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
     started = time.time()
 
     # === Data === (nothing in the work dir is touched until this succeeded)
-    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
-    if init_from is not None:
-        init_from.check(config, data)  # the run it starts from knows these tasks and classes
-    # Teachers' predictions (distillation) are cached by content in WORKDIR/teachers/.
-    teachers = teacher_targets(config, data.splits["train"], data.classes, files.root / "teachers")
     tokenization = init_from.tokenization() if init_from is not None else None
-    prepared = prepare(loaded, max_steps=max_steps, data=data, teachers=teachers, tokenization=tokenization)
+    if any(getattr(task, "teacher", None) for task in config.tasks):
+        # Distillation: the teachers read the training examples (their predictions are cached by
+        # content in WORKDIR/teachers/), so the data is read and encoded in memory.
+        data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+        if init_from is not None:
+            init_from.check(config, data)  # the run it starts from knows these tasks and classes
+        teachers = teacher_targets(config, data.splits["train"], data.classes, files.root / "teachers")
+        prepared = prepare(loaded, max_steps=max_steps, data=data, teachers=teachers, tokenization=tokenization)
+        train_data = _fingerprint(data.splits["train"], prepared.vocabulary)
+    else:
+        # The prepared cache: written by the first run of this data, opened by the next ones; the
+        # training input streams from its shards.
+        prepared = prepare(loaded, max_steps=max_steps, tokenization=tokenization, cache=cache_of(loaded))
+        if init_from is not None:
+            init_from.check(config, prepared.data)  # the run it starts from knows these tasks and classes
+        train_data = _entry_fingerprint(prepared.entry, prepared.vocabulary)
     data, vocabulary, encoder, encoded, plan = (
         prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded, prepared.plan
     )
@@ -182,7 +192,7 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
         "backend": keras.backend.backend(),
         "epochs": epochs,
         "steps_per_epoch": steps,
-        "train_data": _fingerprint(data.splits["train"], vocabulary),
+        "train_data": train_data,
         **({"init_from": init_from.identity()} if init_from is not None else {}),
     }
     if killed is not None:
@@ -419,6 +429,17 @@ def _fingerprint(train_examples, vocabulary):
         fields = [ex.text, ex.labels] if ex.text_pair is None else [ex.text, ex.labels, ex.text_pair]
         digest.update(json.dumps(fields, sort_keys=True, default=str).encode("utf-8"))
         digest.update(b"\n")
+    digest.update("\n".join(vocabulary).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _entry_fingerprint(entry, vocabulary):
+    """A hash of the training rows of a cache entry (their files' SHA-256) and the vocabulary:
+    a resume needs the same. The same data gives the same rows whatever the entry's key."""
+    digest = hashlib.sha256(b"cached training rows\n")
+    for shard in entry.manifest["splits"]["train"]["shards"]:
+        for name, info in sorted(shard["files"].items()):
+            digest.update(f"{name} {info['sha256']}\n".encode("utf-8"))
     digest.update("\n".join(vocabulary).encode("utf-8"))
     return digest.hexdigest()
 

@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 from pathlib import Path
@@ -34,6 +35,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The prepared-data cache of every run the tests start (and of their child processes): one
+# directory per session, never the user's ~/.cache/keras-mtl.
+os.environ["KERAS_MTL_CACHE"] = tempfile.mkdtemp(prefix="keras-mtl-test-cache-")
 TINY_MAX_LEN = 16
 
 # `from helpers import ...` in test modules: tests/helpers.py holds the plain

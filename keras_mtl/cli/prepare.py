@@ -4,10 +4,10 @@
     keras-mtl prepare --list [CONFIG] [--cache-dir DIR]
     keras-mtl prepare --clear [CONFIG | --key KEY] [--cache-dir DIR]
 
-The cache is `keras_mtl.data.cache` (docs/data_at_scale.md). Issue 27, phase A:
-`prepare CONFIG` reads, tokenizes and encodes as `train` does today
-(`keras_mtl.prepare.prepare`, in memory) and writes the entry; `train`,
-`evaluate` and the others do not read the cache yet (phase B).
+The cache is `keras_mtl.data.cache` (docs/data_at_scale.md). `prepare CONFIG`
+writes the entry that `train`, `evaluate`, `compare`, `search` and
+`meta-train` read (`keras_mtl.prepare.write_entry`: the first of them writes
+it when it is missing, so running this first is optional).
 """
 
 import time
@@ -16,8 +16,8 @@ from keras_mtl.config import load_config
 from keras_mtl.data import cache as cache_lib
 from keras_mtl.errors import ConfigError
 
-HELP = ("write a config's tokenized, label-encoded splits to the prepared cache (--list, --clear); "
-        "train does not read it yet")
+HELP = ("write a config's tokenized, label-encoded splits to the prepared cache that train, evaluate "
+        "and the others read (--list, --clear)")
 
 
 def add_arguments(parser):
@@ -92,14 +92,11 @@ def run(args):
               f"({what})")
         return 0
 
-    from keras_mtl.prepare import prepare  # lazy: imports TensorFlow (start-up time of --help, --list, --clear)
+    from keras_mtl.prepare import write_entry  # lazy: imports TensorFlow (start-up time of --help, --list, --clear)
 
     config = loaded.config
-    key = cache_lib.data_key(config)
     start = time.monotonic()
-    entry, built = cache.get_or_write(
-        key, lambda: cache_lib.entry_data_of(prepare(loaded, plan=False)), name=config.name
-    )
+    entry, built = write_entry(loaded, cache)  # the entry `train` and the other commands read
     seconds = time.monotonic() - start
     rows = {s: entry.rows(s) for s in entry.splits}
     print(f"prepared data of {config.name}: {len(config.tasks)} task(s), rows {_rows(rows)} (train/dev/test), "

@@ -105,5 +105,5 @@ def training_bucket_lengths(split, tasks, train_cfg, max_length, schedule=None):
     if schedule is None:
         schedule = sampling.training_schedule(split, tasks, train_cfg)
     weights = example_draw_weights(split, tasks, np.mean(np.asarray(schedule), axis=0))
-    lengths = [len(ids) for ids in split.token_ids]
+    lengths = split.row_lengths()
     return optimal_bucket_lengths(lengths, weights, train_cfg.num_buckets, max_length)

@@ -174,7 +174,9 @@ def _check_positive_class(task, index, classes, locate):
         )
 
 
-def _unseen(task, by_split, classes):
+def unseen_labels(task, by_split, classes):
+    """split -> {label: count} of the dev/test labels of `task` not in `classes`: warned, or a `DataError`
+    naming the first one's file and line under `unseen_labels: error`."""
     known = set(classes)
     values = get_task_type(task.type).label_values
     found = {}
@@ -299,7 +301,7 @@ def load_task_data(config) -> TaskData:
                 f"({', '.join(found) or 'none'}); a {task.type} task needs at least {needed}"
             )
         _check_positive_class(task, index, classes[task.name], locate)
-        unseen[task.name] = _unseen(task, per_task[task.name], classes[task.name])
+        unseen[task.name] = unseen_labels(task, per_task[task.name], classes[task.name])
     merged = {split: merge_by_text(per_task, split) for split in SPLITS}
     with progress.step("comparing the texts of all tasks and splits (shared texts, leaks)"):
         overlap = splits_lib.overlap_report(per_task)

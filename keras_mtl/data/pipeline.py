@@ -77,6 +77,14 @@ class EncodedSplit:
         """The rows labelled for `task` (what training draws and evaluation reads)."""
         return np.flatnonzero(self.weights[task] > 0)
 
+    def row_lengths(self):
+        """int [R]: the length in pieces of every row."""
+        return np.fromiter((len(ids) for ids in self.token_ids), np.int64, count=len(self.token_ids))
+
+    def label_units(self, task, idx, weights):
+        """The label weight of rows `idx` (`weights`: theirs): the task type's `label_units`."""
+        return for_task(task).label_units(self.labels[task.name], idx, weights)
+
     def example_indices(self, task):
         """The examples labelled for `task` (each once)."""
         return np.unique(self.row_example[self.indices(task)])
@@ -198,6 +206,80 @@ def _task_elements(split, tasks, task_index, sees_task):
     return elem
 
 
+def _block_elements(block, tasks, task_index, sees_task, class_factors):
+    """`_task_elements` of one block of a cached split: its rows labelled for the task.
+
+    A list column is `(values, row_splits)`. The values are those of the
+    in-memory path, bit for bit: the task types' `dataset_columns` make them,
+    and class weights multiply the stored weights as `apply_class_weights` did.
+    """
+    own = tasks[task_index].name
+    keep = block[f"weights/{own}"] > 0
+    idx = np.flatnonzero(keep)
+    ids, splits = block["token_ids"]
+    rows = _rows_of(ids, splits)
+    elem = {"token_ids": _ragged_parts([rows[j] for j in idx], np.int32)}
+    if sees_task:
+        elem["task_ids"] = np.full([len(idx)], task_index, np.int32)
+    for task in tasks:
+        name = task.name
+        labels = block[f"labels/{name}"]
+        if isinstance(labels, tuple):  # one array a row (tagging)
+            labels = _rows_of(*labels)
+        weights = block[f"weights/{name}"]
+        if name in class_factors:
+            weights = weights * class_factors[name][labels]
+        keep_task = not sees_task or name == own
+        w = weights[idx] if keep_task else np.zeros([len(idx)], np.float32)
+        head = for_task(task)
+        y, w = head.dataset_columns(labels, idx, w)
+        if head.token_level:
+            y, w = _ragged_parts(y, np.int32), _ragged_parts(w, np.float32)
+        elem[f"y/{name}"], elem[f"w/{name}"] = y, w
+    return elem
+
+
+def _rows_of(values, row_splits):
+    return np.split(values, row_splits[1:-1]) if len(row_splits) > 1 else []
+
+
+def _ragged_parts(arrays, dtype):
+    """(values, row_splits) of a list of arrays."""
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, count=len(arrays))
+    values = np.concatenate(arrays).astype(dtype) if len(arrays) else np.zeros([0], dtype)
+    return values, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def _streamed_task_rows(split, tasks, task_index, sees_task):
+    """One task's dataset of rows (`_task_elements`' slices), streamed from a cached split's shards."""
+    columns = ["token_ids"] + [f"{kind}/{t.name}" for t in tasks for kind in ("labels", "weights")]
+    factors = dict(split.class_factors)
+    entry_columns = split.entry.columns
+    signature = {"token_ids": (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64))}
+    if sees_task:
+        signature["task_ids"] = tf.TensorSpec([None], tf.int32)
+    for task in tasks:
+        column = entry_columns[f"labels/{task.name}"]
+        if for_task(task).token_level:
+            signature[f"y/{task.name}"] = (tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64))
+            signature[f"w/{task.name}"] = (tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.int64))
+        else:
+            signature[f"y/{task.name}"] = tf.TensorSpec([None, *column.shape], column.dtype)
+            signature[f"w/{task.name}"] = tf.TensorSpec([None], tf.float32)
+
+    def generate():
+        for block in split.blocks(columns):
+            elem = _block_elements(block, tasks, task_index, sees_task, factors)
+            if len(elem["token_ids"][1]) > 1:
+                yield elem
+
+    def as_tensors(block):
+        return {k: tf.RaggedTensor.from_row_splits(*v, validate=False) if isinstance(v, tuple) else v
+                for k, v in block.items()}
+
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).map(as_tensors).unbatch()
+
+
 def _mean_units(split, tasks, task_index, sees_task):
     """[T]: the mean total label weight per example of one task's dataset,
     for every task (labelled tokens for tagging, examples for the others,
@@ -210,7 +292,7 @@ def _mean_units(split, tasks, task_index, sees_task):
         if sees_task and name != own:
             out.append(0.0)
             continue
-        w = for_task(task).label_units(split.labels[name], idx, split.weights[name][idx])
+        w = split.label_units(task, idx, split.weights[name][idx])
         out.append(float(np.mean(w)) if len(idx) else 0.0)
     return np.asarray(out, np.float64)
 
@@ -285,7 +367,10 @@ def train_dataset(
     units = np.stack([_mean_units(split, tasks, i, sees_task) for i in present])  # [sources, T]
     datasets = []
     for k, i in enumerate(present):
-        ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, sees_task))
+        if hasattr(split, "blocks"):  # a cache entry's split (data.cached.CachedTrainSplit): rows streamed
+            ds = _streamed_task_rows(split, tasks, i, sees_task)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(_task_elements(split, tasks, i, sees_task))
         ds = ds.map(_dense_rows)
         if expected and per_task_batches:  # a batch holds one source task's examples
             factors = tf.constant(_inverse(loss_batch * units[k]))

@@ -209,7 +209,7 @@ def _meta_train_staged(
     from keras_mtl.data import sampling
     from keras_mtl.evaluation import evaluate_split
     from keras_mtl.model import build_network
-    from keras_mtl.prepare import prepare
+    from keras_mtl.prepare import cache_of, prepare
     from keras_mtl.record import RunRecord
     from keras_mtl.runner import save_inputs, save_results
 
@@ -218,7 +218,9 @@ def _meta_train_staged(
     started = time.time()
 
     # === Data ===
-    prepared = prepare(loaded, plan=False)  # no class weights, epochs or buckets: Reptile draws its own batches
+    # No class weights, epochs or buckets: Reptile draws its own batches, from the training rows of the
+    # prepared cache (written by the first run of this data) held for random access.
+    prepared = prepare(loaded, plan=False, cache=cache_of(loaded), train_rows=True)
     data, vocabulary, encoder, encoded = prepared.data, prepared.vocabulary, prepared.encoder, prepared.encoded
     inputs = save_inputs(files, loaded, vocabulary, prepared.tokenizer_record)
     train = encoded["train"]

@@ -21,6 +21,7 @@ import pytest
 
 from keras_mtl.config import config_from_dict
 from keras_mtl.data import cache as cache_lib
+from keras_mtl.data import cached
 from keras_mtl.data.cache import Cache, CacheKey, Column, EntryData, data_key, file_identity, iter_blocks
 from keras_mtl.data.example import Example
 from keras_mtl.data.splits import example_hash
@@ -155,10 +156,10 @@ def test_encoded_rows_of_every_task_type(tmp_path):
         labels[name], weights[name] = for_task(task, classes).encode_labels(examples, token_ids, word_starts)
     encoded = SimpleNamespace(examples=examples, token_ids=token_ids, word_starts=word_starts,
                               truncated=np.array([False, True, False]), labels=labels, weights=weights)
-    columns = cache_lib.encoded_columns(encoded, list(types))
+    columns = cached.encoded_columns(encoded, list(types))
     assert columns["labels/c"] == Column("int32") and columns["labels/m"] == Column("float32", (2,))
     assert columns["labels/r"] == Column("float32") and columns["labels/t"] == Column("int32", (None,))
-    entry = Cache(tmp_path).write(KEY, {"train": cache_lib.encoded_rows(encoded, list(types))}, columns)
+    entry = Cache(tmp_path).write(KEY, {"train": cached.encoded_rows(encoded, list(types))}, columns)
     (got,) = [flat(iter_blocks(entry, "train"))]
     assert [r["token_ids"] for r in got] == [t.tolist() for t in token_ids]
     assert [bytes(r["text_hash"]) for r in got] == [example_hash(e.text, e.text_pair) for e in examples]

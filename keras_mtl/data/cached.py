@@ -1,0 +1,305 @@
+"""A config's prepared data in its cache entry, as runs write and read it.
+
+The cache (`keras_mtl.data.cache`) stores columns of rows; this module says
+which: what an `EncodedSplit` (data.pipeline) is as rows (`encoded_columns`,
+`encoded_rows`, `entry_data`, the writer's side) and what training and
+evaluation read back (`CachedTrainSplit`, `encoded_split`, `task_data`).
+
+* The training split is never held: `CachedTrainSplit` keeps a few numbers a
+  row (the row's length, each task's weight, the class ids of the tasks with
+  `class_weights: balanced`, the labelled tokens of a tagging task), which
+  the plan needs (sizes, sampling schedule, buckets, loss normalizer), and
+  streams the rows from the shards (`iter_blocks`) for the training input.
+* dev and test are read back whole (`encoded_split`): evaluation decodes
+  per example and scores against its labels, stored with the entry as one
+  JSON line an example (`examples.<split>.jsonl`).
+"""
+
+import json
+
+import numpy as np
+
+from keras_mtl.data import cache as cache_lib
+from keras_mtl.data.cache import Column, EntryData
+from keras_mtl.data.example import Example
+from keras_mtl.data.splits import HASH_BYTES, example_hash
+from keras_mtl.tasks import for_task
+
+SPLITS = ("train", "dev", "test")
+HELD_SPLITS = ("dev", "test")  # read back whole, with their examples' labels
+
+
+def examples_file(split):
+    """The name of the file that holds a split's examples (texts and labels) in an entry."""
+    return f"examples.{split}.jsonl"
+
+
+# --------------------------------------------------------------------------
+# Writing: an EncodedSplit as rows
+# --------------------------------------------------------------------------
+
+
+def encoded_columns(encoded, task_names):
+    """The columns of the rows `encoded_rows` gives for an `EncodedSplit`.
+
+    `token_ids`, `word_starts` (int32 lists), `truncated` (bool), `text_hash`
+    (16 bytes: `splits.example_hash` of the row's example), per task
+    `labels/<task>` as its type encodes them (an int or a float a row, an int
+    list a row for tagging, k floats a row for a k-class multilabel task) and
+    `weights/<task>` (float32); where the split holds windows, `row_example`,
+    `row_window` and `num_windows` too.
+    """
+    columns = {
+        "token_ids": Column("int32", (None,)),
+        "word_starts": Column("int32", (None,)),
+        "truncated": Column("bool"),
+        "text_hash": Column("uint8", (HASH_BYTES,)),
+    }
+    for task in task_names:
+        labels = encoded.labels[task]
+        if isinstance(labels, np.ndarray) and labels.ndim in (1, 2):
+            shape = () if labels.ndim == 1 else (int(labels.shape[1]),)
+            columns[f"labels/{task}"] = Column(str(labels.dtype), shape)
+        else:  # one array a row (tagging)
+            dtype = str(np.asarray(labels[0]).dtype) if len(labels) else "int32"
+            columns[f"labels/{task}"] = Column(dtype, (None,))
+        columns[f"weights/{task}"] = Column("float32")
+    if getattr(encoded, "row_example", None) is not None:
+        columns.update(row_example=Column("int64"), row_window=Column("int32"), num_windows=Column("int32"))
+    return columns
+
+
+def encoded_rows(encoded, task_names):
+    """The rows of an `EncodedSplit` (data.pipeline), one dict a row, for `Cache.write`."""
+    row_example = getattr(encoded, "row_example", None)
+    hashes = [np.frombuffer(example_hash(ex.text, ex.text_pair), np.uint8) for ex in encoded.examples]
+    for i in range(len(encoded.token_ids)):
+        example = i if row_example is None else int(row_example[i])
+        row = {
+            "token_ids": encoded.token_ids[i],
+            "word_starts": encoded.word_starts[i],
+            "truncated": bool(encoded.truncated[i]),
+            "text_hash": hashes[example],
+        }
+        for task in task_names:
+            row[f"labels/{task}"] = encoded.labels[task][i]
+            row[f"weights/{task}"] = encoded.weights[task][i]
+        if row_example is not None:
+            row.update(row_example=example, row_window=int(encoded.row_window[i]),
+                       num_windows=int(encoded.num_windows[example]))
+        yield row
+
+
+def _label_json(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def examples_jsonl(examples):
+    """A split's examples as JSON lines `[text, labels, origin, text_pair]` (bytes)."""
+    lines = (
+        json.dumps([ex.text, {k: _label_json(v) for k, v in ex.labels.items()}, ex.origin, ex.text_pair],
+                   ensure_ascii=False)
+        for ex in examples
+    )
+    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+
+
+def read_examples(path):
+    """The examples `examples_jsonl` wrote (a list label back to a tuple, as readers give it)."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text, labels, origin, text_pair = json.loads(line)
+            labels = {k: tuple(v) if isinstance(v, list) else v for k, v in labels.items()}
+            out.append(Example(text, labels, origin, text_pair))
+    return out
+
+
+def entry_data(config, data, vocabulary, tokenizer_record, encoded):
+    """The `EntryData` of a config's data read, tokenized and encoded in memory.
+
+    Its encoded splits as rows (`encoded_rows`); as files the vocabulary
+    (`vocab.txt`), a preset's tokenizer (`tokenizer.json`) and the examples of
+    dev and test (`examples_file`); as meta the task names, label maps,
+    carved-split and leak reports: what a run needs besides the rows, so that
+    a warm run need not read the data files.
+    """
+    names = [task.name for task in config.tasks]
+    files = {"vocab.txt": "".join(f"{token}\n" for token in vocabulary)}
+    if tokenizer_record is not None:
+        files["tokenizer.json"] = json.dumps(tokenizer_record, sort_keys=True)
+    for split in HELD_SPLITS:
+        files[examples_file(split)] = examples_jsonl(data.splits[split])
+    meta = {
+        "tasks": names,
+        "classes": {k: list(v) for k, v in data.classes.items()},
+        "examples": {s: len(data.splits[s]) for s in SPLITS},
+        "overlap": data.overlap,
+        "unseen": data.unseen,
+        "dropped": data.dropped,
+    }
+    return EntryData(
+        splits={s: encoded_rows(encoded[s], names) for s in SPLITS},
+        columns=encoded_columns(encoded["train"], names),
+        meta=json.loads(json.dumps(meta, default=str)),
+        files=files,
+        total_rows=sum(len(encoded[s]) for s in SPLITS),
+    )
+
+
+# --------------------------------------------------------------------------
+# Reading: what runs need of an entry
+# --------------------------------------------------------------------------
+
+
+def vocabulary_of(entry):
+    """The entry's vocabulary (`vocab.txt`), one piece a line."""
+    with open(entry.file("vocab.txt"), encoding="utf-8", newline="") as f:
+        return [line[:-1] if line.endswith("\n") else line for line in f]
+
+
+def tokenizer_record_of(entry):
+    """A preset's tokenizer kept with the entry (`tokenizer.json`), or None."""
+    if "tokenizer.json" not in entry.manifest.get("files", {}):
+        return None
+    return json.loads(entry.file("tokenizer.json").read_text(encoding="utf-8"))
+
+
+def task_data(entry):
+    """The entry's `TaskData` without its training examples.
+
+    `splits` holds dev and test (the examples evaluation scores against);
+    the training split is rows only (`CachedTrainSplit`). Label maps and the
+    reports (`overlap`, `unseen`, `dropped`) come from the entry's meta.
+    """
+    from keras_mtl.data.load import TaskData
+
+    meta = entry.meta
+    return TaskData(
+        splits={s: read_examples(entry.file(examples_file(s))) for s in HELD_SPLITS},
+        classes={k: list(v) for k, v in meta["classes"].items()},
+        per_task={},
+        overlap=meta.get("overlap", {}),
+        unseen=meta.get("unseen", {}),
+        dropped=meta.get("dropped", {}),
+    )
+
+
+def _rows_list(values, row_splits):
+    return np.split(values, row_splits[1:-1]) if len(row_splits) > 1 else []
+
+
+def encoded_split(entry, split, examples):
+    """A split of the entry read back whole as the `EncodedSplit` it was written from.
+
+    Args:
+        entry: a `CacheEntry`.
+        split: "dev" or "test" (any split works; the training split is streamed instead).
+        examples: the split's examples (`task_data(entry).splits[split]`);
+            None for the training split, whose examples are not kept (the
+            split's `examples` is then empty; its rows are all there).
+    """
+    from keras_mtl.data.pipeline import EncodedSplit  # lazy: TensorFlow
+
+    columns = entry.columns
+    rows = entry.rows(split)
+    block = cache_lib.read_rows(entry, split, 0, rows) if rows else {}
+
+    def column(name):
+        col = columns[name]
+        if rows == 0:
+            empty = np.zeros([0, *[d for d in col.shape if d is not None]], col.dtype)
+            return [] if col.ragged else empty
+        value = block[name]
+        return _rows_list(*value) if col.ragged else value
+
+    tasks = meta_tasks(entry)
+    labels = {t: column(f"labels/{t}") for t in tasks}
+    weights = {t: column(f"weights/{t}") for t in tasks}
+    row_example = column("row_example") if "row_example" in columns else None
+    num_windows = None
+    if examples is None:
+        examples, count = [], int(entry.meta["examples"][split])
+    else:
+        count = len(examples)
+    if row_example is not None:
+        num_windows = np.ones([count], np.int32)
+        num_windows[row_example] = column("num_windows")
+    return EncodedSplit(
+        examples, column("token_ids"), column("word_starts"), np.asarray(column("truncated"), bool), labels, weights,
+        row_example=row_example, row_window=column("row_window") if row_example is not None else None,
+        num_windows=num_windows,
+    )
+
+
+def meta_tasks(entry):
+    """The entry's task names, in config order."""
+    return list(entry.meta["tasks"])
+
+
+class CachedTrainSplit:
+    """The training split of an entry as training reads it: statistics held, rows streamed.
+
+    Quacks like the `EncodedSplit` the plan reads (`len`, `indices`,
+    `row_lengths`, `label_units`, `weights`, `labels` of the class-weighted
+    tasks), holding about 4 bytes a row per task and per row: the memory of
+    the data is not held. The rows themselves are read from the shards a
+    block at a time (`blocks`), by the training input (`pipeline.train_dataset`).
+
+    Args:
+        entry: a `CacheEntry`.
+        tasks: the config's `TaskConfig`s.
+        num_processes, process_id: the share of the rows this process streams
+            (`cache.share`); the statistics are always of the whole split, so
+            every process plans the same schedule.
+    """
+
+    split = "train"
+
+    def __init__(self, entry, tasks, num_processes=1, process_id=0):
+        self.entry = entry
+        self.num_processes, self.process_id = num_processes, process_id
+        self.teacher = {}  # distillation reads the in-memory path (keras_mtl.prepare)
+        self.class_factors = {}  # task -> float32 [classes]: `class_weights: balanced`, applied as rows are read
+        rows = entry.rows(self.split)
+        self.lengths = cache_lib.row_lengths(entry, self.split, "token_ids") if rows else np.zeros([0], np.int64)
+        self.weights = {t.name: np.zeros([rows], np.float32) for t in tasks}
+        balanced = [t.name for t in tasks if getattr(t, "class_weights", "none") == "balanced"]
+        token_level = [t.name for t in tasks if for_task(t).token_level]
+        self.labels = {name: np.zeros([rows], np.int32) for name in balanced}
+        self._tokens = {name: np.zeros([rows], np.float64) for name in token_level}  # labelled tokens a row
+        wanted = [f"weights/{t.name}" for t in tasks] + [f"labels/{n}" for n in balanced + token_level]
+        start = 0
+        for block in cache_lib.iter_blocks(entry, self.split, columns=wanted):
+            n = len(block[f"weights/{tasks[0].name}"])
+            for t in tasks:
+                self.weights[t.name][start:start + n] = block[f"weights/{t.name}"]
+            for name in balanced:
+                self.labels[name][start:start + n] = block[f"labels/{name}"]
+            for name in token_level:
+                values, row_splits = block[f"labels/{name}"]
+                per_row = np.repeat(np.arange(n), np.diff(row_splits))
+                self._tokens[name][start:start + n] = np.bincount(per_row, weights=values >= 0, minlength=n)
+            start += n
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def indices(self, task):
+        """The rows labelled for `task`."""
+        return np.flatnonzero(self.weights[task] > 0)
+
+    def row_lengths(self):
+        """int [R]: the length in pieces of every row."""
+        return self.lengths
+
+    def label_units(self, task, idx, weights):
+        """The label weight of rows `idx` (the task type's `label_units`: labelled tokens if token-level)."""
+        if task.name in self._tokens:
+            return self._tokens[task.name][idx] * weights
+        return weights
+
+    def blocks(self, columns):
+        """This process's blocks of rows (`cache.iter_blocks`), in order: numpy dicts."""
+        return cache_lib.iter_blocks(self.entry, self.split, num_processes=self.num_processes,
+                                     process_id=self.process_id, columns=columns)

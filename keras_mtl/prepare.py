@@ -281,16 +281,7 @@ def prepare(config, overrides=(), *, plan=True, max_steps=None, data=None, token
 
             attach_teacher_targets(encoded["train"], config, data.classes, teachers)
         train_plan = _plan(config, encoded["train"], data.classes, max_steps)
-    return PreparedRun(
-        loaded=loaded,
-        data=data,
-        vocabulary=tokenization.vocabulary,
-        encoder=tokenization.encoder,
-        encoded=encoded,
-        sees_task=config.model.sees_task,
-        plan=train_plan,
-        tokenizer_record=tokenization.tokenizer_record,
-    )
+    return _prepared(loaded, data, tokenization, encoded, train_plan)
 
 
 def _prepare_cached(loaded, cache, plan, max_steps, tokenization, num_processes, process_id, train_rows):
@@ -314,17 +305,13 @@ def _prepare_cached(loaded, cache, plan, max_steps, tokenization, num_processes,
         train_plan = _plan(config, train, data.classes, max_steps)
         if not train_rows:  # applied to the rows as they are streamed
             train.class_factors = {k: np.asarray(v, np.float32) for k, v in train_plan.class_weights.items()}
-    return PreparedRun(
-        loaded=loaded,
-        data=data,
-        vocabulary=tokenization.vocabulary,
-        encoder=tokenization.encoder,
-        encoded=encoded,
-        sees_task=config.model.sees_task,
-        plan=train_plan,
-        tokenizer_record=tokenization.tokenizer_record,
-        entry=entry,
-    )
+    return _prepared(loaded, data, tokenization, encoded, train_plan, entry)
+
+
+def _prepared(loaded, data, tokenization, encoded, train_plan, entry=None):
+    return PreparedRun(loaded=loaded, data=data, vocabulary=tokenization.vocabulary, encoder=tokenization.encoder,
+                       encoded=encoded, sees_task=loaded.config.model.sees_task, plan=train_plan,
+                       tokenizer_record=tokenization.tokenizer_record, entry=entry)
 
 
 def check_held_out_labels(config, data):

@@ -274,7 +274,55 @@ def _is_multiprocess():
     return jax.process_count() > 1
 
 
-def prepare_dataset(dataset, train_cfg):
+def input_share(train_cfg):
+    """(num_processes, process_id) of the training input: how many processes each
+    feed a part of every global batch, and which this one is. (1, 0) unless
+    `data_parallel` runs over several JAX processes."""
+    if resolve(train_cfg) == "data_parallel" and _is_multiprocess():
+        import jax
+
+        _check_batch(train_cfg, jax.process_count(), "processes")
+        return jax.process_count(), jax.process_index()
+    return 1, 0
+
+
+def local_batches(dataset, num_processes, *, pad_id, length, loss_normalizer):
+    """A process's own training batches, made ready to be one part of the global batch.
+
+    Every process's batches must have the same shape (JAX assembles the
+    global batch from them), but each process buckets its own rows: every
+    tensor with a length dimension (token ids, padding mask, a tagging
+    task's labels and weights) is padded to `length` (the longest bucket
+    length), with `pad_id` for the token ids and 0 (False) elsewhere, which
+    the model masks. With `loss_normalizer: expected` the weights were
+    divided by the expected label weight of a batch of this process's
+    `batch_size / num_processes` rows; they are divided by `num_processes`
+    too, so that the loss of the global batch is normalized by the global
+    batch (`data.pipeline.train_dataset`).
+    """
+    import tensorflow as tf
+
+    scale = 1.0 / num_processes if loss_normalizer == "expected" else None
+
+    def pad(t, value):
+        if t.shape.rank is None or t.shape.rank < 2 or t.shape[1] is not None:
+            return t
+        padded = tf.pad(t, [[0, 0], [0, length - tf.shape(t)[1]]] + [[0, 0]] * (t.shape.rank - 2),
+                        constant_values=tf.cast(value, t.dtype))
+        return tf.ensure_shape(padded, [t.shape[0], length, *t.shape[2:]])
+
+    def ready(x, y, sw):
+        x = {k: pad(v, pad_id if k == "token_ids" else 0) for k, v in x.items()}
+        y = {k: pad(v, 0) for k, v in y.items()}
+        sw = {k: pad(v, 0) for k, v in sw.items()}
+        if scale is not None:
+            sw = {k: v * tf.cast(scale, v.dtype) for k, v in sw.items()}
+        return x, y, sw
+
+    return dataset.map(ready, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def prepare_dataset(dataset, train_cfg, *, local=False, pad_id=0, length=None):
     """Adapt the training `tf.data.Dataset` to the distribution in use.
 
     `mirrored`: Keras (3.x) reduces the first distributed batch with
@@ -283,10 +331,13 @@ def prepare_dataset(dataset, train_cfg):
     `padding_mask` is sent as int32 (0/1) instead; the model's bool
     `padding_mask` input casts it back.
 
-    `data_parallel` over several processes: every process builds the same
+    `data_parallel` over several processes: with `local`, the dataset is
+    already this process's part of every global batch (its own rows, a
+    batch of `batch_size / processes`: `input_share`), padded here to
+    `length` (`local_batches`). Otherwise every process built the same
     global batches (same seed) and keeps its own contiguous slice of
-    `batch_size / processes` rows (process 0 the first); JAX assembles the
-    global batch from the processes' slices. (Keras' own auto-sharding
+    `batch_size / processes` rows (process 0 the first). JAX assembles the
+    global batch from the processes' parts. (Keras' own auto-sharding
     cannot read the batch size of a bucketed dataset: "The batch size of
     the input dataset is unknown".)
 
@@ -299,6 +350,9 @@ def prepare_dataset(dataset, train_cfg):
 
         processes, index = jax.process_count(), jax.process_index()
         _check_batch(train_cfg, processes, "processes")
+        if local:
+            return local_batches(dataset, processes, pad_id=pad_id, length=length,
+                                 loss_normalizer=getattr(train_cfg, "loss_normalizer", "batch"))
         per = train_cfg.batch_size // processes
 
         def local_slice(*batch):

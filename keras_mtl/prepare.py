@@ -20,6 +20,9 @@ from keras_mtl.config import LoadedConfig, load_config
 from keras_mtl.data.load import TaskData, load_task_data
 
 SPLITS = ("train", "dev", "test")
+# Seeds of process i > 0's training stream (multi-host, `batch_mode: mixed`): seed + i x this
+# (above any task count: the streams' seeds are seed + task index).
+PROCESS_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -109,14 +112,21 @@ class PreparedRun:
         from keras_mtl.data.pipeline import train_dataset
 
         config, plan = self.config, self.plan
+        train_cfg, seed = config.train.model_copy(update={"epochs": plan.epochs}), config.seed
+        split = self.encoded["train"]
+        processes, index = getattr(split, "num_processes", 1), getattr(split, "process_id", 0)
+        if processes > 1:  # this process's part of every global batch, from its share of the rows
+            train_cfg = train_cfg.model_copy(update={"batch_size": train_cfg.batch_size // processes})
+            if train_cfg.batch_mode != "per_task":  # per_task: every process draws the same task a step
+                seed += index * PROCESS_SEED_STRIDE  # independent draws: the global mix is B draws, not B/P
         dataset, _, _ = train_dataset(
-            self.encoded["train"],
+            split,
             config.tasks,
-            config.train.model_copy(update={"epochs": plan.epochs}),
+            train_cfg,
             config.model.max_sequence_length,
             self.sees_task,
             pad_id=self.pad_id,
-            seed=config.seed,
+            seed=seed,
             steps_per_epoch=plan.steps_per_epoch,
             schedule=plan.schedule,
             bucket_lengths=plan.bucket_lengths,

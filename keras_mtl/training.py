@@ -157,6 +157,7 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
     started = time.time()
 
     # === Data === (nothing in the work dir is touched until this succeeded)
+    processes, process_id = distribute.input_share(config.train)
     tokenization = init_from.tokenization() if init_from is not None else None
     if any(getattr(task, "teacher", None) for task in config.tasks):
         # Distillation: the teachers read the training examples (their predictions are cached by
@@ -170,7 +171,9 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
     else:
         # The prepared cache: written by the first run of this data, opened by the next ones; the
         # training input streams from its shards.
-        prepared = prepare(loaded, max_steps=max_steps, tokenization=tokenization, cache=cache_of(loaded))
+        # Under multi-host data_parallel each process streams its own share of the rows (`input_share`).
+        prepared = prepare(loaded, max_steps=max_steps, tokenization=tokenization, cache=cache_of(loaded),
+                           num_processes=processes, process_id=process_id)
         if init_from is not None:
             init_from.check(config, prepared.data)  # the run it starts from knows these tasks and classes
         train_data = _entry_fingerprint(prepared.entry, prepared.vocabulary)
@@ -194,6 +197,7 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
         "steps_per_epoch": steps,
         "train_data": train_data,
         **({"init_from": init_from.identity()} if init_from is not None else {}),
+        **({"input_processes": processes} if prepared.entry is not None and processes > 1 else {}),
     }
     if killed is not None:
         _check_resume(files, killed, run_state)
@@ -212,7 +216,8 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
 
     # === Model ===
     ctx, replicas = distribute.scope(config.train)
-    dataset = distribute.prepare_dataset(dataset, config.train)
+    dataset = distribute.prepare_dataset(dataset, config.train, local=prepared.entry is not None,
+                                         pad_id=encoder.pad_id, length=max(plan.bucket_lengths))
     with ctx:
         network = build_network(config, data.classes, vocabulary)
         model = compiled_trainer(network, config, epochs * steps)
@@ -384,6 +389,10 @@ def _check_resume(files, killed, current):
     for key, label in labels.items():
         if key in current and killed.get(key) != current[key]:
             changes.append(f"{label}: {_shown(killed.get(key))} -> {_shown(current[key])}")
+    if "train_data" in current and killed.get("input_processes", 1) != current.get("input_processes", 1):
+        # each process streams its own share of the rows: another count is another stream
+        changes.append(f"processes feeding the input: {killed.get('input_processes', 1)} -> "
+                       f"{current.get('input_processes', 1)}")
     if "train_data" in current and killed.get("train_data") != current["train_data"]:
         changes.append("the training examples (or the vocabulary) changed")
     if not changes:

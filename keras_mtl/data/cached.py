@@ -21,8 +21,10 @@ import numpy as np
 
 from keras_mtl.data import cache as cache_lib
 from keras_mtl.data.cache import Column, EntryData
+from keras_mtl.data.cache.read import read_runs, runs_of
 from keras_mtl.data.example import Example
 from keras_mtl.data.splits import HASH_BYTES, example_hash
+from keras_mtl.errors import DataError
 from keras_mtl.tasks import for_task
 
 SPLITS = ("train", "dev", "test")
@@ -250,8 +252,9 @@ class CachedTrainSplit:
         entry: a `CacheEntry`.
         tasks: the config's `TaskConfig`s.
         num_processes, process_id: the share of the rows this process streams
-            (`cache.share`); the statistics are always of the whole split, so
-            every process plans the same schedule.
+            (`row_owners`: about 1/num_processes of every task's rows, each row
+            read by one process); the statistics are always of the whole
+            split, so every process plans the same schedule.
     """
 
     split = "train"
@@ -281,6 +284,12 @@ class CachedTrainSplit:
                 per_row = np.repeat(np.arange(n), np.diff(row_splits))
                 self._tokens[name][start:start + n] = np.bincount(per_row, weights=values >= 0, minlength=n)
             start += n
+        self.owners = None  # int [R]: the process that streams each row (several processes)
+        if num_processes > 1:
+            if not 0 <= process_id < num_processes:
+                raise ValueError(f"process_id must be in [0, num_processes). Received: {process_id}, {num_processes}")
+            self.owners = row_owners(self.weights, num_processes)
+            check_shares(self.owners, self.weights, num_processes)
 
     def __len__(self):
         return len(self.lengths)
@@ -300,6 +309,78 @@ class CachedTrainSplit:
         return weights
 
     def blocks(self, columns):
-        """This process's blocks of rows (`cache.iter_blocks`), in order: numpy dicts."""
-        return cache_lib.iter_blocks(self.entry, self.split, num_processes=self.num_processes,
-                                     process_id=self.process_id, columns=columns)
+        """This process's rows, a block at a time, in order: numpy dicts (`cache.iter_blocks`).
+
+        One process: every block. Several: of each block, the rows this
+        process owns (`row_owners`), read run by run (`read_runs`): no
+        process reads another's rows.
+        """
+        if self.owners is None:
+            return cache_lib.iter_blocks(self.entry, self.split, columns=columns)
+        return self._owned_blocks(columns)
+
+    def share(self):
+        """int [n]: the rows this process streams (all of them with one process)."""
+        if self.owners is None:
+            return np.arange(len(self), dtype=np.int64)
+        return np.flatnonzero(self.owners == self.process_id)
+
+    def _owned_blocks(self, columns):
+        chosen = {n: self.entry.columns[n] for n in columns}
+        for start, stop in cache_lib.blocks_of(self.entry, self.split):
+            mine = np.flatnonzero(self.owners[start:stop] == self.process_id) + start
+            if len(mine):
+                yield read_runs(self.entry, self.split, runs_of(mine), chosen)
+
+
+def row_owners(weights, num_processes):
+    """int16 [R]: the process that streams each training row, for `num_processes` processes.
+
+    Rows labelled for the same set of tasks form a group; each group is cut
+    into `num_processes` runs of consecutive members (sizes within one of
+    each other), given to the processes in turn, the first run of a group to
+    the process after the last run of the previous group went to, so that
+    the remainders of small groups spread. So every task's rows are shared
+    within (number of groups) rows of evenly, whatever the order of the
+    rows (a file sorted by task or label), and a process's rows lie in few
+    runs: reading them reads no other rows. Deterministic: every process
+    computes every process's share from the split's statistics.
+
+    Args:
+        weights: task -> float32 [R]: each row's weight for the task (0: unlabelled).
+        num_processes: the number of processes.
+    """
+    names = list(weights)
+    rows = len(weights[names[0]]) if names else 0
+    if len(names) <= 62:  # the set of labelled tasks as the bits of an int64
+        key = np.zeros([rows], np.int64)
+        for j, name in enumerate(names):
+            key |= (weights[name] > 0).astype(np.int64) << j
+    else:
+        key = np.stack([weights[n] > 0 for n in names], axis=1)
+    _, group = np.unique(key, axis=0, return_inverse=True) if rows else (None, np.zeros([0], np.int64))
+    group = np.asarray(group).reshape(-1)
+    owners = np.zeros([rows], np.int16)
+    offset = 0
+    for g in range(int(group.max()) + 1 if rows else 0):
+        members = np.flatnonzero(group == g)
+        n = len(members)
+        owners[members] = (np.arange(n) * num_processes // n + offset) % num_processes
+        offset = (offset + n) % num_processes
+    return owners
+
+
+def check_shares(owners, weights, num_processes):
+    """Raise a `DataError` when a process would stream no row of a task that has rows
+    (its task stream would be empty: the processes could not draw the same mix)."""
+    for name, w in weights.items():
+        idx = np.flatnonzero(w > 0)
+        if not len(idx):
+            continue
+        counts = np.bincount(owners[idx], minlength=num_processes)
+        if counts.min() == 0:
+            raise DataError(
+                f"task {name!r}: its {len(idx)} training rows cannot be shared by {num_processes} processes "
+                f"(process {int(np.argmin(counts))} would get none); give it at least {num_processes} training "
+                "examples or train on fewer processes"
+            )

@@ -11,7 +11,8 @@ import numpy as np
 from keras_mtl.data.cache.entry import BLOCK_ROWS, column_stem
 from keras_mtl.errors import DataError
 
-__all__ = ["blocks_of", "iter_blocks", "read_rows", "read_split", "row_lengths", "share"]
+__all__ = ["blocks_of", "concat_blocks", "iter_blocks", "read_rows", "read_runs", "read_split", "row_lengths", "runs_of",
+           "share"]
 
 
 def _read_array(path, dtype, start, count):
@@ -77,6 +78,11 @@ def read_rows(entry, split, start, stop, columns=None):
         first += rows
         if first >= stop:
             break
+    return concat_blocks(pieces, columns)
+
+
+def concat_blocks(pieces, columns):
+    """One block of the rows of `pieces` (blocks of `read_rows`' form), one after the other."""
     if len(pieces) == 1:
         return pieces[0]
     out = {}
@@ -91,6 +97,24 @@ def read_rows(entry, split, start, stop, columns=None):
         else:
             out[name] = np.concatenate([p[name] for p in pieces])
     return out
+
+
+def runs_of(rows):
+    """[(start, stop)]: the runs of consecutive row numbers in sorted `rows`."""
+    rows = np.asarray(rows, np.int64)
+    if not len(rows):
+        return []
+    cuts = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [len(rows)]])
+    return [(int(rows[a]), int(rows[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def read_runs(entry, split, runs, columns=None):
+    """The rows of `runs` ([(start, stop)], in order) as one block: each run is one `read_rows`,
+    so that exactly these rows are read."""
+    columns = columns or entry.columns
+    return concat_blocks([read_rows(entry, split, a, b, columns) for a, b in runs], columns)
 
 
 def row_lengths(entry, split, column):

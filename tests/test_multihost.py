@@ -304,6 +304,12 @@ def test_the_parts_of_two_processes_make_a_global_batch_of_the_configured_size_a
     assert all(x["token_ids"].shape[0] == 4 for steps in raw for x, _, _ in steps)
     # each process buckets its own rows: their parts differ in length (what the padding is for)
     assert any(a[0]["token_ids"].shape[1] != b[0]["token_ids"].shape[1] for a, b in zip(*raw))
+    # a process's stream is the same on every run: a resumed run skips the finished steps (as `train` does)
+    for part, steps in zip(parts, raw):
+        again = list(part.train_dataset().skip(5).take(5).as_numpy_iterator())
+        for got, want in zip(again, steps[5:]):
+            for a, b in zip(tf.nest.flatten(got), tf.nest.flatten(want)):
+                np.testing.assert_array_equal(a, b)
     ready = [local_batches(part.train_dataset(), 2, pad_id=part.pad_id, length=length,
                            loss_normalizer="expected") for part in parts]
     joined = tf.data.Dataset.zip(tuple(ready)).map(
@@ -318,3 +324,22 @@ def test_the_parts_of_two_processes_make_a_global_batch_of_the_configured_size_a
             np.testing.assert_allclose(got, want[0], rtol=1e-6)
             compared += 1
     assert compared >= 5
+
+
+def test_per_task_batches_the_processes_draw_the_same_task_every_step(tmp_path):
+    """`batch_mode: per_task`: every process draws the same task at a step, so a global batch holds one task."""
+    from keras_mtl.config import load_config
+    from keras_mtl.prepare import cache_of, prepare
+
+    config = tiny_config(tmp_path / "cache")
+    config["train"]["batch_mode"] = "per_task"
+    loaded = load_config(config)
+    parts = [prepare(loaded, cache=cache_of(loaded), num_processes=2, process_id=p) for p in range(2)]
+
+    def tasks_of(part):  # the tasks weighted in each batch (the demo tasks share no text)
+        return [tuple(t for t in ("topic", "pos") if sw[t].any())
+                for _, _, sw in part.train_dataset().take(12).as_numpy_iterator()]
+
+    first, second = tasks_of(parts[0]), tasks_of(parts[1])
+    assert first == second
+    assert all(len(t) == 1 for t in first) and {t for (t,) in first} == {"topic", "pos"}

@@ -160,13 +160,28 @@ def occurrences(hashes):
     return out
 
 
+def _member(sorted_unique, values):
+    """bool [len(values)]: which of `values` are in `sorted_unique` (a sorted array without repeats)."""
+    if not len(sorted_unique):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[at] == values
+
+
+def _keys(hashes, occurrence):
+    """V24 [n]: a text's hash and its occurrence, one comparable item."""
+    occ = occurrence.astype(">i8").view(np.uint8).reshape(-1, 8)
+    return np.concatenate([hashes.view(np.uint8).reshape(-1, 16), occ], axis=1).copy().view("V24").reshape(-1)
+
+
 def merge_plan(texts_hashes):
     """Which training examples of several tasks are one row (`load.merge_by_text`), from their hashes.
 
     `load.merge_by_text` merges the examples task by task: the j-th example of a task with a given text
     goes into the j-th row holding that text, made by an earlier task, if there is one, else makes a new
     row. So a row is a (text, j) pair, made by the first task that has it, and rows are in the order
-    their first task's examples come in.
+    their first task's examples come in. Only the examples whose text another task has are compared
+    (a few temporaries of 8 to 24 bytes an example besides).
 
     Args:
         texts_hashes: per task in config order, the `texts_hash`es (V16) of its kept training examples.
@@ -175,30 +190,33 @@ def merge_plan(texts_hashes):
         (leaders, followers): per task, bool [examples]: the example makes a row; and per task
         {example: row} of those that merge into an earlier task's row (rows numbered in order).
     """
-    leaders, followers = [], []
-    known_keys, known_rows = np.zeros([0], "V24"), np.zeros([0], np.int64)
-    rows = 0
-    for hashes in texts_hashes:
-        occ = occurrences(hashes).astype(">i8")
-        key = np.concatenate(
-            [hashes.view(np.uint8).reshape(-1, 16), occ.view(np.uint8).reshape(-1, 8)], axis=1
-        ).copy().view("V24").reshape(-1)
-        if len(known_keys):
-            order = np.argsort(known_keys)
-            where = np.searchsorted(known_keys[order], key)
-            where = np.minimum(where, len(order) - 1)
-            found = known_keys[order][where] == key
-        else:
-            found, where, order = np.zeros(len(key), bool), None, None
-        lead = ~found
+    leaders, followers, starts, rows = [], [], [], 0
+    for t, hashes in enumerate(texts_hashes):
+        lead, follow = np.ones(len(hashes), bool), {}
+        wanted = np.unique(hashes) if t else hashes[:0]
+        known_hashes, known_occ, known_rows = [], [], []
+        for s in range(t):  # the rows earlier tasks made for a text of this task: (hash, occurrence, row)
+            hit = np.flatnonzero(_member(wanted, texts_hashes[s]))
+            if not len(hit):
+                continue
+            made = leaders[s][hit]
+            known_hashes.append(texts_hashes[s][hit][made])
+            known_occ.append(occurrences(texts_hashes[s][hit])[made])
+            known_rows.append(starts[s] + np.cumsum(leaders[s])[hit][made] - 1)
+        if known_hashes:
+            known = _keys(np.concatenate(known_hashes), np.concatenate(known_occ))
+            order = np.argsort(known)
+            known, known_rows = known[order], np.concatenate(known_rows)[order]
+            mine = np.flatnonzero(_member(np.unique(np.concatenate(known_hashes)), hashes))
+            keys = _keys(hashes[mine], occurrences(hashes[mine]))
+            found = _member(known, keys)
+            at = np.searchsorted(known, keys[found])
+            lead[mine[found]] = False
+            follow = dict(zip(mine[found].tolist(), known_rows[at].tolist()))
         leaders.append(lead)
-        followers.append(
-            {} if where is None else dict(zip(np.flatnonzero(found).tolist(), known_rows[order][where[found]].tolist()))
-        )
-        new_rows = rows + np.arange(int(lead.sum()), dtype=np.int64)
-        known_keys = np.concatenate([known_keys, key[lead]])
-        known_rows = np.concatenate([known_rows, new_rows])
-        rows += len(new_rows)
+        followers.append(follow)
+        starts.append(rows)
+        rows += int(lead.sum())
     return leaders, followers
 
 

@@ -111,16 +111,17 @@ def test_the_demo_config_streams_to_the_same_entry(tmp_path, monkeypatch):
     _assert_same_entry(*_entries(tmp_path, loaded))
 
 
-def test_merge_plan_is_merge_by_text():
+@pytest.mark.parametrize("seed", range(4))
+def test_merge_plan_is_merge_by_text(seed):
     """Rows are (text, j-th occurrence) pairs, made by the first task that has one."""
     from keras_mtl.data.example import Example
     from keras_mtl.data.load import merge_by_text
     from keras_mtl.data.splits import as_hash_array, texts_hash
 
-    rng = random.Random(1)
+    rng = random.Random(seed)
     per_task = {
-        name: {"train": [Example(rng.choice("abcdefg"), {name: str(i)}, f"{name}:{i}") for i in range(n)]}
-        for name, n in (("x", 30), ("y", 25), ("z", 40))
+        name: {"train": [Example(rng.choice(texts), {name: str(i)}, f"{name}:{i}") for i in range(n)]}
+        for name, n, texts in (("x", 30, "abcdefg"), ("y", 25, "cdefghij"), ("z", 40, "abcdefghijk"), ("w", 5, "uv"))
     }
     merged = merge_by_text(per_task, "train")
     hashes = [as_hash_array(b"".join(texts_hash(ex.text) for ex in by["train"])) for by in per_task.values()]
@@ -149,3 +150,21 @@ def test_a_bad_line_raises_naming_file_and_line_and_writes_nothing(tmp_path):
     (tmp_path / "pos.conll").write_text("   \n", encoding="utf-8")
     with pytest.raises(DataError, match=r"pos\.conll: no sentences found"):
         entry_data_for(_config(tmp_path, empty))
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_a_shipped_config_streams_to_the_same_entry(tmp_path, path):
+    """Every shipped config whose data is here (TensorFlow, the real data: slow)."""
+    loaded = load_config(path)
+    try:
+        memory = entry_data_for(loaded, streamed=False)
+    except (DataError, OSError) as e:  # its data (or a preset's tokenizer) is not on this machine
+        pytest.skip(f"{path.name}: {e}")
+    key = cache_key(loaded.config)
+    first = Cache(tmp_path / "memory").get_or_write(key, lambda: memory)[0].manifest
+    second = Cache(tmp_path / "stream").get_or_write(key, lambda: entry_data_for(loaded))[0].manifest
+    _assert_same_entry(first, second)

@@ -28,6 +28,7 @@ rows and held until their row is written.
 """
 
 import collections
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -337,10 +338,15 @@ class _Stream:
         return self.length
 
 
-def encoded_train(streamed, encoder, tasks, max_windows, block=None):
+def encoded_train(streamed, encoder, tasks, max_windows, block=None, lookahead=2):
     """(first, blocks): the `EncodedSplit`s of the training examples, a block at a time (`encode_split`);
     `first` the first one (its columns say the entry's), `blocks` all of them with `first` again first,
-    each with the number of examples before it."""
+    each with the number of examples before it.
+
+    The blocks are encoded by a worker thread, up to `lookahead` blocks ahead of the consumer: TensorFlow's
+    kernels (the word pieces) run while this thread reads the next examples and writes the rows, on the
+    other core. Memory: `lookahead` + 1 blocks.
+    """
     from keras_mtl.data.pipeline import encode_split  # lazy: TensorFlow
 
     classes = streamed.classes
@@ -354,8 +360,16 @@ def encoded_train(streamed, encoder, tasks, max_windows, block=None):
     def blocks():
         done = len(first.examples)
         yield 0, first
-        for examples in stream:
-            yield done, encode(examples)
-            done += len(examples)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-mtl-encode") as pool:
+            pending = collections.deque()
+            for examples in stream:
+                pending.append((done, pool.submit(encode, examples)))
+                done += len(examples)
+                if len(pending) > lookahead:
+                    before, future = pending.popleft()
+                    yield before, future.result()
+            while pending:
+                before, future = pending.popleft()
+                yield before, future.result()
 
     return first, blocks()

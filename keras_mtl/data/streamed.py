@@ -29,6 +29,7 @@ rows and held until their row is written.
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -267,11 +268,13 @@ class StreamedData:
         self.leaders, self.followers = merge_plan([scan.texts_hashes[scan.keep] for scan in self.scans])
         self.train_examples = sum(int(lead.sum()) for lead in self.leaders)
 
-    def kept_examples(self, scan, why):
-        """A pass over a task's kept training examples (after carving and `splits.leaks: drop`), in order."""
+    def kept_examples(self, scan, why=None):
+        """A pass over a task's kept training examples (after carving and `splits.leaks: drop`), in order;
+        `why`: what the pass is for, on a progress line (None: no line of its own)."""
         codes, keep = scan.codes, scan.keep
         i = seen = 0
-        with progress.step(f"reading the training data of task {scan.task.name!r} ({why})"):
+        what = f"reading the training data of task {scan.task.name!r} ({why})" if why else None
+        with progress.step(what) if what else contextlib.nullcontext():
             for seen, ex in enumerate(scan.reader.read(scan.request), 1):
                 if seen > len(codes):
                     break
@@ -311,7 +314,7 @@ class StreamedData:
         row, out = 0, []
         for t, scan in enumerate(self.scans):
             lead = self.leaders[t]
-            for i, ex in enumerate(self.kept_examples(scan, "tokenizing")):
+            for i, ex in enumerate(self.kept_examples(scan)):  # the writer's line counts them
                 if not lead[i]:
                     continue
                 labels = dict(ex.labels)

@@ -168,3 +168,12 @@ def test_a_shipped_config_streams_to_the_same_entry(tmp_path, path):
     first = Cache(tmp_path / "memory").get_or_write(key, lambda: memory)[0].manifest
     second = Cache(tmp_path / "stream").get_or_write(key, lambda: entry_data_for(loaded))[0].manifest
     _assert_same_entry(first, second)
+
+
+def test_a_file_changed_between_passes_raises(tmp_path):
+    loaded = _config(tmp_path, _data(tmp_path))
+    scanned = streamed.StreamedData(loaded)
+    with open(tmp_path / "cls.tsv", "a", encoding="utf-8") as f:
+        f.write("a new sentence\tyes\n")
+    with pytest.raises(DataError, match=r"task 'cls': the training data gave .* did a file change"):
+        list(scanned.train_texts())

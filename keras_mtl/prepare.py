@@ -203,16 +203,34 @@ def encode_all(config, data, encoder):
     }
 
 
-def entry_data_for(loaded, tokenization=None):
-    """Read, carve, merge, tokenize and encode a config's data in memory: the `EntryData` of its cache entry."""
+def entry_data_for(loaded, tokenization=None, streamed=True):
+    """The `EntryData` of a config's cache entry: its data read, carved, merged, tokenized and encoded.
+
+    `streamed` (the default): the training split a block at a time, written as it is encoded, holding
+    hashes (not examples) of the training texts (`data.streamed`); the rows are those of the in-memory
+    path (`streamed=False`: `load_task_data`, every split encoded whole), in the same order.
+    """
     from keras_mtl.data.cached import entry_data  # lazy: TensorFlow
 
     config = loaded.config
-    data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+    if not streamed:
+        data = load_task_data(loaded)  # a LoadedConfig: errors name the config line
+        if tokenization is None:
+            tokenization = tokenization_for(config, data)
+        encoded = encode_all(config, data, tokenization.encoder)
+        return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
+    from keras_mtl.data.pipeline import encode_split
+    from keras_mtl.data.streamed import StreamedData, encoded_train
+
+    scanned = StreamedData(loaded)  # pass 1: errors name the config line, or the file and line
+    data = scanned.task_data()
     if tokenization is None:
-        tokenization = tokenization_for(config, data)
-    encoded = encode_all(config, data, tokenization.encoder)
-    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
+        tokenization = tokenization_for(config, data)  # a pass over the training texts (a learned vocabulary)
+    encoder = tokenization.encoder
+    first, blocks = encoded_train(scanned, encoder, config.tasks, config.model.max_windows)
+    encoded = {"train": first, **{s: encode_split(data.splits[s], encoder, config.tasks, data.classes)
+                                  for s in ("dev", "test")}}
+    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded, blocks)
 
 
 def write_entry(loaded, cache, tokenization=None):

@@ -674,47 +674,5 @@ def test_multihost_data_parallel_two_processes(tmp_path):
         np.testing.assert_allclose(res["bias"], [b], rtol=1e-5, atol=1e-6)
 
 
-MULTIHOST_TRAIN_WORKER = textwrap.dedent(
-    r'''
-    import csv, json, os, sys
-    os.environ["KERAS_BACKEND"] = "jax"
-    from keras_mtl import distribute
-    args = json.loads(sys.argv[1])
-    distribute.initialize_multihost()  # from KERAS_MTL_*; train() calling it again is a no-op
-    from keras_mtl.training import train
-    cfg = args["config"]
-    cfg["train"]["distribution"] = "data_parallel"
-    workdir = os.path.join(args["root"], f"p{args['pid']}")  # one work dir per process
-    train(cfg, workdir=workdir, verbose=0)
-    with open(os.path.join(workdir, "metrics.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    with open(os.path.join(workdir, "run.json")) as f:
-        replicas = json.load(f)["replicas"]
-    print("RESULT " + json.dumps({"rows": rows, "replicas": replicas}), flush=True)
-    '''
-)
-
-
-@pytest.mark.slow
-def test_multihost_train_matches_one_process(tmp_path, jax_results):
-    """`train()` in 2 JAX processes (1 CPU device each) == `none` in one.
-
-    Needs train.py to pass the dataset through `distribute.prepare_dataset`:
-    each process keeps its slice of every global batch (Keras' own
-    auto-sharding fails on the bucketed dataset: "The batch size of the input
-    dataset is unknown").
-    """
-    reference = _section(jax_results, "train")["none"]
-    _, results = _launch_two(MULTIHOST_TRAIN_WORKER, tmp_path,
-                             {"root": str(tmp_path), "config": tiny_config(("topic", "pos"), "embedding")})
-    expected = _losses(reference["rows"])
-    for res in results:
-        assert res["replicas"] == 2
-        got = _losses(res["rows"])
-        assert len(got) == len(expected)
-        for ra, rb in zip(expected, got):
-            for key in ra:
-                assert abs(ra[key] - rb[key]) <= TOL, (key, expected, got)
-        dev = lambda rows: [{k: float(v) for k, v in r.items() if k.startswith("dev_")} for r in rows]  # noqa: E731
-        for da, db in zip(dev(reference["rows"]), dev(res["rows"])):
-            assert da.keys() == db.keys() and all(abs(da[k] - db[k]) <= TOL for k in da), (da, db)
+# train() itself across two processes, each reading its own share of the cached rows:
+# tests/test_multihost.py.

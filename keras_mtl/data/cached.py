@@ -117,14 +117,19 @@ def read_examples(path):
     return out
 
 
-def entry_data(config, data, vocabulary, tokenizer_record, encoded):
-    """The `EntryData` of a config's data read, tokenized and encoded in memory.
+def entry_data(config, data, vocabulary, tokenizer_record, encoded, train_blocks=None):
+    """The `EntryData` of a config's data read, tokenized and encoded.
 
     Its encoded splits as rows (`encoded_rows`); as files the vocabulary
     (`vocab.txt`), a preset's tokenizer (`tokenizer.json`) and the examples of
     dev and test (`examples_file`); as meta the task names, label maps,
     carved-split and leak reports: what a run needs besides the rows, so that
     a warm run need not read the data files.
+
+    `train_blocks`: the training split streamed (`data.streamed`), as
+    (examples before it, `EncodedSplit`) blocks; `encoded["train"]` is then
+    its first block (whose columns are the entry's) and `data.splits["train"]`
+    a stream whose `len` is the number of training examples.
     """
     names = [task.name for task in config.tasks]
     files = {"vocab.txt": "".join(f"{token}\n" for token in vocabulary)}
@@ -140,13 +145,27 @@ def entry_data(config, data, vocabulary, tokenizer_record, encoded):
         "unseen": data.unseen,
         "dropped": data.dropped,
     }
+    rows = {s: encoded_rows(encoded[s], names) for s in SPLITS}
+    total = sum(len(encoded[s]) for s in SPLITS)
+    if train_blocks is not None:
+        rows["train"] = _block_rows(train_blocks, names)
+        total += len(data.splits["train"]) - len(encoded["train"])  # rows of the rest: about one an example
     return EntryData(
-        splits={s: encoded_rows(encoded[s], names) for s in SPLITS},
+        splits=rows,
         columns=encoded_columns(encoded["train"], names),
         meta=json.loads(json.dumps(meta, default=str)),
         files=files,
-        total_rows=sum(len(encoded[s]) for s in SPLITS),
+        total_rows=total,
     )
+
+
+def _block_rows(blocks, task_names):
+    """The rows of (examples before it, `EncodedSplit`) blocks, `row_example` counted over all of them."""
+    for before, encoded in blocks:
+        for row in encoded_rows(encoded, task_names):
+            if "row_example" in row:
+                row["row_example"] += before
+            yield row
 
 
 # --------------------------------------------------------------------------

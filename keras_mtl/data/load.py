@@ -109,6 +109,34 @@ def _describe(source, is_path, split="train", short=False):
     return f"{split}: {source!r}"
 
 
+def task_sources(task, index, locate):
+    """(reader, {split: (what, ReadRequest)}) of a task's given splits, its data files checked
+    (a missing one: a `DataError` naming the config field). `what` is the progress line's."""
+    reader = readers.get_reader(task.data.format)
+    options = reader_options(task)
+    requests = {}
+    for split in SPLITS:
+        source = getattr(task.data, split)
+        if source is None:
+            continue
+        if reader.source_is_path:
+            _check_files(task, index, split, source, locate)
+            what = f"reading {_describe(source, True, short=True)}"
+        else:
+            what = f"reading the {split} data of task {task.name!r}"
+        requests[split] = (what, readers.ReadRequest(source, options, task.name, task.type, split))
+    return reader, requests
+
+
+def no_training_examples(task, index, locate):
+    """The `DataError` of a task whose train source holds no example."""
+    reader = readers.get_reader(task.data.format)
+    return DataError(
+        f"{locate(index, 'train')}: task {task.name!r}: no training examples "
+        f"({_describe(task.data.train, reader.source_is_path)})"
+    )
+
+
 def read_task(task, config: ExperimentConfig, index=None, locate=None):
     """Read one task's splits, carving the missing ones from train.
 
@@ -121,29 +149,14 @@ def read_task(task, config: ExperimentConfig, index=None, locate=None):
     if index is None:
         index = next((i for i, t in enumerate(config.tasks) if t is task), 0)
     locate = locate or ConfigLocator()
-    reader = readers.get_reader(task.data.format)
-    options = reader_options(task)
+    reader, requests = task_sources(task, index, locate)
     by_split = {}
-    for split in SPLITS:
-        source = getattr(task.data, split)
-        if source is None:
-            continue
-        if reader.source_is_path:
-            _check_files(task, index, split, source, locate)
-            what = f"reading {_describe(source, True, short=True)}"
-        else:
-            what = f"reading the {split} data of task {task.name!r}"
-        request = readers.ReadRequest(source, options, task.name, task.type, split)
+    for split, (what, request) in requests.items():
         with progress.step(what):
-            # A reader streams its examples; they are held here until the merge
-            # across tasks works on the stream too (issue 27, phase B).
+            # The in-memory path holds every example; the cache's cold path streams them (data.streamed).
             by_split[split] = list(reader.read(request))
     if not by_split.get("train"):
-        where = locate(index, "train")
-        raise DataError(
-            f"{where}: task {task.name!r}: no training examples "
-            f"({_describe(task.data.train, reader.source_is_path)})"
-        )
+        raise no_training_examples(task, index, locate)
     checks.check_label_cardinality(by_split["train"], task.name, task.type, task.data.train)
     s = config.splits
     try:
@@ -155,10 +168,46 @@ def read_task(task, config: ExperimentConfig, index=None, locate=None):
     return carved
 
 
-def _classes(task, train):
-    """The task's label vocabulary: the sorted class names of its training labels."""
+def label_classes(task, train):
+    """The task's label vocabulary: the sorted class names of its training labels (any iterable of examples)."""
     values = get_task_type(task.type).label_values
     return sorted({v for ex in train for v in values(ex.labels[task.name])})
+
+
+def no_training_left(task, index, removed, locate):
+    """The `DataError` of a task whose training split is empty after carving (and `splits.leaks: drop`)."""
+    where = locate(index, "train")
+    if removed:
+        return DataError(
+            f"{where}: task {task.name!r}: no training examples left: splits.leaks: drop removed all "
+            f"{removed} of them (every one's text is also in some task's dev or test split); "
+            "give this task other data, or set splits.leaks: keep (`keras-mtl data` lists the leaks)"
+        )
+    return DataError(f"{where}: task {task.name!r}: the training split is empty")
+
+
+def check_classes(config, task, index, found, removed, locate):
+    """The task's training classes `found` are enough for its type, and hold the class `f1` scores."""
+    needed = get_task_type(task.type).min_classes
+    if len(found) < needed:
+        is_path = readers.get_reader(task.data.format).source_is_path
+        where = locate(index, "train")
+        carved = [
+            split
+            for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))
+            if getattr(task.data, split) is None and fraction > 0
+        ]
+        after = f" after carving {' and '.join(carved)} out of it" if carved else ""
+        if removed:
+            after += (f"{' and' if carved else ''} after splits.leaks: drop removed {removed} of its "
+                      "examples (their texts are in some task's dev or test split)")
+        raise DataError(
+            f"{where}: task {task.name!r}: the training data "
+            f"({_describe(task.data.train, is_path)}) has {len(found)} "
+            f"{'class' if len(found) == 1 else 'classes'}{after} "
+            f"({', '.join(found) or 'none'}); a {task.type} task needs at least {needed}"
+        )
+    _check_positive_class(task, index, found, locate)
 
 
 def _check_positive_class(task, index, classes, locate):
@@ -206,19 +255,30 @@ def unseen_labels(task, by_split, classes):
     return found
 
 
+def check_text(task, split, ex):
+    """An example's text is not empty (a `DataError` naming its file and line)."""
+    if not ex.text.strip():
+        raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
+
+
+def check_pair(task, split, ex):
+    """An example of a pair task has a non-empty second text (a `DataError` naming its file and line)."""
+    if ex.text_pair is None or not ex.text_pair.strip():
+        what = "no" if ex.text_pair is None else "an empty"
+        option = readers.pair_option(reader_options(task))
+        raise DataError(
+            f"{ex.origin}: {what} second text in task {task.name!r} ({split}); "
+            f"a pair task ({option}) needs one on every example"
+        )
+
+
 def _check_pairs(task, by_split):
     """Every example of a pair task has a non-empty second text."""
     if not is_pair_task(task):
         return
-    option = readers.pair_option(reader_options(task))
     for split in SPLITS:
         for ex in by_split[split]:
-            if ex.text_pair is None or not ex.text_pair.strip():
-                what = "no" if ex.text_pair is None else "an empty"
-                raise DataError(
-                    f"{ex.origin}: {what} second text in task {task.name!r} ({split}); "
-                    f"a pair task ({option}) needs one on every example"
-                )
+            check_pair(task, split, ex)
 
 
 def merge_by_text(per_task, split):
@@ -267,40 +327,13 @@ def load_task_data(config) -> TaskData:
         train = per_task[task.name]["train"]
         removed = dropped.get(task.name, 0)
         if not train:
-            where = locate(index, "train")
-            if removed:
-                raise DataError(
-                    f"{where}: task {task.name!r}: no training examples left: splits.leaks: drop removed all "
-                    f"{removed} of them (every one's text is also in some task's dev or test split); "
-                    "give this task other data, or set splits.leaks: keep (`keras-mtl data` lists the leaks)"
-                )
-            raise DataError(f"{where}: task {task.name!r}: the training split is empty")
+            raise no_training_left(task, index, removed, locate)
         for split in SPLITS:
             for ex in per_task[task.name][split]:
-                if not ex.text.strip():
-                    raise DataError(f"{ex.origin}: empty text in task {task.name!r} ({split})")
+                check_text(task, split, ex)
         _check_pairs(task, per_task[task.name])
-        classes[task.name] = _classes(task, train)
-        found, needed = classes[task.name], get_task_type(task.type).min_classes
-        if len(found) < needed:
-            is_path = readers.get_reader(task.data.format).source_is_path
-            where = locate(index, "train")
-            carved = [
-                split
-                for split, fraction in (("dev", config.splits.dev_fraction), ("test", config.splits.test_fraction))
-                if getattr(task.data, split) is None and fraction > 0
-            ]
-            after = f" after carving {' and '.join(carved)} out of it" if carved else ""
-            if removed:
-                after += (f"{' and' if carved else ''} after splits.leaks: drop removed {removed} of its "
-                          "examples (their texts are in some task's dev or test split)")
-            raise DataError(
-                f"{where}: task {task.name!r}: the training data "
-                f"({_describe(task.data.train, is_path)}) has {len(found)} "
-                f"{'class' if len(found) == 1 else 'classes'}{after} "
-                f"({', '.join(found) or 'none'}); a {task.type} task needs at least {needed}"
-            )
-        _check_positive_class(task, index, classes[task.name], locate)
+        classes[task.name] = label_classes(task, train)
+        check_classes(config, task, index, classes[task.name], removed, locate)
         unseen[task.name] = unseen_labels(task, per_task[task.name], classes[task.name])
     merged = {split: merge_by_text(per_task, split) for split in SPLITS}
     with progress.step("comparing the texts of all tasks and splits (shared texts, leaks)"):

@@ -22,6 +22,8 @@ import hashlib
 import itertools
 import struct
 
+import numpy as np
+
 from keras_mtl.errors import DataError
 
 SPLITS = ("train", "dev", "test")
@@ -181,28 +183,52 @@ def carve_splits(examples_by_split, seed, dev_fraction, test_fraction):
     train = examples_by_split.get("train")
     if not train:
         raise DataError("no training examples: the task needs a non-empty train split")
-    fractions = {"dev": dev_fraction, "test": test_fraction}
-    missing = [
-        split
-        for split in ("dev", "test")
-        if examples_by_split.get(split) is None and fractions[split] > 0
-    ]
+    missing = missing_splits(examples_by_split, dev_fraction, test_fraction)
     result = {split: [] for split in SPLITS if split == "train" or split in missing}
     for example in train:
-        split = split_of(example.text, seed, dev_fraction, test_fraction, example.text_pair)
-        result[split if split in missing else "train"].append(example)
+        result[carved_split(example, seed, dev_fraction, test_fraction, missing)].append(example)
     if not result["train"]:
-        origin = train[0].origin.rsplit(":", 1)[0] if train[0].origin else "train"
-        raise DataError(
-            f"{origin}: carving {' and '.join(missing)} out of train left no "
-            f"training examples ({len(train)} example(s), dev_fraction="
-            f"{dev_fraction}, test_fraction={test_fraction}); provide more "
-            f"training data or a dev/test file"
-        )
+        raise carving_left_no_train(train[0].origin, missing, len(train), dev_fraction, test_fraction)
     for split in ("dev", "test"):
         if split not in missing and examples_by_split.get(split) is not None:
             result[split] = list(examples_by_split[split])
     return {split: result[split] for split in SPLITS if split in result}
+
+
+def missing_splits(given, dev_fraction, test_fraction):
+    """The held-out splits carved from train: those not in `given` (absent or None) whose fraction is > 0."""
+    _check_fractions(dev_fraction, test_fraction)
+    fractions = {"dev": dev_fraction, "test": test_fraction}
+    return [split for split in ("dev", "test") if given.get(split) is None and fractions[split] > 0]
+
+
+def carved_split(example, seed, dev_fraction, test_fraction, missing):
+    """Where a training example goes when the splits `missing` are carved from train (`carve_splits`)."""
+    if not missing:
+        return "train"
+    split = split_of(example.text, seed, dev_fraction, test_fraction, example.text_pair)
+    return split if split in missing else "train"
+
+
+def carving_left_no_train(first_origin, missing, count, dev_fraction, test_fraction):
+    """The `DataError` of a train split that carving emptied (`first_origin`: its first example's)."""
+    origin = first_origin.rsplit(":", 1)[0] if first_origin else "train"
+    return DataError(
+        f"{origin}: carving {' and '.join(missing)} out of train left no "
+        f"training examples ({count} example(s), dev_fraction="
+        f"{dev_fraction}, test_fraction={test_fraction}); provide more "
+        f"training data or a dev/test file"
+    )
+
+
+def hashes_of(examples):
+    """The `example_hash`es of `examples` as a numpy array of 16-byte items (dtype `V16`)."""
+    return as_hash_array(b"".join(example_hash(ex.text, ex.text_pair) for ex in examples))
+
+
+def as_hash_array(data):
+    """16-byte hashes one after the other (bytes, a bytearray) as a numpy array of `V16` items."""
+    return np.frombuffer(bytes(data), f"V{HASH_BYTES}")
 
 
 def drop_held_out_from_train(task_splits):
@@ -260,40 +286,45 @@ def overlap_report(task_splits):
           texts of that split (over all tasks) that some task trains on, and
           n_a those of task a. Splits without such texts are left out.
     """
-    texts = {
-        task: {
-            split: {example_hash(ex.text, ex.text_pair) for ex in examples}
-            for split, examples in splits.items()
-        }
-        for task, splits in task_splits.items()
-    }
-    all_texts = {
-        task: set().union(*by_split.values()) if by_split else set()
-        for task, by_split in texts.items()
-    }
-    shared = {
-        f"{a}|{b}": len(all_texts[a] & all_texts[b])
-        for a, b in itertools.combinations(texts, 2)
-    }
-    all_train = set().union(*(by_split.get("train", set()) for by_split in texts.values()))
+    return overlap_of_hashes(
+        {task: {split: hashes_of(examples) for split, examples in splits.items()} for task, splits in task_splits.items()}
+    )
+
+
+def overlap_of_hashes(hashes):
+    """`overlap_report` of `{task: {split: example hashes}}` (`hashes_of`: numpy `V16` arrays, repeats allowed):
+    what the streamed cold path gives, holding 16 bytes a training example instead of the examples."""
+    texts = {task: {split: np.unique(h) for split, h in by_split.items()} for task, by_split in hashes.items()}
+    empty = np.zeros([0], f"V{HASH_BYTES}")
+
+    def union(arrays):
+        arrays = list(arrays)
+        return np.unique(np.concatenate(arrays)) if arrays else empty
+
+    def common(a, b):
+        return np.intersect1d(a, b, assume_unique=True).size
+
+    all_texts = {task: union(by_split.values()) for task, by_split in texts.items()}
+    shared = {f"{a}|{b}": common(all_texts[a], all_texts[b]) for a, b in itertools.combinations(texts, 2)}
+    all_train = union(by_split["train"] for by_split in texts.values() if "train" in by_split)
     leaks_by_split = {}
     for split in ("dev", "test"):
         per_task = {
-            task: len(by_split[split] & all_train)
+            task: common(by_split[split], all_train)
             for task, by_split in texts.items()
             if split in by_split
         }
         per_task = {task: n for task, n in per_task.items() if n}
         if per_task:
-            union = set().union(*(texts[task][split] for task in per_task))
-            leaks_by_split[split] = {"texts": len(union & all_train), "tasks": per_task}
+            found = union(texts[task][split] for task in per_task)
+            leaks_by_split[split] = {"texts": common(found, all_train), "tasks": per_task}
     leaks = []
     for task, by_split in texts.items():
         for split in ("dev", "test"):
             if split not in by_split:
                 continue
             for other, other_splits in texts.items():
-                count = len(by_split[split] & other_splits.get("train", set()))
+                count = common(by_split[split], other_splits.get("train", empty))
                 if count:
                     leaks.append(
                         {
@@ -303,7 +334,7 @@ def overlap_report(task_splits):
                         }
                     )
     return {
-        "texts": {task: len(found) for task, found in all_texts.items()},
+        "texts": {task: int(found.size) for task, found in all_texts.items()},
         "shared": shared,
         "leaks": leaks,
         "leaks_by_split": leaks_by_split,

@@ -220,6 +220,11 @@ def _train(loaded, files, stage, max_steps, verbose, fresh, init_from):
                                          pad_id=encoder.pad_id, length=max(plan.bucket_lengths))
     with ctx:
         network = build_network(config, data.classes, vocabulary)
+        if init_from is not None:  # the run's shared encoder and the task's own layers and rows (a resume restores its own)
+            copied, fresh = init_from.initialize(network)
+            if verbose:
+                print(f"started from {init_from.describe()}: copied {', '.join(copied)}"
+                      + (f"; left as initialized: {', '.join(fresh)}" if fresh else ""))
         model = compiled_trainer(network, config, epochs * steps)
         if resumed_epoch:
             model.loss_history = _loss_history(stage.metrics_csv, config.task_names, resumed_epoch)

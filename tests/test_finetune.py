@@ -52,6 +52,36 @@ def test_finetune_starts_from_the_multitask_weights_and_the_tasks_own_row(tmp_pa
 
 
 @pytest.mark.slow
+def test_train_with_init_from_starts_from_the_runs_weights(tmp_path, tiny_config, monkeypatch):
+    """`finetune` (train with init_from): the network that `fit` starts from has the run's
+    encoder and the task's head, not the preset's or fresh ones."""
+    import keras
+
+    from keras_mtl import training
+    from keras_mtl.finetuning import finetune
+    from keras_mtl.run import load_run
+
+    workdir = _tiny_multitask(tiny_config, tmp_path, conditioning="none")
+    source = load_run(workdir).load_model()
+    at_step_0 = {}
+    compiled = training.compiled_trainer
+
+    def spy(network, config, total_steps):
+        at_step_0.update({name: [keras.ops.convert_to_numpy(w) for w in network.get_layer(name).weights]
+                          for name in ("shared_encoder", "topic")})
+        return compiled(network, config, total_steps)
+
+    monkeypatch.setattr(training, "compiled_trainer", spy)
+    keras.utils.set_random_seed(123)
+    finetune(workdir, "topic", out=tmp_path / "ft", max_steps=1, verbose=0)
+    for name, weights in at_step_0.items():
+        expected = [keras.ops.convert_to_numpy(w) for w in source.get_layer(name).weights]
+        assert len(weights) == len(expected) > 0, name
+        for a, b in zip(expected, weights):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
 def test_finetune_trains_records_its_start_exports_and_serves(tmp_path, tiny_config, serve_without_keras):
     from keras_mtl.finetuning import finetune
     from keras_mtl.run import load_run

@@ -8,10 +8,11 @@ tasks (mixture of experts, task relation) and, for a task of both networks,
 that task's own layers (pooling, head) and rows of the per-task tables.
 """
 
+import keras
 import keras_hub
 import numpy as np
 
-from keras_mtl.layers import SharedEncoder
+from keras_mtl.layers import SharedEncoder, TaskHead
 
 
 def is_task_layer(name, task_names):
@@ -70,6 +71,7 @@ def transfer_weights(source, target, source_tasks, target_tasks):
         return src if src is not None and type(src).__name__ == type(layer).__name__ else None
 
     pairs = []  # (layer of target, its counterpart in source or None)
+    heads = []  # (TaskHead of target, [(its part, the part's counterpart in an older source)])
     for layer in target.layers:
         if not layer.weights:
             continue
@@ -83,7 +85,12 @@ def transfer_weights(source, target, source_tasks, target_tasks):
             else:
                 pairs.append((layer, None))
         elif is_task_layer(layer.name, both):  # a task of both networks: its own layers
-            pairs.append((layer, counterpart(layer)))
+            src = counterpart(layer)
+            parts = _old_head_parts(layer, names) if src is None and isinstance(layer, TaskHead) else None
+            if parts:  # a network saved before heads were TaskHead layers: the head by part
+                heads.append((layer, parts))
+            else:
+                pairs.append((layer, src))
         elif is_task_layer(layer.name, tasks):
             pairs.append((layer, None))
         else:
@@ -95,7 +102,29 @@ def transfer_weights(source, target, source_tasks, target_tasks):
             copied.append(src.name)
         else:
             fresh.append(layer.name)
+    for head, parts in heads:
+        done = [_copy_weights(src, part, n_src, n_tgt, rows) for part, src in parts]
+        (copied if all(done) else fresh).append(head.name)
     return copied, fresh
+
+
+def _old_head_parts(head, names):
+    """The parts of `head` (a TaskHead) and their counterparts in a network saved before
+    heads were TaskHead layers, where a task's head was top-level layers: `<task>_gate`,
+    `<task>_dropout` and a Dense `<task>` (regression: a Dense `<task>_value`, reshaped).
+    None when the source has no such Dense (or no gate where the head has one)."""
+    output = names.get(head.name)
+    if not isinstance(output, keras.layers.Dense):
+        output = names.get(f"{head.name}_value")
+    if not isinstance(output, keras.layers.Dense):
+        return None
+    parts = [(head.output_dense, output)]
+    if getattr(head, "task_gate", None) is not None:
+        gate = names.get(f"{head.name}_gate")
+        if gate is None:
+            return None
+        parts.append((head.task_gate, gate))
+    return parts
 
 
 def _copy_weights(src, layer, n_src, n_tgt, rows=None):

@@ -51,6 +51,30 @@ def test_finetune_starts_from_the_multitask_weights_and_the_tasks_own_row(tmp_pa
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
 
 
+def test_a_head_saved_before_task_heads_is_copied_by_part():
+    """A network saved before heads were TaskHead layers (a Dense `<task>`, a regression's
+    `<task>_value`, a gate `<task>_gate`): fine-tuning copies them into the TaskHead's parts."""
+    import keras
+
+    from keras_mtl.layers import TaskGate, TaskHead
+    from keras_mtl.transfer import transfer_weights
+
+    pooled = keras.Input(shape=(8,), name="pooled")
+    old = {"topic": keras.layers.Dense(3, name="topic")(TaskGate(name="topic_gate")(pooled)),
+           "size": keras.layers.Reshape((), name="size")(keras.layers.Dense(1, name="size_value")(pooled))}
+    source = keras.Model(pooled, old)
+    new_in = keras.Input(shape=(8,), name="pooled")
+    target = keras.Model(new_in, {"topic": TaskHead(3, gate=True, name="topic")(new_in),
+                                  "size": TaskHead(1, squeeze=True, name="size")(new_in)})
+    copied, fresh = transfer_weights(source, target, ["topic", "size"], ["topic", "size"])
+    assert sorted(copied) == ["size", "topic"] and fresh == []
+    head = target.get_layer("topic")
+    for a, b in [(source.get_layer("topic"), head.output_dense), (source.get_layer("topic_gate"), head.task_gate),
+                 (source.get_layer("size_value"), target.get_layer("size").output_dense)]:
+        for x, y in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(x, y)
+
+
 @pytest.mark.slow
 def test_train_with_init_from_starts_from_the_runs_weights(tmp_path, tiny_config, monkeypatch):
     """`finetune` (train with init_from): the network that `fit` starts from has the run's

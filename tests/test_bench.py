@@ -319,7 +319,10 @@ def test_data_scale_measures_train_prepare_and_the_peer(tmp_path, capsys):
     if importlib.util.find_spec("datasets") and importlib.util.find_spec("transformers"):
         assert size["peer"]["rows"] == 3000 and size["peer"]["fast"] and size["peer"]["examples_per_s"] > 0
     labels = {t["label"]: t for t in result["targets"]}
-    assert labels["warm first step / cold first step at 3,000 rows"]["value"] is None  # phase B
+    warm_train = size["train_warm"]  # a second train in a new work dir, reading the entry the first wrote
+    assert warm_train["first_step_s"] > 0 and "error" not in warm_train
+    share = labels["warm first step / cold first step at 3,000 rows"]["value"]
+    assert share == pytest.approx(warm_train["first_step_s"] / size["train"]["first_step_s"])
     assert "TARGET train peak RSS" in capsys.readouterr().out
 
 

@@ -152,3 +152,25 @@ def random_hidden(shape=(2, 5, 8), seed=0):
     import numpy as np
 
     return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def tiny_config(tasks=("topic",), conditioning="none", name="dist", **train):
+    """A tiny demo-data config whose runs are compared across device layouts and processes
+    (tests/test_distribute.py, tests/test_multihost.py); `train` overrides train fields."""
+    demo = {
+        "topic": {"name": "topic", "type": "classification", "metrics": ["accuracy"],
+                  "data": {"format": "demo", "kind": "topic", "train": 96, "dev": 8, "test": 0}},
+        "pos": {"name": "pos", "type": "tagging", "metrics": ["token_accuracy"], "loss_weight": 0.5,
+                "data": {"format": "demo", "kind": "pos", "train": 48, "dev": 8, "test": 0}},
+    }
+    return {
+        "name": name,
+        "seed": 0,
+        "tasks": [demo[t] for t in tasks],
+        "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
+                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": conditioning},
+        # float32 unless a test asks: these tests compare the numbers of two device layouts, and
+        # `auto` (the default) is bfloat16 on some CPUs, whose rounding differs between the layouts
+        "train": {"batch_size": 8, "epochs": 2, "steps_per_epoch": 2, "learning_rate": 0.01,
+                  "bucket_lengths": [16], "eval_batch_size": 64, "precision": "float32", **train},
+    }

@@ -38,29 +38,10 @@ import pytest
 
 from keras_mtl import distribute
 from keras_mtl.errors import ConfigError
+from helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4
-
-
-def tiny_config(tasks=("topic",), conditioning="none", **train):
-    demo = {
-        "topic": {"name": "topic", "type": "classification", "metrics": ["accuracy"],
-                  "data": {"format": "demo", "kind": "topic", "train": 96, "dev": 8, "test": 0}},
-        "pos": {"name": "pos", "type": "tagging", "metrics": ["token_accuracy"], "loss_weight": 0.5,
-                "data": {"format": "demo", "kind": "pos", "train": 48, "dev": 8, "test": 0}},
-    }
-    return {
-        "name": "dist",
-        "seed": 0,
-        "tasks": [demo[t] for t in tasks],
-        "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
-                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0, "task_conditioning": conditioning},
-        # float32 unless a test asks: these tests compare the numbers of two device layouts, and
-        # `auto` (the default) is bfloat16 on some CPUs, whose rounding differs between the layouts
-        "train": {"batch_size": 8, "epochs": 2, "steps_per_epoch": 2, "learning_rate": 0.01,
-                  "bucket_lengths": [16], "eval_batch_size": 64, "precision": "float32", **train},
-    }
 
 
 def _env(**extra):

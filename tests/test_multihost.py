@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_config as distributed_config
 
 from keras_mtl.data.cached import check_shares, row_owners
 from keras_mtl.errors import DataError
@@ -108,24 +109,10 @@ def test_local_batches_pad_to_one_length_and_rescale_expected():
 
 
 def tiny_config(cache_dir):
-    demo = {
-        "topic": {"name": "topic", "type": "classification", "metrics": ["accuracy"],
-                  "data": {"format": "demo", "kind": "topic", "train": 96, "dev": 8, "test": 0}},
-        "pos": {"name": "pos", "type": "tagging", "metrics": ["token_accuracy"], "loss_weight": 0.5,
-                "data": {"format": "demo", "kind": "pos", "train": 48, "dev": 8, "test": 0}},
-    }
-    return {
-        "name": "multihost",
-        "seed": 0,
-        "tasks": [demo["topic"], demo["pos"]],
-        "model": {"vocabulary_size": 200, "max_sequence_length": 16, "hidden_dim": 16, "num_layers": 1,
-                  "num_heads": 2, "intermediate_dim": 32, "dropout": 0.0},
-        # two bucket lengths: the processes' batches are padded to one shape; float32: the numbers of two
-        # device layouts are compared (bfloat16 rounds differently)
-        "train": {"batch_size": 8, "epochs": 2, "steps_per_epoch": 5, "learning_rate": 0.01,
-                  "bucket_lengths": [12, 16], "eval_batch_size": 64, "precision": "float32"},
-        "cache": {"dir": str(cache_dir)},
-    }
+    # two bucket lengths: the processes' batches are padded to one shape
+    config = distributed_config(("topic", "pos"), "embedding", name="multihost", steps_per_epoch=5,
+                                bucket_lengths=[12, 16])
+    return {**config, "cache": {"dir": str(cache_dir)}}
 
 
 # A process of the job: `train()` with data_parallel over both processes' devices, recording the training

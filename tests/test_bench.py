@@ -211,7 +211,8 @@ def test_serving(tmp_path, capsys):
     long_texts = result["long_texts"]  # a 1-window and a 10-window text (issue 28)
     assert long_texts["ten_window_words"] > long_texts["one_window_words"]
     assert [(b["signature"], b["batch"]) for b in long_texts["by_batch"]] == [("serving_default", 1), ("serving_default", 32), ("pos", 1), ("pos", 32)]
-    assert all(b["ratio"] > 1 for b in long_texts["by_batch"])
+    assert all(b["ratio"] > 1 and b["ratio_shared"] > 1 for b in long_texts["by_batch"])
+    assert long_texts["ten_shared_words"] > long_texts["one_window_words"]
     out = capsys.readouterr().out
     assert "TARGET serving speedup" in out and "TARGET cost of a 10-window text vs a 1-window one, pos, batch 1" in out
 

@@ -258,11 +258,12 @@ class TextEncoder:
 
         Returns a dict: `token_ids` ragged [R, L] (the rows: every text's
         windows in order, then, with both, the cut rows of the texts that
-        did not fit; a text that fits has one row, the encoding of `__call__`,
+        did not fit, where it differs from their first window; a text that fits has one row, the encoding of `__call__`,
         shared by both), `num_words` [B], `truncated` [B] (pieces were
         dropped for the rows read), `windows` [B] (window count; 1 without
         `windows_needed`), `window_text` [R_w] (the text of each window row),
-        `cut_row` [B] (the row of each text's cut encoding), and with windows
+        `cut_row` [B] (the row of each text's cut encoding: its first window's
+        when that holds the same ids), and with windows
         of single texts the word reads of `windows.tf_word_rows` (`word`,
         `row`, `position`) with `word_splits` [B + 1] (the words of each text).
         """
@@ -321,13 +322,19 @@ class TextEncoder:
         if cut is None:
             out.update(token_ids=window_ids, truncated=truncated)
             return out
-        # Both: a text that fits reads its one window; the others get a cut row after the windows.
-        longer = tf.logical_not(fits)
-        extra = tf.cumsum(tf.cast(longer, tf.int32), exclusive=True) + tf.size(plan["text"])
+        # Both: a text that fits reads its one window; the others get a cut row after the windows,
+        # unless their first window already is that row: under `truncate`, a single text whose
+        # first window holds its first `content` pieces (a word ends at the cut, or one word
+        # outgrows the window) has the same ids in both, so the model reads it once.
+        first_row = plan["row_splits"][:-1]
+        own = tf.logical_not(fits)
+        if cut == "truncate" and tail is None:
+            own = tf.logical_and(own, tf.gather(whole, first_row) < content)
+        extra = tf.cumsum(tf.cast(own, tf.int32), exclusive=True) + tf.size(plan["text"])
         out.update(
-            token_ids=tf.concat([window_ids, tf.ragged.boolean_mask(cut_ids, longer)], axis=0),
+            token_ids=tf.concat([window_ids, tf.ragged.boolean_mask(cut_ids, own)], axis=0),
             truncated=truncated,
-            cut_row=tf.where(longer, extra, plan["row_splits"][:-1]),
+            cut_row=tf.where(own, extra, first_row),
         )
         return out
 

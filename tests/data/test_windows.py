@@ -149,15 +149,34 @@ def test_the_graph_and_training_encode_the_same_rows(cut):
     windows_of = plan["windows"].numpy()
     first = np.concatenate([[0], np.cumsum(windows_of)])
     extra = len(plan["window_text"].numpy())
+    shared = 0  # texts whose cut row is their first window (the same ids, read once)
     for i, (pieces, lengths, _) in enumerate(encode_pieces(enc, texts)):
         rows, count = encode_rows(enc, pieces, lengths, None, True, cut)
         assert count == windows_of[i]
         window_rows = [r[0].tolist() for r in rows if r[2] != windows.CUT]
         assert window_rows == graph_rows[first[i]:first[i + 1]]
         if cut and count > 1 or len(rows) > count:
-            assert rows[-1][0].tolist() == graph_rows[int(plan["cut_row"].numpy()[i])]
-            extra += 1
+            at = int(plan["cut_row"].numpy()[i])
+            assert rows[-1][0].tolist() == graph_rows[at]
+            if at == first[i]:
+                assert cut == "truncate" and rows[-1][0].tolist() == window_rows[0]
+                shared += 1
+            else:
+                extra += 1
     assert extra == len(graph_rows)
+    if cut == "truncate":  # the sample has both kinds of long text
+        assert 0 < shared < sum(windows_of > 1)
+
+
+def test_a_cut_row_equal_to_the_first_window_is_read_once():
+    enc = encoder(8)  # windows of 7 pieces
+    aligned, across = "the cat sat a dog . the cat sat", "the cat sat a dog unbelievable the"
+    plan = serving_rows(enc, [aligned, across], windows_needed=True, cut="truncate")
+    rows, first = plan["token_ids"].to_list(), np.concatenate([[0], np.cumsum(plan["windows"].numpy())])
+    cut_row = plan["cut_row"].numpy()
+    assert cut_row[0] == first[0]  # a word ends at piece 7: the first window is the cut row
+    assert cut_row[1] == len(rows) - 1 and rows[cut_row[1]] != rows[first[1]]  # "unbelievable" straddles the cut
+    assert len(rows) == sum(plan["windows"].numpy()) + 1
 
 
 @pytest.mark.parametrize("mode", windows.LONG_INPUTS)

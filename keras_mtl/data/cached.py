@@ -363,7 +363,7 @@ def _read_compact(entry, split, columns):
             out[name] = (np.empty([total], col.dtype), np.zeros([rows + 1], np.int64))
         else:
             out[name] = np.empty([rows, *col.shape], col.dtype)
-    start, ends = 0, dict.fromkeys(totals, 0)
+    start, ends = 0, {name: 0 for name, col in columns.items() if col.ragged}
     for block in cache_lib.iter_blocks(entry, split):
         n = None
         for name, col in columns.items():

@@ -4,19 +4,23 @@ tokenized and label-encoded a block at a time, never held (docs/data_at_scale.md
 `load.load_task_data` holds every example of every split; this module gives the same rows, in the same
 order, holding per training example only what the later passes need:
 
-* pass 1 (`scan`), per task: its dev and test files are read whole (held-out splits are small); its
-  train file is streamed: each example is carved (`splits.carved_split`, a carved dev/test example is
-  kept, as held-out examples are), checked (empty text, pair, label cardinality) and reduced to two
-  16-byte hashes, `example_hash` (leaks, `splits.leaks: drop`, the overlap report) and `texts_hash` (the
-  merge across tasks), plus the set of its task's classes;
-* then, from the hashes alone: what `splits.leaks: drop` removes, the overlap report and which training
-  examples of different tasks merge into one row (`merge_plan`);
+* pass 1 (`scan`), per task: its dev and test files are streamed into scratch files (`HeldScan`: the
+  examples as `cached.example_line`s, and their two hashes); its train file is streamed: each example
+  is carved (`splits.carved_split`, a carved dev/test example goes to its split's scratch file), checked
+  (empty text, pair, label cardinality) and reduced to two 16-byte hashes, `example_hash` (leaks,
+  `splits.leaks: drop`, the overlap report) and `texts_hash` (the merge across tasks), plus the set of its
+  task's classes;
+* then, from the hashes alone: what `splits.leaks: drop` removes, the overlap report and which examples
+  of different tasks merge into one row (`merge_plan`), for train, dev and test alike; dev's and test's
+  merged examples are written to a scratch file each (`StreamedData.example_files`, kept in the entry),
+  and the dev/test labels unseen in train are found by a pass over the scratch files;
 * the label maps: those of pass 1, unless `splits.leaks: drop` removed training examples of a task, whose
   classes are then collected again by a pass over what it kept (a class seen only in dropped examples
   is not one, as in memory);
 * the vocabulary (`wordpiece.vocabulary_sample` is order-free) from a pass over the kept training texts;
-* the rows (`StreamedData.train_rows`): a pass per task, merged examples built a block at a time,
-  `pipeline.encode_split` on each block, the rows yielded to the cache's writer as they come.
+* the rows (`encoded_train`): a pass per task, merged examples built a block at a time,
+  `pipeline.encode_split` on each block, the rows yielded to the cache's writer as they come; dev's and
+  test's (`encoded_held`) the same way, from their merged scratch files.
 
 Each pass re-reads the files (reading is a few percent of the time; tokenizing is the rest). A pass that
 finds another number of examples than the first raises (a file changed while it was read).

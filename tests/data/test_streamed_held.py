@@ -146,3 +146,21 @@ def test_carved_dev_and_test_score_as_in_memory(tmp_path):
         assert [ex.text for ex in cold.data.splits[split]] == [ex.text for ex in memory.data.splits[split]]
         assert _predictions_and_scores(cold, split) == _predictions_and_scores(memory, split)
 
+
+
+def test_a_bad_dev_line_names_its_line_and_leaves_no_scratch_files(tmp_path):
+    loaded = _carving_config(tmp_path, rows=100)
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\nalpha beta\tyes\nonly one field\nbeta gamma\tno\n", encoding="utf-8")
+    raw = dict(loaded.raw)
+    raw["tasks"] = [{**raw["tasks"][0], "data": {**raw["tasks"][0]["data"], "dev": str(dev)}}]
+    cache = cache_lib.Cache(tmp_path / "cache")
+    from keras_mtl.errors import DataError
+
+    with pytest.raises(DataError, match=r"dev\.tsv:3: "):
+        write_entry(load_config(raw), cache)
+    assert cache.entries() == [] and [p.name for p in cache.directory.iterdir() if ".tmp-" in p.name] == []
+    dev.write_text("sentence\tlabel\nalpha beta\tyes\nbeta gamma\tno\n", encoding="utf-8")
+    entry, built = write_entry(load_config(raw), cache)
+    assert built and entry.meta["examples"]["dev"] == 2
+    assert [ex.origin for ex in cached.task_data(entry).splits["dev"]] == [f"{dev}:2", f"{dev}:3"]

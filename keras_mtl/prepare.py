@@ -358,12 +358,24 @@ def _prepared(loaded, data, tokenization, encoded, train_plan, entry=None):
 
 def check_held_out_labels(config, data):
     """What reading the data says of dev/test labels never seen in train (`tasks[i].unseen_labels`:
-    a warning, or a `DataError` naming the first one's file and line), for data read from the cache."""
-    from keras_mtl.data.load import unseen_labels
+    a warning, or a `DataError` naming the first one's file and line), for data read from the cache.
 
-    for task in config.tasks:  # a pass over dev's and test's examples each, none held
-        held = {s: (ex for ex in data.splits[s] if task.name in ex.labels) for s in ("dev", "test")}
-        unseen_labels(task, held, data.classes[task.name])
+    One pass over dev's and test's examples each (an `ExampleFile`: none held); `load.unseen_labels`
+    is given, per task, the examples with an unseen label only (all it counts)."""
+    from keras_mtl.data.example import Example
+    from keras_mtl.data.load import unseen_labels
+    from keras_mtl.tasks import get_task_type
+
+    known = {t.name: set(data.classes[t.name]) for t in config.tasks}
+    values = {t.name: get_task_type(t.type).label_values for t in config.tasks}
+    found = {t.name: {"dev": [], "test": []} for t in config.tasks}
+    for split in ("dev", "test"):
+        for ex in data.splits[split]:
+            for name, label in ex.labels.items():
+                if name in known and any(v not in known[name] for v in values[name](label)):
+                    found[name][split].append(Example("", {name: label}, ex.origin))
+    for task in config.tasks:
+        unseen_labels(task, found[task.name], data.classes[task.name])
 
 
 def _plan(config, train, classes, max_steps):

@@ -128,11 +128,6 @@ def iter_examples(path):
             yield example_of_line(line)
 
 
-def read_examples(path):
-    """The examples of an examples file, in a list."""
-    return list(iter_examples(path))
-
-
 class ExampleFile:
     """The examples of an examples file as a read-only sequence, none held.
 
@@ -187,6 +182,11 @@ class RaggedRows:
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
         return self.values[self.row_splits[i]:self.row_splits[i + 1]]
 
     def __iter__(self):

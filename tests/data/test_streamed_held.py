@@ -100,6 +100,10 @@ def test_dev_and_test_rows_and_examples_are_not_held_when_read_back(tmp_path):
         with pytest.raises(IndexError):
             encoded.examples[len(examples)]
         assert [len(t) for t in encoded.token_ids] == encoded.token_ids.lengths().tolist()
+        rows = [t.tolist() for t in encoded.token_ids]
+        assert encoded.token_ids[-1].tolist() == rows[-1] and len(rows) == len(encoded) > 0
+        with pytest.raises(IndexError):
+            encoded.token_ids[len(rows)]
 
 
 def _predictions_and_scores(prepared, split):

@@ -11,6 +11,7 @@ targets, epochs x steps, the sampling schedule and the bucket lengths.
 """
 
 import math
+import shutil
 from dataclasses import dataclass
 from typing import Optional
 
@@ -237,8 +238,6 @@ def write_entry(loaded, cache, tokenization=None):
     """(entry, built): the cache entry of a config, written first unless there (`keras-mtl prepare`, the
     first run of a config). dev's and test's examples pass through a temporary of the key
     (`Cache.temporary`), removed once the entry is written (or the writing failed)."""
-    import shutil
-
     config = loaded.config
     key = cache_key(config, tokenization)
     scratch = []

@@ -198,7 +198,7 @@ def held_out_split(run, split, encoder):
         data = cached.task_data(entry)
         if not built:
             check_held_out_labels(loaded.config, data)
-        return cached.encoded_split(entry, split, data.splits[split])
+        return cached.encoded_split(entry, split, data.splits[split], compact=True)
     data = load_task_data(run.config)
     return run.encode(data.splits[split], encoder=encoder)
 

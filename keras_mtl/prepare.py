@@ -11,6 +11,7 @@ targets, epochs x steps, the sampling schedule and the bucket lengths.
 """
 
 import math
+import shutil
 from dataclasses import dataclass
 from typing import Optional
 
@@ -203,12 +204,13 @@ def encode_all(config, data, encoder):
     }
 
 
-def entry_data_for(loaded, tokenization=None, streamed=True):
+def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None):
     """The `EntryData` of a config's cache entry: its data read, carved, merged, tokenized and encoded.
 
-    `streamed` (the default): the training split a block at a time, written as it is encoded, holding
-    hashes (not examples) of the training texts (`data.streamed`); the rows are those of the in-memory
-    path (`streamed=False`: `load_task_data`, every split encoded whole), in the same order.
+    `streamed` (the default): every split a block at a time, written as it is encoded, holding hashes (not
+    examples) of the texts (`data.streamed`; dev's and test's examples go through files in `scratch`, see
+    `StreamedData`); the rows are those of the in-memory path (`streamed=False`: `load_task_data`, every
+    split encoded whole), in the same order.
     """
     from keras_mtl.data.cached import entry_data  # lazy: TensorFlow
 
@@ -219,26 +221,36 @@ def entry_data_for(loaded, tokenization=None, streamed=True):
             tokenization = tokenization_for(config, data)
         encoded = encode_all(config, data, tokenization.encoder)
         return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
-    from keras_mtl.data.pipeline import encode_split
-    from keras_mtl.data.streamed import StreamedData, encoded_train
+    from keras_mtl.data.streamed import HELD, StreamedData, encoded_held, encoded_train
 
-    scanned = StreamedData(loaded)  # pass 1: errors name the config line, or the file and line
+    scanned = StreamedData(loaded, scratch)  # pass 1: errors name the config line, or the file and line
     data = scanned.task_data()
     if tokenization is None:
         tokenization = tokenization_for(config, data)  # a pass over the training texts (a learned vocabulary)
     encoder = tokenization.encoder
     first, blocks = encoded_train(scanned, encoder, config.tasks, config.model.max_windows)
-    encoded = {"train": first, **{s: encode_split(data.splits[s], encoder, config.tasks, data.classes)
-                                  for s in ("dev", "test")}}
-    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded, blocks)
+    blocks = {"train": blocks, **{s: encoded_held(scanned, s, encoder, config.tasks) for s in HELD}}
+    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, {"train": first}, blocks,
+                      scanned.example_files)
 
 
 def write_entry(loaded, cache, tokenization=None):
     """(entry, built): the cache entry of a config, written first unless there (`keras-mtl prepare`, the
-    first run of a config)."""
+    first run of a config). dev's and test's examples pass through a temporary of the key
+    (`Cache.temporary`), removed once the entry is written (or the writing failed)."""
     config = loaded.config
-    return cache.get_or_write(cache_key(config, tokenization), lambda: entry_data_for(loaded, tokenization),
-                              name=config.name)
+    key = cache_key(config, tokenization)
+    scratch = []
+
+    def build():
+        scratch.append(cache.temporary(key))
+        return entry_data_for(loaded, tokenization, scratch=scratch[-1])
+
+    try:
+        return cache.get_or_write(key, build, name=config.name)
+    finally:
+        for path in scratch:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def tokenization_of_entry(entry, model_cfg):
@@ -327,7 +339,8 @@ def _prepare_cached(loaded, cache, plan, max_steps, tokenization, num_processes,
         train = cached.encoded_split(entry, "train", None)
     else:
         train = cached.CachedTrainSplit(entry, config.tasks, num_processes, process_id)
-    encoded = {"train": train, **{s: cached.encoded_split(entry, s, data.splits[s]) for s in cached.HELD_SPLITS}}
+    encoded = {"train": train, **{s: cached.encoded_split(entry, s, data.splits[s], compact=True)
+                                  for s in cached.HELD_SPLITS}}
     train_plan = None
     if plan:
         train_plan = _plan(config, train, data.classes, max_steps)
@@ -344,12 +357,24 @@ def _prepared(loaded, data, tokenization, encoded, train_plan, entry=None):
 
 def check_held_out_labels(config, data):
     """What reading the data says of dev/test labels never seen in train (`tasks[i].unseen_labels`:
-    a warning, or a `DataError` naming the first one's file and line), for data read from the cache."""
-    from keras_mtl.data.load import unseen_labels
+    a warning, or a `DataError` naming the first one's file and line), for data read from the cache.
 
+    One pass over dev's and test's examples each (an `ExampleFile`: none held); `load.unseen_labels`
+    is given, per task, the examples with an unseen label only (all it counts)."""
+    from keras_mtl.data.example import Example
+    from keras_mtl.data.load import unseen_labels
+    from keras_mtl.tasks import get_task_type
+
+    known = {t.name: set(data.classes[t.name]) for t in config.tasks}
+    values = {t.name: get_task_type(t.type).label_values for t in config.tasks}
+    found = {t.name: {"dev": [], "test": []} for t in config.tasks}
+    for split in ("dev", "test"):
+        for ex in data.splits[split]:
+            for name, label in ex.labels.items():
+                if name in known and any(v not in known[name] for v in values[name](label)):
+                    found[name][split].append(Example("", {name: label}, ex.origin))
     for task in config.tasks:
-        held = {s: [ex for ex in data.splits[s] if task.name in ex.labels] for s in ("dev", "test")}
-        unseen_labels(task, held, data.classes[task.name])
+        unseen_labels(task, found[task.name], data.classes[task.name])
 
 
 def _plan(config, train, classes, max_steps):

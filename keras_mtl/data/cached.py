@@ -10,12 +10,18 @@ evaluation read back (`CachedTrainSplit`, `encoded_split`, `task_data`).
   `class_weights: balanced`, the labelled tokens of a tagging task), which
   the plan needs (sizes, sampling schedule, buckets, loss normalizer), and
   streams the rows from the shards (`iter_blocks`) for the training input.
-* dev and test are read back whole (`encoded_split`): evaluation decodes
-  per example and scores against its labels, stored with the entry as one
-  JSON line an example (`examples.<split>.jsonl`).
+* dev and test are written a block at a time too (`entry_data`'s `blocks`),
+  their examples (what evaluation scores against) as one JSON line an
+  example (`examples.<split>.jsonl`), streamed into the entry from a file
+  (`example_line`). They are read back without an object a row: the
+  columns evaluation reads as flat arrays (`RaggedRows` for a list a row,
+  `encoded_split(..., compact=True)`), the examples from their file, one
+  line at a time when iterated, one line by its offset when indexed
+  (`ExampleFile`).
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -96,28 +102,102 @@ def _label_json(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def example_line(ex):
+    """One example as the JSON line `[text, labels, origin, text_pair]` of an examples file, with its newline."""
+    line = json.dumps([ex.text, {k: _label_json(v) for k, v in ex.labels.items()}, ex.origin, ex.text_pair],
+                      ensure_ascii=False)
+    return f"{line}\n"
+
+
 def examples_jsonl(examples):
-    """A split's examples as JSON lines `[text, labels, origin, text_pair]` (bytes)."""
-    lines = (
-        json.dumps([ex.text, {k: _label_json(v) for k, v in ex.labels.items()}, ex.origin, ex.text_pair],
-                   ensure_ascii=False)
-        for ex in examples
-    )
-    return "".join(f"{line}\n" for line in lines).encode("utf-8")
+    """A split's examples as JSON lines (`example_line`), bytes."""
+    return "".join(example_line(ex) for ex in examples).encode("utf-8")
 
 
-def read_examples(path):
-    """The examples `examples_jsonl` wrote (a list label back to a tuple, as readers give it)."""
-    out = []
-    with open(path, encoding="utf-8") as f:
+def example_of_line(line):
+    """The example of one line `example_line` wrote (a list label back to a tuple, as readers give it)."""
+    text, labels, origin, text_pair = json.loads(line)
+    labels = {k: tuple(v) if isinstance(v, list) else v for k, v in labels.items()}
+    return Example(text, labels, origin, text_pair)
+
+
+def iter_examples(path):
+    """The examples of an examples file, one line at a time."""
+    with open(path, encoding="utf-8", newline="\n") as f:
         for line in f:
-            text, labels, origin, text_pair = json.loads(line)
-            labels = {k: tuple(v) if isinstance(v, list) else v for k, v in labels.items()}
-            out.append(Example(text, labels, origin, text_pair))
-    return out
+            yield example_of_line(line)
 
 
-def entry_data(config, data, vocabulary, tokenizer_record, encoded, train_blocks=None):
+class ExampleFile:
+    """The examples of an examples file as a read-only sequence, none held.
+
+    Iterating reads the file a line at a time; `ex[i]` reads line i by its
+    offset (the offsets, 8 bytes an example, are found by one pass at the
+    first `ex[i]`).
+    """
+
+    def __init__(self, path, count):
+        self.path, self.count = Path(path), int(count)
+        self._offsets = None
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return iter_examples(self.path)
+
+    def __bool__(self):
+        return self.count > 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        i = int(i)
+        if i < 0:
+            i += self.count
+        if not 0 <= i < self.count:
+            raise IndexError(f"example {i} of {self.count}")
+        if self._offsets is None:
+            offsets, at = np.zeros([self.count], np.int64), 0
+            with open(self.path, "rb") as f:
+                for n, line in enumerate(f):
+                    offsets[n] = at
+                    at += len(line)
+            self._offsets = offsets
+        with open(self.path, "rb") as f:
+            f.seek(int(self._offsets[i]))
+            return example_of_line(f.readline().decode("utf-8"))
+
+
+class RaggedRows:
+    """A list column as flat `values` and int64 `row_splits` (`[rows + 1]`): `rows[i]` a view of row i's
+    values, no object a row (what `encoded_split(..., compact=True)` gives for token ids and word starts)."""
+
+    def __init__(self, values, row_splits):
+        self.values, self.row_splits = values, np.asarray(row_splits, np.int64)
+
+    def __len__(self):
+        return max(len(self.row_splits) - 1, 0)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} of {len(self)}")
+        return self.values[self.row_splits[i]:self.row_splits[i + 1]]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def lengths(self):
+        """int64 [rows]: each row's number of values."""
+        return np.diff(self.row_splits)
+
+
+def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None, example_files=None):
     """The `EntryData` of a config's data read, tokenized and encoded.
 
     Its encoded splits as rows (`encoded_rows`); as files the vocabulary
@@ -126,17 +206,21 @@ def entry_data(config, data, vocabulary, tokenizer_record, encoded, train_blocks
     carved-split and leak reports: what a run needs besides the rows, so that
     a warm run need not read the data files.
 
-    `train_blocks`: the training split streamed (`data.streamed`), as
-    (examples before it, `EncodedSplit`) blocks; `encoded["train"]` is then
-    its first block (whose columns are the entry's) and `data.splits["train"]`
-    a stream whose `len` is the number of training examples.
+    `blocks`: split -> its rows streamed (`data.streamed`), as (examples
+    before it, `EncodedSplit`) blocks; `encoded["train"]` is then the
+    training split's first block (whose columns are the entry's), a split
+    streamed needs no `encoded[split]`, and `data.splits[split]` is a stream
+    whose `len` is the number of its examples. `example_files`: split -> the
+    path of a file of its examples' lines (`example_line`), copied into the
+    entry instead of writing `data.splits[split]` out.
     """
+    blocks, example_files = blocks or {}, example_files or {}
     names = [task.name for task in config.tasks]
     files = {"vocab.txt": "".join(f"{token}\n" for token in vocabulary)}
     if tokenizer_record is not None:
         files["tokenizer.json"] = json.dumps(tokenizer_record, sort_keys=True)
     for split in HELD_SPLITS:
-        files[examples_file(split)] = examples_jsonl(data.splits[split])
+        files[examples_file(split)] = example_files.get(split) or examples_jsonl(data.splits[split])
     meta = {
         "tasks": names,
         "classes": {k: list(v) for k, v in data.classes.items()},
@@ -145,11 +229,14 @@ def entry_data(config, data, vocabulary, tokenizer_record, encoded, train_blocks
         "unseen": data.unseen,
         "dropped": data.dropped,
     }
-    rows = {s: encoded_rows(encoded[s], names) for s in SPLITS}
-    total = sum(len(encoded[s]) for s in SPLITS)
-    if train_blocks is not None:
-        rows["train"] = _block_rows(train_blocks, names)
-        total += len(data.splits["train"]) - len(encoded["train"])  # rows of the rest: about one an example
+    rows, total = {}, 0
+    for s in SPLITS:
+        if s in blocks:
+            rows[s] = _block_rows(blocks[s], names)
+            total += len(data.splits[s])  # about one row an example
+        else:
+            rows[s] = encoded_rows(encoded[s], names)
+            total += len(encoded[s])
     return EntryData(
         splits=rows,
         columns=encoded_columns(encoded["train"], names),
@@ -189,15 +276,16 @@ def tokenizer_record_of(entry):
 def task_data(entry):
     """The entry's `TaskData` without its training examples.
 
-    `splits` holds dev and test (the examples evaluation scores against);
-    the training split is rows only (`CachedTrainSplit`). Label maps and the
+    `splits` holds dev and test (the examples evaluation scores against) as
+    `ExampleFile`s: read from the entry's files when used, never held; the
+    training split is rows only (`CachedTrainSplit`). Label maps and the
     reports (`overlap`, `unseen`, `dropped`) come from the entry's meta.
     """
     from keras_mtl.data.load import TaskData
 
     meta = entry.meta
     return TaskData(
-        splits={s: read_examples(entry.file(examples_file(s))) for s in HELD_SPLITS},
+        splits={s: ExampleFile(entry.file(examples_file(s)), meta["examples"][s]) for s in HELD_SPLITS},
         classes={k: list(v) for k, v in meta["classes"].items()},
         per_task={},
         overlap=meta.get("overlap", {}),
@@ -210,29 +298,40 @@ def _rows_list(values, row_splits):
     return np.split(values, row_splits[1:-1]) if len(row_splits) > 1 else []
 
 
-def encoded_split(entry, split, examples):
+def encoded_split(entry, split, examples, compact=False):
     """A split of the entry read back whole as the `EncodedSplit` it was written from.
 
     Args:
         entry: a `CacheEntry`.
         split: "dev" or "test" (any split works; the training split is streamed instead).
-        examples: the split's examples (`task_data(entry).splits[split]`);
-            None for the training split, whose examples are not kept (the
-            split's `examples` is then empty; its rows are all there).
+        examples: the split's examples (`task_data(entry).splits[split]`: an
+            `ExampleFile`); None for the training split, whose examples are
+            not kept (the split's `examples` is then empty; its rows are all there).
+        compact: a list column (token ids, word starts, tags) as a
+            `RaggedRows` (flat values and row starts, a view a row) instead of
+            a list of arrays: no object a row. What evaluation reads of dev
+            and test; the columns are read a block at a time.
     """
     from keras_mtl.data.pipeline import EncodedSplit  # lazy: TensorFlow
 
     columns = entry.columns
     rows = entry.rows(split)
-    block = cache_lib.read_rows(entry, split, 0, rows) if rows else {}
+    if not rows:
+        block = {}
+    elif compact:  # evaluation does not read the rows' text hashes
+        block = _read_compact(entry, split, {n: c for n, c in columns.items() if n != "text_hash"})
+    else:
+        block = cache_lib.read_rows(entry, split, 0, rows)
 
     def column(name):
         col = columns[name]
         if rows == 0:
             empty = np.zeros([0, *[d for d in col.shape if d is not None]], col.dtype)
-            return [] if col.ragged else empty
+            return RaggedRows(empty, np.zeros([1], np.int64)) if col.ragged and compact else [] if col.ragged else empty
         value = block[name]
-        return _rows_list(*value) if col.ragged else value
+        if col.ragged:
+            return RaggedRows(*value) if compact else _rows_list(*value)
+        return value
 
     tasks = meta_tasks(entry)
     labels = {t: column(f"labels/{t}") for t in tasks}
@@ -251,6 +350,34 @@ def encoded_split(entry, split, examples):
         row_example=row_example, row_window=column("row_window") if row_example is not None else None,
         num_windows=num_windows,
     )
+
+
+def _read_compact(entry, split, columns):
+    """Every column of a split, read a block at a time into arrays allocated once (a list column: its
+    values and row starts, `(values, row_splits)`), so that reading holds no second copy of the split."""
+    rows = entry.rows(split)
+    out = {}
+    for name, col in columns.items():
+        if col.ragged:  # its size: the sum of its rows' lengths (its offsets files)
+            total = int(cache_lib.row_lengths(entry, split, name).sum())
+            out[name] = (np.empty([total], col.dtype), np.zeros([rows + 1], np.int64))
+        else:
+            out[name] = np.empty([rows, *col.shape], col.dtype)
+    start, ends = 0, {name: 0 for name, col in columns.items() if col.ragged}
+    for block in cache_lib.iter_blocks(entry, split):
+        n = None
+        for name, col in columns.items():
+            if col.ragged:
+                values, row_splits = block[name]
+                n = len(row_splits) - 1
+                out[name][0][ends[name]:ends[name] + len(values)] = values
+                out[name][1][start + 1:start + n + 1] = row_splits[1:] + ends[name]
+                ends[name] += len(values)
+            else:
+                n = len(block[name])
+                out[name][start:start + n] = block[name]
+        start += n
+    return out
 
 
 def meta_tasks(entry):

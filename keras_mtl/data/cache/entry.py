@@ -74,7 +74,9 @@ class EntryData:
     splits: dict  # split -> iterable of rows (dicts: column -> value)
     columns: dict  # column name -> Column
     meta: dict = dataclasses.field(default_factory=dict)  # JSON-able: label maps, counts, reports
-    files: dict = dataclasses.field(default_factory=dict)  # file name -> bytes (a vocabulary, a tokenizer)
+    # file name -> str or bytes (a vocabulary, a tokenizer), or the path (PathLike) of a file to copy, read
+    # after the rows are written
+    files: dict = dataclasses.field(default_factory=dict)
     total_rows: Optional[int] = None  # for the progress line's ETA
 
 

@@ -161,8 +161,7 @@ class Cache:
                 return entry, False
             self._remove_temporaries(key)
             data = build()
-            temporary = self.directory / f"{key}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            temporary.mkdir()
+            temporary = self.temporary(key)
             try:
                 manifest = write_entry_files(temporary, key, data, name, parts, shard_rows, block_rows)
                 os.rename(temporary, self.directory / key)
@@ -171,6 +170,15 @@ class Cache:
                 shutil.rmtree(temporary, ignore_errors=True)
                 raise
             return CacheEntry(self.directory / key, manifest), True
+
+    def temporary(self, key):
+        """A new, empty temporary directory of `key` (`<key>.tmp-<host>-<pid>-<token>/`): where an entry is
+        written, or a writer's scratch files (`data.streamed`'s dev and test). Call it under the key's lock:
+        one left by a killed writer is removed by the key's next writer, and by `clear()`."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key_text(key)}.tmp-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
 
     # ---- listing and clearing
 

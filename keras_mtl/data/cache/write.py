@@ -155,6 +155,27 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def _write_file(path, content, chunk=1 << 20):
+    """Write one of an entry's files, fsynced; its manifest record. `content`: str, bytes, or the path (a
+    `PathLike`) of a file whose bytes are copied a MiB at a time (too large to hold: dev's and test's examples)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "wb") as f:
+        if isinstance(content, os.PathLike):
+            with open(content, "rb") as source:
+                while data := source.read(chunk):
+                    f.write(data)
+                    digest.update(data)
+                    size += len(data)
+        else:
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            f.write(data)
+            digest.update(data)
+            size = len(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"bytes": size, "sha256": digest.hexdigest()}
+
+
 def write_entry_files(directory, key, data, name, parts, shard_rows, block_rows):
     """Write an entry's files into `directory` (a temporary): its shards, files, then `manifest.json`
     last, every file fsynced and hashed as it is written; the manifest."""
@@ -174,12 +195,7 @@ def write_entry_files(directory, key, data, name, parts, shard_rows, block_rows)
         for file, content in data.files.items():
             if not re.match(r"^[A-Za-z0-9_.-]+$", file) or file.startswith("."):
                 raise ValueError(f"file name {file!r}: letters, digits, _ . - only")
-            content = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-            with open(directory / "files" / file, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            files[file] = {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+            files[file] = _write_file(directory / "files" / file, content)
     manifest = {
         "format": FORMAT_VERSION,
         "key": key,

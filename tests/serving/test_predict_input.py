@@ -162,6 +162,39 @@ def test_an_os_pipe_path_is_read_in_full(tmp_path, strict):
     assert [g["echo"]["label"] for g in _lines(out)] == [r["text"] for r in rows]
 
 
+def test_a_pipe_is_predicted_batch_by_batch_while_the_rest_is_still_unwritten(tmp_path):
+    """Streaming (issue 27: memory does not grow with the input): the first batch is predicted
+    and written out before the writer has sent the rest, which it sends only after that."""
+    read_fd, write_fd = os.pipe()
+    rows = _records(5 * 7)
+    first_call, out = threading.Event(), tmp_path / "out.jsonl"
+    pending_at_calls = []
+
+    def write():
+        with os.fdopen(write_fd, "wb") as f:
+            f.write(_jsonl(rows[:7]))
+            f.flush()
+            first_call.wait(30)  # the rest only once a batch was predicted
+            f.write(_jsonl(rows[7:]))
+
+    def predictor(texts):
+        pending_at_calls.append(len(texts))
+        first_call.set()
+        return echo(texts)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    start = time.monotonic()
+    try:
+        counts = predict_file(predictor, f"/dev/fd/{read_fd}", out, format="jsonl", batch_size=7)
+    finally:
+        os.close(read_fd)
+    writer.join(5)
+    assert time.monotonic() - start < 25, "the first batch waited for the whole input"
+    assert counts["lines"] == len(rows) and pending_at_calls == [7] * 5
+    assert [g["echo"]["label"] for g in _lines(out)] == [r["text"] for r in rows]
+
+
 def test_strict_on_a_pipe_checks_every_line_before_predicting(tmp_path):
     read_fd, write_fd = os.pipe()
     rows = [json.dumps(r) for r in _records()]

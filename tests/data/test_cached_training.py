@@ -246,7 +246,8 @@ def test_a_task_stream_reads_only_the_blocks_holding_its_rows(tmp_path, monkeypa
         for a, b in zip(own, kept):
             assert sorted(a) == sorted(b)
             for k in a:
-                for x, y in zip(a[k] if isinstance(a[k], tuple) else [a[k]], b[k] if isinstance(b[k], tuple) else [b[k]]):
+                parts = [v if isinstance(v, tuple) else (v,) for v in (a[k], b[k])]  # (values, row_splits)
+                for x, y in zip(*parts):
                     np.testing.assert_array_equal(x, y, err_msg=k)
         expected[t.name] = list(read)
     assert expected == {"topic": [(s, s + 4) for s in range(0, 40, 4)], "sentiment": [(4, 8), (28, 32)],

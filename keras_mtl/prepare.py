@@ -359,8 +359,11 @@ def check_held_out_labels(config, data):
     """What reading the data says of dev/test labels never seen in train (`tasks[i].unseen_labels`:
     a warning, or a `DataError` naming the first one's file and line), for data read from the cache.
 
-    One pass over dev's and test's examples each (an `ExampleFile`: none held); `load.unseen_labels`
-    is given, per task, the examples with an unseen label only (all it counts)."""
+    The entry's meta records what the data's reading found (`data.unseen`: task -> split -> {label:
+    count}, against the same label maps); a task recorded with none has none, so dev and test are read
+    only when some task has unseen labels (or no record): then one pass over dev's and test's examples
+    each (an `ExampleFile`: none held), and `load.unseen_labels` is given, per task, the examples with an
+    unseen label only (all it counts), so that its warning or error names the first one's file and line."""
     from keras_mtl.data.example import Example
     from keras_mtl.data.load import unseen_labels
     from keras_mtl.tasks import get_task_type
@@ -368,7 +371,9 @@ def check_held_out_labels(config, data):
     known = {t.name: set(data.classes[t.name]) for t in config.tasks}
     values = {t.name: get_task_type(t.type).label_values for t in config.tasks}
     found = {t.name: {"dev": [], "test": []} for t in config.tasks}
-    for split in ("dev", "test"):
+    recorded = data.unseen or {}
+    to_read = () if all(recorded.get(t.name) == {} for t in config.tasks) else ("dev", "test")
+    for split in to_read:
         for ex in data.splits[split]:
             for name, label in ex.labels.items():
                 if name in known and any(v not in known[name] for v in values[name](label)):

@@ -34,6 +34,7 @@ from keras_mtl.errors import DataError
 from keras_mtl.tasks import for_task
 
 SPLITS = ("train", "dev", "test")
+STATS_ROWS = 1 << 16  # rows read at a time for `CachedTrainSplit`'s statistics and `_read_compact`'s columns
 HELD_SPLITS = ("dev", "test")  # read back whole, with their examples' labels
 
 
@@ -353,7 +354,7 @@ def encoded_split(entry, split, examples, compact=False):
 
 
 def _read_compact(entry, split, columns):
-    """Every column of a split, read a block at a time into arrays allocated once (a list column: its
+    """Every column of a split, read `STATS_ROWS` rows at a time into arrays allocated once (a list column: its
     values and row starts, `(values, row_splits)`), so that reading holds no second copy of the split."""
     rows = entry.rows(split)
     out = {}
@@ -364,7 +365,7 @@ def _read_compact(entry, split, columns):
         else:
             out[name] = np.empty([rows, *col.shape], col.dtype)
     start, ends = 0, {name: 0 for name, col in columns.items() if col.ragged}
-    for block in cache_lib.iter_blocks(entry, split):
+    for block in cache_lib.iter_blocks(entry, split, block_rows=STATS_ROWS, columns=list(columns)):
         n = None
         for name, col in columns.items():
             if col.ragged:
@@ -419,7 +420,8 @@ class CachedTrainSplit:
         self._tokens = {name: np.zeros([rows], np.float64) for name in token_level}  # labelled tokens a row
         wanted = [f"weights/{t.name}" for t in tasks] + [f"labels/{n}" for n in balanced + token_level]
         start = 0
-        for block in cache_lib.iter_blocks(entry, self.split, columns=wanted):
+        # Read in pieces of STATS_ROWS rows (not blocks): a few reads and numpy calls per piece, not per block.
+        for block in cache_lib.iter_blocks(entry, self.split, columns=wanted, block_rows=STATS_ROWS):
             n = len(block[f"weights/{tasks[0].name}"])
             for t in tasks:
                 self.weights[t.name][start:start + n] = block[f"weights/{t.name}"]
@@ -430,6 +432,13 @@ class CachedTrainSplit:
                 per_row = np.repeat(np.arange(n), np.diff(row_splits))
                 self._tokens[name][start:start + n] = np.bincount(per_row, weights=values >= 0, minlength=n)
             start += n
+        # task -> bool [blocks]: whether each block holds a row labelled for the task (the stored weights,
+        # before class weights): a task's stream reads only those blocks (`blocks(..., task=)`).
+        starts = np.asarray([a for a, _ in cache_lib.blocks_of(entry, self.split)], np.int64)
+        self.labelled_blocks = {
+            name: (np.add.reduceat((w > 0).astype(np.int64), starts) > 0) if rows else np.zeros([0], bool)
+            for name, w in self.weights.items()
+        }
         self.owners = None  # int [R]: the process that streams each row (several processes)
         if num_processes > 1:
             if not 0 <= process_id < num_processes:
@@ -454,16 +463,23 @@ class CachedTrainSplit:
             return self._tokens[task.name][idx] * weights
         return weights
 
-    def blocks(self, columns):
-        """This process's rows, a block at a time, in order: numpy dicts (`cache.iter_blocks`).
+    def blocks(self, columns, task=None):
+        """This process's rows, a block at a time, in order: numpy dicts (`cache.iter_blocks`' blocks).
 
         One process: every block. Several: of each block, the rows this
         process owns (`row_owners`), read run by run (`read_runs`): no
-        process reads another's rows.
+        process reads another's rows. `task`: only the blocks that hold a
+        row labelled for it (`labelled_blocks`); the others, which give its
+        stream no row, are not read (a task whose rows are at the end of
+        the split would otherwise read the whole split before its first row).
         """
+        spans = cache_lib.blocks_of(self.entry, self.split)
+        if task is not None:
+            spans = [span for span, labelled in zip(spans, self.labelled_blocks[task]) if labelled]
+        chosen = {n: self.entry.columns[n] for n in columns}
         if self.owners is None:
-            return cache_lib.iter_blocks(self.entry, self.split, columns=columns)
-        return self._owned_blocks(columns)
+            return (cache_lib.read_rows(self.entry, self.split, a, b, chosen) for a, b in spans)
+        return self._owned_blocks(spans, chosen)
 
     def share(self):
         """int [n]: the rows this process streams (all of them with one process)."""
@@ -471,9 +487,8 @@ class CachedTrainSplit:
             return np.arange(len(self), dtype=np.int64)
         return np.flatnonzero(self.owners == self.process_id)
 
-    def _owned_blocks(self, columns):
-        chosen = {n: self.entry.columns[n] for n in columns}
-        for start, stop in cache_lib.blocks_of(self.entry, self.split):
+    def _owned_blocks(self, spans, chosen):
+        for start, stop in spans:
             mine = np.flatnonzero(self.owners[start:stop] == self.process_id) + start
             if len(mine):
                 yield read_runs(self.entry, self.split, runs_of(mine), chosen)

@@ -268,7 +268,7 @@ def _streamed_task_rows(split, tasks, task_index, sees_task):
             signature[f"w/{task.name}"] = tf.TensorSpec([None], tf.float32)
 
     def generate():
-        for block in split.blocks(columns):
+        for block in split.blocks(columns, task=tasks[task_index].name):  # the blocks holding its rows
             elem = _block_elements(block, tasks, task_index, sees_task, factors)
             if len(elem["token_ids"][1]) > 1:
                 yield elem

@@ -202,3 +202,71 @@ def test_the_vocabulary_is_learned_from_the_bounded_sample(tmp_path):
     assert tokenization_for(everything.config, data).vocabulary == compute_vocabulary(
         all_texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)
     assert expected != tokenization_for(everything.config, data).vocabulary
+
+
+def test_a_task_stream_reads_only_the_blocks_holding_its_rows(tmp_path, monkeypatch):
+    """A task whose rows lie at the end of the split (a small second task) reads no block before them,
+    and its rows are those of reading every block."""
+    from keras_mtl.data import cached
+
+    tasks = load_config(DEMO, SMALL).config.tasks  # topic, sentiment (classification), pos (tagging)
+    columns = {"token_ids": cache_lib.Column("int32", (None,))}
+    for t in tasks:
+        token_level = t.name == "pos"
+        columns[f"labels/{t.name}"] = cache_lib.Column("int32", (None,) if token_level else ())
+        columns[f"weights/{t.name}"] = cache_lib.Column("float32")
+    rows = []
+    for i in range(48):  # rows 0-39: topic only; 40-47: pos only; sentiment: rows 5 and 30
+        owner = "topic" if i < 40 else "pos"
+        row = {"token_ids": np.arange(1 + i % 5, dtype=np.int32)}
+        for t in tasks:
+            labelled = t.name == owner or (t.name == "sentiment" and i in (5, 30))
+            row[f"weights/{t.name}"] = np.float32(labelled)
+            row[f"labels/{t.name}"] = (np.full([1 + i % 5], i % 3 if labelled else -1, np.int32) if t.name == "pos"
+                                       else np.int32(i % 2))
+        rows.append(row)
+    entry = cache_lib.Cache(tmp_path).write("0" * 32, {"train": rows, "dev": [], "test": []}, columns, block_rows=4)
+    split = cached.CachedTrainSplit(entry, tasks)
+    read = []
+    original = cache_lib.read_rows
+
+    def counting(entry, split_name, start, stop, columns=None):
+        read.append((start, stop))
+        return original(entry, split_name, start, stop, columns)
+
+    monkeypatch.setattr(cache_lib, "read_rows", counting)
+    wanted = list(columns)
+    expected = {}
+    for t in tasks:
+        everything = list(cache_lib.iter_blocks(entry, "train", columns=wanted))
+        read.clear()
+        own = list(split.blocks(wanted, task=t.name))
+        kept = [b for b in everything if (b[f"weights/{t.name}"] > 0).any()]
+        assert len(own) == len(kept)
+        for a, b in zip(own, kept):
+            assert sorted(a) == sorted(b)
+            for k in a:
+                parts = [v if isinstance(v, tuple) else (v,) for v in (a[k], b[k])]  # (values, row_splits)
+                for x, y in zip(*parts):
+                    np.testing.assert_array_equal(x, y, err_msg=k)
+        expected[t.name] = list(read)
+    assert expected == {"topic": [(s, s + 4) for s in range(0, 40, 4)], "sentiment": [(4, 8), (28, 32)],
+                        "pos": [(40, 44), (44, 48)]}
+
+
+def test_a_warm_run_reads_no_held_out_example_when_none_is_unseen(tmp_path, monkeypatch):
+    """The unseen-label pass over dev's and test's examples runs only when the entry's meta records
+    unseen labels (`test_a_warm_run_still_applies_unseen_labels`: when it does)."""
+    from keras_mtl.data import cached
+
+    loaded = load_config(DEMO, SMALL)
+    cache = cache_lib.Cache(tmp_path / "cache")
+    cold = prepare(loaded, max_steps=3, cache=cache)
+    assert all(cold.entry.meta["unseen"][t] == {} for t in loaded.config.task_names)
+
+    def no_reading(self):
+        raise AssertionError("a warm run read the held-out examples")
+
+    monkeypatch.setattr(cached.ExampleFile, "__iter__", no_reading)
+    warm = prepare(loaded, max_steps=3, cache=cache)
+    assert warm.entry.key == cold.entry.key

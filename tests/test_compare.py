@@ -982,6 +982,35 @@ def test_the_recorded_glue_conll_report_rebuilds_from_its_records(tmp_path):
         (recorded / "compare.md").read_text())
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_recorded_nli_auxiliary_report_rebuilds_from_its_records(tmp_path):
+    """Issue 29's acceptance: `compare configs/glue_pairs_nli_minilm.yaml --seeds 5 --finetune
+    --bootstrap 10000 --records ...` on the committed records (BENCHMARKS 1e) reproduces its
+    compare.md, the fine-tuned column included, without training anything."""
+    import shutil
+
+    from keras_mtl.compare import compare
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo.parent / "shared" / "data" / "nli_aux").is_dir():
+        pytest.skip("../shared/data (the real data of configs/glue_pairs_nli_minilm.yaml) is not beside the repo")
+    recorded = repo / "bench" / "results" / "compare" / "glue_pairs_nli_minilm"
+    records = tmp_path / "records"
+    shutil.copytree(recorded, records)
+    logs = []
+    compare(repo / "configs" / "glue_pairs_nli_minilm.yaml", tmp_path / "cmp", seeds=5, finetune=True,
+            bootstrap=10000, records=records, log=logs.append)
+    assert not any(line.startswith("  trained") for line in logs), logs
+
+    def without_wall_time(text):  # and the rebuild's line saying where its serving table was measured
+        return [line for line in text.splitlines()
+                if not line.startswith(("Compared in ", "Measured on ")) and line.strip()]
+
+    assert without_wall_time((tmp_path / "cmp" / "compare.md").read_text()) == without_wall_time(
+        (recorded / "compare.md").read_text())
+
+
 @pytest.mark.slow
 def test_compare_finetune_scores_the_multitask_run_fine_tuned_on_each_target(tmp_path):
     """--finetune: per seed and target task, the multi-task run fine-tuned on the task at its

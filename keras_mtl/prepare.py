@@ -10,6 +10,7 @@ targets, epochs x steps, the sampling schedule and the bucket lengths.
     dataset = prepared.train_dataset()
 """
 
+import collections.abc
 import math
 import shutil
 from dataclasses import dataclass
@@ -55,10 +56,24 @@ class Tokenization:
         return cls(list(vocabulary), make_encoder(list(vocabulary), model_cfg))
 
 
+class _TrainTexts:
+    """The texts of training examples (both texts of a pair), a new pass each time it is iterated."""
+
+    def __init__(self, examples):
+        self.examples = examples
+
+    def __iter__(self):
+        return self.of(self.examples)
+
+    @staticmethod
+    def of(examples):
+        return (text for ex in examples for text in (ex.text, ex.text_pair) if text is not None)
+
+
 def tokenization_for(config, data):
     """The preset's own tokenizer (`model.preset`), or a WordPiece vocabulary
     learned from the training texts (both texts of a pair): from at most
-    `cache.vocabulary_sample` distinct texts (`wordpiece.vocabulary_sample`,
+    `cache.vocabulary_sample` distinct texts (`wordpiece.bounded_sample`,
     a deterministic sample; all of them when there are fewer)."""
     from keras_mtl.data.tokenize import compute_vocabulary, encoder_from_tokenizer, tokenizer_record  # lazy: TF
 
@@ -71,11 +86,13 @@ def tokenization_for(config, data):
             what=f"model.preset: the tokenizer of {config.model.preset!r}", model_cfg=config.model,
         )
         return Tokenization(list(tokenizer.get_vocabulary()), encoder, tokenizer_record(tokenizer))
-    from keras_mtl.data.wordpiece import vocabulary_sample
+    from keras_mtl.data.wordpiece import bounded_sample
 
-    # At most `cache.vocabulary_sample` distinct texts (all of them, sorted, below it: every shipped config).
-    texts = vocabulary_sample(
-        (text for ex in data.splits["train"] for text in (ex.text, ex.text_pair) if text is not None),
+    # At most `cache.vocabulary_sample` distinct texts (all of them, sorted, below it: every shipped config;
+    # over it, their ranks, the texts read again to count their words).
+    train = data.splits["train"]
+    texts = bounded_sample(
+        _TrainTexts(train) if not isinstance(train, collections.abc.Iterator) else _TrainTexts.of(train),
         config.cache.vocabulary_sample,
     )
     vocabulary = compute_vocabulary(texts, config.model.vocabulary_size, config.model.lowercase, config.task_names)

@@ -17,7 +17,8 @@ order, holding per training example only what the later passes need:
 * the label maps: those of pass 1, unless `splits.leaks: drop` removed training examples of a task, whose
   classes are then collected again by a pass over what it kept (a class seen only in dropped examples
   is not one, as in memory);
-* the vocabulary (`wordpiece.vocabulary_sample` is order-free) from a pass over the kept training texts;
+* the vocabulary (`wordpiece.bounded_sample` is order-free) from a pass over the kept training texts (a
+  second one over `cache.vocabulary_sample` distinct texts, to count the words of the sample's texts);
 * the rows (`encoded_train`): a pass per task, merged examples built a block at a time,
   `pipeline.encode_split` on each block, the rows yielded to the cache's writer as they come; dev's and
   test's (`encoded_held`) the same way, from their merged scratch files.

@@ -44,17 +44,23 @@ def compute_vocabulary(texts, vocabulary_size, lowercase=True, task_names=()):
 
     It is the vocabulary `keras_hub.tokenizers.compute_word_piece_vocabulary`
     gives, computed by `keras_mtl.data.wordpiece` (the same algorithm without
-    its quadratic substring counting). The same inputs in the same process
+    its quadratic substring counting). `texts`: a list of texts, or a
+    `wordpiece.RankedSample` (`wordpiece.bounded_sample` over its limit:
+    learned from its word counts ordered by word). The same inputs in the same process
     give the same vocabulary without computing it again (a small in-memory
     memo keyed by a digest of the texts and settings).
     """
     import hashlib
 
-    texts = list(texts)
+    ranked = isinstance(texts, wordpiece.RankedSample)
+    if not ranked:
+        texts = list(texts)
     reserved = RESERVED + [task_token(t) for t in task_names]
     digest = hashlib.sha256()
-    for part in (str(vocabulary_size), str(bool(lowercase)), *reserved, "\0", *texts):
+    for part in (str(vocabulary_size), str(bool(lowercase)), *reserved, "\0", *(() if ranked else texts)):
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    if ranked:  # its texts by their 128-bit ranks
+        digest.update(b"ranked\0" + texts.ranks.tobytes())
     key = digest.hexdigest()
     if key in _VOCABULARY_MEMO:
         return list(_VOCABULARY_MEMO[key])

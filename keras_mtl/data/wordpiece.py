@@ -31,18 +31,44 @@ the same vocabulary (tests compare the two on random corpora and on keras-hub's
 search step for progress output.
 """
 
+import collections.abc
 import hashlib
 import heapq
 import inspect
+import itertools
+
+import numpy as np
 
 
 _SAMPLE_SALT = b"keras-mtl vocabulary sample\x00"
 
 
+def sample_digest(text):
+    """A text's place in the vocabulary sample as 16 bytes: a salted 128-bit hash (BLAKE2b) of it.
+
+    Bytes compare as the big-endian numbers they spell (`sample_rank`), so do numpy's "S16" arrays of them.
+    """
+    return hashlib.blake2b(_SAMPLE_SALT + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def sample_rank(text):
     """A text's place in the vocabulary sample: a 128-bit hash of it (smaller: sooner in)."""
-    digest = hashlib.blake2b(_SAMPLE_SALT + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-    return int.from_bytes(digest, "big")
+    return int.from_bytes(sample_digest(text), "big")
+
+
+def _check_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be an integer >= 1. Received: limit={limit!r}")
+
+
+def _first_distinct(texts, limit):
+    """(the distinct texts of the iterator `texts` up to `limit` + 1 of them, whether there were more)."""
+    distinct = set()
+    for text in texts:
+        distinct.add(text)
+        if len(distinct) > limit:
+            return distinct, True
+    return distinct, False
 
 
 def vocabulary_sample(texts, limit):
@@ -64,15 +90,10 @@ def vocabulary_sample(texts, limit):
         texts: an iterable of strings (both texts of a pair are two texts).
         limit: the largest sample, >= 1 (`cache.vocabulary_sample`).
     """
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be an integer >= 1. Received: limit={limit!r}")
+    _check_limit(limit)
     texts = iter(texts)
-    distinct = set()
-    for text in texts:
-        distinct.add(text)
-        if len(distinct) > limit:
-            break
-    else:
+    distinct, more = _first_distinct(texts, limit)
+    if not more:
         return sorted(distinct)
     # More than `limit`: keep the `limit` smallest ranks (a max-heap of them, as negated ranks).
     heap = [(-sample_rank(text), text) for text in distinct]
@@ -87,6 +108,96 @@ def vocabulary_sample(texts, limit):
             distinct.discard(heapq.heapreplace(heap, (-rank, text))[1])
             distinct.add(text)
     return sorted(distinct)
+
+
+RANK_BATCH = 8192  # texts hashed at a time (numpy compares their ranks)
+
+
+def _batches(items, size):
+    items = iter(items)
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+def _ranks(texts):
+    """The `sample_digest`s of `texts`, a numpy "S16" array (compared, sorted and searched as the ranks)."""
+    return np.array([sample_digest(text) for text in texts], dtype="S16")
+
+
+class RankedSample:
+    """A vocabulary sample over its limit, held as the ranks of its texts: `bounded_sample`'s answer.
+
+    Attributes:
+        ranks: the `sample_digest`s of the `limit` selected texts, sorted (a numpy "S16" array).
+        source: the re-iterable the texts were read from; `texts()` reads them from it again.
+    """
+
+    def __init__(self, ranks, source):
+        self.ranks, self.source = ranks, source
+
+    def __len__(self):
+        return len(self.ranks)
+
+    def texts(self):
+        """The selected texts, each once, in the order of a new pass over `source`."""
+        ranks, n = self.ranks, len(self.ranks)
+        seen = np.zeros(n, bool)
+        for batch in _batches(self.source, RANK_BATCH):
+            found = _ranks(batch)
+            where = np.minimum(np.searchsorted(ranks, found), n - 1)
+            for i in np.flatnonzero(ranks[where] == found).tolist():
+                j = where[i]
+                if not seen[j]:
+                    seen[j] = True
+                    yield batch[i]
+        if not seen.all():
+            raise RuntimeError(
+                f"the vocabulary sample: {n - int(seen.sum()):,} of its {n:,} texts were not found on a second "
+                "pass over the training texts: did a file change while it was read?"
+            )
+
+    def word_counts(self, lowercase):
+        """`count_words` of the selected texts (each once), ordered by word: None as `count_words` gives it."""
+        counts = count_words(self.texts(), lowercase)
+        return None if counts is None else dict(sorted(counts.items()))
+
+
+def bounded_sample(texts, limit):
+    """What a vocabulary is learned from: `vocabulary_sample(texts, limit)`, or its texts' ranks.
+
+    With at most `limit` distinct texts, or when `texts` is an iterator (one pass only), it is
+    `vocabulary_sample(texts, limit)`, a sorted list of the texts. With more distinct texts in a
+    re-iterable `texts` (a list, or a stream that reads its files again on each pass), it is a
+    `RankedSample`: the same `limit` texts (those of smallest `sample_rank`) held as their 16-byte
+    ranks alone. The pass that picks them holds at most `limit` + 1 texts until the limit is exceeded,
+    then only ranks (numpy arrays, at most 2 `limit` of them); a second pass (`RankedSample.texts`)
+    counts the words of the selected texts a batch at a time (`compute_word_piece_vocabulary`).
+
+    Args:
+        texts: an iterable of strings (both texts of a pair are two texts).
+        limit: the largest sample, >= 1 (`cache.vocabulary_sample`).
+    """
+    _check_limit(limit)
+    if isinstance(texts, collections.abc.Iterator):
+        return vocabulary_sample(texts, limit)
+    rest = iter(texts)
+    distinct, more = _first_distinct(rest, limit)
+    if not more:
+        return sorted(distinct)
+    kept = np.unique(_ranks(distinct))[:limit]
+    del distinct
+    pending, held = [], 0
+    for batch in _batches(rest, RANK_BATCH):
+        found = _ranks(batch)
+        found = found[found < kept[-1]]  # a rank above the sample's largest never comes in
+        if found.size:
+            pending.append(found)
+            held += found.size
+        if held >= limit:
+            kept, pending, held = np.unique(np.concatenate([kept, *pending]))[:limit], [], 0
+    if pending:
+        kept = np.unique(np.concatenate([kept, *pending]))[:limit]
+    return RankedSample(kept, texts)
 
 
 def _learner():
@@ -261,8 +372,14 @@ def learn(word_counts, vocab_size, reserved_tokens, joiner="##", on_step=None, *
             upper = thresh - 1
 
 
+_COUNT_CHUNK = 64 * 1024  # texts counted at a time (a multiple of the 1,024 of a batch)
+
+
 def count_words(texts, lowercase):
     """The words of `texts` and their counts, as keras-hub's vocabulary trainer counts them.
+
+    `{word: count}` in the order the words first occur; `texts` (any iterable) is read
+    `_COUNT_CHUNK` texts at a time.
 
     Returns None when keras-hub's word splitting is not where this version
     expects it (then use keras-hub's own trainer).
@@ -273,17 +390,18 @@ def count_words(texts, lowercase):
         from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
     except ImportError:
         return None
-    ds = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024)
-    # keras-hub's defaults: no accent stripping, split on whitespace,
-    # punctuation and CJK characters.
-    words = ds.map(
-        lambda text: pretokenize(text, lowercase, False, True, True),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
     counts = {}
-    for batch in words:
-        for word in batch.flat_values.numpy().tolist():
-            counts[word] = counts.get(word, 0) + 1
+    for chunk in _batches(texts, _COUNT_CHUNK):
+        ds = tf.data.Dataset.from_tensor_slices(chunk).batch(1024)
+        # keras-hub's defaults: no accent stripping, split on whitespace,
+        # punctuation and CJK characters.
+        words = ds.map(
+            lambda text: pretokenize(text, lowercase, False, True, True),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        for batch in words:
+            for word in batch.flat_values.numpy().tolist():
+                counts[word] = counts.get(word, 0) + 1
     return {word.decode("utf-8"): count for word, count in counts.items()}
 
 
@@ -294,8 +412,14 @@ def compute_word_piece_vocabulary(texts, vocabulary_size, lowercase=False, reser
     stripping; splitting on whitespace, punctuation and CJK characters; the
     `##` suffix marker), learned by `learn`.
 
+    A `RankedSample` (`bounded_sample` over its limit) is read again and its
+    words counted a batch at a time; its vocabulary is learned from those
+    counts ordered by word (a list of texts gives them in the order the words
+    first occur in it: the learner can break ties by that order, so the same
+    texts in another order may give another vocabulary).
+
     Args:
-        texts: the training texts (strings).
+        texts: the training texts (strings), or a `RankedSample`.
         vocabulary_size: the maximum vocabulary size.
         lowercase: lowercase the words first.
         reserved_tokens: tokens that come first in the vocabulary.
@@ -304,6 +428,12 @@ def compute_word_piece_vocabulary(texts, vocabulary_size, lowercase=False, reser
     import keras_hub
     import tensorflow as tf
 
+    if isinstance(texts, RankedSample):
+        counts = texts.word_counts(lowercase)
+        if counts:
+            vocab = learn(counts, vocabulary_size, list(reserved_tokens), joiner="##", on_step=on_step)
+            return vocab[:vocabulary_size]
+        texts = sorted(texts.texts())  # keras-hub's own trainer (as `vocabulary_sample` gives them)
     texts = list(texts)
     counts = count_words(texts, lowercase) if texts else None
     if not counts:  # keras-hub's trainer (and its error for an empty corpus)

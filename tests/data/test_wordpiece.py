@@ -95,3 +95,101 @@ def test_vocabulary_sample_of_a_large_stream_is_bounded_and_deterministic():
     assert set(sample) <= {f"text number {i}" for i in range(5000)}
     with pytest.raises(ValueError, match="limit must be an integer >= 1"):
         wordpiece.vocabulary_sample(["a"], 0)
+
+
+# ------------------------------------------------------------------ over the limit: ranks, not texts
+
+
+def _sample_of_heap(texts, limit):
+    """The sample as `vocabulary_sample` picked it before `bounded_sample` (a heap of (rank, text)): the reference."""
+    import heapq
+
+    texts = iter(texts)
+    distinct = set()
+    for text in texts:
+        distinct.add(text)
+        if len(distinct) > limit:
+            break
+    else:
+        return sorted(distinct)
+    heap = [(-wordpiece.sample_rank(text), text) for text in distinct]
+    heapq.heapify(heap)
+    while len(heap) > limit:
+        distinct.discard(heapq.heappop(heap)[1])
+    for text in texts:
+        if text in distinct:
+            continue
+        rank = wordpiece.sample_rank(text)
+        if rank < -heap[0][0]:
+            distinct.discard(heapq.heapreplace(heap, (-rank, text))[1])
+            distinct.add(text)
+    return sorted(distinct)
+
+
+class _Fresh:
+    """A re-iterable of `n` generated texts (each twice, shuffled), new string objects on every pass."""
+
+    def __init__(self, n, pad=0, seed=0):
+        self.order = [i % n for i in range(2 * n)]
+        random.Random(seed).shuffle(self.order)
+        self.pad = pad
+
+    def __iter__(self):
+        words = ["alpha", "beta", "gamma", "delta", "épsilon", "zeta", "eta!", "theta,", "iota", "kappa"]
+        for i in self.order:
+            yield " ".join(words[(i * k) % 10] + str(i % (k + 2)) for k in range(1, 8)) + "x" * self.pad
+
+
+def test_over_the_limit_the_sample_is_the_same_texts_and_its_vocabulary_their_sorted_counts():
+    texts = _Fresh(500)
+    expected = _sample_of_heap(iter(texts), 50)
+    assert len(expected) == 50
+    sample = wordpiece.bounded_sample(texts, 50)
+    assert isinstance(sample, wordpiece.RankedSample) and len(sample) == 50
+    selected = list(sample.texts())
+    assert len(selected) == 50 and sorted(selected) == expected  # each once
+    assert wordpiece.vocabulary_sample(iter(texts), 50) == expected
+    # The counts: those of the selected texts, ordered by word.
+    counts = wordpiece.count_words(expected, True)
+    assert sample.word_counts(True) == counts and list(sample.word_counts(True)) == sorted(counts)
+    vocab = wordpiece.compute_word_piece_vocabulary(sample, 80, True, RESERVED)
+    assert vocab == wordpiece.learn(dict(sorted(counts.items())), 80, RESERVED)[:80]
+    # A one-pass iterator, and any stream at most `limit` distinct texts: the texts, sorted (as before).
+    assert wordpiece.bounded_sample(iter(texts), 50) == expected
+    assert wordpiece.bounded_sample(texts, 500) == sorted(set(texts))
+    assert wordpiece.bounded_sample(list(texts), 500) == wordpiece.vocabulary_sample(texts, 500)
+    with pytest.raises(ValueError, match="limit must be an integer >= 1"):
+        wordpiece.bounded_sample(texts, 0)
+
+
+def test_over_the_limit_the_texts_are_not_held(monkeypatch):
+    """Over the limit the sample is held as ranks (16 bytes a text); picking it holds at most `limit` + 1
+    texts (until the limit is exceeded) and a batch, and reading its texts again a batch at a time."""
+    import tracemalloc
+
+    monkeypatch.setattr(wordpiece, "RANK_BATCH", 64)
+    texts = _Fresh(8000, pad=1000)  # 16,000 texts of about 1 kB: 8 MB of distinct texts
+    tracemalloc.start()
+    try:
+        sample = wordpiece.bounded_sample(texts, 1000)
+        held, picking = tracemalloc.get_traced_memory()  # the sample's 1,000 texts alone: 1 MB
+        tracemalloc.reset_peak()
+        assert sum(1 for _ in sample.texts()) == 1000
+        _, reading = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(sample, wordpiece.RankedSample)
+    assert held < 100_000 and picking < 2_000_000 and reading < 300_000, (held, picking, reading)
+
+
+def test_a_ranked_sample_whose_texts_changed_fails():
+    class Changing:
+        passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            return iter([f"text {i} of pass {self.passes}" for i in range(100)])
+
+    sample = wordpiece.bounded_sample(Changing(), 10)
+    with pytest.raises(RuntimeError, match="did a file change"):
+        list(sample.texts())

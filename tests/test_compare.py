@@ -955,60 +955,46 @@ def test_compare_refuses_an_empty_task_list_as_export_does(tmp_path):
     assert not (tmp_path / "cmp").exists()
 
 
-@pytest.mark.real_data
-@pytest.mark.slow
-def test_the_recorded_glue_conll_report_rebuilds_from_its_records(tmp_path):
-    """`compare --records` on the committed records of BENCHMARKS 1a reproduces its compare.md
-    (all but the line with the wall time of the invocation), without training anything."""
+def _assert_the_recorded_report_rebuilds(tmp_path, name, data, **kwargs):
+    """`compare configs/<name>.yaml --records bench/results/compare/<name> ...` (kwargs: its options)
+    on a copy of the committed records reproduces their compare.md without training anything: every
+    line but the invocation's wall time and, in a rebuild, the line saying where its serving table
+    was measured."""
     import shutil
 
     from keras_mtl.compare import compare
 
     repo = Path(__file__).resolve().parents[1]
-    if not (repo.parent / "shared" / "data" / "conll2000").is_dir():
-        pytest.skip("../shared/data (the real data of configs/glue_conll.yaml) is not beside the repo")
-    recorded = repo / "bench" / "results" / "compare" / "glue_conll"
+    if not (repo.parent / "shared" / "data" / data).is_dir():
+        pytest.skip(f"../shared/data (the real data of configs/{name}.yaml) is not beside the repo")
+    recorded = repo / "bench" / "results" / "compare" / name
     records = tmp_path / "records"
     shutil.copytree(recorded, records)
     logs = []
-    compare(repo / "configs" / "glue_conll.yaml", tmp_path / "cmp", seeds=3, max_steps=1000, records=records,
-            log=logs.append)
+    compare(repo / "configs" / f"{name}.yaml", tmp_path / "cmp", records=records, log=logs.append, **kwargs)
     assert not any(line.startswith("  trained") for line in logs), logs
 
-    def without_wall_time(text):
-        return [line for line in text.splitlines() if not line.startswith("Compared in ")]
+    def kept(text):
+        return [line for line in text.splitlines()
+                if line.strip() and not line.startswith(("Compared in ", "Measured on "))]
 
-    assert without_wall_time((tmp_path / "cmp" / "compare.md").read_text()) == without_wall_time(
-        (recorded / "compare.md").read_text())
+    assert kept((tmp_path / "cmp" / "compare.md").read_text()) == kept((recorded / "compare.md").read_text())
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_recorded_glue_conll_report_rebuilds_from_its_records(tmp_path):
+    """The records of BENCHMARKS 1a."""
+    _assert_the_recorded_report_rebuilds(tmp_path, "glue_conll", "conll2000", seeds=3, max_steps=1000)
 
 
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_the_recorded_nli_auxiliary_report_rebuilds_from_its_records(tmp_path):
     """Issue 29's acceptance: `compare configs/glue_pairs_nli_minilm.yaml --seeds 5 --finetune
-    --bootstrap 10000 --records ...` on the committed records (BENCHMARKS 1e) reproduces its
-    compare.md, the fine-tuned column included, without training anything."""
-    import shutil
-
-    from keras_mtl.compare import compare
-
-    repo = Path(__file__).resolve().parents[1]
-    if not (repo.parent / "shared" / "data" / "nli_aux").is_dir():
-        pytest.skip("../shared/data (the real data of configs/glue_pairs_nli_minilm.yaml) is not beside the repo")
-    recorded = repo / "bench" / "results" / "compare" / "glue_pairs_nli_minilm"
-    records = tmp_path / "records"
-    shutil.copytree(recorded, records)
-    logs = []
-    compare(repo / "configs" / "glue_pairs_nli_minilm.yaml", tmp_path / "cmp", seeds=5, finetune=True,
-            bootstrap=10000, records=records, log=logs.append)
-    assert not any(line.startswith("  trained") for line in logs), logs
-
-    def without_wall_time(text):  # and the rebuild's line saying where its serving table was measured
-        return [line for line in text.splitlines()
-                if not line.startswith(("Compared in ", "Measured on ")) and line.strip()]
-
-    assert without_wall_time((tmp_path / "cmp" / "compare.md").read_text()) == without_wall_time(
-        (recorded / "compare.md").read_text())
+    --bootstrap 10000 --records ...` (BENCHMARKS 1e), the fine-tuned column included."""
+    _assert_the_recorded_report_rebuilds(tmp_path, "glue_pairs_nli_minilm", "nli_aux", seeds=5, finetune=True,
+                                         bootstrap=10000)
 
 
 @pytest.mark.slow

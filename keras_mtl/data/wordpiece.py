@@ -151,7 +151,9 @@ class RankedSample:
                     seen[j] = True
                     yield batch[i]
         if not seen.all():
-            raise RuntimeError(
+            from keras_mtl.errors import DataError
+
+            raise DataError(
                 f"the vocabulary sample: {n - int(seen.sum()):,} of its {n:,} texts were not found on a second "
                 "pass over the training texts: did a file change while it was read?"
             )

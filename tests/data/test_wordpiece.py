@@ -11,6 +11,7 @@ from tensorflow_text.tools.wordpiece_vocab import wordpiece_tokenizer_learner_li
 
 from keras_mtl.data import wordpiece
 from keras_mtl.data.readers.demo import generate
+from keras_mtl.errors import DataError
 
 RESERVED = ["[PAD]", "[UNK]", "[CLS]"]
 
@@ -191,5 +192,5 @@ def test_a_ranked_sample_whose_texts_changed_fails():
             return iter([f"text {i} of pass {self.passes}" for i in range(100)])
 
     sample = wordpiece.bounded_sample(Changing(), 10)
-    with pytest.raises(RuntimeError, match="did a file change"):
+    with pytest.raises(DataError, match="did a file change"):
         list(sample.texts())

@@ -1111,7 +1111,7 @@ def test_the_plan_from_the_cache_is_the_plan_from_the_examples(tmp_path, monkeyp
     of the examples in memory: the training size (hence steps), the label overlap (hence the `labelled`
     budgets), the test examples (their fingerprint, the bootstrap's truth) and the serving texts."""
     from keras_mtl.compare import config_with, core
-    from keras_mtl.compare.plan import label_overlap, label_sets_of
+    from keras_mtl.compare.plan import entry_label_sets, label_overlap, label_sets_of
     from keras_mtl.compare.runs import labels_at
     from keras_mtl.compare.serving import fixed_inputs
     from keras_mtl.config import load_config
@@ -1145,6 +1145,8 @@ def test_the_plan_from_the_cache_is_the_plan_from_the_examples(tmp_path, monkeyp
     assert entry.meta["examples"]["train"] == len(train)
     if variant == "windows":  # long texts in several rows: rows are not examples
         assert "row_example" in entry.columns and entry.rows("train") > len(train) + 20
+    # read a few rows at a time (an example's rows across two reads): the same counts
+    assert entry_label_sets(entry, block_rows=7) == entry_label_sets(entry) == label_sets_of(train)
     assert (plan.epochs, plan.steps_per_epoch) == plan_steps(base.config.train, len(train))
     old_overlap = {s: {t: (sum(t in ex.labels for ex in train if s in ex.labels)
                            / max(1, sum(s in ex.labels for ex in train))) for t in names} for s in names}

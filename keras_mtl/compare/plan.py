@@ -111,7 +111,7 @@ def label_sets_of(examples):
 
 
 
-def entry_label_sets(entry, block_rows=1 << 16):
+def entry_label_sets(entry, block_rows=None):
     """`label_overlap`'s counts of the training examples of a cache entry, from its rows: none is read.
 
     A row is labelled for a task where its stored weight is > 0, which is
@@ -121,9 +121,11 @@ def entry_label_sets(entry, block_rows=1 << 16):
     (windows of a long text, a cut row) is labelled for a task when one of
     its rows is (each task reads its own rows of it), so its rows are
     gathered by `row_example`. Reads the weight columns (and `row_example`)
-    `block_rows` rows at a time; holds a bool a training example per task.
+    `block_rows` rows at a time (default `cached.STATS_ROWS`, as the
+    training statistics); holds a bool a training example per task.
     """
     from keras_mtl.data import cache as cache_lib
+    from keras_mtl.data.cached import STATS_ROWS
 
     tasks = list(entry.meta["tasks"])
     examples = int(entry.meta["examples"]["train"])
@@ -131,7 +133,7 @@ def entry_label_sets(entry, block_rows=1 << 16):
     columns = [f"weights/{t}" for t in tasks] + (["row_example"] if windows else [])
     labelled = np.zeros([examples, len(tasks)], bool)
     start = 0
-    for block in cache_lib.iter_blocks(entry, "train", columns=columns, block_rows=block_rows):
+    for block in cache_lib.iter_blocks(entry, "train", columns=columns, block_rows=block_rows or STATS_ROWS):
         n = len(block[columns[0]])
         example = block["row_example"] if windows else np.arange(start, start + n)
         for j, t in enumerate(tasks):

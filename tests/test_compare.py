@@ -1118,7 +1118,7 @@ def test_the_plan_from_the_cache_is_the_plan_from_the_examples(tmp_path, monkeyp
     from keras_mtl.data import load as load_module
     from keras_mtl.data.load import load_task_data
     from keras_mtl import prepare as prepare_module
-    from keras_mtl.prepare import plan_steps
+    from keras_mtl.prepare import cache_key, plan_steps
 
     raw = _shared_examples_config(tmp_path, windows=variant == "windows")
     tasks, overrides = None, ()
@@ -1141,7 +1141,8 @@ def test_the_plan_from_the_cache_is_the_plan_from_the_examples(tmp_path, monkeyp
         monkeypatch.setattr(module, "load_task_data", refuse)
     plan = core.comparison_plan(raw, tmp_path / "cmp", 1, tasks, None, overrides, "labelled", 10, 24, None)
     assert plan.cfg.task_names == names
-    entry, _ = core.plan_data(base)  # the entry the plan wrote (and the multi-task run would read)
+    entry, _ = core.plan_data(base)  # the entry the plan wrote: the multi-task run's (the same key)
+    assert entry.key == cache_key(config_with(plan.raw, ["seed=2", *plan.mtl_overrides]).config).digest
     assert entry.meta["examples"]["train"] == len(train)
     if variant == "windows":  # long texts in several rows: rows are not examples
         assert "row_example" in entry.columns and entry.rows("train") > len(train) + 20

@@ -1029,3 +1029,137 @@ def test_compare_finetune_scores_the_multitask_run_fine_tuned_on_each_target(tmp
                       records=records, log=again.append)
     assert not any(line.startswith("  trained") for line in again), again
     assert rebuilt["finetuned"]["metrics"] == f["metrics"]
+
+
+# ---------------------------------------------------------------------------
+# the plan from the cache entry
+
+
+def _shared_examples_config(root, windows):
+    """Tasks that share examples, as the plan's label overlap counts them: `pos` and `chunk` (conll, two
+    files with 40 sentences in common), `cls` (a TSV whose texts are some of theirs), and the pair tasks
+    `nli` and `sts` (30 pairs in common); dev and test carved from train. `windows`: sentences longer than
+    `max_sequence_length`, read in several rows (tagging, and `long_inputs: windows`)."""
+    import random
+
+    rng = random.Random(3)
+    words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa", "lambda", "mu"]
+    sentences = [[rng.choice(words) for _ in range(rng.randint(2, 14))] + [f"s{i}"] for i in range(120)]
+
+    def conll(lines):
+        return "\n\n".join("\n".join(f"{w} {'NN' if len(w) > 3 else 'VB'} {'B-NP' if j == 0 else 'I-NP'}"
+                                     for j, w in enumerate(s)) for s in lines) + "\n"
+
+    (root / "pos.conll").write_text(conll(sentences[:80]), encoding="utf-8")
+    (root / "chunk.conll").write_text(conll(sentences[40:100]), encoding="utf-8")
+    rows = [f"{' '.join(s)}\t{'yes' if i % 3 else 'no'}" for i, s in enumerate(sentences[70:120])]
+    (root / "cls.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    pairs = [(" ".join(rng.choices(words, k=rng.randint(2, 6))), " ".join(rng.choices(words, k=3))) for _ in range(80)]
+    for name, part in (("nli", pairs[:60]), ("sts", pairs[30:])):  # 30 pairs in common
+        records = [{"a": a, "b": b, "label": "same" if i % 2 else "other", "score": round(rng.random() * 5, 2)}
+                   for i, (a, b) in enumerate(part)]
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+    def tagging(name, path, column):
+        return {"name": name, "type": "tagging",
+                "data": {"format": "conll", "train": str(path), "token_column": 0, "label_column": column}}
+
+    def pair(name, type_, field):
+        data = {"format": "jsonl", "train": str(root / f"{name}.jsonl"), "text_field": "a", "text_pair_field": "b",
+                "label_field": field}
+        return {"name": name, "type": type_, "data": data}
+
+    model = {"vocabulary_size": 80, "max_sequence_length": 8 if windows else 32, "hidden_dim": 8, "num_layers": 1,
+             "num_heads": 1, "intermediate_dim": 8, "task_conditioning": "none"}
+    if windows:
+        model.update(long_inputs="windows", max_windows=2)
+    return {
+        "name": "shared",
+        "seed": 0,
+        "tasks": [
+            tagging("pos", root / "pos.conll", 1),
+            tagging("chunk", root / "chunk.conll", 2),
+            {"name": "cls", "type": "classification",
+             "data": {"format": "delimited", "train": str(root / "cls.tsv"), "text_column": "sentence",
+                      "label_column": "label"}},
+            pair("nli", "classification", "label"),
+            pair("sts", "regression", "score"),
+        ],
+        "splits": {"seed": 1, "dev_fraction": 0.1, "test_fraction": 0.25},
+        "model": model,
+        "train": {"batch_size": 8, "epochs": 2, "bucket_lengths": [8] if windows else [16, 32]},
+    }
+
+
+def _old_fixed_inputs(examples, n):
+    """The serving inputs as the plan picked them before the cache (from the examples in memory)."""
+    rng = np.random.default_rng(0)
+
+    def pick(values):
+        values = sorted(values)
+        picked = [values[i] for i in rng.permutation(len(values))[:n]] if values else []
+        while values and len(picked) < n:
+            picked += picked[: n - len(picked)]
+        return picked
+
+    return pick({ex.text for ex in examples}), pick({ex.texts for ex in examples if ex.text_pair is not None})
+
+
+@pytest.mark.parametrize("variant", ["plain", "windows", "tasks_and_overrides"])
+def test_the_plan_from_the_cache_is_the_plan_from_the_examples(tmp_path, monkeypatch, variant):
+    """compare's plan reads the config's cache entry, never `load_task_data`, and its numbers are those
+    of the examples in memory: the training size (hence steps), the label overlap (hence the `labelled`
+    budgets), the test examples (their fingerprint, the bootstrap's truth) and the serving texts."""
+    from keras_mtl.compare import config_with, core
+    from keras_mtl.compare.plan import entry_label_sets, label_overlap, label_sets_of
+    from keras_mtl.compare.runs import labels_at
+    from keras_mtl.compare.serving import fixed_inputs
+    from keras_mtl.config import load_config
+    from keras_mtl.data import load as load_module
+    from keras_mtl.data.load import load_task_data
+    from keras_mtl import prepare as prepare_module
+    from keras_mtl.prepare import cache_key, plan_steps
+
+    raw = _shared_examples_config(tmp_path, windows=variant == "windows")
+    tasks, overrides = None, ()
+    if variant == "tasks_and_overrides":
+        tasks, overrides = "pos,cls,nli", ["splits.seed=4", "train.batch_size=4"]
+    # in memory: what the plan read before the cache
+    mem_raw = load_config(raw, overrides).raw
+    if tasks:
+        mem_raw = subset_raw(mem_raw, tasks.split(","))
+    base = config_with(mem_raw, ())
+    data = load_task_data(base)
+    names = base.config.task_names
+    train, test = data.splits["train"], data.splits["test"]
+    assert len({frozenset(ex.labels) for ex in train}) >= 3 and len(test) > 10  # shared and unshared examples
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compare's plan read the data in memory")
+
+    for module in (core, load_module, prepare_module):
+        monkeypatch.setattr(module, "load_task_data", refuse)
+    plan = core.comparison_plan(raw, tmp_path / "cmp", 1, tasks, None, overrides, "labelled", 10, 24, None)
+    assert plan.cfg.task_names == names
+    entry, _ = core.plan_data(base)  # the entry the plan wrote: the multi-task run's (the same key)
+    assert entry.key == cache_key(config_with(plan.raw, ["seed=2", *plan.mtl_overrides]).config).digest
+    assert entry.meta["examples"]["train"] == len(train)
+    if variant == "windows":  # long texts in several rows: rows are not examples
+        assert "row_example" in entry.columns and entry.rows("train") > len(train) + 20
+    # read a few rows at a time (an example's rows across two reads): the same counts
+    assert entry_label_sets(entry, block_rows=7) == entry_label_sets(entry) == label_sets_of(train)
+    assert (plan.epochs, plan.steps_per_epoch) == plan_steps(base.config.train, len(train))
+    old_overlap = {s: {t: (sum(t in ex.labels for ex in train if s in ex.labels)
+                           / max(1, sum(s in ex.labels for ex in train))) for t in names} for s in names}
+    assert plan.overlap == old_overlap == label_overlap(label_sets_of(train), names)
+    assert any(0 < plan.overlap[s][t] < 1 for s in names for t in names)
+    probabilities = [[1 / len(names)] * len(names)] * plan.epochs
+    assert (task_budgets(probabilities, names, plan.steps_per_epoch, 8, plan.overlap)
+            == task_budgets(probabilities, names, plan.steps_per_epoch, 8, old_overlap))
+    got = list(plan.test_examples)
+    assert [(e.text, e.text_pair, e.labels) for e in got] == [(e.text, e.text_pair, e.labels) for e in test]
+    assert examples_fingerprint(plan.test_examples) == examples_fingerprint(test)
+    wanted = {t: {i for i, e in enumerate(test) if t in e.labels and i % 2} for t in names}  # some predicted examples
+    assert labels_at(plan.test_examples, wanted) == {t: {i: test[i].labels[t] for i in idx} for t, idx in wanted.items()}
+    assert (plan.texts, plan.pairs) == _old_fixed_inputs(test, 24) == fixed_inputs(test, 24)
+    assert len(plan.texts) == 24 and (len(plan.pairs) == 24) == ("nli" in names)

@@ -25,8 +25,13 @@ The package, one job a module:
 keras_mtl/cli/compare.py (`python -m keras_mtl.compare` runs that command).
 """
 
-from keras_mtl.compare.core import DEFAULT_SEEDS, ComparisonPlan, compare, score_against_baselines
-from keras_mtl.compare.plan import BUDGETS, DEFAULT_BUDGET, capped_plan, config_with, label_overlap, subset_raw, task_budgets
+from keras_mtl.compare.core import (
+    DEFAULT_SEEDS, ComparisonPlan, compare, comparison_plan, plan_data, score_against_baselines,
+)
+from keras_mtl.compare.plan import (
+    BUDGETS, DEFAULT_BUDGET, capped_plan, config_with, entry_label_sets, label_overlap, label_sets_of, subset_raw,
+    task_budgets,
+)
 from keras_mtl.compare.report import compare_markdown, metric_scale, write_plots
 from keras_mtl.compare.runs import (
     COMPARE_FILES,
@@ -35,12 +40,13 @@ from keras_mtl.compare.runs import (
     RECORD_FILES,
     examples_fingerprint,
     is_finished,
+    labels_at,
     paired_samples,
     recorded_result,
     run_marker,
     train_run,
 )
-from keras_mtl.compare.serving import earlier_serving, models_digest, serving_calls, serving_throughput
+from keras_mtl.compare.serving import earlier_serving, fixed_inputs, models_digest, serving_calls, serving_throughput
 from keras_mtl.compare.stats import (
     BETTER,
     DEFAULT_REPLICATES,
@@ -62,9 +68,9 @@ from keras_mtl.compare.stats import (
 __all__ = [
     "BETTER", "BUDGETS", "COMPARE_FILES", "CONTENT_PREFIX", "ComparisonPlan", "DEFAULT_BUDGET", "DEFAULT_REPLICATES",
     "DEFAULT_SEEDS", "LATER_FIELDS", "LEVEL", "NEAR_ZERO", "RECORD_FILES", "UNDECIDED", "WORSE",
-    "bootstrap_compare", "capped_plan", "compare", "compare_markdown", "config_with",
-    "delta_m", "earlier_serving", "examples_fingerprint", "higher_is_better", "is_finished", "label_overlap",
-    "mean_std", "metric_scale", "models_digest", "paired_samples", "recorded_result", "resample_indices",
-    "resample_keys", "resample_seeds", "run_marker", "score_against_baselines", "serving_calls",
-    "serving_throughput", "subset_raw", "task_budgets", "train_run", "verdict", "verdict_settled", "write_plots",
+    "bootstrap_compare", "capped_plan", "compare", "compare_markdown", "comparison_plan", "config_with",
+    "delta_m", "earlier_serving", "entry_label_sets", "examples_fingerprint", "fixed_inputs", "higher_is_better",
+    "is_finished", "label_overlap", "label_sets_of", "labels_at", "mean_std", "metric_scale", "models_digest",
+    "paired_samples", "plan_data", "recorded_result", "resample_indices", "resample_keys", "resample_seeds",
+    "run_marker", "score_against_baselines", "serving_calls", "serving_throughput", "subset_raw", "task_budgets", "train_run", "verdict", "verdict_settled", "write_plots",
 ]

@@ -19,6 +19,7 @@ from keras_mtl.compare.plan import (
     DEFAULT_BUDGET,
     capped_plan,
     config_with,
+    entry_label_sets,
     label_overlap,
     subset_raw,
     task_budgets,
@@ -42,7 +43,7 @@ from keras_mtl.finetuning import StartFrom, finetune_raw
 from keras_mtl.run import load_run
 from keras_mtl.data.load import load_task_data
 from keras_mtl.errors import ConfigError
-from keras_mtl.prepare import plan_steps
+from keras_mtl.prepare import cache_of, check_held_out_labels, plan_steps, write_entry
 from keras_mtl.disk import write_json
 
 
@@ -160,7 +161,7 @@ def compare(
         dict: the content of `compare.json`.
     """
     started = time.time()
-    plan = _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap, serving_texts, records)
+    plan = comparison_plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap, serving_texts, records)
     plan.verbose, plan.reuse, plan.log = verbose, reuse, log
     root, cfg, names = plan.root, plan.cfg, plan.names
     # seed -> {"mtl": result, task: result, "distilled": result, "finetuned-<task>": result}
@@ -247,7 +248,7 @@ class ComparisonPlan:
     epochs: int  # of the multi-task run
     steps_per_epoch: int
     overlap: object  # `label_overlap` (the labelled budget), None for drawn or task conditioning
-    test_examples: list  # every run predicts these: paired samples
+    test_examples: object  # every run predicts these: paired samples (an `ExampleFile`: read when used)
     texts: list  # the fixed serving inputs
     pairs: list
     records: object  # Path of --records, or None
@@ -261,8 +262,9 @@ class ComparisonPlan:
         return [f"train.epochs={self.epochs}", f"train.steps_per_epoch={self.steps_per_epoch}"]
 
 
-def _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap, serving_texts, records):
-    """The checked arguments and the multi-task plan (max_steps keeps the epoch count)."""
+def comparison_plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap, serving_texts, records):
+    """The checked arguments of `compare` and its `ComparisonPlan` (max_steps keeps the epoch count), from the
+    multi-task config's cache entry (`plan_data`): no example of any split is held."""
     if budget not in BUDGETS:
         raise ConfigError(f"budget must be one of {', '.join(BUDGETS)}. Received: budget={budget!r}")
     if int(seeds) < 1:
@@ -283,9 +285,11 @@ def _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap
     root.mkdir(parents=True, exist_ok=True)  # after the checks: a bad --tasks leaves nothing behind
     cfg = base.config
     primary = {t.name: t.primary_metric for t in cfg.tasks}
-    data = load_task_data(base)
-    epochs, spe = capped_plan(*plan_steps(cfg.train, len(data.splits["train"])), max_steps)
-    texts, pairs = fixed_inputs(data, serving_texts) if serving_texts else ([], [])
+    entry, test = plan_data(base)
+    epochs, spe = capped_plan(*plan_steps(cfg.train, int(entry.meta["examples"]["train"])), max_steps)
+    texts, pairs = [], []
+    if serving_texts:  # a config without test examples times training texts: not in the entry, read in memory
+        texts, pairs = fixed_inputs(test or load_task_data(base).splits["train"], serving_texts)
     return ComparisonPlan(
         root=root,
         raw=raw,
@@ -298,12 +302,31 @@ def _plan(config, workdir, seeds, tasks, max_steps, overrides, budget, bootstrap
         steps_per_epoch=spe,
         # With task conditioning or adapters an example trains only the task it was
         # drawn for (one pass per task), so the labels seen are the examples drawn.
-        overlap=label_overlap(data, cfg.task_names) if budget == "labelled" and not cfg.model.sees_task else None,
-        test_examples=data.splits["test"],
+        overlap=label_overlap(entry_label_sets(entry), cfg.task_names)
+        if budget == "labelled" and not cfg.model.sees_task else None,
+        test_examples=test,
         texts=texts,
         pairs=pairs,
         records=Path(records) if records else None,
     )
+
+
+def plan_data(base):
+    """(entry, test examples): the cache entry of the comparison's multi-task config `base` and its test
+    examples (an `ExampleFile`: read from the entry when used, none held).
+
+    The entry is the one the multi-task run trains from (the same config, hence the same key), written
+    now when it is missing (`prepare.write_entry`), so the plan reads no example into memory: the
+    training examples are counted in its meta, `entry_label_sets` reads the label overlap from its
+    rows. An entry that was there is checked for dev/test labels never seen in train as `train` checks
+    it (`check_held_out_labels`: the warning, or the error, before any run)."""
+    from keras_mtl.data import cached  # lazy: the task types
+
+    entry, built = write_entry(base, cache_of(base))
+    data = cached.task_data(entry)
+    if not built:  # reading the data checked this
+        check_held_out_labels(base.config, data)
+    return entry, data.splits["test"]
 
 
 def _seed_runs(plan, seed, distill, finetune=False):

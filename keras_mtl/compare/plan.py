@@ -5,6 +5,7 @@ draws) as the multi-task run saw; `subset_raw` / `config_with` make the
 sub-runs' configs.
 """
 
+import collections
 import copy
 
 import numpy as np
@@ -86,10 +87,59 @@ def config_with(raw, overrides):
 
 
 
-def label_overlap(data, task_names):
-    """s -> t -> fraction of the task-s training examples that carry a task-t label."""
+def label_overlap(label_sets, task_names):
+    """s -> t -> fraction of the task-s training examples that carry a task-t label.
+
+    `label_sets`: {frozenset of the tasks an example is labelled for: the
+    number of such training examples}: `label_sets_of(examples)`, or
+    `entry_label_sets(entry)` from a cache entry's rows. The counts are
+    integers, so the fractions are those of counting the examples one by one.
+    """
     out = {}
     for s in task_names:
-        rows = [ex for ex in data.splits["train"] if s in ex.labels]
-        out[s] = {t: (sum(t in ex.labels for ex in rows) / len(rows) if rows else 0.0) for t in task_names}
+        having = {tasks: n for tasks, n in label_sets.items() if s in tasks}
+        total = sum(having.values())
+        out[s] = {t: (sum(n for tasks, n in having.items() if t in tasks) / total if total else 0.0)
+                  for t in task_names}
     return out
+
+
+
+def label_sets_of(examples):
+    """`label_overlap`'s counts of `examples` (any iterable of `Example`s, read once)."""
+    return dict(collections.Counter(frozenset(ex.labels) for ex in examples))
+
+
+
+def entry_label_sets(entry, block_rows=None):
+    """`label_overlap`'s counts of the training examples of a cache entry, from its rows: none is read.
+
+    A row is labelled for a task where its stored weight is > 0, which is
+    where its example carries the task's label (the task types' encoding:
+    weight 1 for an example with the label, 0 without; every training label
+    is in the label map learned from them). An example read in several rows
+    (windows of a long text, a cut row) is labelled for a task when one of
+    its rows is (each task reads its own rows of it), so its rows are
+    gathered by `row_example`. Reads the weight columns (and `row_example`)
+    `block_rows` rows at a time (default `cached.STATS_ROWS`, as the
+    training statistics); holds a bool a training example per task.
+    """
+    from keras_mtl.data import cache as cache_lib
+    from keras_mtl.data.cached import STATS_ROWS
+
+    tasks = list(entry.meta["tasks"])
+    examples = int(entry.meta["examples"]["train"])
+    windows = "row_example" in entry.columns
+    columns = [f"weights/{t}" for t in tasks] + (["row_example"] if windows else [])
+    labelled = np.zeros([examples, len(tasks)], bool)
+    start = 0
+    for block in cache_lib.iter_blocks(entry, "train", columns=columns, block_rows=block_rows or STATS_ROWS):
+        n = len(block[columns[0]])
+        example = block["row_example"] if windows else np.arange(start, start + n)
+        for j, t in enumerate(tasks):
+            labelled[example[block[f"weights/{t}"] > 0], j] = True
+        start += n
+    if not examples:
+        return {}
+    found, counts = np.unique(labelled, axis=0, return_counts=True)
+    return {frozenset(t for t, has in zip(tasks, row) if has): int(n) for row, n in zip(found, counts)}

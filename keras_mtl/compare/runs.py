@@ -302,26 +302,42 @@ def _params_and_predictions(path, test_examples):
 def paired_samples(runs, names, primary, tasks_cfg, test_examples):
     """The `bootstrap_compare` samples: per task the true labels of its test
     examples and every seed's multi-task and single-task predictions, on the
-    same (sorted) example indices."""
-    out = {}
+    same (sorted) example indices. `test_examples` is read once, in order
+    (an `ExampleFile` is not indexed example by example): only the labels of
+    the predicted examples are kept."""
+    indices = {}
     for t in names:
         idx = sorted(runs[0]["mtl"]["predictions"].get(t, {}))
-        mtl, single = [], []
         for s in runs:
-            for kind, side in (("mtl", mtl), (t, single)):
+            for kind in ("mtl", t):
                 got = runs[s][kind]["predictions"].get(t, {})
                 if sorted(got) != idx:
                     raise ModelError(
                         f"compare: task {t!r}: the {'multi' if kind == 'mtl' else 'single'}-task run of seed {s} "
                         f"predicted {len(got)} test examples, the multi-task run of seed 0 {len(idx)}"
                     )
-                side.append([got[i] for i in idx])
+        indices[t] = idx
+    truth = labels_at(test_examples, {t: set(idx) for t, idx in indices.items()})
+    out = {}
+    for t in names:
+        idx = indices[t]
         out[t] = {
             "metric": primary[t],
-            "truth": [test_examples[i].labels[t] for i in idx],
+            "truth": [truth[t][i] for i in idx],
             "indices": idx,
-            "mtl": mtl,
-            "single": single,
+            "mtl": [[runs[s]["mtl"]["predictions"].get(t, {})[i] for i in idx] for s in runs],
+            "single": [[runs[s][t]["predictions"].get(t, {})[i] for i in idx] for s in runs],
             "options": {"positive_class": tasks_cfg[t].positive_class},
         }
+    return out
+
+
+
+def labels_at(examples, wanted):
+    """task -> {index: label} of the examples whose indices are in `wanted[task]`, one pass over `examples`."""
+    out = {t: {} for t in wanted}
+    for i, ex in enumerate(examples):
+        for t, idx in wanted.items():
+            if i in idx:
+                out[t][i] = ex.labels[t]
     return out

@@ -72,9 +72,16 @@ def serving_throughput(version_dirs, texts, batch_size=32, repeats=5, pairs=None
 
 
 
-def fixed_inputs(data, n):
-    """`n` fixed test texts, and `n` fixed test pairs (empty without pair tasks),
-    repeated when the test split has fewer."""
+def fixed_inputs(examples, n):
+    """`n` fixed texts of `examples`, and `n` fixed pairs (empty without pair
+    tasks), repeated when there are fewer: a seeded draw from the sorted
+    distinct texts (and pairs).
+
+    `examples`: any iterable of `Example`s (the comparison's test examples,
+    an `ExampleFile`), read once. Holds the distinct texts and pairs of
+    `examples` (a text once however many examples share it), not the
+    examples: the sorted list is what the seeded permutation indexes.
+    """
     rng = np.random.default_rng(0)
 
     def pick(values):
@@ -86,10 +93,12 @@ def fixed_inputs(data, n):
             picked += picked[: n - len(picked)]
         return picked
 
-    examples = data.splits["test"] or data.splits["train"]
-    texts = pick({ex.text for ex in examples})
-    pairs = pick({ex.texts for ex in examples if ex.text_pair is not None})
-    return texts, pairs
+    texts, pairs = set(), set()
+    for ex in examples:
+        texts.add(ex.text)
+        if ex.text_pair is not None:
+            pairs.add(ex.texts)
+    return pick(texts), pick(pairs)
 
 
 

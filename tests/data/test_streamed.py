@@ -9,6 +9,7 @@ their manifests list every file with its SHA-256, so the manifests are compared.
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_mtl.config import load_config
@@ -177,3 +178,50 @@ def test_a_file_changed_between_passes_raises(tmp_path):
         f.write("a new sentence\tyes\n")
     with pytest.raises(DataError, match=r"task 'cls': the training data gave .* did a file change"):
         list(scanned.train_texts())
+
+
+def _rows_of(block):
+    """The rows (dicts) of a `ColumnBlock`: what a writer was given before blocks."""
+    columns = {}
+    for name, value in block.columns.items():
+        if isinstance(value, tuple):
+            values, lengths = value
+            columns[name] = np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        else:
+            columns[name] = list(value)
+    return [{name: columns[name][i] for name in columns} for i in range(block.rows)]
+
+
+def _pair_task(tmp_path):
+    rng = random.Random(5)
+    rows = [(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))),
+             " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))), rng.choice(["same", "other"]))
+            for _ in range(150)]
+    (tmp_path / "pairs.tsv").write_text("a\tb\tlabel\n" + "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows),
+                                        encoding="utf-8")
+    return {"name": "pairs", "type": "classification",
+            "data": {"format": "delimited", "train": "pairs.tsv", "text_column": "a", "text_pair_column": "b"}}
+
+
+@pytest.mark.parametrize("variant", ["merged", "windows", "pairs"])
+def test_column_blocks_write_the_bytes_rows_write(tmp_path, monkeypatch, variant):
+    """`ColumnBlock`s (what a cold run writes) and the same rows given one dict a row make the same files (the
+    manifest's SHA-256 of each), blocks cut where shards end."""
+    monkeypatch.setattr(streamed, "BLOCK_EXAMPLES", 37)
+    tasks = _data(tmp_path) + ([_pair_task(tmp_path)] if variant == "pairs" else [])
+    model = {"max_sequence_length": 8, "long_inputs": "windows", "max_windows": 3} if variant == "windows" else {}
+    loaded = _config(tmp_path, tasks, **model)
+    key = cache_key(loaded.config)
+    manifests = []
+    for as_rows in (False, True):
+        def build(as_rows=as_rows):
+            data = entry_data_for(loaded)
+            if as_rows:
+                data.splits = {s: (row for block in blocks for row in _rows_of(block))
+                               for s, blocks in data.splits.items()}
+            return data
+
+        entry, _ = Cache(tmp_path / f"cache-{as_rows}").get_or_write(key, build, shard_rows=100, block_rows=16)
+        manifests.append(entry.manifest)
+    _assert_same_entry(*manifests)
+    assert len(manifests[0]["splits"]["train"]["shards"]) > 2

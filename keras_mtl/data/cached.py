@@ -211,22 +211,25 @@ class RaggedRows:
         return np.diff(self.row_splits)
 
 
-def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None, example_files=None):
+def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None, example_files=None,
+               columns=None):
     """The `EntryData` of a config's data read, tokenized and encoded.
 
-    Its encoded splits as rows (`encoded_block`: a `ColumnBlock` an `EncodedSplit`); as files the vocabulary
-    (`vocab.txt`), a preset's tokenizer (`tokenizer.json`) and the examples of
-    dev and test (`examples_file`); as meta the task names, label maps,
-    carved-split and leak reports: what a run needs besides the rows, so that
-    a warm run need not read the data files.
+    Its encoded splits as rows (`encoded_block`: a `ColumnBlock` an
+    `EncodedSplit`); as files the vocabulary (`vocab.txt`), a preset's
+    tokenizer (`tokenizer.json`) and the examples of dev and test
+    (`examples_file`); as meta the task names, label maps, carved-split and
+    leak reports: what a run needs besides the rows, so that a warm run need
+    not read the data files.
 
-    `blocks`: split -> its rows streamed (`data.streamed`), as (examples
-    before it, `EncodedSplit`) blocks; `encoded["train"]` is then the
-    training split's first block (whose columns are the entry's), a split
-    streamed needs no `encoded[split]`, and `data.splits[split]` is a stream
-    whose `len` is the number of its examples. `example_files`: split -> the
-    path of a file of its examples' lines (`example_line`), copied into the
-    entry instead of writing `data.splits[split]` out.
+    `blocks`: split -> its rows streamed (`data.streamed`), `ColumnBlock`s
+    in order; a split streamed needs no `encoded[split]`, and
+    `data.splits[split]` is a stream whose `len` is the number of its
+    examples. `columns`: the entry's (`encoded_columns` of the training
+    split's first block) when the training split is streamed; else those of
+    `encoded["train"]`. `example_files`: split -> the path of a file of its
+    examples' lines (`example_line`), copied into the entry instead of
+    writing `data.splits[split]` out.
     """
     blocks, example_files = blocks or {}, example_files or {}
     names = [task.name for task in config.tasks]
@@ -246,14 +249,14 @@ def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None,
     rows, total = {}, 0
     for s in SPLITS:
         if s in blocks:
-            rows[s] = (encoded_block(e, names, before) for before, e in blocks[s])
+            rows[s] = blocks[s]
             total += len(data.splits[s])  # about one row an example
         else:
             rows[s] = [encoded_block(encoded[s], names)]
             total += len(encoded[s])
     return EntryData(
         splits=rows,
-        columns=encoded_columns(encoded["train"], names),
+        columns=columns if columns is not None else encoded_columns(encoded["train"], names),
         meta=json.loads(json.dumps(meta, default=str)),
         files=files,
         total_rows=total,

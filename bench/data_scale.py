@@ -230,8 +230,27 @@ def peer_map(spec):
             "mean_tokens": sum(len(x) for x in mapped[: min(1000, len(mapped))]["input_ids"]) / min(1000, len(mapped))}
 
 
+def tree_rss(pid):
+    """The resident bytes of a process and its descendants (read from /proc: a sum over them), 0 if gone."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/status", encoding="ascii", errors="replace") as f:
+                total += next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:")), 0)
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children", encoding="ascii") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def run_child(kind, spec, directory, timeout):
-    """Run one measurement in a fresh process; its JSON plus wall time, peak RSS and CPU time (its own)."""
+    """Run one measurement in a fresh process; its JSON plus wall time, peak RSS and CPU time (its own and its
+    waited-for children's: the encoding processes of a cold run). `peak_rss_mb` is the largest process's
+    (the kernel's ru_maxrss: the max over the tree, not a sum); `peak_tree_rss_mb` the largest sum over the
+    process and its children, sampled from /proc every 50 ms (0 where /proc is not there)."""
     spec = dict(spec, out=str(directory / f"{kind}.out.json"))
     spec_path = directory / f"{kind}.spec.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
@@ -243,10 +262,12 @@ def run_child(kind, spec, directory, timeout):
     proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--child", kind, str(spec_path)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=directory)
     deadline = started + timeout
+    peak_tree = 0
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
+        peak_tree = max(peak_tree, tree_rss(proc.pid))
         if time.time() > deadline:
             proc.kill()
             pid, status, usage = os.wait4(proc.pid, 0)
@@ -257,7 +278,8 @@ def run_child(kind, spec, directory, timeout):
     wall = time.time() - started
     out_path = Path(spec["out"])
     result = json.loads(out_path.read_text(encoding="utf-8")) if out_path.exists() else {}
-    result.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, cpu_s=usage.ru_utime + usage.ru_stime,
+    result.update(wall_s=wall, peak_rss_mb=usage.ru_maxrss / 1024, peak_tree_rss_mb=peak_tree / 2**20,
+                  cpu_s=usage.ru_utime + usage.ru_stime,
                   returncode=proc.returncode, started_at=started)
     if proc.returncode != 0 or result.get("exit") not in (0, None):
         tail = (directory / f"{kind}.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
@@ -293,7 +315,8 @@ def measure_size(run, rows, root, parts, tiny, max_steps):
             if "first_step_at" in r:
                 r["first_step_s"] = r["first_step_at"] - r["started_at"]
             out["train" if state == "cold" else "train_warm"] = r
-            run.say(f"  train --max-steps {max_steps} ({state} cache): peak RSS {r['peak_rss_mb']:,.0f} MB, "
+            run.say(f"  train --max-steps {max_steps} ({state} cache): peak RSS {r['peak_rss_mb']:,.0f} MB "
+                    f"(its process tree: {r['peak_tree_rss_mb']:,.0f} MB), "
                     f"{r['cpu_s']:.0f} CPU-s, first step after {r.get('first_step_s', float('nan')):.1f} s, "
                     f"{r['wall_s']:.1f} s in all" + (f"  ERROR {r['error']}" if "error" in r else ""))
     if "prepare" in parts:
@@ -309,7 +332,8 @@ def measure_size(run, rows, root, parts, tiny, max_steps):
         cold["examples_per_s"] = entry / cold["wall_s"] if entry else None
         out["prepare"] = {"cold": cold, "warm": warm}
         run.say(f"  prepare (cold): {entry:,} rows in {cold['wall_s']:.1f} s "
-                f"({(cold['examples_per_s'] or 0):,.0f} examples/s), peak RSS {cold['peak_rss_mb']:,.0f} MB"
+                f"({(cold['examples_per_s'] or 0):,.0f} examples/s), peak RSS {cold['peak_rss_mb']:,.0f} MB "
+                f"(its process tree: {cold['peak_tree_rss_mb']:,.0f} MB)"
                 + (f"  ERROR {cold['error']}" if "error" in cold else ""))
         run.say(f"  prepare (warm): first rows from the cache after {warm.get('first_rows_s', float('nan')):.2f} s "
                 f"(open + verify {warm.get('open_s', float('nan')):.2f} s)" + (f"  ERROR {warm['error']}" if "error" in warm else ""))

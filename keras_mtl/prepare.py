@@ -11,6 +11,7 @@ targets, epochs x steps, the sampling schedule and the bucket lengths.
 """
 
 import collections.abc
+import contextlib
 import math
 import shutil
 from dataclasses import dataclass
@@ -51,9 +52,9 @@ class Tokenization:
     @classmethod
     def of_vocabulary(cls, vocabulary, model_cfg):
         """A learned WordPiece vocabulary's (`model.lowercase`, `model.max_sequence_length`)."""
-        from keras_mtl.data.tokenize import make_encoder  # lazy: TensorFlow
+        from keras_mtl.data.tokenize import encoder_of  # lazy: TensorFlow
 
-        return cls(list(vocabulary), make_encoder(list(vocabulary), model_cfg))
+        return cls(list(vocabulary), encoder_of(vocabulary, None, model_cfg))
 
 
 class _TrainTexts:
@@ -221,13 +222,16 @@ def encode_all(config, data, encoder):
     }
 
 
-def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None):
+def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None, stack=None):
     """The `EntryData` of a config's cache entry: its data read, carved, merged, tokenized and encoded.
 
     `streamed` (the default): every split a block at a time, written as it is encoded, holding hashes (not
     examples) of the texts (`data.streamed`; dev's and test's examples go through files in `scratch`, see
     `StreamedData`); the rows are those of the in-memory path (`streamed=False`: `load_task_data`, every
-    split encoded whole), in the same order.
+    split encoded whole), in the same order. The blocks are encoded by a worker thread or, for a large
+    training split (`cache.encode_processes`), by worker processes started right after the first pass
+    (`data.encode_process`), closed when the last block is encoded, or by `stack` (a
+    `contextlib.ExitStack` the caller closes once the entry is written or failed).
     """
     from keras_mtl.data.cached import entry_data  # lazy: TensorFlow
 
@@ -238,50 +242,76 @@ def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None):
             tokenization = tokenization_for(config, data)
         encoded = encode_all(config, data, tokenization.encoder)
         return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
+    from keras_mtl.data.encode_process import EncodeProcesses, processes_for
     from keras_mtl.data.streamed import HELD, StreamedData, encoded_held, encoded_train
 
     scanned = StreamedData(loaded, scratch)  # pass 1: errors name the config line, or the file and line
     data = scanned.task_data()
-    if tokenization is None:
-        tokenization = tokenization_for(config, data)  # a pass over the training texts (a learned vocabulary)
-    encoder = tokenization.encoder
-    first, blocks = encoded_train(scanned, encoder, config.tasks, config.model.max_windows)
-    blocks = {"train": blocks, **{s: encoded_held(scanned, s, encoder, config.tasks) for s in HELD}}
-    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, {"train": first}, blocks,
-                      scanned.example_files)
+    count = processes_for(config.cache.encode_processes, scanned.train_examples)
+    processes = EncodeProcesses(count) if count else None  # their imports overlap learning the vocabulary
+    if processes is not None and stack is not None:
+        stack.callback(processes.close)
+    try:
+        if tokenization is None:
+            tokenization = tokenization_for(config, data)  # a pass over the training texts (a learned vocabulary)
+        encoder = tokenization.encoder
+        if processes is not None:
+            processes.setup(tokenization.vocabulary, tokenization.tokenizer_record, config.model, config.tasks,
+                            scanned.classes)
+        columns, train = encoded_train(scanned, encoder, config.tasks, config.model.max_windows,
+                                       processes=processes)
+    except BaseException:
+        if processes is not None:
+            processes.close()
+        raise
+    blocks = {"train": train, **{s: encoded_held(scanned, s, encoder, config.tasks, processes=processes)
+                                 for s in HELD}}
+    if processes is not None:
+        blocks[HELD[-1]] = _closing(blocks[HELD[-1]], processes.close)
+    return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, None, blocks,
+                      scanned.example_files, columns=columns)
+
+
+def _closing(items, close):
+    """`items`, then `close()` (after the last one, or when the consumer stops or fails)."""
+    try:
+        yield from items
+    finally:
+        close()
 
 
 def write_entry(loaded, cache, tokenization=None):
     """(entry, built): the cache entry of a config, written first unless there (`keras-mtl prepare`, the
     first run of a config). dev's and test's examples pass through a temporary of the key
-    (`Cache.temporary`), removed once the entry is written (or the writing failed)."""
+    (`Cache.temporary`), removed once the entry is written (or the writing failed); encoding processes
+    are closed then too."""
     config = loaded.config
     key = cache_key(config, tokenization)
     scratch = []
 
-    def build():
-        scratch.append(cache.temporary(key))
-        return entry_data_for(loaded, tokenization, scratch=scratch[-1])
+    with contextlib.ExitStack() as stack:
+        def build():
+            scratch.append(cache.temporary(key))
+            return entry_data_for(loaded, tokenization, scratch=scratch[-1], stack=stack)
 
-    try:
-        return cache.get_or_write(key, build, name=config.name)
-    finally:
-        for path in scratch:
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            return cache.get_or_write(key, build, name=config.name)
+        finally:
+            for path in scratch:
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def tokenization_of_entry(entry, model_cfg):
     """How the entry's rows were tokenized (its `vocab.txt`, or a preset's `tokenizer.json`)."""
     from keras_mtl.data.cached import tokenizer_record_of, vocabulary_of
-    from keras_mtl.data.tokenize import encoder_from_tokenizer, tokenizer_from_record  # lazy: TensorFlow
+    from keras_mtl.data.tokenize import encoder_of  # lazy: TensorFlow
 
     record = tokenizer_record_of(entry)
     vocabulary = vocabulary_of(entry)
     if record is None:
         return Tokenization.of_vocabulary(vocabulary, model_cfg)
-    tokenizer = tokenizer_from_record(record, what=str(entry.file("tokenizer.json")))
-    encoder = encoder_from_tokenizer(tokenizer, model_cfg.max_sequence_length,
-                                     what=f"the tokenizer of cache entry {entry.key}", model_cfg=model_cfg)
+    encoder = encoder_of(vocabulary, record, model_cfg, what=str(entry.file("tokenizer.json")),
+                         name=f"the tokenizer of cache entry {entry.key}")
     return Tokenization(vocabulary, encoder, record)
 
 

@@ -87,9 +87,9 @@ LATER_FIELDS = {
     "cache.vocabulary_sample": 1_000_000,
 }
 # Config sections that never change what a run learns (where the prepared data is
-# kept, how its files are identified): left out of every marker, so a comparison
+# kept, how its files are identified, how many processes encode it): left out of every marker, so a comparison
 # continued with another cache directory reuses its runs.
-MARKER_IGNORES = ("cache.dir", "cache.full_hash")
+MARKER_IGNORES = ("cache.dir", "cache.full_hash", "cache.encode_processes")
 
 
 

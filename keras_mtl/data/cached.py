@@ -2,7 +2,7 @@
 
 The cache (`keras_mtl.data.cache`) stores columns of rows; this module says
 which: what an `EncodedSplit` (data.pipeline) is as rows (`encoded_columns`,
-`encoded_rows`, `entry_data`, the writer's side) and what training and
+`encoded_block`, `entry_data`, the writer's side) and what training and
 evaluation read back (`CachedTrainSplit`, `encoded_split`, `task_data`).
 
 * The training split is never held: `CachedTrainSplit` keeps a few numbers a
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtl.data import cache as cache_lib
-from keras_mtl.data.cache import Column, EntryData
+from keras_mtl.data.cache import Column, ColumnBlock, EntryData
 from keras_mtl.data.cache.read import read_runs, runs_of
 from keras_mtl.data.example import Example
 from keras_mtl.data.splits import HASH_BYTES, example_hash
@@ -48,8 +48,13 @@ def examples_file(split):
 # --------------------------------------------------------------------------
 
 
+def _row_lists(labels):
+    """Whether a task's encoded labels hold an array a row (tagging) rather than one array of all rows."""
+    return not (isinstance(labels, np.ndarray) and labels.ndim in (1, 2))
+
+
 def encoded_columns(encoded, task_names):
-    """The columns of the rows `encoded_rows` gives for an `EncodedSplit`.
+    """The columns of the rows `encoded_block` gives for an `EncodedSplit`.
 
     `token_ids`, `word_starts` (int32 lists), `truncated` (bool), `text_hash`
     (16 bytes: `splits.example_hash` of the row's example), per task
@@ -66,7 +71,7 @@ def encoded_columns(encoded, task_names):
     }
     for task in task_names:
         labels = encoded.labels[task]
-        if isinstance(labels, np.ndarray) and labels.ndim in (1, 2):
+        if not _row_lists(labels):
             shape = () if labels.ndim == 1 else (int(labels.shape[1]),)
             columns[f"labels/{task}"] = Column(str(labels.dtype), shape)
         else:  # one array a row (tagging)
@@ -78,25 +83,33 @@ def encoded_columns(encoded, task_names):
     return columns
 
 
-def encoded_rows(encoded, task_names):
-    """The rows of an `EncodedSplit` (data.pipeline), one dict a row, for `Cache.write`."""
+def _flat(arrays):
+    """(values, int64 lengths) of a list of 1-D arrays: a list column of a `ColumnBlock`."""
+    lengths = np.fromiter((len(a) for a in arrays), np.int64, count=len(arrays))
+    return (np.concatenate(arrays) if len(arrays) else np.zeros([0], np.int32)), lengths
+
+
+def encoded_block(encoded, task_names, before=0):
+    """The rows of an `EncodedSplit` (data.pipeline) as one `ColumnBlock` (`encoded_columns`' columns), for
+    `Cache.write`; `before`: the examples of the split before its first (added to `row_example`)."""
+    rows = len(encoded.token_ids)
     row_example = getattr(encoded, "row_example", None)
-    hashes = [np.frombuffer(example_hash(ex.text, ex.text_pair), np.uint8) for ex in encoded.examples]
-    for i in range(len(encoded.token_ids)):
-        example = i if row_example is None else int(row_example[i])
-        row = {
-            "token_ids": encoded.token_ids[i],
-            "word_starts": encoded.word_starts[i],
-            "truncated": bool(encoded.truncated[i]),
-            "text_hash": hashes[example],
-        }
-        for task in task_names:
-            row[f"labels/{task}"] = encoded.labels[task][i]
-            row[f"weights/{task}"] = encoded.weights[task][i]
-        if row_example is not None:
-            row.update(row_example=example, row_window=int(encoded.row_window[i]),
-                       num_windows=int(encoded.num_windows[example]))
-        yield row
+    example = np.arange(rows, dtype=np.int64) if row_example is None else np.asarray(row_example, np.int64)
+    hashes = b"".join(example_hash(ex.text, ex.text_pair) for ex in encoded.examples)
+    columns = {
+        "token_ids": _flat(encoded.token_ids),
+        "word_starts": _flat(encoded.word_starts),
+        "truncated": np.asarray(encoded.truncated, bool),
+        "text_hash": np.frombuffer(hashes, np.uint8).reshape(-1, HASH_BYTES)[example],
+    }
+    for task in task_names:
+        labels = encoded.labels[task]
+        columns[f"labels/{task}"] = _flat(labels) if _row_lists(labels) else labels
+        columns[f"weights/{task}"] = encoded.weights[task]
+    if row_example is not None:
+        columns.update(row_example=example + before, row_window=np.asarray(encoded.row_window),
+                       num_windows=np.asarray(encoded.num_windows)[example])
+    return ColumnBlock(rows, columns)
 
 
 def _label_json(value):
@@ -198,22 +211,25 @@ class RaggedRows:
         return np.diff(self.row_splits)
 
 
-def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None, example_files=None):
+def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None, example_files=None,
+               columns=None):
     """The `EntryData` of a config's data read, tokenized and encoded.
 
-    Its encoded splits as rows (`encoded_rows`); as files the vocabulary
-    (`vocab.txt`), a preset's tokenizer (`tokenizer.json`) and the examples of
-    dev and test (`examples_file`); as meta the task names, label maps,
-    carved-split and leak reports: what a run needs besides the rows, so that
-    a warm run need not read the data files.
+    Its encoded splits as rows (`encoded_block`: a `ColumnBlock` an
+    `EncodedSplit`); as files the vocabulary (`vocab.txt`), a preset's
+    tokenizer (`tokenizer.json`) and the examples of dev and test
+    (`examples_file`); as meta the task names, label maps, carved-split and
+    leak reports: what a run needs besides the rows, so that a warm run need
+    not read the data files.
 
-    `blocks`: split -> its rows streamed (`data.streamed`), as (examples
-    before it, `EncodedSplit`) blocks; `encoded["train"]` is then the
-    training split's first block (whose columns are the entry's), a split
-    streamed needs no `encoded[split]`, and `data.splits[split]` is a stream
-    whose `len` is the number of its examples. `example_files`: split -> the
-    path of a file of its examples' lines (`example_line`), copied into the
-    entry instead of writing `data.splits[split]` out.
+    `blocks`: split -> its rows streamed (`data.streamed`), `ColumnBlock`s
+    in order; a split streamed needs no `encoded[split]`, and
+    `data.splits[split]` is a stream whose `len` is the number of its
+    examples. `columns`: the entry's (`encoded_columns` of the training
+    split's first block) when the training split is streamed; else those of
+    `encoded["train"]`. `example_files`: split -> the path of a file of its
+    examples' lines (`example_line`), copied into the entry instead of
+    writing `data.splits[split]` out.
     """
     blocks, example_files = blocks or {}, example_files or {}
     names = [task.name for task in config.tasks]
@@ -233,27 +249,18 @@ def entry_data(config, data, vocabulary, tokenizer_record, encoded, blocks=None,
     rows, total = {}, 0
     for s in SPLITS:
         if s in blocks:
-            rows[s] = _block_rows(blocks[s], names)
+            rows[s] = blocks[s]
             total += len(data.splits[s])  # about one row an example
         else:
-            rows[s] = encoded_rows(encoded[s], names)
+            rows[s] = [encoded_block(encoded[s], names)]
             total += len(encoded[s])
     return EntryData(
         splits=rows,
-        columns=encoded_columns(encoded["train"], names),
+        columns=columns if columns is not None else encoded_columns(encoded["train"], names),
         meta=json.loads(json.dumps(meta, default=str)),
         files=files,
         total_rows=total,
     )
-
-
-def _block_rows(blocks, task_names):
-    """The rows of (examples before it, `EncodedSplit`) blocks, `row_example` counted over all of them."""
-    for before, encoded in blocks:
-        for row in encoded_rows(encoded, task_names):
-            if "row_example" in row:
-                row["row_example"] += before
-            yield row
 
 
 # --------------------------------------------------------------------------

@@ -19,9 +19,10 @@ order, holding per training example only what the later passes need:
   is not one, as in memory);
 * the vocabulary (`wordpiece.bounded_sample` is order-free) from a pass over the kept training texts (a
   second one over `cache.vocabulary_sample` distinct texts, to count the words of the sample's texts);
-* the rows (`encoded_train`): a pass per task, merged examples built a block at a time,
-  `pipeline.encode_split` on each block, the rows yielded to the cache's writer as they come; dev's and
-  test's (`encoded_held`) the same way, from their merged scratch files.
+* the rows (`encoded_train`): a pass per task, merged examples built a block at a time, each block
+  encoded (`encode_block`: `pipeline.encode_split`, then columns) by a worker thread or, for a large
+  split, by encoding processes (`encode_process`), the `ColumnBlock`s yielded to the cache's writer in
+  order as they come; dev's and test's (`encoded_held`) the same way, from their merged scratch files.
 
 Each pass re-reads the files (reading is a few percent of the time; tokenizing is the rest). A pass that
 finds another number of examples than the first raises (a file changed while it was read).
@@ -48,7 +49,7 @@ import numpy as np
 from keras_mtl.config import is_pair_task
 from keras_mtl.data import checks, load, progress
 from keras_mtl.data import splits as splits_lib
-from keras_mtl.data.cached import example_line, iter_examples
+from keras_mtl.data.cached import encoded_block, encoded_columns, example_line, iter_examples
 from keras_mtl.data.example import Example
 from keras_mtl.errors import DataError
 from keras_mtl.tasks import get_task_type
@@ -465,8 +466,20 @@ class _Stream:
         return self.length
 
 
+def encode_block(examples, before, encoder, tasks, classes, max_windows=None):
+    """(columns, `ColumnBlock`) of a block of examples, `before` the split's examples before it: the rows of
+    `pipeline.encode_split` as `cached.encoded_block` gives them, and their `cached.encoded_columns` (the
+    first training block's are the entry's). What a worker thread or an encoding process runs."""
+    from keras_mtl.data.pipeline import encode_split  # lazy: TensorFlow
+
+    encoded = encode_split(examples, encoder, tasks, classes, max_windows=max_windows)
+    names = [task.name for task in tasks]
+    return encoded_columns(encoded, names), encoded_block(encoded, names, before)
+
+
 def encoded_blocks(example_blocks, encode, lookahead=2):
-    """(examples before it, `encode(block)`) of each block of examples, in order.
+    """`encode(examples, before)` of each block of examples (`before`: the examples of the blocks before it),
+    in order.
 
     The blocks are encoded by a worker thread, up to `lookahead` blocks ahead of the consumer: TensorFlow's
     kernels (the word pieces) run while this thread reads the next examples and writes the rows, on the
@@ -476,48 +489,39 @@ def encoded_blocks(example_blocks, encode, lookahead=2):
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-mtl-encode") as pool:
         pending = collections.deque()
         for examples in example_blocks:
-            pending.append((done, pool.submit(encode, examples)))
+            pending.append(pool.submit(encode, examples, done))
             done += len(examples)
             if len(pending) > lookahead:
-                before, future = pending.popleft()
-                yield before, future.result()
+                yield pending.popleft().result()
         while pending:
-            before, future = pending.popleft()
-            yield before, future.result()
+            yield pending.popleft().result()
 
 
-def encoded_train(streamed, encoder, tasks, max_windows, block=None, lookahead=2):
-    """(first, blocks): the `EncodedSplit`s of the training examples, a block at a time (`encode_split`,
-    `encoded_blocks`); `first` the first one (its columns say the entry's), `blocks` all of them with
-    `first` again first, each with the number of examples before it.
-    """
-    from keras_mtl.data.pipeline import encode_split  # lazy: TensorFlow
+def _encoded(example_blocks, encoder, tasks, classes, max_windows, lookahead, processes):
+    """(columns, `ColumnBlock`) of each block, in order: by `processes` (`encode_process.EncodeProcesses`,
+    set up with the same encoder), else by a worker thread (`encoded_blocks`)."""
+    if processes is not None:
+        return processes.encoded(example_blocks, max_windows)
 
-    classes = streamed.classes
+    def encode(examples, before):
+        return encode_block(examples, before, encoder, tasks, classes, max_windows)
 
-    def encode(examples):
-        return encode_split(examples, encoder, tasks, classes, max_windows=max_windows)
-
-    stream = streamed.train_blocks(block)
-    first_examples = next(stream)
-    first = encode(first_examples)
-
-    def blocks():
-        yield 0, first
-        for before, encoded in encoded_blocks(stream, encode, lookahead):
-            yield before + len(first_examples), encoded
-
-    return first, blocks()
+    return encoded_blocks(example_blocks, encode, lookahead)
 
 
-def encoded_held(streamed, split, encoder, tasks, block=None, lookahead=2):
-    """The `EncodedSplit`s of `split`'s ("dev", "test") merged examples, a block at a time, each with the
-    number of examples before it (`encoded_blocks`): texts read whole, as `encode_split` reads dev and test."""
-    from keras_mtl.data.pipeline import encode_split  # lazy: TensorFlow
+def encoded_train(streamed, encoder, tasks, max_windows, block=None, lookahead=2, processes=None):
+    """(columns, blocks): the training examples' rows, a `ColumnBlock` at a time (`encode_block`), and the
+    entry's columns (those of the first block). `processes`: an `encode_process.EncodeProcesses` that
+    encodes them (set up with `encoder`'s vocabulary); None: a worker thread."""
+    results = _encoded(streamed.train_blocks(block), encoder, tasks, streamed.classes, max_windows, lookahead,
+                       processes)
+    columns, first = next(results)
+    return columns, itertools.chain([first], (rows for _, rows in results))
 
-    classes = streamed.classes
 
-    def encode(examples):
-        return encode_split(examples, encoder, tasks, classes)
-
-    return encoded_blocks(streamed.held_blocks(split, block), encode, lookahead)
+def encoded_held(streamed, split, encoder, tasks, block=None, lookahead=2, processes=None):
+    """The rows of `split`'s ("dev", "test") merged examples, a `ColumnBlock` at a time (`encoded_train`):
+    texts read whole, as `encode_split` reads dev and test."""
+    results = _encoded(streamed.held_blocks(split, block), encoder, tasks, streamed.classes, None, lookahead,
+                       processes)
+    return (rows for _, rows in results)

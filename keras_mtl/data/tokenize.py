@@ -566,6 +566,15 @@ def encoder_from_tokenizer(tokenizer, max_length, what="the tokenizer", model_cf
     )
 
 
+def encoder_of(vocabulary, record, model_cfg, what="tokenizer.json", name="the tokenizer"):
+    """The `TextEncoder` of a learned vocabulary (`record` None: `make_encoder`) or of a preset's tokenizer
+    kept as a `tokenizer_record` (`what`: where it was read, `name`: what it is, for errors)."""
+    if record is None:
+        return make_encoder(list(vocabulary), model_cfg)
+    tokenizer = tokenizer_from_record(record, what=what)
+    return encoder_from_tokenizer(tokenizer, model_cfg.max_sequence_length, what=name, model_cfg=model_cfg)
+
+
 # A keras-hub tokenizer kept in a work dir (`tokenizer.json`): its Keras config
 # and its asset files (the vocabulary, merges, a SentencePiece model), so that a
 # run trained on a preset is reopened, evaluated and exported from the work dir

@@ -139,7 +139,7 @@ def test_read_split_gives_tf_data_rows_and_blocks(tmp_path):
     assert [int(x["row_example"]) for x in share.as_numpy_iterator()][:3] == [64, 65, 66]
 
 
-def test_encoded_rows_of_every_task_type(tmp_path):
+def test_encoded_block_of_every_task_type(tmp_path):
     """An `EncodedSplit`'s rows (labels as each task type encodes them) round-trip."""
     examples = [
         Example("a b c", {"c": "x", "m": ("p",), "r": 0.5, "t": ("N", "V", "N")}),
@@ -159,7 +159,7 @@ def test_encoded_rows_of_every_task_type(tmp_path):
     columns = cached.encoded_columns(encoded, list(types))
     assert columns["labels/c"] == Column("int32") and columns["labels/m"] == Column("float32", (2,))
     assert columns["labels/r"] == Column("float32") and columns["labels/t"] == Column("int32", (None,))
-    entry = Cache(tmp_path).write(KEY, {"train": cached.encoded_rows(encoded, list(types))}, columns)
+    entry = Cache(tmp_path).write(KEY, {"train": [cached.encoded_block(encoded, list(types))]}, columns)
     (got,) = [flat(iter_blocks(entry, "train"))]
     assert [r["token_ids"] for r in got] == [t.tolist() for t in token_ids]
     assert [bytes(r["text_hash"]) for r in got] == [example_hash(e.text, e.text_pair) for e in examples]

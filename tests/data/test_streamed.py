@@ -9,6 +9,7 @@ their manifests list every file with its SHA-256, so the manifests are compared.
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_mtl.config import load_config
@@ -177,3 +178,119 @@ def test_a_file_changed_between_passes_raises(tmp_path):
         f.write("a new sentence\tyes\n")
     with pytest.raises(DataError, match=r"task 'cls': the training data gave .* did a file change"):
         list(scanned.train_texts())
+
+
+def _rows_of(block):
+    """The rows (dicts) of a `ColumnBlock`: what a writer was given before blocks."""
+    columns = {}
+    for name, value in block.columns.items():
+        if isinstance(value, tuple):
+            values, lengths = value
+            columns[name] = np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        else:
+            columns[name] = list(value)
+    return [{name: columns[name][i] for name in columns} for i in range(block.rows)]
+
+
+def _pair_task(tmp_path):
+    rng = random.Random(5)
+    rows = [(" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 12))),
+             " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))), rng.choice(["same", "other"]))
+            for _ in range(150)]
+    (tmp_path / "pairs.tsv").write_text("a\tb\tlabel\n" + "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows),
+                                        encoding="utf-8")
+    return {"name": "pairs", "type": "classification",
+            "data": {"format": "delimited", "train": "pairs.tsv", "text_column": "a", "text_pair_column": "b"}}
+
+
+@pytest.mark.parametrize("variant", ["merged", "windows", "pairs"])
+def test_column_blocks_write_the_bytes_rows_write(tmp_path, monkeypatch, variant):
+    """`ColumnBlock`s (what a cold run writes) and the same rows given one dict a row make the same files (the
+    manifest's SHA-256 of each), blocks cut where shards end."""
+    monkeypatch.setattr(streamed, "BLOCK_EXAMPLES", 37)
+    tasks = _data(tmp_path) + ([_pair_task(tmp_path)] if variant == "pairs" else [])
+    model = {"max_sequence_length": 8, "long_inputs": "windows", "max_windows": 3} if variant == "windows" else {}
+    loaded = _config(tmp_path, tasks, **model)
+    key = cache_key(loaded.config)
+    manifests = []
+    for as_rows in (False, True):
+        def build(as_rows=as_rows):
+            data = entry_data_for(loaded)
+            if as_rows:
+                data.splits = {s: (row for block in blocks for row in _rows_of(block))
+                               for s, blocks in data.splits.items()}
+            return data
+
+        entry, _ = Cache(tmp_path / f"cache-{as_rows}").get_or_write(key, build, shard_rows=100, block_rows=16)
+        manifests.append(entry.manifest)
+    _assert_same_entry(*manifests)
+    assert len(manifests[0]["splits"]["train"]["shards"]) > 2
+
+
+def _write_entry(tmp_path, loaded, name):
+    from keras_mtl.prepare import write_entry
+
+    return write_entry(loaded, Cache(tmp_path / name))[0].manifest
+
+
+def test_encoding_processes_write_the_entry_a_thread_writes(tmp_path, monkeypatch):
+    """`cache.encode_processes: 2` (blocks encoded in two spawned processes, taken back in turn) writes the
+    entry the in-thread path writes, windows and merged rows included, and leaves no process behind."""
+    import multiprocessing
+
+    from keras_mtl.data import encode_process
+
+    started, start = [], encode_process.EncodeProcesses.__init__
+    monkeypatch.setattr(encode_process.EncodeProcesses, "__init__",
+                        lambda self, count: (started.append(count), start(self, count))[1])
+    monkeypatch.setattr(streamed, "BLOCK_EXAMPLES", 37)  # several blocks to each process
+    model = {"max_sequence_length": 8, "long_inputs": "windows", "max_windows": 3}
+    tasks = _data(tmp_path) + [_pair_task(tmp_path)]
+    manifests = []
+    for processes in (0, 2):
+        loaded = _config(tmp_path, tasks, **model)
+        loaded.config.cache.encode_processes = processes
+        manifests.append(_write_entry(tmp_path, loaded, f"cache-{processes}"))
+    _assert_same_entry(*manifests)
+    assert started == [2] and multiprocessing.active_children() == []
+
+
+def test_an_error_in_an_encoding_process_is_raised_as_in_a_thread(tmp_path, monkeypatch):
+    """An error raised while a process encodes a block reaches the caller as the in-thread path raises it;
+    no entry, no temporary and no process is left."""
+    import multiprocessing
+
+    monkeypatch.setattr(streamed, "BLOCK_EXAMPLES", 37)
+    in_blocks = streamed.in_blocks
+
+    def broken(items, block):  # an example encoding cannot read, in the third block
+        items = (ex if i != 100 else ex.__class__(None, ex.labels, ex.origin, ex.text_pair)
+                 for i, ex in enumerate(items))
+        return in_blocks(items, block)
+
+    monkeypatch.setattr(streamed, "in_blocks", broken)
+    errors = []
+    for processes in (0, 1):
+        loaded = _config(tmp_path, _data(tmp_path))
+        loaded.config.cache.encode_processes = processes
+        with pytest.raises(Exception) as raised:
+            _write_entry(tmp_path, loaded, f"cache-{processes}")
+        errors.append((type(raised.value), str(raised.value)))
+        directory = tmp_path / f"cache-{processes}"
+        assert Cache(directory).entries() == [] and not [p for p in directory.iterdir() if ".tmp-" in p.name]
+    assert errors[0] == errors[1], errors
+    assert multiprocessing.active_children() == []
+
+
+def test_auto_encoding_processes_need_many_examples_and_an_idle_cpu(monkeypatch):
+    """`cache.encode_processes: auto`: one process from `PROCESS_EXAMPLES` training examples when a CPU is idle."""
+    import os
+
+    from keras_mtl.data.encode_process import PROCESS_EXAMPLES, processes_for
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.0, 0.0))
+    assert processes_for("auto", PROCESS_EXAMPLES) == 1 and processes_for("auto", PROCESS_EXAMPLES - 1) == 0
+    assert processes_for(0, 10**7) == 0 and processes_for(2, 10) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.8, 0.0, 0.0))  # other jobs keep both cores busy
+    assert processes_for("auto", 10**7) == 0

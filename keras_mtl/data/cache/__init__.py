@@ -28,7 +28,7 @@ The package imports no TensorFlow at its top: `keras-mtl prepare --list` and
 """
 
 from keras_mtl.data.cache.entry import (
-    BLOCK_ROWS, DTYPES, MANIFEST, SHARD_ROWS, CacheEntry, Column, EntryData, check_entry,
+    BLOCK_ROWS, DTYPES, MANIFEST, SHARD_ROWS, CacheEntry, Column, ColumnBlock, EntryData, check_entry,
 )
 from keras_mtl.data.cache.key import (
     ENCODING_VERSION, ENV_VAR, FORMAT_VERSION, MODEL_FIELDS, SPLITS, CacheKey, cache_dir, data_key, default_dir,
@@ -38,8 +38,8 @@ from keras_mtl.data.cache.read import blocks_of, iter_blocks, read_rows, read_sp
 from keras_mtl.data.cache.store import Cache, EntryInfo
 
 __all__ = [
-    "BLOCK_ROWS", "Cache", "CacheEntry", "CacheKey", "Column", "DTYPES", "ENCODING_VERSION", "ENV_VAR", "EntryData",
-    "EntryInfo", "FORMAT_VERSION", "MANIFEST", "MODEL_FIELDS", "SHARD_ROWS", "SPLITS", "blocks_of", "cache_dir",
+    "BLOCK_ROWS", "Cache", "CacheEntry", "CacheKey", "Column", "ColumnBlock", "DTYPES", "ENCODING_VERSION", "ENV_VAR",
+    "EntryData", "EntryInfo", "FORMAT_VERSION", "MANIFEST", "MODEL_FIELDS", "SHARD_ROWS", "SPLITS", "blocks_of", "cache_dir",
     "check_entry", "data_key", "default_dir", "file_identity", "fingerprint", "iter_blocks", "read_rows",
     "read_split", "row_lengths", "share", "source_identity",
 ]

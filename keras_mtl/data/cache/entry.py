@@ -12,7 +12,7 @@ import numpy as np
 from keras_mtl.data.cache.key import FORMAT_VERSION, sha256_file
 
 __all__ = [
-    "BLOCK_ROWS", "CacheEntry", "Column", "DTYPES", "EntryData", "MANIFEST", "SHARD_ROWS", "check_entry",
+    "BLOCK_ROWS", "CacheEntry", "Column", "ColumnBlock", "DTYPES", "EntryData", "MANIFEST", "SHARD_ROWS", "check_entry",
     "column_stem", "manifest_bytes", "manifest_files",
 ]
 
@@ -68,10 +68,36 @@ def column_stem(name):
 
 
 @dataclasses.dataclass
+class ColumnBlock:
+    """Consecutive rows of a split as columns: what a writer takes without an object a row.
+
+    `columns`: name -> numpy values; a list column as `(values, lengths)`: its rows' values one after the
+    other (flat) and int64 [rows] lengths; any other column an array [rows, *shape].
+    """
+
+    rows: int
+    columns: dict
+
+    def slice(self, start, stop):
+        """The block of rows [start, stop) (views where numpy gives them)."""
+        out = {}
+        for name, value in self.columns.items():
+            if isinstance(value, tuple):
+                values, lengths = value
+                ends = np.cumsum(lengths[:stop], dtype=np.int64)
+                first = int(ends[start - 1]) if start else 0
+                last = int(ends[-1]) if stop else 0
+                out[name] = (values[first:last], lengths[start:stop])
+            else:
+                out[name] = value[start:stop]
+        return ColumnBlock(stop - start, out)
+
+
+@dataclasses.dataclass
 class EntryData:
     """What `Cache.get_or_write`'s `build()` returns: the rows and what goes with them."""
 
-    splits: dict  # split -> iterable of rows (dicts: column -> value)
+    splits: dict  # split -> iterable of rows (dicts: column -> value) and/or `ColumnBlock`s, in order
     columns: dict  # column name -> Column
     meta: dict = dataclasses.field(default_factory=dict)  # JSON-able: label maps, counts, reports
     # file name -> str or bytes (a vocabulary, a tokenizer), or the path (PathLike) of a file to copy, read

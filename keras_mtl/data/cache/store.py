@@ -124,8 +124,8 @@ class Cache:
 
         Args:
             key: a `CacheKey` (its parts go into the manifest) or its digest.
-            splits: `{split: iterable of rows}`, a row a dict of column -> value
-                (see `encoded_rows`); streamed, a block at a time.
+            splits: `{split: iterable of rows}`, a row a dict of column -> value, and/or of
+                `ColumnBlock`s (see `encoded_block`); streamed, a block at a time.
             columns: `{name: Column}`.
             name: the config's name (for `--list`).
             parts: the key's parts (default: those of a `CacheKey`).

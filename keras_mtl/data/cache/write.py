@@ -1,4 +1,4 @@
-"""Writing an entry's files: shards of column files, a block of rows at a time, hashed as written."""
+"""Writing an entry's files: shards of column files, a block of rows (`ColumnBlock`) at a time, hashed as written."""
 
 import datetime
 import hashlib
@@ -11,21 +11,43 @@ from pathlib import Path
 import numpy as np
 
 from keras_mtl.data import progress
-from keras_mtl.data.cache.entry import MANIFEST, Column, column_stem
+from keras_mtl.data.cache.entry import MANIFEST, Column, ColumnBlock, column_stem
 from keras_mtl.data.cache.key import FORMAT_VERSION, SPLITS
 
 __all__ = ["fsync_dir", "write_entry_files"]
 
 
-def _values(column, name, values):
-    """A block's values of one column as numpy: (values, offsets or None)."""
+def _block_of_rows(rows, columns, split, count):
+    """The `ColumnBlock` of a list of rows (dicts); `count`: the rows of the split before them (for errors)."""
+    out = {}
+    for name, column in columns.items():
+        try:
+            values = [row[name] for row in rows]
+        except KeyError:
+            at = next(i for i, row in enumerate(rows) if name not in row)
+            raise ValueError(f"split {split!r}, row {count + at}: no column {name!r}") from None
+        if column.ragged:
+            arrays = [np.asarray(v, column.storage).reshape(-1) for v in values]
+            lengths = np.fromiter((len(a) for a in arrays), np.int64, count=len(arrays))
+            out[name] = (np.concatenate(arrays) if arrays else np.zeros([0], column.storage), lengths)
+        else:
+            out[name] = values
+    return ColumnBlock(len(rows), out)
+
+
+def _column_values(column, name, value, n):
+    """A block's values of one column as numpy in the column's storage: (values, lengths or None)."""
     if column.ragged:
-        arrays = [np.asarray(v, column.storage).reshape(-1) for v in values]
-        lengths = np.fromiter((len(a) for a in arrays), np.int64, count=len(arrays))
-        flat = np.concatenate(arrays) if arrays else np.zeros([0], column.storage)
-        return flat, lengths
-    array = np.asarray(values, column.storage)
-    want = (len(values), *column.shape)
+        if not isinstance(value, tuple) or len(value) != 2:
+            raise ValueError(f"column {name!r}: a list column's block is (values, lengths)")
+        values = np.asarray(value[0], column.storage).reshape(-1)
+        lengths = np.asarray(value[1], np.int64).reshape(-1)
+        if len(lengths) != n or int(lengths.sum()) != len(values):
+            raise ValueError(f"column {name!r}: {len(lengths)} lengths summing to {int(lengths.sum())} for a block "
+                             f"of {n} rows and {len(values)} values")
+        return values, lengths
+    array = np.asarray(value, column.storage)
+    want = (n, *column.shape)
     if array.shape != want:
         raise ValueError(f"column {name!r}: a block of shape {array.shape}, expected {want}")
     return array, None
@@ -57,9 +79,10 @@ class _ShardWriter:
         digest.update(data)
         self.files[file][2] += len(data)
 
-    def add(self, block, n):
+    def add(self, block):
+        """Append a `ColumnBlock`."""
         for name, column in self.columns.items():
-            values, lengths = _values(column, name, block[name])
+            values, lengths = _column_values(column, name, block.columns[name], block.rows)
             stem = column_stem(name)
             self._write(f"{stem}.values", values)
             if lengths is not None:
@@ -67,7 +90,7 @@ class _ShardWriter:
                 self._write(f"{stem}.offsets", offsets.astype("<i8"))
                 if len(offsets):
                     self.ends[name] = int(offsets[-1])
-        self.rows += n
+        self.rows += block.rows
 
     def close(self):
         """Flush and fsync every file; the shard's manifest record."""
@@ -84,39 +107,45 @@ class _ShardWriter:
             f.close()
 
 
-def _write_split(directory, split, rows, columns, shard_rows, block_rows, advance):
-    """Write one split's rows (dicts) as shards under `directory/split/`; its manifest record."""
+def _blocks(items, columns, split, block_rows):
+    """The `ColumnBlock`s of a split's items: blocks as given, rows (dicts) gathered `block_rows` at a time."""
+    rows, count = [], 0
+    for item in items:
+        if isinstance(item, ColumnBlock):
+            if rows:
+                yield _block_of_rows(rows, columns, split, count - len(rows))
+                rows = []
+            count += item.rows
+            yield item
+            continue
+        rows.append(item)
+        count += 1
+        if len(rows) == block_rows:
+            yield _block_of_rows(rows, columns, split, count - len(rows))
+            rows = []
+    if rows:
+        yield _block_of_rows(rows, columns, split, count - len(rows))
+
+
+def _write_split(directory, split, items, columns, shard_rows, block_rows, advance):
+    """Write one split's rows (dicts and/or `ColumnBlock`s, in order) as shards of `shard_rows` rows (the last
+    one the rest) under `directory/split/`; its manifest record. How the rows come in blocks does not change
+    a byte of the files: a block is cut where a shard ends."""
     shards, writer, count = [], None, 0
-    block = {name: [] for name in columns}
-    n = 0
-
-    def flush():
-        nonlocal writer, n
-        if not n:
-            return
-        if writer is None:
-            writer = _ShardWriter(directory / split / f"{len(shards):05d}", columns)
-        writer.add(block, n)
-        for values in block.values():
-            values.clear()
-        advance(n)
-        n = 0
-        if writer.rows >= shard_rows:
-            shards.append({"dir": f"{split}/{len(shards):05d}", **writer.close()})
-            writer = None
-
     try:
-        for row in rows:
-            for name, values in block.items():
-                try:
-                    values.append(row[name])
-                except KeyError:
-                    raise ValueError(f"split {split!r}, row {count}: no column {name!r}") from None
-            n += 1
-            count += 1
-            if n == block_rows or (writer.rows if writer is not None else 0) + n >= shard_rows:
-                flush()
-        flush()
+        for block in _blocks(items, columns, split, block_rows):
+            start = 0
+            while start < block.rows:
+                if writer is None:
+                    writer = _ShardWriter(directory / split / f"{len(shards):05d}", columns)
+                stop = min(block.rows, start + shard_rows - writer.rows)
+                writer.add(block if (start, stop) == (0, block.rows) else block.slice(start, stop))
+                advance(stop - start)
+                count += stop - start
+                start = stop
+                if writer.rows >= shard_rows:
+                    shards.append({"dir": f"{split}/{len(shards):05d}", **writer.close()})
+                    writer = None
         if writer is not None:
             shards.append({"dir": f"{split}/{len(shards):05d}", **writer.close()})
             writer = None

@@ -247,7 +247,7 @@ def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None, stack
 
     scanned = StreamedData(loaded, scratch)  # pass 1: errors name the config line, or the file and line
     data = scanned.task_data()
-    count = processes_for(config.cache.encode_processes, scanned.train_examples)
+    count = processes_for(config.cache.encode_processes)
     processes = EncodeProcesses(count) if count else None  # their imports overlap learning the vocabulary
     if processes is not None and stack is not None:
         stack.callback(processes.close)

@@ -25,22 +25,15 @@ import threading
 import traceback
 from multiprocessing.connection import Connection
 
-PROCESS_EXAMPLES = 100_000  # `encode_processes: auto`: one process from this many merged training examples
 LOOKAHEAD = 2  # blocks sent ahead per process: memory of (LOOKAHEAD + 1) blocks per process
 _POLL_S = 1.0  # how often a waiting parent checks that its worker still runs
 
 
-def processes_for(setting, train_examples):
-    """The number of encoding processes of a `cache.encode_processes` setting ("auto" or an int) for a split of
-    `train_examples` merged training examples (0: the in-process path, a worker thread). "auto": one from
-    `PROCESS_EXAMPLES` examples when a CPU is idle (the CPUs this process may use less the 1-minute load
-    average, which counts this process, is at least 1), else none. A process costs a TensorFlow import (about 8 CPU-s)
-    and gains only the CPU time it finds idle: on small data, one core or a machine that other jobs keep
-    busy, it costs more than it gives (docs/data_at_scale.md, "Parallel preparation")."""
-    if setting == "auto":
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        return 1 if train_examples >= PROCESS_EXAMPLES and cpus - load >= 1 else 0
+def processes_for(setting):
+    """The number of encoding processes of a `cache.encode_processes` setting (0: the in-process path, a worker
+    thread: the default). Opt-in: measured on the 2-core benchmark machine, a worker process made a cold
+    `prepare` slower at 0.3M and at 3M rows, a loaded machine or not (docs/data_at_scale.md, "Parallel
+    preparation"): its TensorFlow import and the pickled blocks cost more CPU than it takes off the parent."""
     return int(setting)
 
 

@@ -282,15 +282,16 @@ def test_an_error_in_an_encoding_process_is_raised_as_in_a_thread(tmp_path, monk
     assert multiprocessing.active_children() == []
 
 
-def test_auto_encoding_processes_need_many_examples_and_an_idle_cpu(monkeypatch):
-    """`cache.encode_processes: auto`: one process from `PROCESS_EXAMPLES` training examples when a CPU is idle."""
-    import os
+def test_encoding_processes_are_opt_in():
+    """`cache.encode_processes` defaults to 0 (the worker thread: measured fastest on 2 cores), takes N >= 0,
+    and a bad value is a config error naming the field."""
+    import pytest
 
-    from keras_mtl.data.encode_process import PROCESS_EXAMPLES, processes_for
+    from keras_mtl.config import CacheConfig
+    from keras_mtl.data.encode_process import processes_for
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.9, 0.0, 0.0))
-    assert processes_for("auto", PROCESS_EXAMPLES) == 1 and processes_for("auto", PROCESS_EXAMPLES - 1) == 0
-    assert processes_for(0, 10**7) == 0 and processes_for(2, 10) == 2
-    monkeypatch.setattr(os, "getloadavg", lambda: (4.8, 0.0, 0.0))  # other jobs keep both cores busy
-    assert processes_for("auto", 10**7) == 0
+    assert CacheConfig().encode_processes == 0 and processes_for(CacheConfig().encode_processes) == 0
+    assert processes_for(CacheConfig(encode_processes=2).encode_processes) == 2
+    for bad in (-1, "auto"):
+        with pytest.raises(Exception, match="encode_processes"):
+            CacheConfig(encode_processes=bad)

@@ -242,12 +242,13 @@ def entry_data_for(loaded, tokenization=None, streamed=True, scratch=None, stack
             tokenization = tokenization_for(config, data)
         encoded = encode_all(config, data, tokenization.encoder)
         return entry_data(config, data, tokenization.vocabulary, tokenization.tokenizer_record, encoded)
-    from keras_mtl.data.encode_process import EncodeProcesses, processes_for
+    from keras_mtl.data.encode_process import EncodeProcesses
     from keras_mtl.data.streamed import HELD, StreamedData, encoded_held, encoded_train
 
     scanned = StreamedData(loaded, scratch)  # pass 1: errors name the config line, or the file and line
     data = scanned.task_data()
-    count = processes_for(config.cache.encode_processes)
+    # Opt-in (default 0, the thread): a process measured slower on 2 cores (docs/data_at_scale.md).
+    count = config.cache.encode_processes
     processes = EncodeProcesses(count) if count else None  # their imports overlap learning the vocabulary
     if processes is not None and stack is not None:
         stack.callback(processes.close)

@@ -29,14 +29,6 @@ LOOKAHEAD = 2  # blocks sent ahead per process: memory of (LOOKAHEAD + 1) blocks
 _POLL_S = 1.0  # how often a waiting parent checks that its worker still runs
 
 
-def processes_for(setting):
-    """The number of encoding processes of a `cache.encode_processes` setting (0: the in-process path, a worker
-    thread: the default). Opt-in: measured on the 2-core benchmark machine, a worker process made a cold
-    `prepare` slower at 0.3M and at 3M rows, a loaded machine or not (docs/data_at_scale.md, "Parallel
-    preparation"): its TensorFlow import and the pickled blocks cost more CPU than it takes off the parent."""
-    return int(setting)
-
-
 def _error(e):
     """The reply of a failure: the exception itself when it pickles, else a RuntimeError with its traceback."""
     try:
@@ -209,10 +201,6 @@ class EncodeProcesses:
 
     def __exit__(self, *exc):
         self.close()
-
-    def pids(self):
-        """The workers' process ids."""
-        return [worker.process.pid for worker in self.workers]
 
     def setup(self, vocabulary, tokenizer_record, model_cfg, tasks, classes):
         """Tell every worker how to encode: the encoder of `vocabulary` or `tokenizer_record` and

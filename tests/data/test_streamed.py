@@ -288,10 +288,7 @@ def test_encoding_processes_are_opt_in():
     import pytest
 
     from keras_mtl.config import CacheConfig
-    from keras_mtl.data.encode_process import processes_for
-
-    assert CacheConfig().encode_processes == 0 and processes_for(CacheConfig().encode_processes) == 0
-    assert processes_for(CacheConfig(encode_processes=2).encode_processes) == 2
+    assert CacheConfig().encode_processes == 0 and CacheConfig(encode_processes=2).encode_processes == 2
     for bad in (-1, "auto"):
         with pytest.raises(Exception, match="encode_processes"):
             CacheConfig(encode_processes=bad)

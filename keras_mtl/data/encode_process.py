@@ -25,6 +25,8 @@ import threading
 import traceback
 from multiprocessing.connection import Connection
 
+from keras_mtl.errors import KerasMTLError
+
 LOOKAHEAD = 2  # blocks sent ahead per process: memory of (LOOKAHEAD + 1) blocks per process
 _POLL_S = 1.0  # how often a waiting parent checks that its worker still runs
 
@@ -156,8 +158,9 @@ class _Worker:
                 pass
             code = self.process.poll()
             if code is not None:
-                raise RuntimeError(f"the encoding process {self.name} (pid {self.process.pid}) ended with exit code "
-                                   f"{code} before it answered")
+                raise KerasMTLError(f"the encoding process {self.name} (pid {self.process.pid}) ended with exit code "
+                                    f"{code} before it answered (killed? out of memory?); nothing was written. "
+                                    f"cache.encode_processes: 0 encodes in this process")
         self.pending -= 1
         if kind == "error":
             raise value

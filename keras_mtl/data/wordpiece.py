@@ -31,6 +31,7 @@ the same vocabulary (tests compare the two on random corpora and on keras-hub's
 search step for progress output.
 """
 
+import collections
 import collections.abc
 import hashlib
 import heapq
@@ -392,7 +393,7 @@ def count_words(texts, lowercase):
         from keras_hub.src.tokenizers.word_piece_tokenizer import pretokenize
     except ImportError:
         return None
-    counts = {}
+    counts = collections.Counter()  # a dict: the words in the order they first occur
     for chunk in _batches(texts, _COUNT_CHUNK):
         ds = tf.data.Dataset.from_tensor_slices(chunk).batch(1024)
         # keras-hub's defaults: no accent stripping, split on whitespace,
@@ -402,8 +403,7 @@ def count_words(texts, lowercase):
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         for batch in words:
-            for word in batch.flat_values.numpy().tolist():
-                counts[word] = counts.get(word, 0) + 1
+            counts.update(batch.flat_values.numpy().tolist())  # counted in C
     return {word.decode("utf-8"): count for word, count in counts.items()}
 
 

@@ -368,6 +368,13 @@ def encode_rows(encoder, pieces, word_lengths, pair_pieces=None, windows_needed=
         first-piece position in the row where the row reads it (its window
         under `windowing.merge`, every word in a cut row), else `windows.NOT_HERE`.
     """
+    if pair_pieces is None and len(pieces) <= encoder.max_length - 1:  # fits: the common row, built directly
+        ids = np.empty([len(pieces) + 1], np.int32)
+        ids[0], ids[1:] = encoder.cls_id, pieces
+        starts = np.cumsum(word_lengths, dtype=np.int32)  # every word's first piece after [CLS]
+        starts -= word_lengths
+        starts += 1
+        return [(ids, starts, 0, False)], 1
     rule = encoder.windowing
     pieces = np.asarray(pieces, np.int32)
     word_lengths = np.asarray(word_lengths, np.int64)

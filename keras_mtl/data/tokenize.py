@@ -368,25 +368,21 @@ def encode_rows(encoder, pieces, word_lengths, pair_pieces=None, windows_needed=
         first-piece position in the row where the row reads it (its window
         under `windowing.merge`, every word in a cut row), else `windows.NOT_HERE`.
     """
-    if pair_pieces is None and len(pieces) <= encoder.max_length - 1:  # fits: the common row, built directly
+    starts = np.cumsum(word_lengths, dtype=np.int32)  # every word's first piece after [CLS], uncut
+    starts -= word_lengths
+    starts += 1
+    if pair_pieces is None and len(pieces) <= encoder.max_length - 1:  # fits: one row, built directly
         ids = np.empty([len(pieces) + 1], np.int32)
         ids[0], ids[1:] = encoder.cls_id, pieces
-        starts = np.cumsum(word_lengths, dtype=np.int32)  # every word's first piece after [CLS]
-        starts -= word_lengths
-        starts += 1
         return [(ids, starts, 0, False)], 1
     rule = encoder.windowing
     pieces = np.asarray(pieces, np.int32)
     word_lengths = np.asarray(word_lengths, np.int64)
     offsets = np.concatenate([[0], np.cumsum(word_lengths)]).astype(np.int64)
-    starts = (1 + offsets[:-1]).astype(np.int32)  # every word's first piece after [CLS], uncut
     cls = np.asarray([encoder.cls_id], np.int32)
-    if pair_pieces is None:
+    if pair_pieces is None:  # longer than a row
         content = encoder.max_length - 1
         tail = np.zeros([0], np.int32)
-        fits = len(pieces) <= content
-        if fits:
-            return [(np.concatenate([cls, pieces]), starts, 0, False)], 1
         cut_row = None
         if cut:
             body = pieces[:content] if cut == "truncate" else windows.head_tail(pieces, content)

@@ -114,33 +114,45 @@ def encode_split(examples, encoder, tasks, classes, max_windows=None):
     tasks under `truncate` / `head_tail`. `max_windows`: the most windows of
     one text (the training split's bound, `model.max_windows`); None: all.
     """
-    from keras_mtl.data.tokenize import encode_pieces, encode_rows
+    from keras_mtl.data.tokenize import encode_rows, piece_batches
 
     rule = encoder.windowing
     token_tasks = {t.name for t in tasks if for_task(t).token_level}
     sentence_tasks = {t.name for t in tasks} - token_tasks
     cut_mode = None if rule.long_inputs == "windows" else rule.long_inputs
-    uncut = encode_pieces(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples])
     token_ids, word_starts, truncated, row_example, row_window = [], [], [], [], []
     num_windows = np.ones([len(examples)], np.int32)
     kept = np.ones([len(examples)], np.int32)  # window rows kept per example
     single = []  # per row: the example's only row (every task reads it)
-    for e, (ex, (pieces, lengths, pair)) in enumerate(zip(examples, uncut)):
-        labelled = set(ex.labels)
-        has_sentence = bool(labelled & sentence_tasks)
-        windowed = (bool(labelled & token_tasks) and pair is None) or (has_sentence and cut_mode is None)
-        cut = cut_mode if has_sentence else None
-        if not windowed and cut is None:  # no task of `tasks` labels it: read as a sentence task would
-            windowed, cut = cut_mode is None, cut_mode
-        rows, num_windows[e] = encode_rows(encoder, pieces, lengths, pair, windowed, cut, max_windows)
-        kept[e] = max(1, sum(1 for row in rows if row[2] != CUT))
-        for ids, starts, window, cut_off in rows:
-            token_ids.append(ids)
-            word_starts.append(starts)
-            truncated.append(cut_off)
-            row_example.append(e)
-            row_window.append(window)
-            single.append(len(rows) == 1)
+    e = 0  # the next example
+    for fitted, uncut in piece_batches(encoder, [ex.text for ex in examples], [ex.text_pair for ex in examples]):
+        if fitted is not None:  # every text of the batch fits: a row each, as `encode_rows` gives it
+            n = len(fitted[0])
+            token_ids += fitted[0]
+            word_starts += fitted[1]
+            truncated += [False] * n
+            row_example += range(e, e + n)
+            row_window += [0] * n
+            single += [True] * n
+            e += n
+            continue
+        for pieces, lengths, pair in uncut:
+            labelled = set(examples[e].labels)
+            has_sentence = bool(labelled & sentence_tasks)
+            windowed = (bool(labelled & token_tasks) and pair is None) or (has_sentence and cut_mode is None)
+            cut = cut_mode if has_sentence else None
+            if not windowed and cut is None:  # no task of `tasks` labels it: read as a sentence task would
+                windowed, cut = cut_mode is None, cut_mode
+            rows, num_windows[e] = encode_rows(encoder, pieces, lengths, pair, windowed, cut, max_windows)
+            kept[e] = max(1, sum(1 for row in rows if row[2] != CUT))
+            for ids, starts, window, cut_off in rows:
+                token_ids.append(ids)
+                word_starts.append(starts)
+                truncated.append(cut_off)
+                row_example.append(e)
+                row_window.append(window)
+                single.append(len(rows) == 1)
+            e += 1
     row_example = np.asarray(row_example, np.int64)
     row_window = np.asarray(row_window, np.int32)
     single = np.asarray(single, bool)

@@ -7,7 +7,9 @@ whitespace into words; each word is cut into word pieces by a keras-hub
 predict) a word on its first piece. A text longer than `max_length` is read
 in windows (keras_mtl.data.windows): `encode_rows` (numpy, training and
 evaluation) and `TextEncoder.serving_rows` (TF ops, the SavedModel) apply
-the same rule.
+the same rule. Training and evaluation tokenize a batch of texts at a time
+(`piece_batches`); a batch whose texts all fit is made rows at once
+(`fitting_rows`), the others a text at a time (`encode_rows`).
 """
 
 import dataclasses
@@ -497,25 +499,60 @@ def encode_examples(encoder, texts, text_pairs=None, batch_size=2048):
     return Encoded(token_ids, word_starts, **cut)
 
 
-def encode_pieces(encoder, texts, text_pairs=None, batch_size=2048):
-    """Eagerly, the uncut pieces of Python strings: per text (pieces int32 [P],
-    pieces per word int32 [W], the pieces of its `text_pairs` entry or None)."""
+def fitting_rows(encoder, pieces, word_lengths):
+    """The rows `encode_rows` gives a batch of single texts that all fit one row, built for the batch at once
+    from `TextEncoder.pieces`' ragged output (no arrays made a text): (token_ids, word_starts), lists of
+    int32 arrays ([CLS] and the pieces; each word's first piece), or None when a text does not fit."""
+    splits = pieces.row_splits.numpy()
+    if len(splits) > 1 and np.diff(splits).max() > encoder.max_length - 1:
+        return None
+    ids = np.insert(pieces.values.numpy().astype(np.int32, copy=False), splits[:-1], np.int32(encoder.cls_id))
+    lengths = word_lengths.values.numpy().astype(np.int32, copy=False)
+    word_splits = word_lengths.row_splits.numpy()
+    before = np.zeros([len(lengths) + 1], np.int32)  # the batch's pieces before each word
+    np.cumsum(lengths, out=before[1:])
+    starts = before[:-1] - np.repeat(before[word_splits[:-1]], np.diff(word_splits)) + 1  # after [CLS]
+    return _pieces_of(ids, splits + np.arange(len(splits))), _pieces_of(starts, word_splits)
+
+
+def _pieces_of(values, splits):
+    """A flat array cut at `splits` into a list of views, a row each."""
+    bounds = splits.tolist()
+    return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def piece_batches(encoder, texts, text_pairs=None, batch_size=2048, rows=True):
+    """Eagerly, per batch of `batch_size` Python strings (with an optional second text each, None: single),
+    in order: (fitted, uncut). `fitted`: `fitting_rows` of the batch when `rows` and every text of it is
+    single and fits; else None, and `uncut` per text: (pieces int32 [P], pieces per word int32 [W], the
+    pieces of its `text_pairs` entry or None), what `encode_rows` reads."""
     n = len(texts)
     text_pairs = [None] * n if text_pairs is None else list(text_pairs)
     if len(text_pairs) != n:
         raise ValueError(f"{n} texts but {len(text_pairs)} text pairs")
-    out = [None] * n
     for start in range(0, n, batch_size):
         part = list(range(start, min(n, start + batch_size)))
         pieces, lengths = encoder.pieces(tf.constant([texts[i] for i in part], dtype=tf.string))
-        seconds = [None] * len(part)
         with_pair = [k for k, i in enumerate(part) if text_pairs[i] is not None]
+        if rows and not with_pair:
+            fitted = fitting_rows(encoder, pieces, lengths)
+            if fitted is not None:
+                yield fitted, None
+                continue
+        seconds = [None] * len(part)
         if with_pair:
             second, _ = encoder.pieces(tf.constant([text_pairs[part[k]] for k in with_pair], dtype=tf.string))
             for k, row in zip(with_pair, _rows(second)):
                 seconds[k] = row
-        for k, (i, row, length) in enumerate(zip(part, _rows(pieces), _rows(lengths))):
-            out[i] = (row, length, seconds[k])
+        yield None, list(zip(_rows(pieces), _rows(lengths), seconds))
+
+
+def encode_pieces(encoder, texts, text_pairs=None, batch_size=2048):
+    """Eagerly, the uncut pieces of Python strings: per text (pieces int32 [P],
+    pieces per word int32 [W], the pieces of its `text_pairs` entry or None)."""
+    out = []
+    for _, uncut in piece_batches(encoder, texts, text_pairs, batch_size, rows=False):
+        out.extend(uncut)
     return out
 
 

@@ -12,7 +12,8 @@ from keras_mtl.config import ModelConfig, config_from_dict
 from keras_mtl.data import windows
 from keras_mtl.data.example import Example
 from keras_mtl.data.pipeline import encode_split
-from keras_mtl.data.tokenize import RESERVED, SEP, TextEncoder, encode_examples, encode_pieces, encode_rows, make_tokenizer
+from keras_mtl.data.tokenize import (RESERVED, SEP, TextEncoder, encode_examples, encode_pieces, encode_rows,
+                                     make_tokenizer, piece_batches)
 from keras_mtl.tasks import for_task
 
 VOCAB = RESERVED + ["the", "cat", "sat", "un", "##believ", "##able", ".", "a", "dog"]
@@ -215,6 +216,32 @@ def test_texts_that_fit_are_encoded_as_before_windows_bit_for_bit():
         assert split.token_ids[r].dtype == before.token_ids[i].dtype
         assert split.token_ids[r].tolist() == before.token_ids[i].tolist()
         assert split.word_starts[r].tolist() == before.word_starts[i].tolist()
+
+
+def test_a_batch_that_fits_is_built_at_once_as_encode_rows_builds_each_text():
+    """`piece_batches` builds a batch whose texts all fit (empty texts and words the tokenizer
+    drops included) from the ragged pieces at once: the rows of `encode_rows`, the same dtypes; a
+    batch with a text that does not fit, or with a pair, is handed on per text."""
+    enc = encoder(16)
+    texts = _texts(120, seed=5, long=12) + ["", "\x07 the", "the"]
+    texts = [t for t, (pieces, _, _) in zip(texts, encode_pieces(enc, texts)) if len(pieces) <= 15]
+    assert len(texts) > 64
+    batches = list(piece_batches(enc, texts, batch_size=32))
+    assert len(batches) == -(-len(texts) // 32) and all(f is not None and u is None for f, u in batches)
+    token_ids = [a for f, _ in batches for a in f[0]]
+    word_starts = [a for f, _ in batches for a in f[1]]
+    for i, (pieces, lengths, _) in enumerate(encode_pieces(enc, texts)):
+        (ids, starts, window, cut), = encode_rows(enc, pieces, lengths)[0]
+        assert (window, cut) == (0, False)
+        assert token_ids[i].dtype == ids.dtype == np.int32 and token_ids[i].tolist() == ids.tolist()
+        assert word_starts[i].dtype == starts.dtype and word_starts[i].tolist() == starts.tolist()
+    long = " ".join(["unbelievable"] * 6)  # 18 pieces: 2 windows at 16
+    (fitted, uncut), = piece_batches(enc, ["the cat", long])
+    assert fitted is None and [len(u[0]) for u in uncut] == [2, 18]
+    (fitted, uncut), = piece_batches(enc, ["the cat", "a dog"], ["a", None])
+    assert fitted is None and uncut[0][2].tolist() == [ID["a"]] and uncut[1][2] is None
+    (fitted, uncut), = piece_batches(enc, ["the cat"], rows=False)
+    assert fitted is None and uncut[0][0].tolist() == [ID["the"], ID["cat"]]
 
 
 @pytest.mark.parametrize("merge", windows.MERGES)

@@ -955,11 +955,11 @@ def test_compare_refuses_an_empty_task_list_as_export_does(tmp_path):
     assert not (tmp_path / "cmp").exists()
 
 
-def _assert_the_recorded_report_rebuilds(tmp_path, name, data, **kwargs):
-    """`compare configs/<name>.yaml --records bench/results/compare/<name> ...` (kwargs: its options)
-    on a copy of the committed records reproduces their compare.md without training anything: every
-    line but the invocation's wall time and, in a rebuild, the line saying where its serving table
-    was measured."""
+def _assert_the_recorded_report_rebuilds(tmp_path, name, data, records_name=None, **kwargs):
+    """`compare configs/<name>.yaml --records bench/results/compare/<records_name or name> ...` (kwargs:
+    its options, `overrides` for `--set`) on a copy of the committed records reproduces their compare.md
+    without training anything: every line but the invocation's wall time and, in a rebuild, the line
+    saying where its serving table was measured."""
     import shutil
 
     from keras_mtl.compare import compare
@@ -967,7 +967,7 @@ def _assert_the_recorded_report_rebuilds(tmp_path, name, data, **kwargs):
     repo = Path(__file__).resolve().parents[1]
     if not (repo.parent / "shared" / "data" / data).is_dir():
         pytest.skip(f"../shared/data (the real data of configs/{name}.yaml) is not beside the repo")
-    recorded = repo / "bench" / "results" / "compare" / name
+    recorded = repo / "bench" / "results" / "compare" / (records_name or name)
     records = tmp_path / "records"
     shutil.copytree(recorded, records)
     logs = []
@@ -995,6 +995,18 @@ def test_the_recorded_nli_auxiliary_report_rebuilds_from_its_records(tmp_path):
     --bootstrap 10000 --records ...` (BENCHMARKS 1e), the fine-tuned column included."""
     _assert_the_recorded_report_rebuilds(tmp_path, "glue_pairs_nli_minilm", "nli_aux", seeds=5, finetune=True,
                                          bootstrap=10000)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_recorded_glue_conll_minilm_96_report_rebuilds_from_its_records(tmp_path):
+    """Issue 29's glue_conll rerun at 96 word pieces (BENCHMARKS 1c): `compare
+    configs/glue_conll_minilm.yaml --set model.max_sequence_length=96 --seeds 2 --distill
+    --bootstrap 100000 --records ...`, the distilled section included."""
+    _assert_the_recorded_report_rebuilds(tmp_path, "glue_conll_minilm", "conll2000",
+                                         records_name="glue_conll_minilm_96",
+                                         overrides=["model.max_sequence_length=96"], seeds=2, distill=True,
+                                         bootstrap=100000)
 
 
 @pytest.mark.slow

@@ -999,6 +999,24 @@ def test_the_recorded_nli_auxiliary_report_rebuilds_from_its_records(tmp_path):
 
 @pytest.mark.real_data
 @pytest.mark.slow
+def test_the_recorded_glue_conll_minilm_report_rebuilds_from_its_records(tmp_path):
+    """The 64-piece records of BENCHMARKS 1c: `compare configs/glue_conll_minilm.yaml --seeds 2
+    --distill --bootstrap 100000 --records ...`."""
+    _assert_the_recorded_report_rebuilds(tmp_path, "glue_conll_minilm", "conll2000", seeds=2, distill=True,
+                                         bootstrap=100000)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_the_recorded_glue_pairs_minilm_report_rebuilds_from_its_records(tmp_path):
+    """The records of BENCHMARKS 1b: `compare configs/glue_pairs_minilm.yaml --seeds 5 --distill
+    --bootstrap 10000 --records ...`."""
+    _assert_the_recorded_report_rebuilds(tmp_path, "glue_pairs_minilm", "rte", seeds=5, distill=True,
+                                         bootstrap=10000)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_the_recorded_glue_conll_minilm_96_report_rebuilds_from_its_records(tmp_path):
     """Issue 29's glue_conll rerun at 96 word pieces (BENCHMARKS 1c): `compare
     configs/glue_conll_minilm.yaml --set model.max_sequence_length=96 --seeds 2 --distill
